@@ -1,0 +1,3 @@
+module github.com/convergence-dev/convergence/pkg/events
+
+go 1.26
