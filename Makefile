@@ -1,0 +1,50 @@
+# Convergence — `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+TOOLS := $(BIN)/tools
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GOLANGCI_LINT_VERSION := v2.15.0
+# Every module of the workspace: the root module and the two that integrators import.
+PKGS := ./... ./pkg/events/... ./pkg/client/...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Check, and where possible install, what building and testing need.
+	@scripts/ensure-deps.sh
+
+.PHONY: build
+build: ## Build the binary into bin/convergence.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/convergence ./cmd/convergence
+
+.PHONY: run
+run: deps build ## Run the whole platform in one process (embedded JetStream, local PostgreSQL).
+	$(BIN)/convergence serve -target=all
+
+.PHONY: test
+test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
+	$(GO) test -count=1 -p 2 -timeout 15m $(PKGS)
+
+.PHONY: bench
+bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
+	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./internal/outbox/
+
+.PHONY: lint
+lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(TOOLS)/golangci-lint run $(PKGS)
+
+$(TOOLS)/golangci-lint:
+	GOBIN=$(abspath $(TOOLS)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: clean
+clean: ## Remove build output (not the data dir).
+	rm -rf $(BIN)

@@ -1,0 +1,167 @@
+// Command convergence runs the Convergence platform. One binary holds all four services;
+// "serve -target" picks which run in this process.
+//
+//	convergence serve [-target=all|api,provisioner,converger,metering] [flags]
+//	convergence migrate [flags]
+//	convergence version
+//
+// Every flag can also be set in the environment as CONVERGENCE_<FLAG>, upper case with dots
+// and dashes as underscores (-http.addr is CONVERGENCE_HTTP_ADDR); -database-url and -nats-url
+// also read DATABASE_URL and NATS_URL. A flag on the command line wins over the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/convergence-dev/convergence/internal/platform"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "convergence:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: convergence <command> [flags]
+
+commands:
+  serve     run the platform's services (-target=all by default)
+  migrate   apply database migrations and exit
+  version   print the version
+
+Run "convergence <command> -h" for a command's flags.`
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "convergence", buildVersion())
+		return nil
+	case "serve", "migrate":
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintln(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+
+	fs := flag.NewFlagSet("convergence "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg platform.Config
+	cfg.RegisterFlags(fs)
+	logFormat := fs.String("log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
+	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := bindEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cmd == "migrate" {
+		return platform.Migrate(ctx, cfg, logger)
+	}
+	logger.Info("starting convergence", "version", buildVersion(), "target", cfg.Target)
+	if err := platform.Run(ctx, cfg, logger); err != nil {
+		return err
+	}
+	logger.Info("convergence stopped")
+	return nil
+}
+
+// envAliases are environment names that operators and scripts already use for some flags.
+var envAliases = map[string]string{
+	"database-url": "DATABASE_URL",
+	"nats-url":     "NATS_URL",
+}
+
+// bindEnv sets every flag not given on the command line from its environment variable.
+func bindEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		names := []string{envName(f.Name)}
+		if alias, ok := envAliases[f.Name]; ok {
+			names = append(names, alias)
+		}
+		for _, name := range names {
+			if v, ok := lookup(name); ok {
+				if serr := fs.Set(f.Name, v); serr != nil {
+					err = fmt.Errorf("environment variable %s: %w", name, serr)
+				}
+				return
+			}
+		}
+	})
+	return err
+}
+
+// envName is the environment variable of a flag: -http.addr → CONVERGENCE_HTTP_ADDR.
+func envName(flagName string) string {
+	return "CONVERGENCE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flagName))
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log.level %q: choose debug, info, warn, or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format %q: choose auto, text, or json", format)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/platform"
+)
+
+func TestBindEnv_FlagsReadTheirEnvironmentNamesAndAliases(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var cfg platform.Config
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse([]string{"-target=api"}))
+	env := map[string]string{
+		"CONVERGENCE_HTTP_ADDR":   ":4000",
+		"CONVERGENCE_DATA_DIR":    "/var/lib/convergence",
+		"CONVERGENCE_ADMIN_TOKEN": "tok",
+		"CONVERGENCE_TARGET":      "metering", // The command line wins.
+		"DATABASE_URL":            "postgres://db/x",
+		"NATS_URL":                "nats://nats:4222",
+	}
+	require.NoError(t, bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	require.Equal(t, ":4000", cfg.HTTPAddr)
+	require.Equal(t, "/var/lib/convergence", cfg.DataDir)
+	require.Equal(t, "tok", cfg.API.AdminToken)
+	require.Equal(t, "api", cfg.Target)
+	require.Equal(t, "postgres://db/x", cfg.DatabaseURL)
+	require.Equal(t, "nats://nats:4222", cfg.NATSURL)
+}
+
+func TestBindEnv_BadValue_NamesTheVariable(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var cfg platform.Config
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	err := bindEnv(fs, func(k string) (string, bool) { return "not-a-bool", k == "CONVERGENCE_MIGRATE" })
+	require.ErrorContains(t, err, "CONVERGENCE_MIGRATE")
+}
+
+func TestRun_Commands(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	require.NoError(t, run([]string{"version"}, &out, &errOut))
+	require.Contains(t, out.String(), "convergence ")
+	require.ErrorContains(t, run([]string{"frobnicate"}, &out, &errOut), `unknown command "frobnicate"`)
+	require.ErrorContains(t, run(nil, &out, &errOut), "no command")
+	require.ErrorContains(t, run([]string{"serve", "-log.level=loud"}, &out, &errOut), "log.level")
+}

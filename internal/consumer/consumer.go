@@ -1,0 +1,250 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Event is what a handler receives: the envelope and its decoded data.
+type Event[T any] struct {
+	Envelope events.Envelope
+	Data     T
+	// Delivery counts deliveries of this message, starting at 1.
+	Delivery uint64
+}
+
+// Handler handles one event. See the package documentation for how its result is acknowledged.
+type Handler[T any] func(ctx context.Context, e Event[T]) error
+
+// Config describes a durable consumer and how its handler runs.
+type Config struct {
+	// Name is the durable consumer's name; it also names metrics, logs and the dead-letter
+	// subject.
+	Name     string
+	Stream   string
+	Subjects []string
+	// Concurrency is how many messages are handled at once; it also bounds how many are pulled
+	// ahead, so no message waits out its ack deadline in a local buffer. Default 1.
+	Concurrency int
+	// MaxDeliver is how many deliveries a message gets before it is dead-lettered.
+	MaxDeliver int
+	// AckWait is how long a delivery may go unacknowledged; heartbeats extend it.
+	AckWait time.Duration
+	// Backoff is the delay before delivery n+1 after delivery n failed. Default: 250ms doubling
+	// up to 30s.
+	Backoff func(n uint64) time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = events.DefaultMaxDeliver
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = events.DefaultAckWait
+	}
+	if c.Backoff == nil {
+		c.Backoff = ExponentialBackoff(250*time.Millisecond, 30*time.Second)
+	}
+	return c
+}
+
+// ExponentialBackoff returns base·2^(n-1), capped at limit.
+func ExponentialBackoff(base, limit time.Duration) func(uint64) time.Duration {
+	return func(n uint64) time.Duration {
+		d := base
+		for i := uint64(1); i < n && d < limit; i++ {
+			d *= 2
+		}
+		return min(d, limit)
+	}
+}
+
+// Consumer runs a Handler on a durable JetStream consumer.
+type Consumer[T any] struct {
+	js      jetstream.JetStream
+	cfg     Config
+	handler Handler[T]
+	logger  *slog.Logger
+	metrics *Metrics
+}
+
+// New wires a consumer; it starts nothing. metrics may be shared by every consumer of a process.
+func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.Logger, metrics *Metrics) *Consumer[T] {
+	cfg = cfg.withDefaults()
+	return &Consumer[T]{
+		js:      js,
+		cfg:     cfg,
+		handler: h,
+		logger:  logger.With("consumer", cfg.Name),
+		metrics: metrics,
+	}
+}
+
+// Run creates or updates the durable consumer and handles messages until ctx is done. It then
+// stops pulling, waits for the handlers in flight (their context is cancelled, and what they
+// did not finish is redelivered), and returns nil.
+func (c *Consumer[T]) Run(ctx context.Context) error {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        c.cfg.Name,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		MaxDeliver:     c.cfg.MaxDeliver + 1, // The adapter dead-letters on the last; this is a backstop.
+		FilterSubjects: c.cfg.Subjects,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxAckPending:  max(c.cfg.Concurrency*2, 64),
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", c.cfg.Name, err)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, c.cfg.Concurrency)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			_ = msg.Nak()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c.handle(ctx, msg)
+		}()
+	}, jetstream.PullMaxMessages(c.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.cfg.Name, err)
+	}
+	c.logger.Info("consumer started", "stream", c.cfg.Stream, "subjects", c.cfg.Subjects, "concurrency", c.cfg.Concurrency)
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
+
+// handle runs the handler on one message and acknowledges it.
+func (c *Consumer[T]) handle(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	delivery := uint64(1)
+	if meta, err := msg.Metadata(); err == nil {
+		delivery = meta.NumDelivered
+	}
+
+	env, err := events.Decode(msg.Data())
+	var data T
+	if err == nil {
+		data, err = events.DataAs[T](env)
+	}
+	if err != nil {
+		c.deadLetter(ctx, msg, env.ID, delivery, Permanent(err))
+		c.metrics.observe(c.cfg.Name, "dead_lettered", start)
+		return
+	}
+	logger := c.logger.With("event_id", env.ID, "event_type", env.Type, "delivery", delivery)
+	if env.RequestID != "" {
+		logger = logger.With("request_id", env.RequestID)
+	}
+
+	err = c.runHandler(ctx, msg, Event[T]{Envelope: env, Data: data, Delivery: delivery})
+	switch {
+	case err == nil:
+		if ackErr := msg.Ack(); ackErr != nil {
+			logger.Warn("ack", "err", ackErr) // Redelivered; the handler's idempotency absorbs it.
+		}
+		c.metrics.observe(c.cfg.Name, "acked", start)
+	case ctx.Err() != nil:
+		// Shutting down: the failure may be the cancellation itself, so it is no verdict on
+		// the event. Let another replica, or this one after restart, have it at once.
+		_ = msg.NakWithDelay(0)
+		c.metrics.observe(c.cfg.Name, "retried", start)
+	case IsPermanent(err) || delivery >= uint64(c.cfg.MaxDeliver):
+		logger.Error("giving up on event", "err", err, "permanent", IsPermanent(err))
+		c.deadLetter(ctx, msg, env.ID, delivery, err)
+		c.metrics.observe(c.cfg.Name, "dead_lettered", start)
+	default:
+		delay := c.cfg.Backoff(delivery)
+		logger.Warn("event handler failed; will retry", "err", err, "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
+		c.metrics.observe(c.cfg.Name, "retried", start)
+	}
+}
+
+// runHandler calls the handler with heartbeats running and a panic turned into an error.
+func (c *Consumer[T]) runHandler(ctx context.Context, msg jetstream.Msg, e Event[T]) (err error) {
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	go func() {
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return c.handler(ctx, e)
+}
+
+// Dead-letter headers carry why and from where a message was given up on.
+const (
+	HeaderDLQSubject    = "Convergence-Dlq-Subject"
+	HeaderDLQStreamSeq  = "Convergence-Dlq-Stream-Seq"
+	HeaderDLQError      = "Convergence-Dlq-Error"
+	HeaderDLQDeliveries = "Convergence-Dlq-Deliveries"
+)
+
+// deadLetter copies msg to the consumer's dead-letter subject, then terminates it. If the copy
+// cannot be stored, the message is redelivered later instead of lost.
+func (c *Consumer[T]) deadLetter(ctx context.Context, msg jetstream.Msg, eventID string, delivery uint64, cause error) {
+	dl := &nats.Msg{Subject: events.DeadLetterSubject(c.cfg.Name), Data: msg.Data(), Header: nats.Header{}}
+	dl.Header.Set(HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(HeaderDLQError, truncate(cause.Error(), 1024))
+	dl.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(delivery, 10))
+	id := eventID
+	if meta, err := msg.Metadata(); err == nil {
+		seq := strconv.FormatUint(meta.Sequence.Stream, 10)
+		dl.Header.Set(HeaderDLQStreamSeq, seq)
+		if id == "" {
+			id = "seq-" + seq
+		}
+	}
+	dl.Header.Set(jetstream.MsgIDHeader, c.cfg.Name+":"+id)
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := c.js.PublishMsg(pubCtx, dl); err != nil {
+		c.logger.Error("dead-letter copy failed; message will be redelivered", "err", err)
+		_ = msg.NakWithDelay(c.cfg.Backoff(delivery))
+		return
+	}
+	if err := msg.Term(); err != nil && !errors.Is(err, nats.ErrMsgAlreadyAckd) {
+		c.logger.Warn("term", "err", err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,231 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/convergence-dev/convergence/internal/consumer"
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(pgtest.Wrap(m))
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// publish publishes a completed-task event and returns its event ID.
+func publish(t *testing.T, js jetstream.JetStream, taskID string) string {
+	t.Helper()
+	env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, taskID, "", events.ConvergeCompleted{TaskID: taskID})
+	require.NoError(t, err)
+	publishRaw(t, js, mustJSON(t, env))
+	return env.ID
+}
+
+func publishRaw(t *testing.T, js jetstream.JetStream, data []byte) {
+	t.Helper()
+	_, err := js.Publish(t.Context(), events.SubjectConvergeCompleted, data)
+	require.NoError(t, err)
+}
+
+// start runs a consumer on the results stream until the test ends.
+func start(t *testing.T, js jetstream.JetStream, cfg consumer.Config, h consumer.Handler[events.ConvergeCompleted]) {
+	t.Helper()
+	cfg.Stream = events.StreamConvergeResults
+	cfg.Subjects = []string{events.SubjectConvergeCompleted}
+	c := consumer.New(js, cfg, h, discard, consumer.NewMetrics(prometheus.NewRegistry()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+func effectCount(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM test_effects`).Scan(&n))
+	return n
+}
+
+func TestConsumer_FailureAfterCommitBeforeAck_NoSecondEffect(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	_, err := pool.Exec(t.Context(), `CREATE TABLE test_effects (task_id TEXT NOT NULL)`)
+	require.NoError(t, err)
+	js := natstest.Start(t).JetStream()
+
+	var calls, applied atomic.Int32
+	start(t, js, consumer.Config{Name: "effects", Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }},
+		func(ctx context.Context, e consumer.Event[events.ConvergeCompleted]) error {
+			calls.Add(1)
+			ok, err := consumer.Once(ctx, pool, "effects", e.Envelope.ID, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO test_effects (task_id) VALUES ($1)`, e.Data.TaskID)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if ok {
+				applied.Add(1)
+			}
+			if e.Delivery == 1 {
+				return errors.New("crash after commit, before ack")
+			}
+			return nil
+		})
+
+	publish(t, js, "task-1")
+	require.Eventually(t, func() bool { return calls.Load() == 2 }, 10*time.Second, 10*time.Millisecond, "redelivered once")
+	time.Sleep(200 * time.Millisecond) // Room for a wrong third delivery to show.
+	require.EqualValues(t, 2, calls.Load())
+	require.EqualValues(t, 1, applied.Load())
+	require.Equal(t, 1, effectCount(t, pool))
+}
+
+func TestConsumer_PoisonMessage_DeadLetteredWhileOthersFlow(t *testing.T) {
+	t.Parallel()
+	js := natstest.Start(t).JetStream()
+
+	var handled atomic.Int32
+	start(t, js, consumer.Config{Name: "poison", MaxDeliver: 3, Backoff: func(uint64) time.Duration { return 5 * time.Millisecond }},
+		func(_ context.Context, e consumer.Event[events.ConvergeCompleted]) error {
+			switch e.Data.TaskID {
+			case "always-fails":
+				return errors.New("transient, forever")
+			case "permanent":
+				return consumer.Permanent(errors.New("cannot ever succeed"))
+			}
+			handled.Add(1)
+			return nil
+		})
+
+	publishRaw(t, js, []byte("not an event"))
+	publish(t, js, "always-fails")
+	publish(t, js, "permanent")
+	for i := range 20 {
+		publish(t, js, fmt.Sprint("ok-", i))
+	}
+	require.Eventually(t, func() bool { return handled.Load() == 20 }, 10*time.Second, 10*time.Millisecond)
+
+	dlq, err := js.Stream(t.Context(), events.StreamDeadLetter)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := dlq.Info(t.Context())
+		return err == nil && info.State.Msgs == 3
+	}, 10*time.Second, 10*time.Millisecond)
+
+	reasons := map[string]string{}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := dlq.GetMsg(t.Context(), seq)
+		require.NoError(t, err)
+		require.Equal(t, events.DeadLetterSubject("poison"), m.Subject)
+		require.Equal(t, events.SubjectConvergeCompleted, m.Header.Get(consumer.HeaderDLQSubject))
+		reasons[string(m.Data)] = m.Header.Get(consumer.HeaderDLQDeliveries)
+	}
+	require.Len(t, reasons, 3)
+	require.Equal(t, "1", reasons["not an event"], "an undecodable message is dead-lettered at once")
+
+	// The work queue is empty: nothing is stuck behind the poison.
+	info, err := js.Consumer(t.Context(), events.StreamConvergeResults, "poison")
+	require.NoError(t, err)
+	ci, err := info.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, ci.NumPending)
+	require.Zero(t, ci.NumAckPending)
+}
+
+func TestConsumer_HandlerLongerThanAckWait_HeartbeatsPreventRedelivery(t *testing.T) {
+	t.Parallel()
+	js := natstest.Start(t).JetStream()
+
+	var calls atomic.Int32
+	done := make(chan struct{})
+	start(t, js, consumer.Config{Name: "slow", AckWait: 600 * time.Millisecond},
+		func(ctx context.Context, e consumer.Event[events.ConvergeCompleted]) error {
+			calls.Add(1)
+			select {
+			case <-time.After(2 * time.Second): // Over three ack deadlines.
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			close(done)
+			return nil
+		})
+	publish(t, js, "slow")
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("handler did not finish")
+	}
+	require.EqualValues(t, 1, calls.Load(), "no redelivery while the handler works")
+}
+
+func TestOnce_SameEventTwice_AppliesOnce(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	_, err := pool.Exec(t.Context(), `CREATE TABLE test_effects (task_id TEXT NOT NULL)`)
+	require.NoError(t, err)
+	effect := func(tx pgx.Tx) error {
+		_, err := tx.Exec(t.Context(), `INSERT INTO test_effects (task_id) VALUES ('t')`)
+		return err
+	}
+	first, err := consumer.Once(t.Context(), pool, "c", "e1", effect)
+	require.NoError(t, err)
+	second, err := consumer.Once(t.Context(), pool, "c", "e1", effect)
+	require.NoError(t, err)
+	other, err := consumer.Once(t.Context(), pool, "another-consumer", "e1", effect)
+	require.NoError(t, err)
+	require.True(t, first)
+	require.False(t, second)
+	require.True(t, other, "idempotency is per consumer")
+	require.Equal(t, 2, effectCount(t, pool))
+
+	done, err := consumer.Processed(t.Context(), pool, "c", "e1")
+	require.NoError(t, err)
+	require.True(t, done)
+}
+
+func TestOnce_EffectFails_NothingRecorded(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	_, err := consumer.Once(t.Context(), pool, "c", "e1", func(pgx.Tx) error { return errors.New("boom") })
+	require.ErrorContains(t, err, "boom")
+	done, err := consumer.Processed(t.Context(), pool, "c", "e1")
+	require.NoError(t, err)
+	require.False(t, done, "a failed effect leaves the event to be retried")
+}
+
+func TestExponentialBackoff_DoublesUpToLimit(t *testing.T) {
+	t.Parallel()
+	b := consumer.ExponentialBackoff(100*time.Millisecond, time.Second)
+	for n, want := range map[uint64]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 60: time.Second} {
+		require.Equal(t, want, b(n), "delivery %d", n)
+	}
+}

@@ -1,0 +1,85 @@
+// Package natstest runs an embedded JetStream server for tests, with the platform's streams.
+package natstest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/natsx"
+)
+
+// Server is an embedded JetStream server with file storage in a test's temp dir.
+type Server struct {
+	t        testing.TB
+	StoreDir string
+	Embedded *natsx.Embedded
+	port     int
+}
+
+// Start starts a server on a free loopback port with the platform's streams created. It is
+// shut down when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, StoreDir: t.TempDir(), port: -1}
+	s.start()
+	t.Cleanup(s.Shutdown)
+	nc := s.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, natsx.EnsureStreams(ctx, js))
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: s.StoreDir, Port: s.port}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(s.t, err, "start embedded NATS")
+	s.Embedded = emb
+	// Keep the port across restarts so reconnecting clients find the server again.
+	s.port = emb.Server().Addr().(*net.TCPAddr).Port
+}
+
+// URL is the server's client URL.
+func (s *Server) URL() string { return s.Embedded.ClientURL() }
+
+// Connect opens a client connection that reconnects across restarts, closed when the test ends.
+func (s *Server) Connect() *nats.Conn {
+	s.t.Helper()
+	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	require.NoError(s.t, err)
+	s.t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream returns a JetStream context on a new connection.
+func (s *Server) JetStream() jetstream.JetStream {
+	s.t.Helper()
+	js, err := jetstream.New(s.Connect())
+	require.NoError(s.t, err)
+	return js
+}
+
+// Restart shuts the server down and starts it again on the same store dir and port, as a
+// crash-and-restart of the broker would.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Embedded.Shutdown()
+	s.start()
+}
+
+// Shutdown stops the server; it is safe to call more than once.
+func (s *Server) Shutdown() {
+	if s.Embedded != nil {
+		s.Embedded.Shutdown()
+	}
+}

@@ -1,0 +1,61 @@
+package natsx
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Connect connects to the NATS server at url, or in process to embedded when it is not nil.
+// The connection reconnects forever; the caller closes it with Drain or Close.
+func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	}
+	if embedded != nil {
+		opts = append(opts, nats.InProcessServer(embedded.Server()))
+		serverURL = ""
+	}
+	nc, err := nats.Connect(serverURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s: %w; check NATS_URL, or unset it to run an embedded server", redact(serverURL), err)
+	}
+	return nc, nil
+}
+
+// EnsureStreams creates every stream pkg/events defines, or updates one whose definition
+// changed. It is idempotent, so every process calls it at start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
+	for _, cfg := range events.Streams() {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// redact hides a password in a NATS URL so it can be shown in an error.
+func redact(raw string) string {
+	if raw == "" {
+		return "(embedded)"
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

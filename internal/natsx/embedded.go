@@ -1,0 +1,93 @@
+package natsx
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures the in-process NATS server.
+type EmbeddedConfig struct {
+	// StoreDir is where JetStream keeps its file storage. Required.
+	StoreDir string
+	// Host and Port are where the server listens for outside clients, such as integrators
+	// consuming lifecycle events. Port -1 picks a free port; DontListen serves in-process
+	// clients only.
+	Host       string
+	Port       int
+	DontListen bool
+}
+
+// Embedded is a NATS server with JetStream running inside this process.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a NATS server with JetStream on file storage that fsyncs every write, so
+// an acknowledged publish survives a crash of the process. It returns once the server accepts
+// connections; the caller must call Shutdown.
+func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("embedded nats: no store directory")
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: create store directory: %w", err)
+	}
+	host := cfg.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if !cfg.DontListen && cfg.Port > 0 {
+		// The server would only log a bind failure; check first so the error says what to do.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: port %d is in use (%w); stop what holds it, or set NATS_URL to use that server, or pick another address with CONVERGENCE_NATS_LISTEN", cfg.Port, err)
+		}
+		_ = ln.Close()
+	}
+	opts := &server.Options{
+		ServerName: "convergence-embedded",
+		Host:       host,
+		Port:       cfg.Port,
+		DontListen: cfg.DontListen,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		SyncAlways: true,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: not ready within 30s")
+	}
+	logger.Info("embedded NATS JetStream started", "store_dir", cfg.StoreDir, "url", srv.ClientURL(), "listening", !cfg.DontListen)
+	return &Embedded{srv: srv}, nil
+}
+
+// Server returns the underlying server, for in-process connections.
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// ClientURL is the URL outside clients connect to; empty when the server does not listen.
+func (e *Embedded) ClientURL() string {
+	if e.srv.Addr() == nil {
+		return ""
+	}
+	return e.srv.ClientURL()
+}
+
+// Shutdown stops the server and waits for it to finish. It is safe to call more than once.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}

@@ -1,0 +1,101 @@
+package natsx_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/natsx"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestEnsureStreams_Twice_Idempotent(t *testing.T) {
+	t.Parallel()
+	js := natstest.Start(t).JetStream() // Start has created the streams once.
+	require.NoError(t, natsx.EnsureStreams(t.Context(), js))
+	for _, cfg := range events.Streams() {
+		s, err := js.Stream(t.Context(), cfg.Name)
+		require.NoError(t, err)
+		info, err := s.Info(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, cfg.Retention, info.Config.Retention, cfg.Name)
+		require.Equal(t, cfg.Subjects, info.Config.Subjects, cfg.Name)
+	}
+}
+
+func TestConsumeLifecycle_IntegratorSeesFactsInOrderAndResumesAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream()
+	publish := func(state events.TenantState) {
+		env, err := events.NewEnvelope("test", events.TypeTenantLifecycle, "9", "", events.TenantLifecycle{EnvID: 9, State: state})
+		require.NoError(t, err)
+		b, err := json.Marshal(env)
+		require.NoError(t, err)
+		_, err = js.Publish(t.Context(), events.LifecycleSubject(state, 9), b)
+		require.NoError(t, err)
+	}
+	// Facts published before the integrator starts are kept and replayed to it.
+	publish(events.StateProvisioning)
+	publish(events.StateRunning)
+
+	seen := make(chan events.TenantState, 10)
+	consume := func(ctx context.Context) error {
+		return events.ConsumeLifecycle(ctx, js, "integrator", events.LifecycleFilter("", 9),
+			func(_ context.Context, _ events.Envelope, e events.TenantLifecycle) error {
+				seen <- e.State
+				return nil
+			})
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- consume(ctx) }()
+	require.Equal(t, events.StateProvisioning, next(t, seen))
+	require.Equal(t, events.StateRunning, next(t, seen))
+	cancel()
+	require.NoError(t, <-done)
+
+	// The durable consumer remembers its place: after a restart only the new fact arrives.
+	publish(events.StateDestroyed)
+	ctx, cancel = context.WithCancel(t.Context())
+	go func() { done <- consume(ctx) }()
+	require.Equal(t, events.StateDestroyed, next(t, seen))
+	cancel()
+	require.NoError(t, <-done)
+	require.Empty(t, seen)
+}
+
+func next(t *testing.T, ch <-chan events.TenantState) events.TenantState {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no lifecycle fact within 10s")
+		return ""
+	}
+}
+
+func TestStartEmbedded_PortInUse_SaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = busy.Close() })
+	_, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
+		StoreDir: t.TempDir(), Host: "127.0.0.1", Port: busy.Addr().(*net.TCPAddr).Port,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.ErrorContains(t, err, "is in use")
+	require.ErrorContains(t, err, "NATS_URL")
+}

@@ -1,0 +1,141 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pglocal"
+	"github.com/convergence-dev/convergence/migrations"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// durablePool starts a PostgreSQL that fsyncs its commits, as a production one does, and
+// returns a pool on it with the migrations applied. The test harness's servers do not fsync,
+// which would flatter the raw-commit baseline.
+func durablePool(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "outbox-bench-")
+	require.NoError(b, err)
+	require.NoError(b, os.Chmod(dir, 0o711)) // The server may run as the postgres user.
+	b.Cleanup(func() { _ = os.RemoveAll(dir) })
+	srv, err := pglocal.Start(b.Context(), pglocal.Config{Dir: filepath.Join(dir, "pg"), Settings: map[string]string{"max_connections": "50"}})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	require.NoError(b, migrations.Up(b.Context(), srv.URL()))
+	pool, err := pgxpool.New(b.Context(), srv.URL())
+	require.NoError(b, err)
+	b.Cleanup(pool.Close)
+	return pool
+}
+
+// benchConcurrency is the number of writers in every phase, so the three rates compare.
+const benchConcurrency = 8
+
+// BenchmarkOutboxThroughput measures events per second committed through the outbox and relayed
+// to JetStream, beside two raw baselines from the same run at the same concurrency: a bare
+// single-row INSERT-commit loop, and a bare JetStream publish loop (each publish waits for its
+// PubAck). Run with a fixed count, e.g. -benchtime=5000x. Goal: outbox ≥ 0.5× raw commit.
+func BenchmarkOutboxThroughput(b *testing.B) {
+	pool := durablePool(b)
+	srv := natstest.Start(b)
+	js := srv.JetStream()
+	ctx := b.Context()
+	_, err := pool.Exec(ctx, `CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)`)
+	require.NoError(b, err)
+	payload := make([]byte, 256)
+	n := b.N
+
+	rawCommit := rate(n, func(i int) error {
+		_, err := pool.Exec(ctx, `INSERT INTO bench_rows (payload) VALUES ($1)`, payload)
+		return err
+	})
+
+	rawPublish := rate(n, func(i int) error {
+		_, err := js.Publish(ctx, "tenant.lifecycle.running.1", payload)
+		return err
+	})
+
+	ob := outbox.New(pool)
+	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
+	rctx, stop := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- relay.Run(rctx) }()
+	stream, err := js.Stream(ctx, events.StreamConvergeResults)
+	require.NoError(b, err)
+	start := time.Now()
+	written := rate(n, func(i int) error {
+		env, err := events.NewEnvelope("bench", events.TypeConvergeCompleted, "", "", events.ConvergeCompleted{TaskID: fmt.Sprint(i)})
+		if err != nil {
+			return err
+		}
+		return ob.Tx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO bench_rows (payload) VALUES ($1)`, payload); err != nil {
+				return err
+			}
+			return outbox.Write(ctx, tx, events.SubjectConvergeCompleted, env)
+		})
+	})
+	for {
+		info, err := stream.Info(ctx)
+		require.NoError(b, err)
+		if info.State.Msgs >= uint64(n) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	relayed := float64(n) / time.Since(start).Seconds()
+	stop()
+	require.NoError(b, <-relayDone)
+
+	b.ReportMetric(rawCommit, "raw_commit_ev/s")
+	b.ReportMetric(rawPublish, "raw_publish_ev/s")
+	b.ReportMetric(written, "outbox_commit_ev/s")
+	b.ReportMetric(relayed, "outbox_relayed_ev/s")
+	b.ReportMetric(relayed/rawCommit, "relayed/raw_commit")
+	b.ReportMetric(relayed/rawPublish, "relayed/raw_publish")
+	b.Logf("concurrency %d, %d events: raw commit %.0f/s, raw publish %.0f/s, outbox committed %.0f/s and relayed %.0f/s = %.2fx raw commit, %.2fx raw publish (goal ≥ 0.5x raw commit)",
+		benchConcurrency, n, rawCommit, rawPublish, written, relayed, relayed/rawCommit, relayed/rawPublish)
+}
+
+// rate runs op n times over benchConcurrency workers and returns operations per second.
+func rate(n int, op func(i int) error) float64 {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, benchConcurrency)
+	start := time.Now()
+	for range benchConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := op(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		panic(err) // A benchmark's setup is broken; there is no figure to report.
+	}
+	return float64(n) / time.Since(start).Seconds()
+}

@@ -1,0 +1,177 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(pgtest.Wrap(m))
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// writeEvents commits n events through the outbox, one transaction each, as a service would.
+func writeEvents(t *testing.T, pool *pgxpool.Pool, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, fmt.Sprint(i), "", events.ConvergeCompleted{TaskID: fmt.Sprint(i)})
+		require.NoError(t, err)
+		ids[i] = env.ID
+		err = outbox.New(pool).Tx(t.Context(), func(tx pgx.Tx) error {
+			return outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, env)
+		})
+		require.NoError(t, err)
+	}
+	return ids
+}
+
+// streamIDs returns the event IDs stored in the results stream, in stream order.
+func streamIDs(t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	ctx := t.Context()
+	s, err := js.Stream(ctx, events.StreamConvergeResults)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var ids []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		env, err := events.Decode(m.Data)
+		require.NoError(t, err)
+		ids = append(ids, env.ID)
+	}
+	return ids
+}
+
+func unpublished(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n))
+	return n
+}
+
+func TestRelay_ProcessDiedBetweenCommitAndPublish_DeliversEachEventOnceAfterRestart(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	js := natstest.Start(t).JetStream()
+
+	// The "process" committed its events and died before any relay ran.
+	ids := writeEvents(t, pool, 25)
+	require.Equal(t, 25, unpublished(t, pool))
+
+	// After the restart, a relay publishes them all.
+	relay := outbox.NewRelay(outbox.New(pool), js, outbox.RelayConfig{BatchSize: 10}, discard, prometheus.NewRegistry())
+	for unpublished(t, pool) > 0 {
+		_, err := relay.RelayOnce(t.Context())
+		require.NoError(t, err)
+	}
+	require.Equal(t, ids, streamIDs(t, js))
+
+	// Died again, this time after publishing and before marking: the rows are republished and
+	// JetStream drops the repeats by their Nats-Msg-Id.
+	_, err := pool.Exec(t.Context(), `UPDATE outbox SET published_at = NULL WHERE id % 2 = 0`)
+	require.NoError(t, err)
+	for unpublished(t, pool) > 0 {
+		_, err := relay.RelayOnce(t.Context())
+		require.NoError(t, err)
+	}
+	require.Equal(t, ids, streamIDs(t, js), "each event exactly once, in order")
+}
+
+func TestWrite_RolledBackTransaction_PublishesNothing(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	js := natstest.Start(t).JetStream()
+
+	env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
+	require.NoError(t, err)
+	tx, err := pool.Begin(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, env))
+	require.NoError(t, tx.Rollback(t.Context()))
+
+	relay := outbox.NewRelay(outbox.New(pool), js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
+	n, err := relay.RelayOnce(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Empty(t, streamIDs(t, js))
+}
+
+func TestWrite_InvalidEnvelope_Rejected(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+		return outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, events.Envelope{})
+	})
+	require.ErrorContains(t, err, "outbox event")
+}
+
+func TestRelay_Run_WokenByCommitNotPoll(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	js := natstest.Start(t).JetStream()
+
+	// With an hour between polls, only the commit's wake-up can start a batch in time.
+	ob := outbox.New(pool)
+	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: time.Hour}, discard, prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	time.Sleep(50 * time.Millisecond) // Let the relay finish its first, empty batch.
+
+	var ids []string
+	for i := range 3 {
+		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, fmt.Sprint(i), "", events.ConvergeCompleted{TaskID: fmt.Sprint(i)})
+		require.NoError(t, err)
+		require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
+			return outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, env)
+		}))
+		ids = append(ids, env.ID)
+	}
+	require.Eventually(t, func() bool { return len(streamIDs(t, js)) == 3 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, ids, streamIDs(t, js))
+}
+
+func TestJetStream_RestartOnSameStore_KeepsEveryAcknowledgedEvent(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream()
+
+	var acked []string
+	for i := range 50 {
+		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, fmt.Sprint(i), "", events.ConvergeCompleted{TaskID: fmt.Sprint(i)})
+		require.NoError(t, err)
+		payload, err := json.Marshal(env)
+		require.NoError(t, err)
+		_, err = js.Publish(t.Context(), events.SubjectConvergeCompleted, payload, jetstream.WithMsgID(env.ID))
+		require.NoError(t, err)
+		acked = append(acked, env.ID)
+	}
+	srv.Restart()
+	js = srv.JetStream()
+	require.Equal(t, acked, streamIDs(t, js))
+}

@@ -1,0 +1,66 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Write records env, to be published on subject, inside tx. The event becomes visible to the
+// relay when tx commits and is dropped with it when tx rolls back. Prefer Outbox.Tx, which also
+// wakes the process's relay after the commit; an event written with a bare Write is found by
+// the relay's next poll.
+func Write(ctx context.Context, tx pgx.Tx, subject string, env events.Envelope) error {
+	if err := env.Validate(); err != nil {
+		return fmt.Errorf("outbox event: %w", err)
+	}
+	payload, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode outbox event: %w", err)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)`,
+		env.ID, subject, payload)
+	if err != nil {
+		return fmt.Errorf("insert outbox event %s: %w", env.ID, err)
+	}
+	return nil
+}
+
+// Outbox runs transactions that write events and wakes the relay of this process when they
+// commit. Every process that writes events runs a relay, so an in-process wake-up reaches a
+// relay at once; the relay's poll covers rows left by a process that died before relaying.
+//
+// PostgreSQL's NOTIFY would wake relays in other processes too, but a notifying transaction
+// holds a database-wide lock through its commit, which serializes the commits of every writer
+// and defeats group commit.
+type Outbox struct {
+	pool *pgxpool.Pool
+	wake chan struct{}
+}
+
+// New returns an Outbox on pool. Pass it to NewRelay so its commits wake that relay.
+func New(pool *pgxpool.Pool) *Outbox {
+	return &Outbox{pool: pool, wake: make(chan struct{}, 1)}
+}
+
+// Tx runs fn in a transaction and commits it if fn returns nil, then wakes the relay. fn
+// writes the domain change and its events (Write) with the transaction it is given.
+func (o *Outbox) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, o.pool, fn); err != nil {
+		return err
+	}
+	o.Wake()
+	return nil
+}
+
+// Wake tells the relay that events were committed. It never blocks.
+func (o *Outbox) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default: // A wake-up is already pending; the batch it starts will include these rows.
+	}
+}

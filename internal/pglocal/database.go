@@ -1,0 +1,32 @@
+package pglocal
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ensureDatabase creates the role and the database named Database, unless they exist. The role
+// may log in and create databases, which a test harness needs; it is not a superuser.
+func ensureDatabase(ctx context.Context, conn *pgx.Conn) error {
+	ident := pgx.Identifier{Database}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", Database).Scan(&exists); err != nil {
+		return fmt.Errorf("look up role %s: %w", Database, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE ROLE "+ident+" LOGIN CREATEDB"); err != nil {
+			return fmt.Errorf("create role %s: %w", Database, err)
+		}
+	}
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", Database).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %s: %w", Database, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+ident); err != nil {
+			return fmt.Errorf("create database %s: %w", Database, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package platform
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/converger"
+	"github.com/convergence-dev/convergence/services/metering"
+	"github.com/convergence-dev/convergence/services/provisioner"
+)
+
+// Targets a process can run.
+const (
+	TargetAll         = "all"
+	TargetAPI         = "api"
+	TargetProvisioner = "provisioner"
+	TargetConverger   = "converger"
+	TargetMetering    = "metering"
+)
+
+var serviceTargets = []string{TargetAPI, TargetProvisioner, TargetConverger, TargetMetering}
+
+// Config is what a process reads at start.
+type Config struct {
+	// Target is "all" or a comma list of services to run in this process.
+	Target string
+	// HTTPAddr is where the process serves the API (if it runs it) and /healthz, /readyz and
+	// /metrics (always).
+	HTTPAddr string
+	// DataDir holds what the process keeps on disk in development: the local PostgreSQL
+	// cluster, the embedded JetStream store, the generated admin token, tenant compose files.
+	DataDir string
+	// DatabaseURL is the PostgreSQL to use; empty starts a local one in DataDir.
+	DatabaseURL string
+	// NATSURL is the NATS server to use; empty runs an embedded one with its store in DataDir.
+	NATSURL string
+	// NATSListen is where the embedded NATS server listens for outside clients; empty serves
+	// this process only.
+	NATSListen string
+	// Migrate applies pending migrations at start.
+	Migrate bool
+
+	API         api.Config
+	Provisioner provisioner.Config
+	Converger   converger.Config
+	Metering    metering.Config
+}
+
+// RegisterFlags registers every flag of the process and its services on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Target, "target", TargetAll, "services to run: all, or a comma list of "+strings.Join(serviceTargets, ", "))
+	fs.StringVar(&c.HTTPAddr, "http.addr", ":3000", "address of the HTTP server (API, /healthz, /readyz, /metrics)")
+	fs.StringVar(&c.DataDir, "data-dir", ".convergence", "directory for local state: PostgreSQL, JetStream, admin token")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (env DATABASE_URL); empty starts a local PostgreSQL in the data dir")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL (env NATS_URL); empty runs an embedded JetStream server")
+	fs.StringVar(&c.NATSListen, "nats.listen", "127.0.0.1:4222", "where the embedded NATS server listens for integrators; empty for in-process only")
+	fs.BoolVar(&c.Migrate, "migrate", true, "apply database migrations at start")
+	fs.StringVar(&c.API.AdminToken, "admin-token", "", "operator token for the admin API; empty reads or generates <data-dir>/admin-token")
+	c.API.RegisterFlags(fs)
+	c.Provisioner.RegisterFlags(fs)
+	c.Converger.RegisterFlags(fs)
+	c.Metering.RegisterFlags(fs)
+}
+
+// Targets returns the services the process runs, in a fixed order.
+func (c Config) Targets() ([]string, error) {
+	var out []string
+	for _, t := range strings.Split(c.Target, ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == TargetAll:
+			return slices.Clone(serviceTargets), nil
+		case slices.Contains(serviceTargets, t):
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		default:
+			return nil, fmt.Errorf("unknown target %q: choose all, or a comma list of %s", t, strings.Join(serviceTargets, ", "))
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(serviceTargets, a) - slices.Index(serviceTargets, b) })
+	return out, nil
+}
+
+// Validate says what is wrong with the config. The admin token is checked once it is known
+// (it may be generated at start).
+func (c Config) Validate() error {
+	if _, err := c.Targets(); err != nil {
+		return err
+	}
+	if c.HTTPAddr == "" {
+		return errors.New("http.addr is empty: set CONVERGENCE_HTTP_ADDR, e.g. :3000")
+	}
+	if c.DataDir == "" {
+		return errors.New("data-dir is empty: set CONVERGENCE_DATA_DIR")
+	}
+	for _, v := range []interface{ Validate() error }{c.Provisioner, c.Converger, c.Metering} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

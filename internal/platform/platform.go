@@ -1,0 +1,292 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsx"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pglocal"
+	"github.com/convergence-dev/convergence/internal/telemetry"
+	"github.com/convergence-dev/convergence/migrations"
+	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/converger"
+	"github.com/convergence-dev/convergence/services/metering"
+	"github.com/convergence-dev/convergence/services/provisioner"
+)
+
+// Run starts the process described by cfg and blocks until ctx is done or a part fails. It
+// then stops everything it started, infrastructure last, and returns the first failure (nil
+// after a clean stop).
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	targets, _ := cfg.Targets()
+	// 0711: the local PostgreSQL runs as another user and must reach its folder inside.
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("create data dir %s: %w; set CONVERGENCE_DATA_DIR to a writable directory", cfg.DataDir, err)
+	}
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if slices.Contains(targets, TargetAPI) {
+		if cfg.API.AdminToken, err = resolveAdminToken(cfg.API.AdminToken, cfg.DataDir, os.Stderr); err != nil {
+			return err
+		}
+		if err := cfg.API.Validate(); err != nil {
+			return err
+		}
+	}
+	// Bind the HTTP port first: a port in use is the most common start-up failure, and it is
+	// better reported before a database is started.
+	ln, err := httpx.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	infra, err := startInfra(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer infra.stop(logger)
+
+	reg := telemetry.NewRegistry()
+	ready := &telemetry.Readiness{}
+	ready.Add("postgres", infra.pool.Ping)
+	ready.Add("nats", func(context.Context) error {
+		if s := infra.nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats connection is %s", s)
+		}
+		return nil
+	})
+	e := httpx.NewEcho(logger)
+	opsRoutes(e, reg, ready)
+
+	type runner interface{ Run(context.Context) error }
+	var services []runner
+	for _, t := range targets {
+		svc, err := newService(t, cfg, infra, e, logger, reg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+		services = append(services, svc)
+	}
+	relay := outbox.NewRelay(infra.outbox, infra.js, outbox.RelayConfig{}, logger, reg)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpx.Serve(gctx, e, ln) })
+	g.Go(func() error { return relay.Run(gctx) })
+	for i, svc := range services {
+		g.Go(func() error {
+			if err := svc.Run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", targets[i], err)
+			}
+			return nil
+		})
+	}
+	logger.Info("convergence started", "targets", targets, "http", ln.Addr().String())
+	return g.Wait()
+}
+
+func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
+	switch target {
+	case TargetAPI:
+		return api.New(cfg.API, api.Deps{Pool: infra.pool, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
+	case TargetProvisioner:
+		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+	case TargetConverger:
+		return converger.New(cfg.Converger, converger.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+	case TargetMetering:
+		return metering.New(cfg.Metering, metering.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+	}
+	return nil, fmt.Errorf("unknown target %q", target)
+}
+
+func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness) {
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		if failed := ready.Failures(c.Request().Context()); len(failed) > 0 {
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": failed})
+		}
+		return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
+	})
+	e.GET("/metrics", echo.WrapHandler(telemetry.MetricsHandler(reg)))
+}
+
+// Migrate applies pending migrations to the configured database (a local one in the data dir
+// when none is configured) and returns.
+func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger})
+		if err != nil {
+			return fmt.Errorf("local postgres: %w", err)
+		}
+		defer func() { _ = pg.Stop(context.WithoutCancel(ctx)) }()
+		dbURL = pg.URL()
+	}
+	if err := migrations.Up(ctx, dbURL); err != nil {
+		return err
+	}
+	logger.Info("migrations applied")
+	return nil
+}
+
+// infra is the infrastructure one process runs on.
+type infra struct {
+	pg       *pglocal.Server // nil when DATABASE_URL is given
+	pool     *pgxpool.Pool
+	outbox   *outbox.Outbox
+	embedded *natsx.Embedded // nil when NATS_URL is given
+	nc       *nats.Conn
+	js       jetstream.JetStream
+}
+
+// startInfra starts PostgreSQL and NATS, or connects to the ones configured. On error it stops
+// what it had started.
+func startInfra(ctx context.Context, cfg Config, logger *slog.Logger) (_ *infra, err error) {
+	in := &infra{}
+	defer func() {
+		if err != nil {
+			in.stop(logger)
+		}
+	}()
+
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		in.pg, err = pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("local postgres: %w", err)
+		}
+		dbURL = in.pg.URL()
+	}
+	in.pool, err = connectDB(ctx, dbURL, cfg.DatabaseURL != "")
+	if err != nil {
+		return nil, err
+	}
+	in.outbox = outbox.New(in.pool)
+	if cfg.Migrate {
+		if err := migrations.Up(ctx, dbURL); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.NATSURL == "" {
+		ec := natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), DontListen: cfg.NATSListen == ""}
+		if cfg.NATSListen != "" {
+			if ec.Host, ec.Port, err = splitHostPort(cfg.NATSListen); err != nil {
+				return nil, fmt.Errorf("nats.listen: %w", err)
+			}
+		}
+		if in.embedded, err = natsx.StartEmbedded(ec, logger); err != nil {
+			return nil, err
+		}
+	}
+	if in.nc, err = natsx.Connect(cfg.NATSURL, in.embedded, "convergence", logger); err != nil {
+		return nil, err
+	}
+	if in.js, err = jetstream.New(in.nc); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := natsx.EnsureStreams(sctx, in.js); err != nil {
+		return nil, fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
+	}
+	return in, nil
+}
+
+// connectDB opens a pool and checks that the database answers, with an error that says what to
+// do when it does not.
+func connectDB(ctx context.Context, dbURL string, fromEnv bool) (*pgxpool.Pool, error) {
+	shown := redactURL(dbURL)
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL %s is not valid: %w; check DATABASE_URL", shown, err)
+	}
+	pcfg.MaxConns = max(pcfg.MaxConns, 20)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database at %s: %w", shown, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		hint := "the local PostgreSQL did not answer; remove the data dir's postgres folder if it is damaged"
+		if fromEnv {
+			hint = "check DATABASE_URL, or unset it to use a local PostgreSQL started in the data dir"
+		}
+		// pgx lists every address it tried on lines of their own; keep the error on one line.
+		reason := strings.ReplaceAll(strings.ReplaceAll(err.Error(), "\n\t", "; "), "\n", "; ")
+		return nil, fmt.Errorf("database at %s is not reachable: %s; %s", shown, reason, hint)
+	}
+	return pool, nil
+}
+
+func (in *infra) stop(logger *slog.Logger) {
+	if in.nc != nil {
+		if err := in.nc.Drain(); err != nil {
+			in.nc.Close()
+		}
+		for in.nc.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if in.embedded != nil {
+		in.embedded.Shutdown()
+	}
+	if in.pool != nil {
+		in.pool.Close()
+	}
+	if in.pg != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := in.pg.Stop(sctx); err != nil {
+			logger.Error("stop local postgres", "err", err)
+		}
+	}
+}
+
+// redactURL hides the password of a database URL so it can be shown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,84 @@
+// Package telemetry holds the process's Prometheus registry and its /metrics, /healthz and
+// /readyz endpoints.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Namespace prefixes every metric the project defines.
+const Namespace = "convergence"
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Register registers c with reg and returns it, or returns the collector already registered
+// under the same descriptor. Several services in one process share metric families this way
+// (each consumer adds its own label values) without coordinating who registers first.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err) // A descriptor clash between two different metrics is a programming error.
+	}
+	return c
+}
+
+// MetricsHandler serves reg in the Prometheus text format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Check reports whether one dependency answers.
+type Check func(ctx context.Context) error
+
+// Readiness collects the checks that decide /readyz. It is safe for concurrent use.
+type Readiness struct {
+	mu     sync.Mutex
+	checks map[string]Check
+}
+
+// Add adds a named check. A service adds its checks while it is wired, before it serves.
+func (r *Readiness) Add(name string, c Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checks == nil {
+		r.checks = map[string]Check{}
+	}
+	r.checks[name] = c
+}
+
+// Failures runs every check, each bounded by two seconds, and returns the failing ones.
+func (r *Readiness) Failures(ctx context.Context) map[string]string {
+	r.mu.Lock()
+	checks := make(map[string]Check, len(r.checks))
+	for k, v := range r.checks {
+		checks[k] = v
+	}
+	r.mu.Unlock()
+	failed := map[string]string{}
+	for name, c := range checks {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := c(cctx); err != nil {
+			failed[name] = err.Error()
+		}
+		cancel()
+	}
+	return failed
+}

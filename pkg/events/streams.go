@@ -1,0 +1,105 @@
+package events
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamTenantCommands   = "TENANT_COMMANDS"
+	StreamTenantLifecycle  = "TENANT_LIFECYCLE"
+	StreamConvergeCommands = "CONVERGE_COMMANDS"
+	StreamConvergeResults  = "CONVERGE_RESULTS"
+	StreamDeadLetter       = "DEAD_LETTER"
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id to drop a repeated publish.
+// An outbox relay that dies after publishing and before marking its rows republishes them
+// within seconds, far inside this window.
+const DuplicateWindow = 10 * time.Minute
+
+// Streams returns the definitions of every stream the platform uses. Commands sit in work-queue
+// streams (each message is removed once a consumer acks it); facts sit in limits streams kept
+// for replay, so an integrator can start a consumer late and still read history. Every stream
+// uses file storage.
+func Streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamTenantCommands,
+			Description: "Commands to the provisioner: spawn and destroy tenants.",
+			Subjects:    []string{SubjectTenantSpawn, SubjectTenantDestroy},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Duplicates:  DuplicateWindow,
+		},
+		{
+			Name:        StreamTenantLifecycle,
+			Description: "Facts: tenant lifecycle changes, kept for replay.",
+			Subjects:    []string{SubjectTenantLifecycle},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      90 * 24 * time.Hour,
+			Duplicates:  DuplicateWindow,
+		},
+		{
+			Name:        StreamConvergeCommands,
+			Description: "Commands to the converger: convergence requests.",
+			Subjects:    []string{SubjectConvergeRequest},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Duplicates:  DuplicateWindow,
+		},
+		{
+			Name:        StreamConvergeResults,
+			Description: "Facts: finished convergence tasks with their usage, kept for replay.",
+			Subjects:    []string{SubjectConvergeCompleted, SubjectConvergeFailed},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      90 * 24 * time.Hour,
+			Duplicates:  DuplicateWindow,
+		},
+		{
+			Name:        StreamDeadLetter,
+			Description: "Copies of messages a consumer gave up on, with the reason in headers.",
+			Subjects:    []string{SubjectDeadLetter},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      30 * 24 * time.Hour,
+			Duplicates:  DuplicateWindow,
+		},
+	}
+}
+
+// Platform durable consumers. Each is shared by all replicas of its service, so running more
+// replicas spreads the work instead of repeating it.
+const (
+	ConsumerProvisioner      = "provisioner"
+	ConsumerConverger        = "converger"
+	ConsumerMeteringResults  = "metering-results"
+	ConsumerMeteringLifecyle = "metering-lifecycle"
+	ConsumerAPIResults       = "api-results"
+)
+
+// Delivery settings of the platform's durable consumers: how long a message may go
+// unacknowledged (handlers of long work send InProgress heartbeats well inside it) and how many
+// times it is delivered before it is dead-lettered.
+const (
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 8
+)
+
+// Consumer returns the definition of a durable, explicitly acknowledged consumer named name on
+// subjects of the stream they belong to.
+func Consumer(name string, subjects ...string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        name,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        DefaultAckWait,
+		MaxDeliver:     DefaultMaxDeliver,
+		FilterSubjects: subjects,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxAckPending:  1000,
+	}
+}

@@ -1,0 +1,136 @@
+// Package api is the platform's HTTP API: it authenticates callers (the admin token, tenant API
+// keys), validates requests, writes each request and its outbox event in one transaction, and
+// answers. Reads (status, logs, tasks, usage) and streams are served from the database and
+// JetStream.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+)
+
+// Config is what the API reads at start.
+type Config struct {
+	// AdminToken authenticates platform operators. Required.
+	AdminToken string
+	// MaxBodyBytes bounds every request body.
+	MaxBodyBytes int64
+}
+
+// RegisterFlags registers the API's flags on fs, prefixed "api.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.Int64Var(&c.MaxBodyBytes, "api.max-body-bytes", 1<<20, "largest request body the API accepts, in bytes")
+}
+
+// Validate says what is wrong with the config.
+func (c Config) Validate() error {
+	switch {
+	case len(c.AdminToken) < 16:
+		return errors.New("admin token must be at least 16 characters: set CONVERGENCE_ADMIN_TOKEN, or leave it unset to have one generated")
+	case c.MaxBodyBytes < 1024:
+		return errors.New("api.max-body-bytes must be at least 1024")
+	}
+	return nil
+}
+
+// Deps are the API's dependencies; the caller owns and closes them.
+type Deps struct {
+	Pool     *pgxpool.Pool
+	JS       jetstream.JetStream
+	Echo     *echo.Echo
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Service is the HTTP API. Its routes are served by the process's HTTP server.
+type Service struct {
+	cfg       Config
+	deps      Deps
+	logger    *slog.Logger
+	adminHash [sha256.Size]byte
+}
+
+// New wires the API and registers its routes on deps.Echo; it starts nothing.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg:       cfg,
+		deps:      deps,
+		logger:    deps.Logger.With("service", "api"),
+		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
+	}
+	s.routes(deps.Echo)
+	return s, nil
+}
+
+// Run blocks until ctx is done. The routes are served by the process's HTTP server; Run is
+// where the API's background work (result listeners) lives.
+func (s *Service) Run(ctx context.Context) error {
+	s.logger.Info("api ready")
+	<-ctx.Done()
+	return nil
+}
+
+func (s *Service) routes(e *echo.Echo) {
+	v1 := e.Group("/api/v1", bodyLimit(s.cfg.MaxBodyBytes))
+	admin := v1.Group("", s.requireAdmin)
+	admin.GET("/whoami", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "admin"})
+	})
+}
+
+// requireAdmin admits requests carrying the admin token as a bearer token. The comparison is
+// of SHA-256 digests in constant time, so neither the token's length nor its content leaks
+// through timing.
+func (s *Service) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		token, ok := bearer(c.Request())
+		if !ok {
+			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <admin token>")
+		}
+		sum := sha256.Sum256([]byte(token))
+		if subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "invalid admin token")
+		}
+		return next(c)
+	}
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get(echo.HeaderAuthorization)
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(prefix):]), true
+}
+
+// bodyLimit answers 413 for a body over limit bytes, whether or not it declares its length.
+func bodyLimit(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if r.ContentLength > limit {
+				return httpx.Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body is %d bytes; the limit is %d", r.ContentLength, limit)
+			}
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
+			return next(c)
+		}
+	}
+}
