@@ -111,13 +111,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
 	switch target {
 	case TargetAPI:
-		return api.New(cfg.API, api.Deps{Pool: infra.pool, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
+		return api.New(cfg.API, api.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
 	case TargetProvisioner:
-		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	case TargetConverger:
-		return converger.New(cfg.Converger, converger.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+		return converger.New(cfg.Converger, converger.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	case TargetMetering:
-		return metering.New(cfg.Metering, metering.Deps{Pool: infra.pool, JS: infra.js, Logger: logger, Registry: reg})
+		return metering.New(cfg.Metering, metering.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	}
 	return nil, fmt.Errorf("unknown target %q", target)
 }

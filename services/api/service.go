@@ -7,19 +7,19 @@ package api
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"flag"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/outbox"
 )
 
 // Config is what the API reads at start.
@@ -49,6 +49,8 @@ func (c Config) Validate() error {
 // Deps are the API's dependencies; the caller owns and closes them.
 type Deps struct {
 	Pool     *pgxpool.Pool
+	Outbox   *outbox.Outbox
+	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Echo     *echo.Echo
 	Logger   *slog.Logger
@@ -86,39 +88,20 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
+// routes registers every endpoint. Operators authenticate with the admin token; tenants with
+// their API key. The groups share one path space, so each route says which it belongs to.
 func (s *Service) routes(e *echo.Echo) {
 	v1 := e.Group("/api/v1", bodyLimit(s.cfg.MaxBodyBytes))
 	admin := v1.Group("", s.requireAdmin)
+	tenant := v1.Group("", s.requireTenant)
+
 	admin.GET("/whoami", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "admin"})
 	})
-}
-
-// requireAdmin admits requests carrying the admin token as a bearer token. The comparison is
-// of SHA-256 digests in constant time, so neither the token's length nor its content leaks
-// through timing.
-func (s *Service) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		token, ok := bearer(c.Request())
-		if !ok {
-			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <admin token>")
-		}
-		sum := sha256.Sum256([]byte(token))
-		if subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
-			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "invalid admin token")
-		}
-		return next(c)
-	}
-}
-
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get(echo.HeaderAuthorization)
-	const prefix = "bearer "
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return "", false
-	}
-	return strings.TrimSpace(h[len(prefix):]), true
+	tenant.GET("/me", func(c echo.Context) error {
+		t := tenantOf(c)
+		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name})
+	})
 }
 
 // bodyLimit answers 413 for a body over limit bytes, whether or not it declares its length.

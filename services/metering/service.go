@@ -9,8 +9,11 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convergence-dev/convergence/internal/outbox"
 )
 
 // Config is what the metering reads at start.
@@ -25,6 +28,8 @@ func (c Config) Validate() error { return nil }
 // Deps are the metering's dependencies; the caller owns and closes them.
 type Deps struct {
 	Pool     *pgxpool.Pool
+	Outbox   *outbox.Outbox
+	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Logger   *slog.Logger
 	Registry prometheus.Registerer

@@ -1,0 +1,104 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/services/api"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(pgtest.Wrap(m))
+}
+
+const adminToken = "test-admin-token-0123456789"
+
+// testAPI is the API served over HTTP on a fresh database and JetStream server.
+type testAPI struct {
+	t    *testing.T
+	URL  string
+	Pool *pgxpool.Pool
+	NC   *nats.Conn
+	JS   jetstream.JetStream
+}
+
+func newTestAPI(t *testing.T) *testAPI {
+	t.Helper()
+	pool := pgtest.New(t)
+	srv := natstest.Start(t)
+	nc := srv.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := httpx.NewEcho(logger)
+	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
+	_, err = api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	hs := httptest.NewServer(e)
+	t.Cleanup(hs.Close)
+	return &testAPI{t: t, URL: hs.URL, Pool: pool, NC: nc, JS: js}
+}
+
+// insertTenant records a running tenant directly in the database and returns its ID and key.
+func (a *testAPI) insertTenant(name, status string) (int64, string) {
+	a.t.Helper()
+	key, digest := apikey.New()
+	var id int64
+	err := a.Pool.QueryRow(a.t.Context(), `
+		INSERT INTO environments (org_id, name, status, api_key_hash, api_key_prefix)
+		VALUES (1, $1, $2, $3, $4) RETURNING id`, name, status, digest, apikey.Display(key)).Scan(&id)
+	require.NoError(a.t, err)
+	return id, key
+}
+
+// do sends a request with a bearer token ("" for none) and decodes the JSON answer.
+func (a *testAPI) do(method, path, token string, body any) (int, map[string]any) {
+	a.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(a.t, err)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(a.t.Context(), method, a.URL+path, r)
+	require.NoError(a.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(a.t, err)
+	defer resp.Body.Close()
+	require.NotEmpty(a.t, resp.Header.Get("X-Request-ID"), "every answer carries a request ID")
+	var out map[string]any
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(a.t, err)
+	if len(raw) > 0 {
+		require.NoError(a.t, json.Unmarshal(raw, &out), "body: %s", raw)
+	}
+	return resp.StatusCode, out
+}
+
+// errorCode returns the code of an error answer.
+func errorCode(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
