@@ -104,8 +104,9 @@ func (s *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // Listen opens addr, with an error that says what to do when the port is taken.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w; stop whatever holds the port or set CONVERGENCE_HTTP_ADDR to another address", addr, err)
 	}

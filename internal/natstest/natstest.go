@@ -3,7 +3,6 @@ package natstest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -42,7 +41,7 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: s.StoreDir, Port: s.port}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: s.StoreDir, Port: s.port}, slog.New(slog.DiscardHandler))
 	require.NoError(s.t, err, "start embedded NATS")
 	s.Embedded = emb
 	// Keep the port across restarts so reconnecting clients find the server again.

@@ -1,6 +1,7 @@
 package natsx
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,8 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	}
 	if !cfg.DontListen && cfg.Port > 0 {
 		// The server would only log a bind failure; check first so the error says what to do.
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+		var lc net.ListenConfig
+		ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: port %d is in use (%w); stop what holds it, or set NATS_URL to use that server, or pick another address with CONVERGENCE_NATS_LISTEN", cfg.Port, err)
 		}

@@ -3,7 +3,6 @@ package natsx_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -95,7 +94,7 @@ func TestStartEmbedded_PortInUse_SaysWhatToDo(t *testing.T) {
 	t.Cleanup(func() { _ = busy.Close() })
 	_, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
 		StoreDir: t.TempDir(), Host: "127.0.0.1", Port: busy.Addr().(*net.TCPAddr).Port,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "is in use")
 	require.ErrorContains(t, err, "NATS_URL")
 }

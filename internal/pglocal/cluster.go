@@ -31,7 +31,8 @@ const (
 // ensureCluster makes sure cfg.Dir holds a cluster of the binaries' major version, owned by o:
 // it reuses an existing one, copies one from the init cache, or runs initdb.
 func ensureCluster(ctx context.Context, cfg Config, bins binaries, o owner) (clusterState, error) {
-	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o755); err != nil {
+	// The postgres user must pass through the parents when we are root.
+	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o755); err != nil { //nolint:gosec // G301: see above
 		return 0, fmt.Errorf("create parent of data directory: %w", err)
 	}
 	if err := os.Mkdir(cfg.Dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -44,11 +45,10 @@ func ensureCluster(ctx context.Context, cfg Config, bins binaries, o owner) (clu
 	version, err := os.ReadFile(filepath.Join(cfg.Dir, "PG_VERSION"))
 	switch {
 	case err == nil:
-		major, _ := strconv.Atoi(strings.TrimSpace(string(version)))
-		if major != bins.major {
+		clusterVersion := strings.TrimSpace(string(version))
+		if major, _ := strconv.Atoi(clusterVersion); major != bins.major {
 			return 0, fmt.Errorf("data directory %s holds a PostgreSQL %s cluster but the binaries are version %s: "+
-				"remove the directory or install PostgreSQL %s", cfg.Dir, strings.TrimSpace(string(version)), bins.version,
-				strings.TrimSpace(string(version)))
+				"remove the directory or install PostgreSQL %s", cfg.Dir, clusterVersion, bins.version, clusterVersion)
 		}
 		if err := o.chownTree(cfg.Dir); err != nil {
 			return 0, err
@@ -69,7 +69,7 @@ func ensureCluster(ctx context.Context, cfg Config, bins binaries, o owner) (clu
 	if err := o.chown(cfg.Dir); err != nil {
 		return 0, err
 	}
-	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+	if err := os.Chmod(cfg.Dir, 0o700); err != nil { //nolint:gosec // G302: a directory, which needs x
 		return 0, fmt.Errorf("chmod data directory: %w", err)
 	}
 
@@ -78,6 +78,7 @@ func ensureCluster(ctx context.Context, cfg Config, bins binaries, o owner) (clu
 		src, err := c.entry(ctx)
 		if err == nil {
 			if err := copyCluster(src, cfg.Dir, o, !cfg.NoSync); err != nil {
+				emptyDir(cfg.Dir) // so that the next Start tries again
 				return 0, err
 			}
 			return clusterCopied, nil
@@ -113,6 +114,14 @@ func initdb(ctx context.Context, bins binaries, o owner, dir string, noSync bool
 		return fmt.Errorf("initdb: %w: %s", err, lastLines(string(out), 10))
 	}
 	return nil
+}
+
+// emptyDir removes what is in dir, best effort.
+func emptyDir(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
 }
 
 // childEnv is the environment of initdb and postgres: ours without the PG* variables, which

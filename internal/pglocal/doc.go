@@ -12,6 +12,9 @@
 // Ctrl-C in the terminal reaches only the calling process, which decides when to stop the
 // database (after the services that use it).
 //
+// pglocal builds on Unix systems only. The parent-death guarantee holds on Linux; elsewhere a
+// server whose parent was killed keeps running, and the next Start reports ErrInUse.
+//
 // PostgreSQL refuses to run as root. When the calling process is root, the data directory is
 // owned by the "postgres" system user and initdb and postgres run as that user; otherwise they
 // run as the current user. Authentication is "trust": any local user may connect over

@@ -21,7 +21,7 @@ var ErrInUse = errors.New("data directory is in use by another PostgreSQL server
 // start. It returns ErrInUse when the recorded process is a live server for dir.
 func clearStalePID(dir string, log *slog.Logger) error {
 	path := filepath.Join(dir, "postmaster.pid")
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the pid file of the data directory
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -138,7 +138,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.removeSocketDir()
 		switch {
 		case s.exitedFirst:
-			s.stopErr = fmt.Errorf("postgres exited before Stop: %v\n%s", s.proc.err, s.proc.log.tail())
+			s.stopErr = fmt.Errorf("postgres exited before Stop: %w\n%s", s.proc.err, s.proc.log.tail())
 		case killErr != nil:
 			s.stopErr = killErr
 		case s.proc.err != nil:
@@ -181,7 +181,7 @@ func (s *Server) launch(ctx context.Context, bins binaries, o owner) (*pgx.Conn,
 		port := s.cfg.Port
 		if port == 0 {
 			var err error
-			if port, err = freePort(); err != nil {
+			if port, err = freePort(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -245,7 +245,8 @@ func startProcess(postgres string, args []string, o owner, log *slog.Logger) (*p
 		log:  &serverLog{log: log},
 		done: make(chan struct{}),
 	}
-	p.cmd = exec.Command(postgres, args...)
+	// Not CommandContext: the server outlives Start's ctx, and Stop ends it.
+	p.cmd = exec.Command(postgres, args...) //nolint:noctx // see above
 	p.cmd.Env = childEnv()
 	p.cmd.Dir = "/" // the server changes to its data directory; ours may be closed to its user
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -292,11 +293,11 @@ func waitReady(ctx context.Context, p *process, port int) (*pgx.Conn, error) {
 		}
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("postgres exited during start: %v\n%s", p.err, p.log.tail())
+			return nil, fmt.Errorf("postgres exited during start: %w\n%s", p.err, p.log.tail())
 		case <-ctx.Done():
 			_ = p.cmd.Process.Kill() // fails only when it has just exited
 			<-p.done
-			return nil, fmt.Errorf("wait for postgres to accept connections: %w (last error: %v)\n%s",
+			return nil, fmt.Errorf("wait for postgres to accept connections: %w (last error: %w)\n%s",
 				context.Cause(ctx), err, p.log.tail())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -304,8 +305,9 @@ func waitReady(ctx context.Context, p *process, port int) (*pgx.Conn, error) {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}

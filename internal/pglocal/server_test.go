@@ -5,6 +5,7 @@ package pglocal_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -264,4 +265,35 @@ func TestStop_ContextEnded_ServerKilledAndErrorReturned(t *testing.T) {
 	requireClosed(t, s.Done())
 	require.Eventually(t, func() bool { return len(serverProcesses(t, cfg.Dir)) == 0 }, 10*time.Second, 20*time.Millisecond,
 		"the backends of a killed server exit on their own")
+}
+
+func TestStart_PIDFileNamesUnrelatedLiveProcess_TreatedAsStale(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := start(t, cfg)
+	require.NoError(t, s.Stop(t.Context()))
+	// After a reboot or in a container, the PID of a dead server is often some other process's.
+	pidFile := fmt.Sprintf("%d\n%s\n", os.Getpid(), cfg.Dir)
+	require.NoError(t, os.WriteFile(filepath.Join(cfg.Dir, "postmaster.pid"), []byte(pidFile), 0o600))
+
+	s = start(t, cfg)
+	require.Equal(t, 1, queryInt(t, s.URL(), "SELECT 1"))
+	require.NoError(t, s.Stop(t.Context()))
+}
+
+func TestStart_ParentDirClosedToOthers_WorksOnlyWithoutUserSwitch(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	closed := filepath.Join(filepath.Dir(cfg.Dir), "closed")
+	require.NoError(t, os.Mkdir(closed, 0o700))
+	cfg.Dir = filepath.Join(closed, "data")
+
+	s, err := pglocal.Start(t.Context(), cfg)
+	if os.Geteuid() == 0 {
+		// The server runs as the postgres user, which cannot reach the data directory.
+		require.ErrorContains(t, err, closed+" is not searchable by user postgres")
+		return
+	}
+	require.NoError(t, err, "the current user runs the server and owns the directory")
+	require.NoError(t, s.Stop(t.Context()))
 }

@@ -48,7 +48,7 @@ func newRunDir(base string) (*runDir, error) {
 // ensurePrivateDir creates dir with mode 0711 unless it exists, and checks that only this user
 // can change what is in it: another user could otherwise swap in a cluster of their making.
 func ensurePrivateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil { //nolint:gosec // G301: the postgres user must pass through
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	fi, err := os.Lstat(dir)
@@ -62,7 +62,7 @@ func ensurePrivateDir(dir string) error {
 }
 
 func (r *runDir) lockAndRename(dir string) error {
-	if err := os.Chmod(r.dir, 0o711); err != nil {
+	if err := os.Chmod(r.dir, 0o711); err != nil { //nolint:gosec // G302: a directory the postgres user must pass through
 		return fmt.Errorf("chmod run directory: %w", err)
 	}
 	var err error
@@ -103,7 +103,7 @@ func removeAbandoned(base string) {
 	}
 	runs, _ := filepath.Glob(filepath.Join(base, "run-*"))
 	for _, dir := range runs {
-		lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
+		lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0) //nolint:gosec // G304: in our private directory
 		if err != nil {
 			continue
 		}

@@ -30,8 +30,8 @@ func templateName() (string, error) {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", path, len(data))
-		h.Write(data)
+		_, _ = fmt.Fprintf(h, "%s\x00%d\x00", path, len(data)) // a hash.Hash never fails to write
+		_, _ = h.Write(data)
 		return nil
 	})
 	if err != nil {

@@ -91,7 +91,7 @@ func requireMigratedTemplate(t *testing.T, h *harness, name string) {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), h.baseURL)
 	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	var isTemplate, allowConn bool
 	require.NoError(t, conn.QueryRow(t.Context(),
 		"SELECT datistemplate, datallowconn FROM pg_database WHERE datname = $1", name).Scan(&isTemplate, &allowConn))
@@ -106,7 +106,7 @@ func requireMigratedTemplate(t *testing.T, h *harness, name string) {
 	require.NoError(t, err)
 	cloneConn, err := pgx.Connect(t.Context(), url)
 	require.NoError(t, err)
-	defer cloneConn.Close(context.Background())
+	defer func() { _ = cloneConn.Close(context.Background()) }()
 	var outbox *string
 	require.NoError(t, cloneConn.QueryRow(t.Context(), "SELECT to_regclass('outbox')::text").Scan(&outbox))
 	require.NotNil(t, outbox, "the template has the migrations applied")

@@ -42,7 +42,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	targets, _ := cfg.Targets()
 	// 0711: the local PostgreSQL runs as another user and must reach its folder inside.
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil { //nolint:gosec // Search-only for others, see above.
 		return fmt.Errorf("create data dir %s: %w; set CONVERGENCE_DATA_DIR to a writable directory", cfg.DataDir, err)
 	}
 	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	// Bind the HTTP port first: a port in use is the most common start-up failure, and it is
 	// better reported before a database is started.
-	ln, err := httpx.Listen(cfg.HTTPAddr)
+	ln, err := httpx.Listen(ctx, cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	nc := srv.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	e := httpx.NewEcho(logger)
 	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
 	_, err = api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
