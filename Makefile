@@ -34,7 +34,7 @@ test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
 
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
-	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./internal/outbox/
+	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint.

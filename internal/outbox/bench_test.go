@@ -35,7 +35,10 @@ func durablePool(b *testing.B) *pgxpool.Pool {
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	require.NoError(b, migrations.Up(b.Context(), srv.URL()))
-	pool, err := pgxpool.New(b.Context(), srv.URL())
+	pcfg, err := pgxpool.ParseConfig(srv.URL())
+	require.NoError(b, err)
+	pcfg.MaxConns = benchConcurrency + 2 // Every writer has a connection; the relay has its own.
+	pool, err := pgxpool.NewWithConfig(b.Context(), pcfg)
 	require.NoError(b, err)
 	b.Cleanup(pool.Close)
 	return pool
