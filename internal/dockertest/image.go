@@ -1,0 +1,62 @@
+package dockertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
+	"github.com/docker/docker/client"
+)
+
+// tenantImage memoizes the tenant image build for the test binary. It is this package's only
+// package-level state, and the reason the helper exists: a test binary builds (or checks) the
+// image once however many tests ask for it.
+var tenantImage = struct {
+	once sync.Once
+	tag  string
+	err  error
+}{}
+
+// TenantImage returns the tag of the default tenant image (tenanttemplates.GoImage), making
+// sure once per test binary that it exists and matches the template's source: it compiles the
+// template and builds the image FROM scratch through the SDK when it is missing or stale.
+// Nothing is pulled. It fails the test when the build fails.
+func TenantImage(t testing.TB) string {
+	t.Helper()
+	cli := Client(t)
+	tenantImage.once.Do(func() {
+		tenantImage.tag, tenantImage.err = buildTenantImage(cli)
+	})
+	if tenantImage.err != nil {
+		t.Fatalf("tenant image: %v", tenantImage.err)
+	}
+	return tenantImage.tag
+}
+
+// buildTenantImage runs outside any one test's context, since every later test shares it.
+// A lock file serializes it across the test binaries `go test ./...` runs in parallel: the
+// first builds, the others then find the image up to date instead of building it again.
+func buildTenantImage(cli *client.Client) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "convergence-tenant-image.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("open build lock: %w", err)
+	}
+	defer func() { _ = lock.Close() }()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("take build lock: %w", err)
+	}
+	// Closing the file releases the lock.
+	img, err := tenanttemplates.EnsureGoImage(ctx, cli, tenanttemplates.BuildOptions{})
+	if err != nil {
+		return "", err
+	}
+	return img.Tag, nil
+}

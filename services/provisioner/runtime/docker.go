@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+)
+
+// cleanupTimeout bounds the removal of half-created objects after a failed Ensure, which runs
+// even when the caller's ctx is already done.
+const cleanupTimeout = 30 * time.Second
+
+// Docker is the [Runtime] for one Docker engine, driven through the Docker SDK (never the CLI).
+type Docker struct {
+	cli     client.APIClient
+	cfg     DockerConfig
+	subnets subnetPool
+	// ownSubnets is false when networks take subnets from the engine's default pools.
+	ownSubnets bool
+	log        *slog.Logger
+	health     *http.Client
+}
+
+var _ Runtime = (*Docker)(nil)
+
+// NewDocker returns a runtime on the engine cli talks to. It starts nothing and makes no call
+// to the engine. The caller owns cli (create it with client.FromEnv and
+// client.WithAPIVersionNegotiation) and closes it after the last call on the runtime; the
+// runtime holds nothing else that needs closing.
+func NewDocker(cli client.APIClient, cfg DockerConfig, log *slog.Logger) (*Docker, error) {
+	if cli == nil {
+		return nil, fmt.Errorf("new docker runtime: nil docker client")
+	}
+	if log == nil {
+		return nil, fmt.Errorf("new docker runtime: nil logger")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new docker runtime: %w", err)
+	}
+	subnets, ownSubnets, err := parseSubnetPool(cfg.SubnetPool, cfg.SubnetBits)
+	if err != nil {
+		return nil, fmt.Errorf("new docker runtime: %w", err)
+	}
+	return &Docker{
+		cli:        cli,
+		cfg:        cfg,
+		subnets:    subnets,
+		ownSubnets: ownSubnets,
+		log:        log.With("component", "runtime", "runtime", "docker"),
+		health: &http.Client{
+			// Keep-alive would leave an idle connection (and its goroutines) per tenant.
+			Transport: &http.Transport{DisableKeepAlives: true},
+			// A redirect from /health is not health.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// ContainerName returns the deterministic name of the tenant's container.
+func (d *Docker) ContainerName(envID int64) string {
+	return d.cfg.NamePrefix + "-env-" + strconv.FormatInt(envID, 10)
+}
+
+// NetworkName returns the deterministic name of the tenant's network.
+func (d *Docker) NetworkName(envID int64) string {
+	return d.ContainerName(envID) + "-net"
+}
+
+// healthURL returns the URL WaitHealthy probes for a tenant published on hostPort.
+func (d *Docker) healthURL(hostPort int) string {
+	host := d.cfg.HostIP
+	if addr := net.ParseIP(host); addr == nil || addr.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(hostPort)) + "/health"
+}
+
+// labelFilters returns the label filters that select this runtime's objects.
+func (d *Docker) labelFilters() filters.Args {
+	f := filters.NewArgs(filters.Arg("label", LabelManaged+"=true"))
+	for k, v := range d.cfg.Labels {
+		f.Add("label", k+"="+v)
+	}
+	return f
+}
+
+// inspect returns the tenant's container. It wraps [ErrNotFound] when there is none and
+// [ErrNotManaged] when the name belongs to an object without this runtime's labels.
+func (d *Docker) inspect(ctx context.Context, envID int64) (container.InspectResponse, error) {
+	name := d.ContainerName(envID)
+	c, err := d.cli.ContainerInspect(ctx, name)
+	if err != nil {
+		if isNotFound(err) {
+			return container.InspectResponse{}, fmt.Errorf("container %s: %w", name, ErrNotFound)
+		}
+		return container.InspectResponse{}, fmt.Errorf("inspect container %s: %w", name, err)
+	}
+	if c.Config == nil || c.State == nil || c.HostConfig == nil || !managedBy(c.Config.Labels, d.cfg.Labels) {
+		return container.InspectResponse{}, fmt.Errorf("container %s: %w", name, ErrNotManaged)
+	}
+	return c, nil
+}
+
+// publishedPort returns the host port the container publishes, or zero.
+func publishedPort(c container.InspectResponse) int {
+	if c.HostConfig == nil {
+		return 0
+	}
+	for _, bindings := range c.HostConfig.PortBindings {
+		for _, b := range bindings {
+			if p, err := strconv.Atoi(b.HostPort); err == nil {
+				return p
+			}
+		}
+	}
+	return 0
+}
+
+// parseTime reads an engine timestamp; the engine's zero time and malformed values read as
+// the zero time.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}

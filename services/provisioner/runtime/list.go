@@ -1,0 +1,58 @@
+package runtime
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+)
+
+// List returns every container (in any state) and network carrying this runtime's labels,
+// containers first, each group ordered by env id; see [Runtime.List]. Objects whose id
+// labels are missing or malformed are included with zero ids, for the reconciler to judge.
+func (d *Docker) List(ctx context.Context) ([]Object, error) {
+	f := d.labelFilters()
+	containers, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	networks, err := d.cli.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	out := make([]Object, 0, len(containers)+len(networks))
+	for _, c := range containers {
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		out = append(out, object(KindContainer, c.ID, name, c.Labels, time.Unix(c.Created, 0), State(c.State)))
+	}
+	for _, n := range networks {
+		out = append(out, object(KindNetwork, n.ID, n.Name, n.Labels, n.Created, ""))
+	}
+	slices.SortStableFunc(out, func(a, b Object) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.EnvID, b.EnvID), cmp.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func object(kind ObjectKind, id, name string, labels map[string]string, created time.Time, state State) Object {
+	return Object{
+		Kind:       kind,
+		ID:         id,
+		Name:       name,
+		EnvID:      labelInt(labels, LabelEnvID),
+		OrgID:      labelInt(labels, LabelOrgID),
+		Generation: labelInt(labels, LabelGeneration),
+		SpecHash:   labels[LabelSpecHash],
+		State:      state,
+		Labels:     labels,
+		Created:    created.UTC(),
+	}
+}

@@ -1,0 +1,50 @@
+// Command tenant-images builds the default tenant images on the local Docker engine, through
+// the Docker SDK, pulling nothing. Run it from inside the repository (`make images` does):
+//
+//	go run ./tenant-templates/cmd/tenant-images [-force]
+//
+// It reads the engine's address from the environment as the docker CLI does (DOCKER_HOST and
+// friends) and prints the tag and id of each image.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
+	"github.com/docker/docker/client"
+)
+
+func main() {
+	force := flag.Bool("force", false, "build even when an up-to-date image exists")
+	tag := flag.String("tag", tenanttemplates.GoImage, "tag of the Go tenant image")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *tag, *force); err != nil {
+		log.Error("tenant images", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, tag string, force bool) error {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer func() { _ = cli.Close() }()
+	img, err := tenanttemplates.EnsureGoImage(ctx, cli, tenanttemplates.BuildOptions{Tag: tag, Force: force})
+	if err != nil {
+		return err
+	}
+	log.Info("tenant image ready", "tag", img.Tag, "id", img.ID, "built", img.Built)
+	fmt.Println(img.Tag, img.ID)
+	return nil
+}
