@@ -35,6 +35,11 @@ test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
 	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
+	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
+
+.PHONY: images
+images: ## Build the tenant template image locally (FROM scratch; pulls nothing).
+	$(GO) run ./tenant-templates/cmd/tenant-images
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint.
