@@ -1,0 +1,176 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergence-dev/convergence/pkg/client"
+)
+
+func newClient(t *testing.T, h http.HandlerFunc, opts ...client.Option) *client.Client {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, "sk_tenant_test", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func apiError(w http.ResponseWriter, status int, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"success":false,"error":{"code":%q,"message":"m","requestId":"r1"}}`, code)
+}
+
+func TestCall_429WithRetryAfter_RetriedWithSameRequestID(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	var ids []string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		ids = append(ids, r.Header.Get("X-Request-ID"))
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			apiError(w, http.StatusTooManyRequests, "rate_limited")
+			return
+		}
+		fmt.Fprint(w, `{"success":true,"task":{"taskId":"t1","status":"completed","result":{"convergenceScore":91}}}`)
+	})
+	start := time.Now()
+	task, err := c.Task(t.Context(), "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Result.ConvergenceScore != 91 || calls.Load() != 2 {
+		t.Fatalf("task %+v after %d calls", task, calls.Load())
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("retried after %v, before the Retry-After of 1s", waited)
+	}
+	if ids[0] == "" || ids[0] != ids[1] {
+		t.Errorf("request IDs %v: want one ID reused across retries", ids)
+	}
+}
+
+func TestCall_ErrorsAreTyped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status int
+		check  func(error) bool
+	}{
+		{http.StatusUnauthorized, func(err error) bool { var e *client.ClientError; return errors.As(err, &e) && e.Code == "x" }},
+		{http.StatusNotFound, func(err error) bool { var e *client.ClientError; return errors.As(err, &e) }},
+		{http.StatusTooManyRequests, func(err error) bool {
+			var e *client.RateLimitError
+			return errors.As(err, &e) && e.RetryAfter == time.Hour
+		}},
+		{http.StatusInternalServerError, func(err error) bool { var e *client.ServerError; return errors.As(err, &e) }},
+	}
+	for _, tt := range tests {
+		c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "3600") // Longer than the client waits: no retry.
+			apiError(w, tt.status, "x")
+		})
+		_, err := c.Task(t.Context(), "t1")
+		if !tt.check(err) {
+			t.Errorf("%d: error %T %v is not of the expected type", tt.status, err, err)
+		}
+		var apiErr *client.APIError
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != tt.status || apiErr.RequestID != "r1" {
+			t.Errorf("%d: %v does not wrap the *APIError", tt.status, err)
+		}
+	}
+}
+
+func TestWait_ContextCancelled_ReturnsPromptly(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"success":true,"task":{"taskId":"t1","status":"running"}}`)
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Wait(ctx, "t1")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Wait took %v after its context ended", d)
+	}
+}
+
+func TestStream_DroppedConnection_ResumesAfterLastRound(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	var lastIDs []string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		if conns.Add(1) == 1 {
+			fmt.Fprint(w, "retry: 10\n\n: keep-alive\n\nevent: round\nid: 1\ndata: {\"round\":1,\"score\":{\"value\":40}}\n\n")
+			return // Drop the connection mid-task.
+		}
+		fmt.Fprint(w, "event: round\nid: 2\ndata: {\"round\":2,\"score\":{\"value\":85}}\n\n")
+		fmt.Fprint(w, "event: result\ndata: {\"taskId\":\"t1\",\"status\":\"completed\",\"result\":{\"convergenceScore\":85}}\n\n")
+	})
+	var got []string
+	err := c.Stream(t.Context(), "t1", func(e client.Event) error {
+		switch e.Type {
+		case "round":
+			got = append(got, fmt.Sprintf("round %d score %d", e.Round.Round, e.Round.Score.Value))
+		case "result":
+			got = append(got, fmt.Sprintf("result %d", e.Task.Result.ConvergenceScore))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "round 1 score 40|round 2 score 85|result 85"
+	if strings.Join(got, "|") != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if len(lastIDs) != 2 || lastIDs[0] != "" || lastIDs[1] != "1" {
+		t.Errorf("Last-Event-ID per connection = %q, want [\"\" \"1\"]", lastIDs)
+	}
+}
+
+func TestStream_HandlerError_Returned(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "event: round\nid: 1\ndata: {\"round\":1}\n\n")
+	})
+	stop := errors.New("enough")
+	if err := c.Stream(t.Context(), "t1", func(client.Event) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want the handler's", err)
+	}
+}
+
+func TestNew_InvalidSettings(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ url, key string }{{"localhost:3000", "k"}, {"ftp://x", "k"}, {"http://x", ""}} {
+		if _, err := client.New(tt.url, tt.key); err == nil {
+			t.Errorf("New(%q, %q) succeeded", tt.url, tt.key)
+		}
+	}
+}
+
+func TestFromEnv(t *testing.T) {
+	t.Setenv(client.EnvAPIURL, "")
+	if _, err := client.FromEnv(); err == nil || !strings.Contains(err.Error(), client.EnvAPIURL) {
+		t.Fatalf("err = %v, want one naming %s", err, client.EnvAPIURL)
+	}
+	t.Setenv(client.EnvAPIURL, "http://platform:3000")
+	t.Setenv(client.EnvAPIKey, "sk_tenant_x")
+	if _, err := client.FromEnv(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,265 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// Task types.
+const (
+	TypeDesign   = "design"
+	TypeReview   = "review"
+	TypeDecide   = "decide"
+	TypePlan     = "plan"
+	TypeAnalyze  = "analyze"
+	TypeGenerate = "generate"
+	TypeCustom   = "custom"
+)
+
+// Task statuses.
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// Request asks two agents to converge. Only Prompt is required; the API picks roles for the
+// task type and bounds the rest.
+type Request struct {
+	Prompt     string `json:"prompt"`
+	Type       string `json:"type,omitempty"`
+	AgentARole string `json:"agentARole,omitempty"`
+	AgentBRole string `json:"agentBRole,omitempty"`
+	Context    string `json:"context,omitempty"`
+	MaxRounds  int    `json:"maxRounds,omitempty"`
+	Model      string `json:"model,omitempty"`
+	// Async asks for an answer at once (202, status queued) instead of waiting for the result.
+	Async bool `json:"async,omitempty"`
+	// WebhookURL receives the result, signed with the tenant's webhook secret.
+	WebhookURL     string  `json:"webhookUrl,omitempty"`
+	TokenBudget    int64   `json:"tokenBudget,omitempty"`
+	TimeoutSeconds float64 `json:"timeoutSeconds,omitempty"`
+}
+
+// RequestOption sets optional fields of a Request made by a shortcut such as Design.
+type RequestOption func(*Request)
+
+// WithRoles sets the two agents' roles.
+func WithRoles(agentA, agentB string) RequestOption {
+	return func(r *Request) { r.AgentARole, r.AgentBRole = agentA, agentB }
+}
+
+// WithContext adds background the agents should take into account.
+func WithContext(text string) RequestOption { return func(r *Request) { r.Context = text } }
+
+// WithMaxRounds bounds the rounds.
+func WithMaxRounds(n int) RequestOption { return func(r *Request) { r.MaxRounds = n } }
+
+// WithModel picks the model.
+func WithModel(m string) RequestOption { return func(r *Request) { r.Model = m } }
+
+// WithAsync asks for an answer at once; follow the task with Wait or Stream.
+func WithAsync() RequestOption { return func(r *Request) { r.Async = true } }
+
+// WithWebhook has the result POSTed to url.
+func WithWebhook(url string) RequestOption { return func(r *Request) { r.WebhookURL = url } }
+
+// Task is a convergence task as the API shows it.
+type Task struct {
+	TaskID          string       `json:"taskId"`
+	Status          string       `json:"status"`
+	Type            string       `json:"type"`
+	AgentARole      string       `json:"agentARole"`
+	AgentBRole      string       `json:"agentBRole"`
+	MaxRounds       int          `json:"maxRounds"`
+	Model           string       `json:"model,omitempty"`
+	RoundsCompleted int          `json:"roundsCompleted"`
+	Usage           events.Usage `json:"usage"`
+	// Result is set once the task has finished.
+	Result          *Result    `json:"result,omitempty"`
+	Rounds          []Round    `json:"rounds,omitempty"`
+	Error           string     `json:"error,omitempty"`
+	CancelRequested bool       `json:"cancelRequested,omitempty"`
+	WebhookURL      string     `json:"webhookUrl,omitempty"`
+	RequestID       string     `json:"requestId,omitempty"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	StartedAt       *time.Time `json:"startedAt,omitempty"`
+	FinishedAt      *time.Time `json:"finishedAt,omitempty"`
+}
+
+// Finished reports whether the task has ended: completed, failed or cancelled.
+func (t *Task) Finished() bool {
+	return t.Status == StatusCompleted || t.Status == StatusFailed || t.Status == StatusCancelled
+}
+
+// Result is the outcome of a finished task.
+type Result struct {
+	Converged bool `json:"converged"`
+	// StopReason: converged, stalemate, max_rounds, budget_exhausted, timeout, cancelled, error.
+	StopReason       string              `json:"stopReason"`
+	ConvergenceScore int                 `json:"convergenceScore"`
+	ScoreBreakdown   Breakdown           `json:"scoreBreakdown"`
+	ScoreMethod      string              `json:"scoreMethod"`
+	Output           string              `json:"output"`
+	Synthesized      bool                `json:"synthesized"`
+	Disputed         []string            `json:"disputed"`
+	Rounds           int                 `json:"rounds"`
+	Usage            events.Usage        `json:"usage"`
+	Agents           []events.AgentUsage `json:"agents"`
+	Provider         string              `json:"provider"`
+	Model            string              `json:"model"`
+}
+
+// Breakdown is how a convergence score was made: each component's weight, input, value and
+// points; the score is the rounded sum of the points.
+type Breakdown struct {
+	Agreement  Component `json:"agreement"`
+	OpenIssues Component `json:"openIssues"`
+	Stability  Component `json:"stability"`
+	Overlap    Component `json:"overlap"`
+}
+
+// Component is one part of a score.
+type Component struct {
+	Weight float64 `json:"weight"`
+	Input  float64 `json:"input"`
+	Value  float64 `json:"value"`
+	Points float64 `json:"points"`
+}
+
+// Round is one round of the transcript: a turn of each agent and the round's score.
+type Round struct {
+	Round    int          `json:"round"`
+	Critique bool         `json:"critique"`
+	Score    Score        `json:"score"`
+	A        Turn         `json:"a"`
+	B        Turn         `json:"b"`
+	Usage    events.Usage `json:"usage"`
+}
+
+// Score is a round's convergence score.
+type Score struct {
+	Value         int       `json:"value"`
+	Breakdown     Breakdown `json:"breakdown"`
+	MethodVersion string    `json:"methodVersion"`
+}
+
+// Turn is one agent's reply in a round.
+type Turn struct {
+	Agent       string       `json:"agent"`
+	Role        string       `json:"role"`
+	Valid       bool         `json:"valid"`
+	Proposal    string       `json:"proposal"`
+	Agreement   int          `json:"agreement"`
+	OpenIssues  []string     `json:"openIssues"`
+	Concessions []string     `json:"concessions"`
+	Confidence  int          `json:"confidence"`
+	Attempts    int          `json:"attempts"`
+	Model       string       `json:"model,omitempty"`
+	Usage       events.Usage `json:"usage"`
+	DurationMs  int64        `json:"durationMs"`
+}
+
+type taskAnswer struct {
+	Task Task `json:"task"`
+}
+
+// Converge submits req. Without Async it waits, up to the API's bound, for the result: the
+// task it returns is finished, or still running when that bound passed (then call Wait).
+func (c *Client) Converge(ctx context.Context, req Request) (*Task, error) {
+	if req.Prompt == "" {
+		return nil, errors.New("convergence: empty prompt")
+	}
+	var a taskAnswer
+	if err := c.call(ctx, http.MethodPost, "/api/v1/converge", req, &a); err != nil {
+		return nil, err
+	}
+	return &a.Task, nil
+}
+
+func (c *Client) shortcut(ctx context.Context, typ, prompt string, opts []RequestOption) (*Task, error) {
+	req := Request{Prompt: prompt, Type: typ}
+	for _, o := range opts {
+		o(&req)
+	}
+	return c.Converge(ctx, req)
+}
+
+// Design asks the agents to design something.
+func (c *Client) Design(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypeDesign, prompt, opts)
+}
+
+// Review asks the agents to review something.
+func (c *Client) Review(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypeReview, prompt, opts)
+}
+
+// Decide asks the agents to decide between options.
+func (c *Client) Decide(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypeDecide, prompt, opts)
+}
+
+// Plan asks the agents for a plan.
+func (c *Client) Plan(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypePlan, prompt, opts)
+}
+
+// Analyze asks the agents for an analysis.
+func (c *Client) Analyze(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypeAnalyze, prompt, opts)
+}
+
+// Generate asks the agents to generate something.
+func (c *Client) Generate(ctx context.Context, prompt string, opts ...RequestOption) (*Task, error) {
+	return c.shortcut(ctx, TypeGenerate, prompt, opts)
+}
+
+// Task returns the task with its transcript so far.
+func (c *Client) Task(ctx context.Context, taskID string) (*Task, error) {
+	var a taskAnswer
+	if err := c.call(ctx, http.MethodGet, "/api/v1/converge/"+url.PathEscape(taskID), nil, &a); err != nil {
+		return nil, err
+	}
+	return &a.Task, nil
+}
+
+// Cancel asks the platform to stop the task. It returns the task as it stands; the task ends
+// with stop reason cancelled shortly after.
+func (c *Client) Cancel(ctx context.Context, taskID string) (*Task, error) {
+	var a taskAnswer
+	if err := c.call(ctx, http.MethodDelete, "/api/v1/converge/"+url.PathEscape(taskID), nil, &a); err != nil {
+		return nil, err
+	}
+	return &a.Task, nil
+}
+
+// Wait returns the task once it has finished, polling with a growing interval (up to two
+// seconds). It returns ctx's error as soon as ctx is done.
+func (c *Client) Wait(ctx context.Context, taskID string) (*Task, error) {
+	interval := 100 * time.Millisecond
+	for {
+		t, err := c.Task(ctx, taskID)
+		if err != nil {
+			return nil, err
+		}
+		if t.Finished() {
+			return t, nil
+		}
+		timer := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+		interval = min(interval*2, 2*time.Second)
+	}
+}
