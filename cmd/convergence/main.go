@@ -3,6 +3,7 @@
 //
 //	convergence serve [-target=all|api,provisioner,converger,metering] [flags]
 //	convergence migrate [flags]
+//	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence version
 //
 // Every flag can also be set in the environment as CONVERGENCE_<FLAG>, upper case with dots
@@ -24,6 +25,7 @@ import (
 	"syscall"
 
 	"github.com/convergence-dev/convergence/internal/platform"
+	"github.com/convergence-dev/convergence/services/metering"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -41,6 +43,7 @@ const usage = `usage: convergence <command> [flags]
 commands:
   serve     run the platform's services (-target=all by default)
   migrate   apply database migrations and exit
+  reconcile compare the usage ledger with the task records; -repair fills the gaps
   version   print the version
 
 Run "convergence <command> -h" for a command's flags.`
@@ -55,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "convergence", buildVersion())
 		return nil
-	case "serve", "migrate":
+	case "serve", "migrate", "reconcile":
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -68,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg platform.Config
 	cfg.RegisterFlags(fs)
+	var reconcile metering.ReconcileOptions
+	if cmd == "reconcile" {
+		reconcile.RegisterFlags(fs)
+	}
 	logFormat := fs.String("log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, or error")
 	if err := fs.Parse(args); err != nil {
@@ -86,8 +93,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if cmd == "migrate" {
+	switch cmd {
+	case "migrate":
 		return platform.Migrate(ctx, cfg, logger)
+	case "reconcile":
+		return platform.Reconcile(ctx, cfg, reconcile, stdout, logger)
 	}
 	logger.Info("starting convergence", "version", buildVersion(), "target", cfg.Target)
 	if err := platform.Run(ctx, cfg, logger); err != nil {

@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -138,6 +139,27 @@ func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readines
 // Migrate applies pending migrations to the configured database (a local one in the data dir
 // when none is configured) and returns.
 func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	return withDatabase(ctx, cfg, logger, func(dbURL string, _ *pgxpool.Pool) error {
+		if err := migrations.Up(ctx, dbURL); err != nil {
+			return err
+		}
+		logger.Info("migrations applied")
+		return nil
+	})
+}
+
+// Reconcile compares the usage ledger with the converger's task records over a period, repairs
+// the gaps when asked, and writes the report to w. It returns metering.ErrUnreconciled when
+// gaps remain, so a scheduled run can exit non-zero.
+func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, w io.Writer, logger *slog.Logger) error {
+	return withDatabase(ctx, cfg, logger, func(_ string, pool *pgxpool.Pool) error {
+		return metering.Reconcile(ctx, cfg.Metering, pool, opts, w)
+	})
+}
+
+// withDatabase runs fn on the configured database, or on a local one it starts in the data dir
+// and stops afterwards, for the commands that need only the database.
+func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, fn func(dbURL string, pool *pgxpool.Pool) error) error {
 	dbURL := cfg.DatabaseURL
 	if dbURL == "" {
 		pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger})
@@ -147,11 +169,12 @@ func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		defer func() { _ = pg.Stop(context.WithoutCancel(ctx)) }()
 		dbURL = pg.URL()
 	}
-	if err := migrations.Up(ctx, dbURL); err != nil {
+	pool, err := connectDB(ctx, dbURL, cfg.DatabaseURL != "")
+	if err != nil {
 		return err
 	}
-	logger.Info("migrations applied")
-	return nil
+	defer pool.Close()
+	return fn(dbURL, pool)
 }
 
 // infra is the infrastructure one process runs on.

@@ -1,29 +1,28 @@
-// Package metering keeps the usage ledger: it consumes convergence results and tenant lifecycle
-// facts, records every token and container-second exactly once, prices them, and serves
-// aggregates per tenant and organization.
 package metering
 
 import (
+	"bytes"
 	"context"
-	"flag"
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/metering/ledger"
+	"github.com/convergence-dev/convergence/services/metering/pricing"
 )
-
-// Config is what the metering reads at start.
-type Config struct{}
-
-// RegisterFlags registers the metering's flags on fs, prefixed "metering.".
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {}
-
-// Validate says what is wrong with the config.
-func (c Config) Validate() error { return nil }
 
 // Deps are the metering's dependencies; the caller owns and closes them.
 type Deps struct {
@@ -37,22 +36,214 @@ type Deps struct {
 
 // Service is the metering.
 type Service struct {
-	cfg    Config
-	deps   Deps
-	logger *slog.Logger
+	cfg     Config
+	deps    Deps
+	logger  *slog.Logger
+	store   *ledger.Store
+	metrics *metrics
+	table   *pricing.Table // as read at start; registered by Run
+	prices  atomic.Pointer[ledger.Prices]
+	hooks   hooks
+	// badPrices is the digest of the last price file that failed to load, so an unchanged bad
+	// file is reported once, not on every check.
+	badPrices [sha256.Size]byte
 }
 
-// New wires the metering; it starts nothing.
+// hooks let tests step into the ingest path.
+type hooks struct {
+	// afterCommit runs after a batch commits and before its messages are acknowledged; false
+	// skips the acknowledgements, as a process that died there would.
+	afterCommit func(source string, eventIDs []string, deliveries []uint64) bool
+}
+
+// New wires the metering; it starts nothing. It reads the price file, so a bad one fails the
+// start with a message that says what is wrong in it.
 func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, deps: deps, logger: deps.Logger.With("service", "metering")}, nil
+	cfg = cfg.withDefaults()
+	table, err := pricing.Load(cfg.Prices)
+	if err != nil {
+		return nil, fmt.Errorf("metering.prices: %w", err)
+	}
+	return &Service{
+		cfg:     cfg,
+		deps:    deps,
+		logger:  deps.Logger.With("service", "metering"),
+		store:   ledger.NewStore(deps.Pool),
+		metrics: newMetrics(deps.Registry),
+		table:   table,
+	}, nil
 }
 
-// Run blocks until ctx is done or the service fails.
+// Run registers the price table, then consumes results and lifecycle facts until ctx is done
+// or a consumer fails. It returns nil after a clean stop; batches in flight are either
+// committed and acknowledged or given back to JetStream.
 func (s *Service) Run(ctx context.Context) error {
-	s.logger.Info("metering ready")
-	<-ctx.Done()
-	return nil
+	p, err := ledger.RegisterPrices(ctx, s.deps.Pool, s.table)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("metering prices: %w", err)
+	}
+	s.usePrices(p)
+	s.refreshUnpriced(ctx)
+
+	backoff := consumer.ExponentialBackoff(250*time.Millisecond, 30*time.Second)
+	results := &batchConsumer[ledger.TaskUsage]{
+		name:     events.ConsumerMeteringResults,
+		source:   "results",
+		stream:   events.StreamConvergeResults,
+		subjects: []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed},
+		decode:   decodeResult,
+		record: func(ctx context.Context, batch []ledger.TaskUsage) (ledger.Result, error) {
+			return s.store.RecordTasks(ctx, *s.prices.Load(), batch)
+		},
+		recorded: func(res ledger.Result) { s.countUnpriced(ctx, res) },
+	}
+	lifecycle := &batchConsumer[ledger.LifecycleFact]{
+		name:     events.ConsumerMeteringLifecyle,
+		source:   "lifecycle",
+		stream:   events.StreamTenantLifecycle,
+		subjects: []string{events.SubjectTenantLifecycle},
+		decode:   decodeLifecycle,
+		record: func(ctx context.Context, batch []ledger.LifecycleFact) (ledger.Result, error) {
+			return s.store.RecordLifecycle(ctx, *s.prices.Load(), batch)
+		},
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range []interface {
+		init(*Service, func(uint64) time.Duration)
+		run(context.Context) error
+	}{results, lifecycle} {
+		c.init(s, backoff)
+		g.Go(func() error { return c.run(gctx) })
+	}
+	g.Go(func() error { s.watchPrices(gctx); return nil })
+	g.Go(func() error { s.mergeRollups(gctx); return nil })
+	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())
+	return g.Wait()
+}
+
+// init gives a consumer what every consumer of the service shares.
+func (b *batchConsumer[T]) init(s *Service, backoff func(uint64) time.Duration) {
+	b.cfg, b.js, b.metrics, b.hooks, b.backoff = s.cfg, s.deps.JS, s.metrics, &s.hooks, backoff
+	b.logger = s.logger.With("consumer", b.name)
+}
+
+// mergeRollups merges the rollup deltas every RollupMerge until ctx is done. Every replica
+// runs it; one at a time merges, the others find the merge taken and wait for the next tick.
+func (s *Service) mergeRollups(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RollupMerge)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		rows, ran, err := ledger.MergeRollups(ctx, s.deps.Pool)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.metrics.mergeErrors.Inc()
+			s.logger.Warn("merge rollups; the deltas stay pending", "err", err)
+		case ran:
+			s.metrics.mergedRows.Add(float64(rows))
+			s.metrics.mergeDuration.Observe(time.Since(start).Seconds())
+		}
+	}
+}
+
+// usePrices makes p the prices new usage is charged at.
+func (s *Service) usePrices(p ledger.Prices) {
+	s.prices.Store(&p)
+	s.metrics.priceVersion.Set(float64(p.VersionID))
+}
+
+// countUnpriced counts the unpriced usage of a committed batch and, if there was some,
+// refreshes the gauge of unpriced models.
+func (s *Service) countUnpriced(ctx context.Context, res ledger.Result) {
+	if res.UnpricedLines == 0 {
+		return
+	}
+	s.metrics.unpricedLines.Add(float64(res.UnpricedLines))
+	s.metrics.unpricedTokens.Add(float64(res.UnpricedTokens))
+	s.logger.Warn("usage of a model without a price; it is recorded unpriced, see GET /api/v1/usage/unpriced",
+		"lines", res.UnpricedLines, "tokens", res.UnpricedTokens)
+	s.refreshUnpriced(ctx)
+}
+
+func (s *Service) refreshUnpriced(ctx context.Context) {
+	n, err := ledger.CountUnpriced(ctx, s.deps.Pool)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logger.Warn("count unpriced models", "err", err)
+		}
+		return
+	}
+	s.metrics.unpricedModels.Set(float64(n))
+}
+
+// unpricedRefresh is how often the unpriced-models gauge is refreshed, so it also falls when a
+// repair in another process prices usage.
+const unpricedRefresh = 30 * time.Second
+
+// watchPrices reloads the price file when it changes and refreshes the unpriced-models gauge,
+// until ctx is done. A file that cannot be loaded leaves the prices in force.
+func (s *Service) watchPrices(ctx context.Context) {
+	every := unpricedRefresh
+	reload := s.cfg.Prices != "" && s.cfg.PricesReload > 0
+	if reload {
+		every = min(every, s.cfg.PricesReload)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	lastRefresh := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if reload {
+			s.reloadPrices(ctx)
+		}
+		if time.Since(lastRefresh) >= unpricedRefresh {
+			s.refreshUnpriced(ctx)
+			lastRefresh = time.Now()
+		}
+	}
+}
+
+// reloadPrices loads the price file if its content changed.
+func (s *Service) reloadPrices(ctx context.Context) {
+	b, err := os.ReadFile(s.cfg.Prices)
+	sum := sha256.Sum256(b)
+	if err == nil && sum == s.badPrices {
+		return
+	}
+	if err == nil {
+		var t *pricing.Table
+		if t, err = pricing.Parse(b); err == nil {
+			cur := s.prices.Load()
+			if bytes.Equal(t.Digest(), cur.Digest()) {
+				return
+			}
+			var p ledger.Prices
+			if p, err = ledger.RegisterPrices(ctx, s.deps.Pool, t); err == nil {
+				s.usePrices(p)
+				s.logger.Info("prices reloaded", "price_version", p.Label(), "price_version_id", p.VersionID, "previous", cur.Label())
+				return
+			}
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.badPrices = sum
+	s.metrics.priceReloadErrors.Inc()
+	s.logger.Error("price file not reloaded; the prices in force stay", "file", s.cfg.Prices, "err", err)
 }

@@ -1,0 +1,231 @@
+package metering_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/metering"
+	"github.com/convergence-dev/convergence/services/metering/ledger"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(pgtest.Wrap(m))
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+// platform is a fresh database and JetStream server for one test.
+type platform struct {
+	t    testing.TB
+	Pool *pgxpool.Pool
+	NATS *natstest.Server
+	JS   jetstream.JetStream
+}
+
+func newPlatform(t testing.TB) *platform {
+	t.Helper()
+	srv := natstest.Start(t)
+	return &platform{t: t, Pool: pgtest.New(t), NATS: srv, JS: srv.JetStream()}
+}
+
+// instance is one running metering replica with its own NATS connection and metrics.
+type instance struct {
+	Service  *metering.Service
+	Registry *prometheus.Registry
+	NC       *nats.Conn
+	ctx      context.Context // done when the replica is stopped
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// testConfig delivers again quickly, so redelivery tests take a second, not thirty.
+func testConfig() metering.Config {
+	return metering.Config{BatchSize: 50, IdleWait: 200 * time.Millisecond, AckWait: time.Second, MaxDeliver: 5}
+}
+
+// commitHook is called after each commit of in, before the acknowledgements; false skips
+// them (see metering.SetAfterCommit).
+type commitHook func(in *instance, source string, ids []string, deliveries []uint64) bool
+
+// start runs a metering replica until the test ends or Stop is called.
+func (p *platform) start(cfg metering.Config, hook commitHook) *instance {
+	p.t.Helper()
+	nc := p.NATS.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(p.t, err)
+	reg := prometheus.NewRegistry()
+	svc, err := metering.New(cfg, metering.Deps{Pool: p.Pool, Outbox: outbox.New(p.Pool), NC: nc, JS: js, Logger: discard, Registry: reg})
+	require.NoError(p.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{Service: svc, Registry: reg, NC: nc, ctx: ctx, cancel: cancel, done: make(chan error, 1)}
+	if hook != nil {
+		metering.SetAfterCommit(svc, func(source string, ids []string, deliveries []uint64) bool {
+			return hook(in, source, ids, deliveries)
+		})
+	}
+	go func() { in.done <- svc.Run(ctx) }()
+	p.t.Cleanup(func() { in.Stop(p.t) })
+	return in
+}
+
+// Stop stops the replica and checks it stopped cleanly. It is safe to call twice.
+func (in *instance) Stop(t testing.TB) {
+	t.Helper()
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	in.cancel = nil
+	select {
+	case err := <-in.done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("metering did not stop")
+	}
+}
+
+// metric returns the value of the counter or gauge name with the given label values, 0 when
+// it has not been set.
+func (in *instance) metric(name string, labels ...string) float64 {
+	families, err := in.Registry.Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// events counts the replica's handled events of a source and outcome.
+func (in *instance) events(source, outcome string) int {
+	return int(in.metric("convergence_metering_events_total", "source", source, "outcome", outcome))
+}
+
+// publish publishes env on subject with msgID as its Nats-Msg-Id (env.ID when empty), and
+// reports whether JetStream took it as a duplicate.
+func (p *platform) publish(subject string, env events.Envelope, msgID string) bool {
+	p.t.Helper()
+	data, err := json.Marshal(env)
+	require.NoError(p.t, err)
+	return p.publishRaw(subject, data, cmpOr(msgID, env.ID))
+}
+
+func (p *platform) publishRaw(subject string, data []byte, msgID string) bool {
+	p.t.Helper()
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if msgID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	ack, err := p.JS.PublishMsg(p.t.Context(), msg)
+	require.NoError(p.t, err)
+	return ack.Duplicate
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// completed returns a converge.completed event of a task of tenant env in org.
+func completed(task string, env, org int64, at time.Time, agents ...events.AgentUsage) events.Envelope {
+	var u events.Usage
+	var rounds int
+	for _, a := range agents {
+		u = u.Add(a.Usage)
+		rounds++
+	}
+	e, err := events.NewEnvelope("convergence/converger", events.TypeConvergeCompleted, task, "", events.ConvergeCompleted{
+		TaskID: task, EnvID: env, OrgID: org, Type: "design", StopReason: "converged", ConvergenceScore: 87.5,
+		Rounds: rounds, Usage: u, Agents: agents, FinishedAt: at,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+func lifecycle(env, org int64, state events.TenantState, at time.Time) events.Envelope {
+	e, err := events.NewEnvelope("convergence/provisioner", events.TypeTenantLifecycle, "", "", events.TenantLifecycle{
+		EnvID: env, OrgID: org, Name: "t", State: state, At: at,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+func sonnet(agent string, in, out int64) events.AgentUsage {
+	return events.AgentUsage{Agent: agent, Provider: "anthropic", Model: "claude-sonnet-4-20250514", Calls: 1,
+		Usage: events.Usage{InputTokens: in, OutputTokens: out, TotalTokens: in + out}}
+}
+
+// count runs a query returning one integer. A query of the daily or monthly rollups first
+// merges the pending deltas into them, as the metering does every second.
+func (p *platform) count(sql string, args ...any) int64 {
+	p.t.Helper()
+	if strings.Contains(sql, "metering_rollup_daily") || strings.Contains(sql, "metering_rollup_monthly") {
+		_, _, err := ledger.MergeRollups(context.Background(), p.Pool)
+		require.NoError(p.t, err)
+	}
+	var n int64
+	require.NoError(p.t, p.Pool.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
+	return n
+}
+
+// waitCount waits until sql counts want.
+func (p *platform) waitCount(want int64, sql string, args ...any) {
+	p.t.Helper()
+	require.Eventually(p.t, func() bool { return p.count(sql, args...) == want }, 20*time.Second, 20*time.Millisecond,
+		"waiting for %q to reach %d (it is %d)", sql, want, p.count(sql, args...))
+}
+
+// drained waits until the durable consumer has nothing pending and nothing unacknowledged.
+func (p *platform) drained(stream, durable string) {
+	p.t.Helper()
+	require.Eventually(p.t, func() bool {
+		c, err := p.JS.Consumer(context.Background(), stream, durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 20*time.Second, 20*time.Millisecond, "consumer %s did not drain", durable)
+}
