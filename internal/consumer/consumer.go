@@ -106,6 +106,9 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 		MaxAckPending:  max(c.cfg.Concurrency*2, 64),
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // Stopped while starting: a clean stop, not a failure.
+		}
 		return fmt.Errorf("create consumer %s: %w", c.cfg.Name, err)
 	}
 

@@ -45,3 +45,13 @@ func TestFreePort_TwoCalls_UsablePorts(t *testing.T) {
 	require.Positive(t, a)
 	require.Positive(t, b)
 }
+
+func TestPortRange_TwoTests_DisjointFreeRanges(t *testing.T) {
+	t.Parallel()
+	a1, a2 := dockertest.PortRange(t, 20)
+	b1, b2 := dockertest.PortRange(t, 20)
+	require.Equal(t, 19, a2-a1)
+	require.Equal(t, 19, b2-b1)
+	require.True(t, a2 < b1 || b2 < a1, "ranges %d-%d and %d-%d overlap", a1, a2, b1, b2)
+	require.Greater(t, a1, 3999, "away from the default tenant range")
+}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,14 @@ import (
 // then stops everything it started, infrastructure last, and returns the first failure (nil
 // after a clean stop).
 func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
+	if cfg.DataDir != "" {
+		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		if cfg.Provisioner.StateDir == "" {
+			cfg.Provisioner.StateDir = filepath.Join(cfg.DataDir, "provisioner")
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -45,9 +54,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// 0711: the local PostgreSQL runs as another user and must reach its folder inside.
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil { //nolint:gosec // Search-only for others, see above.
 		return fmt.Errorf("create data dir %s: %w; set CONVERGENCE_DATA_DIR to a writable directory", cfg.DataDir, err)
-	}
-	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
-		return fmt.Errorf("data dir: %w", err)
 	}
 	if slices.Contains(targets, TargetAPI) {
 		if cfg.API.AdminToken, err = resolveAdminToken(cfg.API.AdminToken, cfg.DataDir, os.Stderr); err != nil {
@@ -65,7 +71,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 
-	infra, err := startInfra(ctx, cfg, logger)
+	infra, err := startInfra(ctx, cfg, slices.Contains(targets, TargetProvisioner), logger)
 	if err != nil {
 		return err
 	}
@@ -80,6 +86,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		return nil
 	})
+	if infra.docker != nil {
+		ready.Add("docker", func(ctx context.Context) error {
+			_, err := infra.docker.Ping(ctx)
+			return err
+		})
+	}
 	e := httpx.NewEcho(logger)
 	opsRoutes(e, reg, ready)
 
@@ -114,7 +126,7 @@ func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *s
 	case TargetAPI:
 		return api.New(cfg.API, api.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
 	case TargetProvisioner:
-		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
+		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
 		return converger.New(cfg.Converger, converger.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	case TargetMetering:
@@ -185,11 +197,12 @@ type infra struct {
 	embedded *natsx.Embedded // nil when NATS_URL is given
 	nc       *nats.Conn
 	js       jetstream.JetStream
+	docker   *client.Client // nil unless the process runs the provisioner
 }
 
 // startInfra starts PostgreSQL and NATS, or connects to the ones configured. On error it stops
 // what it had started.
-func startInfra(ctx context.Context, cfg Config, logger *slog.Logger) (_ *infra, err error) {
+func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.Logger) (_ *infra, err error) {
 	in := &infra{}
 	defer func() {
 		if err != nil {
@@ -238,6 +251,11 @@ func startInfra(ctx context.Context, cfg Config, logger *slog.Logger) (_ *infra,
 	if err := natsx.EnsureStreams(sctx, in.js); err != nil {
 		return nil, fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
 	}
+	if needDocker {
+		if in.docker, err = connectDocker(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return in, nil
 }
 
@@ -269,7 +287,26 @@ func connectDB(ctx context.Context, dbURL string, fromEnv bool) (*pgxpool.Pool, 
 	return pool, nil
 }
 
+// connectDocker connects to the Docker engine named by the environment (DOCKER_HOST, or the
+// local socket) and checks that it answers.
+func connectDocker(ctx context.Context) (*client.Client, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w; check DOCKER_HOST", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(pctx); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("the Docker engine at %s does not answer: %w; start it, set DOCKER_HOST, or run without the provisioner target", cli.DaemonHost(), err)
+	}
+	return cli, nil
+}
+
 func (in *infra) stop(logger *slog.Logger) {
+	if in.docker != nil {
+		_ = in.docker.Close()
+	}
 	if in.nc != nil {
 		if err := in.nc.Drain(); err != nil {
 			in.nc.Close()

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/platform"
 )
@@ -58,6 +59,13 @@ func testConfig(t *testing.T) platform.Config {
 	cfg.HTTPAddr = freeAddr(t)
 	cfg.NATSListen = ""
 	cfg.API.AdminToken = "test-admin-token-0123456789"
+	// The provisioner's objects are scoped to this test, so it never takes another
+	// installation's tenants on this engine for orphans.
+	run := dockertest.NewRun(t, dockertest.Client(t))
+	cfg.Provisioner.Runtime.NamePrefix = run.Prefix
+	cfg.Provisioner.Runtime.Labels = run.Labels
+	first, last := dockertest.PortRange(t, 8)
+	cfg.Provisioner.Ports = fmt.Sprintf("%d-%d", first, last)
 	return cfg
 }
 

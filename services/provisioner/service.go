@@ -1,58 +1,191 @@
 // Package provisioner runs tenants as hardened Docker containers: it consumes tenant.spawn and
-// tenant.destroy, drives the Docker engine, watches container health, reconciles the database
-// with what Docker runs, and publishes tenant.lifecycle facts.
+// tenant.destroy, drives the Docker engine through [runtime.Docker], watches container health,
+// reconciles the database with what Docker runs, serves live status and logs to the API
+// ([live]), and publishes tenant.lifecycle facts through the outbox.
+//
+// The database is the source of truth for what should exist; the engine for what does. Every
+// state change is written with its lifecycle fact in one transaction. Spawns and destroys are
+// idempotent: a redelivered command finds the tenant already in its target state, or drives
+// the same container again (Ensure converges on one container per spec).
 package provisioner
 
 import (
 	"context"
-	"flag"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/provisioner/keyring"
+	"github.com/convergence-dev/convergence/services/provisioner/live"
+	"github.com/convergence-dev/convergence/services/provisioner/ports"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
-
-// Config is what the provisioner reads at start.
-type Config struct{}
-
-// RegisterFlags registers the provisioner's flags on fs, prefixed "provisioner.".
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {}
-
-// Validate says what is wrong with the config.
-func (c Config) Validate() error { return nil }
 
 // Deps are the provisioner's dependencies; the caller owns and closes them.
 type Deps struct {
-	Pool     *pgxpool.Pool
-	Outbox   *outbox.Outbox
-	NC       *nats.Conn
-	JS       jetstream.JetStream
+	Pool   *pgxpool.Pool
+	Outbox *outbox.Outbox
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	// Docker is the engine tenants run on (client.NewClientWithOpts(client.FromEnv,
+	// client.WithAPIVersionNegotiation())). Required.
+	Docker   client.APIClient
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
 
 // Service is the provisioner.
 type Service struct {
-	cfg    Config
-	deps   Deps
-	logger *slog.Logger
+	cfg       Config
+	deps      Deps
+	log       *slog.Logger
+	rt        *runtime.Docker
+	locks     *tenantLocks
+	probes    probeFailures
+	metrics   *metrics
+	portFirst int
+	portLast  int
+	// keys is set at the start of Run.
+	keys *keyring.Keyring
+	// hooks let tests stop the service at chosen points; nil in production.
+	hooks hooks
 }
 
-// New wires the provisioner; it starts nothing.
+// hooks are points tests can stop the provisioner at.
+type hooks struct {
+	// afterEnsure runs after a tenant's container was created and started, before the wait
+	// for its health and the database update.
+	afterEnsure func(envID int64)
+}
+
+// New wires the provisioner; it starts nothing and makes no call to the engine.
 func New(cfg Config, deps Deps) (*Service, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, deps: deps, logger: deps.Logger.With("service", "provisioner")}, nil
+	switch {
+	case cfg.StateDir == "":
+		return nil, errors.New("provisioner.state-dir is empty: set it to a writable directory, such as <data-dir>/provisioner")
+	case deps.Docker == nil:
+		return nil, errors.New("no Docker client: the process must pass one in Deps.Docker")
+	case deps.Pool == nil || deps.Outbox == nil || deps.NC == nil || deps.JS == nil || deps.Logger == nil || deps.Registry == nil:
+		return nil, errors.New("dependencies missing: pass Pool, Outbox, NC, JS, Logger and Registry")
+	}
+	log := deps.Logger.With("service", "provisioner")
+	rt, err := runtime.NewDocker(deps.Docker, cfg.Runtime, log)
+	if err != nil {
+		return nil, err
+	}
+	first, last, _ := parsePorts(cfg.Ports) // Validate checked it.
+	return &Service{
+		cfg:       cfg,
+		deps:      deps,
+		log:       log,
+		rt:        rt,
+		locks:     newTenantLocks(),
+		metrics:   newMetrics(deps.Registry),
+		portFirst: first,
+		portLast:  last,
+	}, nil
 }
 
-// Run blocks until ctx is done or the service fails.
+// Runtime returns the Docker runtime the service drives.
+func (s *Service) Runtime() *runtime.Docker { return s.rt }
+
+// Run starts the provisioner and blocks until ctx is done or a part fails; then it stops
+// taking commands, lets the work in flight end (a spawn cut short is redelivered and resumed
+// by the next start), and returns.
+//
+// At start it checks that the engine answers, loads or creates the sealing key and registers
+// it, brings the port pool to the configured range, and subscribes to engine events. Then it
+// runs the command consumer, the live status and logs server, the health watcher and the
+// reconciler, whose first pass resumes the tenants a previous run left half made.
 func (s *Service) Run(ctx context.Context) error {
-	s.logger.Info("provisioner ready")
-	<-ctx.Done()
+	if err := s.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // Stopped while starting.
+		}
+		return err
+	}
+	// Events are subscribed before the first reconcile, so nothing that happens during it
+	// goes unseen.
+	w := newWatcher(s)
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	evs, evErrs := s.rt.Events(evCtx)
+
+	g, gctx := errgroup.WithContext(ctx)
+	cons := consumer.New(s.deps.JS, consumer.Config{
+		Name:        events.ConsumerProvisioner,
+		Stream:      events.StreamTenantCommands,
+		Subjects:    []string{events.SubjectTenantSpawn, events.SubjectTenantDestroy},
+		Concurrency: s.cfg.Concurrency,
+	}, s.handle, s.log, consumer.NewMetrics(s.deps.Registry))
+	g.Go(func() error {
+		// A stop during the consumer's creation is a clean stop, not its failure.
+		if err := cons.Run(gctx); err != nil && gctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return live.NewServer(s.deps.NC, s.rt, s.log).Run(gctx) })
+	g.Go(func() error { return w.run(gctx, evs, evErrs) })
+	g.Go(func() error {
+		s.reconcile(gctx, true)
+		t := time.NewTicker(s.cfg.ReconcileInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				s.reconcile(gctx, false)
+			}
+		}
+	})
+	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir)
+	return g.Wait()
+}
+
+// start prepares what the service needs before it takes work.
+func (s *Service) start(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := s.deps.Docker.Ping(pctx); err != nil {
+		return fmt.Errorf("docker engine does not answer: %w; start dockerd, or point DOCKER_HOST at a running engine", err)
+	}
+	if err := os.MkdirAll(s.composeDir(), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w; set provisioner.state-dir to a writable directory", s.composeDir(), err)
+	}
+	keys, err := keyring.LoadOrCreate(s.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("sealing key: %w", err)
+	}
+	if err := keys.Register(ctx, s.deps.Pool); err != nil {
+		return err
+	}
+	s.keys = keys
+	free, err := ports.Sync(ctx, s.deps.Pool, s.portFirst, s.portLast)
+	if err != nil {
+		return err
+	}
+	s.log.Info("port pool ready", "first", s.portFirst, "last", s.portLast, "free", free, "keyId", keys.ID())
 	return nil
 }
+
+// composeDir is where tenant compose files live.
+func (s *Service) composeDir() string { return filepath.Join(s.cfg.StateDir, "tenants") }

@@ -2,8 +2,9 @@
 //
 // [Runtime] is the small interface the provisioner drives: make a tenant's container exist and
 // run ([Runtime.Ensure]), wait until it answers ([Runtime.WaitHealthy]), look at it
-// ([Runtime.Status], [Runtime.Logs]), remove it ([Runtime.Remove]), and watch and reconcile
-// everything it owns ([Runtime.List], [Runtime.Events]). [Docker] implements it on one Docker
+// ([Runtime.Status], [Runtime.Inspect], [Runtime.Probe], [Runtime.Logs]), remove it
+// ([Runtime.Remove]), and watch and reconcile everything it owns ([Runtime.List],
+// [Runtime.Events]). [Docker] implements it on one Docker
 // engine through the Docker SDK; a Swarm or Kubernetes runtime can sit behind the same interface.
 //
 // A tenant is described by a [Spec]. Its container and its private bridge network have

@@ -200,6 +200,32 @@ func TestEnsure_HostPortTaken_ErrPortUnavailableAndNothingLeft(t *testing.T) {
 	h.requireGone(ctx, 106)
 }
 
+func TestEnsure_CancelledMidway_LeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	// Cut Ensure off at points spread over its engine calls. Whatever the engine finished
+	// after the caller gave up must not stay behind.
+	for i, after := range []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond} {
+		spec := h.spec(int64(130 + i))
+		ctx, cancel := context.WithTimeout(t.Context(), after)
+		_, err := h.rt.Ensure(ctx, spec)
+		cancel()
+		if err == nil {
+			// Fast enough to finish: remove it the normal way.
+			_, err := h.rt.Remove(t.Context(), spec.EnvID, 0)
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, context.DeadlineExceeded, "cut off after %s", after)
+		}
+		h.requireGone(t.Context(), spec.EnvID)
+	}
+	// The engine may finish a create after its caller gave up; give it the time to.
+	time.Sleep(time.Second)
+	for i := range 5 {
+		h.requireGone(t.Context(), int64(130+i))
+	}
+}
+
 func TestEnsure_InvalidSpec_RejectedBeforeTouchingDocker(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -304,6 +330,41 @@ func TestStatus_AfterStop_ExitedWithoutUsage(t *testing.T) {
 	require.Zero(t, st.ExitCode, "the template stops cleanly on SIGTERM")
 	require.Zero(t, st.Uptime)
 	require.Zero(t, st.MemoryBytes)
+}
+
+func TestInspect_RunningTenant_StateWithoutUsage_WithoutWaitingForASample(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := t.Context()
+	spec := h.spec(114)
+	inst := h.start(ctx, spec)
+
+	began := time.Now()
+	st, err := h.rt.Inspect(ctx, spec.EnvID)
+	require.NoError(t, err)
+	require.Less(t, time.Since(began), 500*time.Millisecond, "no stats sample")
+	require.Equal(t, runtime.StateRunning, st.State)
+	require.Equal(t, inst.ContainerID, st.ContainerID)
+	require.Equal(t, spec.HostPort, st.HostPort)
+	require.WithinDuration(t, time.Now(), st.StartedAt, time.Minute)
+	require.Zero(t, st.MemoryBytes)
+	require.Zero(t, st.CPUPercent)
+
+	st, err = h.rt.Inspect(ctx, 999)
+	require.NoError(t, err)
+	require.Equal(t, runtime.StateMissing, st.State)
+}
+
+func TestProbe_HealthyTenant_Nil_NothingListening_SaysWhatItSaw(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := t.Context()
+	spec := h.spec(115)
+	h.start(ctx, spec)
+	require.NoError(t, h.rt.Probe(ctx, spec.HostPort))
+	err := h.rt.Probe(ctx, dockertest.FreePort(t))
+	require.ErrorContains(t, err, "/health")
+	require.ErrorContains(t, err, "connection refused")
 }
 
 func TestLogs_RunningTenant_ReturnsDemultiplexedText(t *testing.T) {

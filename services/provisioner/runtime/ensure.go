@@ -77,7 +77,13 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 		return Instance{}, fmt.Errorf("inspect image %s: %w", spec.Image, err)
 	}
 
-	netID, netCreated, err := d.ensureNetwork(ctx, spec, hash)
+	// The calls that create objects run to their end even when ctx is done: the engine may
+	// finish a create whose caller gave up, and the object would be left behind with nobody
+	// knowing it. ctx is checked after them instead, and a cancelled Ensure removes what it
+	// made like any failed one.
+	engine, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	netID, netCreated, err := d.ensureNetwork(engine, spec, hash)
 	if err != nil {
 		return Instance{}, err
 	}
@@ -101,8 +107,11 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 		}
 	}()
 
+	if ctx.Err() != nil {
+		return Instance{}, fmt.Errorf("ensure %s: %w", d.ContainerName(spec.EnvID), context.Cause(ctx))
+	}
 	cs := d.containerSpec(spec, hash, d.NetworkName(spec.EnvID))
-	created, err := d.cli.ContainerCreate(ctx, cs.config, cs.host, cs.network, nil, cs.name)
+	created, err := d.cli.ContainerCreate(engine, cs.config, cs.host, cs.network, nil, cs.name)
 	if err != nil {
 		if isConflict(err) {
 			// A concurrent Ensure of this tenant won the race; adopt its container if it
@@ -121,6 +130,9 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 	containerID = created.ID
 	for _, w := range created.Warnings {
 		log.Warn("engine warning on container create", "warning", w)
+	}
+	if ctx.Err() != nil {
+		return Instance{}, fmt.Errorf("ensure %s: %w", cs.name, context.Cause(ctx))
 	}
 
 	got, err := d.cli.ContainerInspect(ctx, containerID)

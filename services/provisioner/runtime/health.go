@@ -17,11 +17,16 @@ import (
 )
 
 // Health probing: the first retry comes quickly because a static Go app is usually up within
-// tens of milliseconds; later ones back off so a slow app is not hammered.
+// tens of milliseconds; later ones back off, but only to 50 ms: a probe is one local HTTP
+// request, and a longer pause would add up to its length to every spawn.
 const (
-	healthFirstDelay   = 20 * time.Millisecond
-	healthMaxDelay     = 250 * time.Millisecond
+	healthFirstDelay   = 10 * time.Millisecond
+	healthMaxDelay     = 50 * time.Millisecond
 	healthProbeTimeout = 2 * time.Second
+	// healthInspectEvery spaces the inspections between failed probes that catch a crashed
+	// container: often enough to fail fast, rarely enough not to load a busy engine with one
+	// call per probe.
+	healthInspectEvery = 200 * time.Millisecond
 	exitLogHead        = 8   // a crash usually says why first (a Go panic, a failed listen)
 	exitLogTail        = 12  // and what it did last
 	exitLogMaxLines    = 500 // read at most this many lines of logs
@@ -30,8 +35,8 @@ const (
 // WaitHealthy blocks until GET /health on hostPort answers 200; see [Runtime.WaitHealthy].
 // The probe goes to the configured host IP (127.0.0.1 when tenants publish on all
 // interfaces), from outside the container, so it also proves the port is published. Between
-// probes it inspects the container and returns an [*ExitError] as soon as the container has
-// exited, is restarting, or was restarted since the wait began; it wraps [ErrNotFound] when
+// failed probes it inspects the container (at most every 200 ms) and returns an [*ExitError]
+// as soon as the container has exited, is restarting, or was restarted since the wait began; it wraps [ErrNotFound] when
 // the container disappears. Otherwise it returns when ctx is done, saying what the last
 // probe saw.
 func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) error {
@@ -40,6 +45,7 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	restarts := -1
+	var inspected time.Time
 	last := "no probe yet"
 	for {
 		select {
@@ -50,6 +56,12 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 		if last = d.probe(ctx, url); last == "" {
 			return nil
 		}
+		if restarts >= 0 && time.Since(inspected) < healthInspectEvery {
+			timer.Reset(delay)
+			delay = min(delay*2, healthMaxDelay)
+			continue
+		}
+		inspected = time.Now()
 		c, err := d.inspect(ctx, envID)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -67,6 +79,15 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 		timer.Reset(delay)
 		delay = min(delay*2, healthMaxDelay)
 	}
+}
+
+// Probe GETs /health on hostPort once; see [Runtime.Probe].
+func (d *Docker) Probe(ctx context.Context, hostPort int) error {
+	url := d.healthURL(hostPort)
+	if last := d.probe(ctx, url); last != "" {
+		return fmt.Errorf("GET %s: %s", url, last)
+	}
+	return nil
 }
 
 // probe GETs url once and returns "" on 200, or what it saw instead.

@@ -23,6 +23,12 @@ type Runtime interface {
 	// Status reports the tenant's live state and resource use. A tenant without a container
 	// has State [StateMissing] and no error.
 	Status(ctx context.Context, envID int64) (Status, error)
+	// Inspect is Status without the resource use, which takes a sample over about a second:
+	// it reports state, health, exit, restarts and uptime with one quick engine call.
+	Inspect(ctx context.Context, envID int64) (Status, error)
+	// Probe GETs /health on the tenant's published hostPort once, from outside the container,
+	// and returns nil when it answers 200, or an error saying what it saw instead.
+	Probe(ctx context.Context, hostPort int) error
 	// Logs returns the tenant's output, stdout and stderr merged as plain text. The caller
 	// must close the reader; with Follow it streams until the container stops, ctx is done,
 	// or it is closed. It wraps [ErrNotFound] when the tenant has no container.

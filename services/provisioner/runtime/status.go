@@ -16,6 +16,23 @@ import (
 // CPU use is the delta over the engine's sampling interval. That makes the call take about a
 // second.
 func (d *Docker) Status(ctx context.Context, envID int64) (Status, error) {
+	st, err := d.Inspect(ctx, envID)
+	if err != nil || st.State != StateRunning {
+		return st, err
+	}
+	stats, err := d.stats(ctx, st.ContainerID)
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", st.ContainerName, err)
+	}
+	st.CPUPercent = cpuPercent(stats)
+	st.MemoryBytes = memoryUsage(stats.MemoryStats)
+	st.MemoryLimitBytes = stats.MemoryStats.Limit
+	st.PIDs = stats.PidsStats.Current
+	return st, nil
+}
+
+// Inspect reports the tenant's live state without resource use; see [Runtime.Inspect].
+func (d *Docker) Inspect(ctx context.Context, envID int64) (Status, error) {
 	c, err := d.inspect(ctx, envID)
 	if errors.Is(err, ErrNotFound) {
 		return Status{EnvID: envID, State: StateMissing, Health: HealthNone}, nil
@@ -43,21 +60,9 @@ func (d *Docker) Status(ctx context.Context, envID int64) (Status, error) {
 	if c.State.Health != nil && c.State.Health.Status != "" {
 		st.Health = Health(c.State.Health.Status)
 	}
-	if !c.State.Running {
-		return st, nil
-	}
-	if !st.StartedAt.IsZero() {
+	if c.State.Running && !st.StartedAt.IsZero() {
 		st.Uptime = time.Since(st.StartedAt).Round(time.Second)
 	}
-
-	stats, err := d.stats(ctx, c.ID)
-	if err != nil {
-		return Status{}, fmt.Errorf("status of %s: %w", st.ContainerName, err)
-	}
-	st.CPUPercent = cpuPercent(stats)
-	st.MemoryBytes = memoryUsage(stats.MemoryStats)
-	st.MemoryLimitBytes = stats.MemoryStats.Limit
-	st.PIDs = stats.PidsStats.Current
 	return st, nil
 }
 

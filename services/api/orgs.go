@@ -1,0 +1,141 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+)
+
+// Organization plans, and the tenant quota a new organization gets by default.
+var plans = []string{"free", "pro", "enterprise"}
+
+const (
+	defaultMaxTenants = 100
+	maxMaxTenants     = 10_000
+)
+
+// orgRoutes registers the operators' organization endpoints.
+func (s *Service) orgRoutes(admin *echo.Group) {
+	admin.POST("/orgs", s.createOrg)
+	admin.GET("/orgs", s.listOrgs)
+	admin.GET("/orgs/:orgId", s.getOrg)
+}
+
+// orgView is an organization as the API shows it.
+type orgView struct {
+	OrgID       int64     `json:"orgId"`
+	Name        string    `json:"name"`
+	Plan        string    `json:"plan"`
+	MaxTenants  int       `json:"maxTenants"`
+	LiveTenants int       `json:"liveTenants"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+const orgViewSelect = `SELECT o.id, o.name, o.plan, o.max_tenants,
+	(SELECT count(*) FROM environments e WHERE e.org_id = o.id AND e.status <> 'destroyed'),
+	o.created_at, o.updated_at FROM organizations o`
+
+func scanOrg(row pgx.Row) (orgView, error) {
+	var v orgView
+	err := row.Scan(&v.OrgID, &v.Name, &v.Plan, &v.MaxTenants, &v.LiveTenants, &v.CreatedAt, &v.UpdatedAt)
+	return v, err
+}
+
+// createOrgRequest is the body of POST /orgs.
+type createOrgRequest struct {
+	Name       string `json:"name"`
+	Plan       string `json:"plan"`
+	MaxTenants *int   `json:"maxTenants"`
+}
+
+// createOrg creates an organization: 201 with it, 409 when the name is taken.
+func (s *Service) createOrg(c echo.Context) error {
+	ctx := c.Request().Context()
+	var req createOrgRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	var problems []string
+	if !dnsLabel.MatchString(req.Name) {
+		problems = append(problems, fmt.Sprintf("name %q is not valid: use %s", req.Name, validNameHelp))
+	}
+	if req.Plan == "" {
+		req.Plan = plans[0]
+	}
+	if !slices.Contains(plans, req.Plan) {
+		problems = append(problems, fmt.Sprintf("plan %q is not valid: use one of %s (default %s)", req.Plan, strings.Join(plans, ", "), plans[0]))
+	}
+	maxTenants := defaultMaxTenants
+	if req.MaxTenants != nil {
+		maxTenants = *req.MaxTenants
+	}
+	if maxTenants < 0 || maxTenants > maxMaxTenants {
+		problems = append(problems, fmt.Sprintf("maxTenants %d is out of range: use 0 to %d (default %d)", maxTenants, maxMaxTenants, defaultMaxTenants))
+	}
+	if len(problems) > 0 {
+		return httpx.BadRequest("%s", strings.Join(problems, "; "))
+	}
+	v, err := scanOrg(s.deps.Pool.QueryRow(ctx, `
+		WITH o AS (INSERT INTO organizations (name, plan, max_tenants) VALUES ($1, $2, $3)
+			RETURNING id, name, plan, max_tenants, created_at, updated_at)
+		SELECT id, name, plan, max_tenants, 0, created_at, updated_at FROM o`, req.Name, req.Plan, maxTenants))
+	if isUniqueViolation(err, "organizations_name_key") {
+		return httpx.Conflict("an organization named %q already exists; pick another name", req.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("create organization: %w", err)
+	}
+	s.logger.Info("organization created", "orgId", v.OrgID, "name", v.Name, "request_id", httpx.RequestID(c))
+	return c.JSON(http.StatusCreated, map[string]any{"success": true, "organization": v})
+}
+
+// listOrgs answers organizations, oldest first, a page of ?limit= at a time; nextCursor, when
+// set, is the ?cursor= of the next page.
+func (s *Service) listOrgs(c echo.Context) error {
+	limit, after, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	rows, err := s.deps.Pool.Query(c.Request().Context(), orgViewSelect+` WHERE o.id > $1 ORDER BY o.id LIMIT $2`, after, limit+1)
+	if err != nil {
+		return fmt.Errorf("list organizations: %w", err)
+	}
+	orgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgView, error) { return scanOrg(r) })
+	if err != nil {
+		return fmt.Errorf("list organizations: %w", err)
+	}
+	var next *string
+	if len(orgs) > limit {
+		orgs = orgs[:limit]
+		cur := encodeCursor(orgs[limit-1].OrgID)
+		next = &cur
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "organizations": orgs, "nextCursor": next})
+}
+
+// getOrg answers one organization.
+func (s *Service) getOrg(c echo.Context) error {
+	raw := c.Param("orgId")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 {
+		return httpx.BadRequest("orgId %q is not valid: use the positive integer id of an organization (GET /api/v1/orgs)", raw)
+	}
+	v, err := scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), orgViewSelect+` WHERE o.id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return httpx.NotFound(fmt.Sprintf("organization %d", id))
+	}
+	if err != nil {
+		return fmt.Errorf("read organization: %w", err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "organization": v})
+}

@@ -1,0 +1,71 @@
+package api_test
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestOrgs_CreateGetList(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	code, body := a.do(http.MethodPost, "/api/v1/orgs", adminToken, map[string]any{"name": "acme", "plan": "pro", "maxTenants": 5})
+	require.Equal(t, http.StatusCreated, code, "%v", body)
+	org := body["organization"].(map[string]any)
+	require.Equal(t, "acme", org["name"])
+	require.Equal(t, "pro", org["plan"])
+	require.InDelta(t, 5, org["maxTenants"], 0)
+	require.InDelta(t, 0, org["liveTenants"], 0)
+	id := int64(org["orgId"].(float64))
+
+	code, body = a.do(http.MethodPost, "/api/v1/orgs", adminToken, map[string]any{"name": "acme"})
+	require.Equal(t, http.StatusConflict, code)
+	require.Contains(t, errorMessage(body), `an organization named "acme" already exists`)
+
+	_, err := a.Pool.Exec(t.Context(), `INSERT INTO environments (org_id, name, status) VALUES ($1, 'a', 'running'), ($1, 'b', 'destroyed')`, id)
+	require.NoError(t, err)
+	code, body = a.do(http.MethodGet, "/api/v1/orgs/"+strconv.FormatInt(id, 10), adminToken, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.InDelta(t, 1, body["organization"].(map[string]any)["liveTenants"], 0)
+
+	code, body = a.do(http.MethodGet, "/api/v1/orgs", adminToken, nil)
+	require.Equal(t, http.StatusOK, code)
+	orgs := body["organizations"].([]any)
+	require.Len(t, orgs, 2)
+	require.Equal(t, "default", orgs[0].(map[string]any)["name"], "the default organization exists")
+	require.Equal(t, "free", orgs[0].(map[string]any)["plan"])
+
+	code, body = a.do(http.MethodGet, "/api/v1/orgs?limit=1", adminToken, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, body["organizations"], 1)
+	code, body = a.do(http.MethodGet, "/api/v1/orgs?limit=1&cursor="+body["nextCursor"].(string), adminToken, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "acme", body["organizations"].([]any)[0].(map[string]any)["name"])
+	require.Nil(t, body["nextCursor"])
+}
+
+func TestOrgs_BadInput_400SaysWhatIsValid_Unknown404(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	for _, tt := range []struct {
+		body map[string]any
+		want string
+	}{
+		{map[string]any{"name": "Acme Inc"}, `name "Acme Inc" is not valid: use 1-63 lowercase letters, digits and '-'`},
+		{map[string]any{"name": "acme", "plan": "gold"}, `plan "gold" is not valid: use one of free, pro, enterprise (default free)`},
+		{map[string]any{"name": "acme", "maxTenants": -1}, "maxTenants -1 is out of range: use 0 to 10000"},
+		{map[string]any{"name": "acme", "owner": "me"}, `unknown field "owner"`},
+	} {
+		code, body := a.do(http.MethodPost, "/api/v1/orgs", adminToken, tt.body)
+		require.Equal(t, http.StatusBadRequest, code, "%v", tt.body)
+		require.Contains(t, errorMessage(body), tt.want)
+	}
+	code, body := a.do(http.MethodGet, "/api/v1/orgs/777", adminToken, nil)
+	require.Equal(t, http.StatusNotFound, code)
+	require.Contains(t, errorMessage(body), "organization 777 not found")
+	code, body = a.do(http.MethodGet, "/api/v1/orgs/acme", adminToken, nil)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, errorMessage(body), "use the positive integer id of an organization")
+}

@@ -1,0 +1,344 @@
+package provisioner_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/provisioner"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+)
+
+const adminToken = "test-admin-token-0123456789"
+
+// ports is the size of each test's tenant port range.
+const portsPerTest = 24
+
+// harness is the platform's provisioning path in one test: the API on an httptest server and
+// the provisioner on one fresh database and one embedded JetStream, with the outbox relay
+// between them, driving the real Docker engine under the test's own labels, name prefix and
+// port range.
+type harness struct {
+	t      testing.TB
+	pool   *pgxpool.Pool
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ob     *outbox.Outbox
+	cli    *client.Client
+	run    dockertest.Run
+	image  string
+	cfg    provisioner.Config
+	url    string
+	svc    *provisioner.Service
+	stopFn func()
+	kill   context.CancelFunc // stops the instance without waiting
+	logger *slog.Logger
+	// basePort is the first of the ports the benchmark's baselines publish on.
+	basePort int
+}
+
+type option func(*provisioner.Config)
+
+func newHarness(t testing.TB, opts ...option) *harness {
+	t.Helper()
+	h := &harness{t: t, logger: slog.New(slog.DiscardHandler)}
+	if testing.Verbose() && os.Getenv("PROVISIONER_TEST_LOGS") != "" {
+		h.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	db := pgtest.NewDB(t)
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	require.NoError(t, err)
+	pcfg.MaxConns = 40 // twenty spawns at once, the API's and the provisioner's share
+	h.pool, err = pgxpool.NewWithConfig(t.Context(), pcfg)
+	require.NoError(t, err)
+	t.Cleanup(h.pool.Close)
+
+	srv := natstest.Start(t)
+	h.nc = srv.Connect()
+	h.js, err = jetstream.New(h.nc)
+	require.NoError(t, err)
+	h.ob = outbox.New(h.pool)
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		_ = outbox.NewRelay(h.ob, h.js, outbox.RelayConfig{PollInterval: 100 * time.Millisecond}, h.logger, prometheus.NewRegistry()).Run(relayCtx)
+	}()
+	t.Cleanup(func() { stopRelay(); <-relayDone })
+
+	e := httpx.NewEcho(h.logger)
+	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20},
+		api.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	hs := httptest.NewServer(e)
+	t.Cleanup(hs.Close)
+	h.url = hs.URL
+
+	h.cli = dockertest.Client(t)
+	h.image = dockertest.TenantImage(t)
+	h.run = dockertest.NewRun(t, h.cli)
+	first, last := dockertest.PortRange(t, portsPerTest)
+	h.cfg = provisioner.Config{
+		Runtime:           runtime.DockerConfig{NamePrefix: h.run.Prefix, Labels: h.run.Labels, ReplaceGrace: time.Second},
+		StateDir:          t.TempDir(),
+		Ports:             fmt.Sprintf("%d-%d", first, last),
+		Concurrency:       20,
+		HealthTimeout:     20 * time.Second,
+		SpawnTimeout:      40 * time.Second,
+		DestroyGrace:      2 * time.Second,
+		HealthInterval:    time.Second,
+		ReconcileInterval: 2 * time.Second,
+		OrphanGrace:       time.Minute,
+		StuckAfter:        2 * time.Minute,
+	}
+	for _, o := range opts {
+		o(&h.cfg)
+	}
+	h.start()
+	return h
+}
+
+// firstPort is the lowest port of the test's range.
+func (h *harness) firstPort() int {
+	var first int
+	_, err := fmt.Sscanf(h.cfg.Ports, "%d-", &first)
+	require.NoError(h.t, err)
+	return first
+}
+
+// start runs a new provisioner instance until stop (or the test's end) and waits until it has
+// registered its key and port range. prepare runs on the service before it starts.
+func (h *harness) start(prepare ...func(*provisioner.Service)) {
+	h.t.Helper()
+	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
+		Logger: h.logger, Registry: prometheus.NewRegistry()})
+	require.NoError(h.t, err)
+	for _, p := range prepare {
+		p(svc)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	h.svc = svc
+	h.kill = cancel
+	var once sync.Once
+	h.stopFn = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(h.t, err)
+			case <-time.After(60 * time.Second):
+				h.t.Errorf("provisioner did not stop within 60s")
+			}
+		})
+	}
+	h.t.Cleanup(h.stopFn)
+	require.Eventually(h.t, func() bool {
+		var keys, low int
+		err := h.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM provisioner_keys), (SELECT coalesce(min(port), 0) FROM tenant_ports)`).Scan(&keys, &low)
+		return err == nil && keys > 0 && low == h.firstPort()
+	}, 20*time.Second, 20*time.Millisecond, "provisioner did not start")
+}
+
+// stop stops the current provisioner instance and waits until it has.
+func (h *harness) stop() { h.stopFn() }
+
+// do sends a request with the admin token (or token, when given) and decodes the JSON answer.
+func (h *harness) do(method, path string, body any, token ...string) (int, map[string]any) {
+	h.t.Helper()
+	code, out, err := h.try(method, path, body, token...)
+	require.NoError(h.t, err)
+	return code, out
+}
+
+// try is do for goroutines other than the test's: it returns what went wrong instead of
+// failing the test.
+func (h *harness) try(method, path string, body any, token ...string) (int, map[string]any, error) {
+	a, err := h.send(method, path, body, token...)
+	if err != nil {
+		return 0, nil, err
+	}
+	var out map[string]any
+	if len(a.body) > 0 {
+		if err := json.Unmarshal(a.body, &out); err != nil {
+			return 0, nil, fmt.Errorf("decode %s: %w", a.body, err)
+		}
+	}
+	return a.code, out, nil
+}
+
+// answer is an HTTP answer read whole.
+type answer struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+// raw sends a request and returns the answer with its whole body.
+func (h *harness) raw(method, path string, body any, token ...string) answer {
+	h.t.Helper()
+	a, err := h.send(method, path, body, token...)
+	require.NoError(h.t, err)
+	return a
+}
+
+func (h *harness) send(method, path string, body any, token ...string) (answer, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return answer{}, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(h.t.Context(), method, h.url+path, r)
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	tok := adminToken
+	if len(token) > 0 {
+		tok = token[0]
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return answer{code: resp.StatusCode, header: resp.Header, body: b}, err
+}
+
+// spawn spawns a tenant synchronously and requires it to run; it returns the tenant object.
+func (h *harness) spawn(name string) map[string]any {
+	h.t.Helper()
+	code, body := h.do(http.MethodPost, "/api/v1/tenant/spawn", map[string]any{"name": name})
+	require.Equal(h.t, http.StatusCreated, code, "spawn %s: %v", name, body)
+	tenant := body["tenant"].(map[string]any)
+	require.Equal(h.t, "running", tenant["status"])
+	return tenant
+}
+
+// envIDOf reads a tenant object's envId.
+func envIDOf(tenant map[string]any) int64 { return int64(tenant["envId"].(float64)) }
+
+// tenantPath is the API path of a tenant.
+func tenantPath(envID int64, rest string) string {
+	return "/api/v1/tenant/" + strconv.FormatInt(envID, 10) + rest
+}
+
+// status answers the tenant's status object.
+func (h *harness) status(envID int64) map[string]any {
+	h.t.Helper()
+	code, body := h.do(http.MethodGet, tenantPath(envID, "/status"), nil)
+	require.Equal(h.t, http.StatusOK, code, "%v", body)
+	return body["tenant"].(map[string]any)
+}
+
+// waitStatus waits until the tenant's recorded status is want.
+func (h *harness) waitStatus(envID int64, want string, within time.Duration) map[string]any {
+	h.t.Helper()
+	var last map[string]any
+	require.Eventually(h.t, func() bool {
+		code, body := h.do(http.MethodGet, tenantPath(envID, "/status"), nil)
+		if code != http.StatusOK {
+			return false
+		}
+		last = body["tenant"].(map[string]any)
+		return last["status"] == want
+	}, within, 50*time.Millisecond, "tenant %d never became %s; last: %v", envID, want, last)
+	return last
+}
+
+// objects lists the test's containers and networks for one tenant (envID 0: all of them).
+func (h *harness) objects(envID int64) (containers []container.Summary, networks []network.Summary) {
+	h.t.Helper()
+	f := filters.NewArgs()
+	for k, v := range h.run.Labels {
+		f.Add("label", k+"="+v)
+	}
+	if envID != 0 {
+		f.Add("label", runtime.LabelEnvID+"="+strconv.FormatInt(envID, 10))
+	}
+	containers, err := h.cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: f})
+	require.NoError(h.t, err)
+	networks, err = h.cli.NetworkList(context.Background(), network.ListOptions{Filters: f})
+	require.NoError(h.t, err)
+	return containers, networks
+}
+
+// inspect inspects the tenant's container.
+func (h *harness) inspect(envID int64) container.InspectResponse {
+	h.t.Helper()
+	c, err := h.cli.ContainerInspect(h.t.Context(), h.svc.Runtime().ContainerName(envID))
+	require.NoError(h.t, err)
+	return c
+}
+
+// leasedPort reads the port leased to the tenant in the pool, or 0.
+func (h *harness) leasedPort(envID int64) int {
+	h.t.Helper()
+	var port int
+	err := h.pool.QueryRow(h.t.Context(), `SELECT coalesce((SELECT port FROM tenant_ports WHERE env_id = $1), 0)`, envID).Scan(&port)
+	require.NoError(h.t, err)
+	return port
+}
+
+// get fetches a URL from the host.
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// answers reports whether GET /health on port answers 200 now.
+func answers(t testing.TB, port int) bool {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, healthURL(port), nil)
+	require.NoError(t, err)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func healthURL(port int) string { return "http://127.0.0.1:" + strconv.Itoa(port) + "/health" }

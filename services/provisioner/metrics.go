@@ -1,0 +1,44 @@
+package provisioner
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convergence-dev/convergence/internal/telemetry"
+)
+
+// metrics are the provisioner's own metrics; the consumer adapter counts commands. No metric
+// carries a tenant id.
+type metrics struct {
+	spawnSeconds     *prometheus.HistogramVec
+	transitions      *prometheus.CounterVec
+	reconcileActions *prometheus.CounterVec
+	reconcileSeconds prometheus.Histogram
+	tenants          *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		spawnSeconds: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "spawn_duration_seconds",
+			Help:    "Time from taking a spawn to its outcome (running or error), by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}, []string{"outcome"})),
+		transitions: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "lifecycle_transitions_total",
+			Help: "Tenant state changes recorded, by the state entered.",
+		}, []string{"state"})),
+		reconcileActions: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "reconcile_actions_total",
+			Help: "Repairs made by the reconciler, by action.",
+		}, []string{"action"})),
+		reconcileSeconds: telemetry.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "reconcile_duration_seconds",
+			Help:    "Time one reconcile pass took.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
+		})),
+		tenants: telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "tenants",
+			Help: "Tenants that are not destroyed, by status, as of the last reconcile.",
+		}, []string{"status"})),
+	}
+}
