@@ -36,10 +36,23 @@ test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
 	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
 	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
+	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./services/metering/
 
 .PHONY: images
 images: ## Build the tenant template image locally (FROM scratch; pulls nothing).
 	$(GO) run ./tenant-templates/cmd/tenant-images
+
+.PHONY: images-stack
+images-stack: build ## Build the compose stack's images FROM scratch from this machine's binaries (pulls nothing).
+	deploy/compose/images.sh
+
+.PHONY: up
+up: deps images-stack images ## Run the docker compose stack (deploy/compose) and wait until the API is ready.
+	deploy/compose/up.sh
+
+.PHONY: down
+down: ## Remove the compose stack with its volumes and networks, and the tenants it started.
+	deploy/compose/down.sh
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint.

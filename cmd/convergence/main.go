@@ -4,6 +4,8 @@
 //	convergence serve [-target=all|api,provisioner,converger,metering] [flags]
 //	convergence migrate [flags]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
+//	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
+//	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
 //	convergence version
 //
 // Every flag can also be set in the environment as CONVERGENCE_<FLAG>, upper case with dots
@@ -44,6 +46,8 @@ commands:
   serve     run the platform's services (-target=all by default)
   migrate   apply database migrations and exit
   reconcile compare the usage ledger with the task records; -repair fills the gaps
+  nats      run a standalone NATS server with JetStream
+  postgres  run a standalone PostgreSQL from this machine's server binaries
   version   print the version
 
 Run "convergence <command> -h" for a command's flags.`
@@ -58,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "convergence", buildVersion())
 		return nil
+	case "nats":
+		return runNATS(args, stderr)
+	case "postgres":
+		return runPostgres(args, stderr)
 	case "serve", "migrate", "reconcile":
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)

@@ -19,11 +19,32 @@ type Config struct {
 	Dir string
 
 	// Logger receives one line at Info when the server is ready, a warning when a stale
-	// postmaster.pid is removed, and the server's own log lines at Debug. Nil discards.
+	// postmaster.pid is removed, and the server's own log lines at ServerLogLevel (Debug
+	// unless set). Nil discards.
 	Logger *slog.Logger
 
-	// Port is the TCP port on 127.0.0.1. Zero picks a free port on every start.
+	// Port is the TCP port the server listens on. Zero picks a free port on every start.
 	Port int
+
+	// ListenAddresses is the server's listen_addresses: a comma-separated list of host names
+	// and IP addresses, where "*" and "0.0.0.0" mean every IPv4 interface. Empty is
+	// "127.0.0.1". The server also listens on 127.0.0.1 whatever the list says, since Start
+	// reaches it there. An address beyond loopback requires Password.
+	ListenAddresses string
+
+	// Password, when set, is what the role named Database must give when it connects from
+	// anywhere but loopback, checked with scram-sha-256. Start stores the password's SCRAM
+	// verifier in the role at every start (the password itself never reaches the server), and
+	// serves a pg_hba.conf of its own that admits only that role from other addresses, so the
+	// superuser never logs in remotely. Connections over loopback and the Unix socket stay
+	// trusted: this suits a server alone in its container, or on a machine whose local users
+	// may all reach it. The password must be printable ASCII, so that every client derives the
+	// same key from it (SASLprep leaves printable ASCII unchanged).
+	Password string
+
+	// ServerLogLevel is the level at which the server's own log lines reach Logger. Nil is
+	// Debug; a server that is the whole point of its process (a container's) logs at Info.
+	ServerLogLevel slog.Leveler
 
 	// NoSync trades durability for speed, for tests: initdb skips fsync and the server runs
 	// with fsync=off and full_page_writes=off. Committed data survives a crash of the server
@@ -54,6 +75,18 @@ func (cfg Config) validate() (Config, error) {
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return cfg, fmt.Errorf("config: Port %d is out of range", cfg.Port)
 	}
+	if cfg.ListenAddresses == "" {
+		cfg.ListenAddresses = loopbackIPv4
+	}
+	if cfg.Password == "" && !loopbackOnly(cfg.ListenAddresses) {
+		return cfg, fmt.Errorf("config: ListenAddresses %q reaches beyond loopback: set Password, "+
+			"which clients from other addresses must give", cfg.ListenAddresses)
+	}
+	for _, r := range cfg.Password {
+		if r < ' ' || r > '~' {
+			return cfg, errors.New("config: Password must be printable ASCII")
+		}
+	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
 		return cfg, fmt.Errorf("config: resolve Dir: %w", err)
@@ -66,6 +99,9 @@ func (cfg Config) validate() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ServerLogLevel == nil {
+		cfg.ServerLogLevel = slog.LevelDebug
 	}
 	return cfg, nil
 }

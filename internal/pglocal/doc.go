@@ -3,7 +3,7 @@
 // internal/pgtest).
 //
 // Start initializes a cluster in a data directory when there is none (or copies one from an
-// init cache), starts `postgres` directly as a child process listening only on 127.0.0.1,
+// init cache), starts `postgres` directly as a child process listening on 127.0.0.1,
 // waits until it accepts connections, and makes sure the role and database "convergence"
 // exist. The next Start on the same directory reuses the cluster and its data.
 //
@@ -18,5 +18,10 @@
 // PostgreSQL refuses to run as root. When the calling process is root, the data directory is
 // owned by the "postgres" system user and initdb and postgres run as that user; otherwise they
 // run as the current user. Authentication is "trust": any local user may connect over
-// loopback, which is what a development or test server on one machine wants and nothing else.
+// loopback, which is what a development or test server on one machine wants.
+//
+// A server in a container (`convergence postgres`, which the compose stack runs) also listens
+// beyond loopback (Config.ListenAddresses); it then needs Config.Password, which the
+// "convergence" role must give from any other address (scram-sha-256), while loopback stays
+// trusted.
 package pglocal

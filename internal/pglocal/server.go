@@ -31,6 +31,7 @@ type Server struct {
 	port    int
 	sockDir string // the Unix socket directory: the data directory, or a temporary one
 	ownsDir bool   // sockDir is temporary and Stop removes it
+	hbaFile string // pglocal's pg_hba.conf when cfg.Password is set, else empty
 	proc    *process
 
 	signalOnce  sync.Once
@@ -76,6 +77,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	s := &Server{cfg: cfg}
+	if cfg.Password != "" {
+		if s.hbaFile, err = writeHBAFile(cfg.Dir, o); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.makeSocketDir(o); err != nil {
 		return nil, err
 	}
@@ -85,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	err = ensureDatabase(ctx, conn)
+	if err == nil && cfg.Password != "" {
+		err = setPassword(ctx, conn, cfg.Password)
+	}
 	if closeErr := conn.Close(context.WithoutCancel(ctx)); err == nil {
 		err = closeErr
 	}
@@ -95,12 +104,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.Logger.InfoContext(ctx, "local PostgreSQL ready", "url", s.URL(), "dir", cfg.Dir,
-		"version", bins.version, "cluster", state, "took", time.Since(begin).Round(time.Millisecond))
+		"listen", listenAddresses(cfg.ListenAddresses), "password", cfg.Password != "",
+		"version", bins.version, "cluster", state.String(), "took", time.Since(begin).Round(time.Millisecond))
 	return s, nil
 }
 
 // URL is the connection URL for the role and database named Database, over TCP on 127.0.0.1,
-// without a password (the server trusts loopback connections). The role may create databases.
+// without a password (the server trusts loopback connections, with or without
+// Config.Password). The role may create databases.
 func (s *Server) URL() string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", Database, s.port, Database)
 }
@@ -185,7 +196,7 @@ func (s *Server) launch(ctx context.Context, bins binaries, o owner) (*pgx.Conn,
 				return nil, err
 			}
 		}
-		p, err := startProcess(bins.postgres, s.args(port), o, s.cfg.Logger)
+		p, err := startProcess(bins.postgres, s.args(port), o, s.cfg.Logger, s.cfg.ServerLogLevel)
 		if err != nil {
 			return nil, err
 		}
@@ -214,14 +225,18 @@ func (s *Server) launch(ctx context.Context, bins binaries, o owner) (*pgx.Conn,
 	}
 }
 
-// args are postgres's command-line arguments: listen on loopback only, the socket in sockDir,
-// then the durability settings and the caller's Settings, in a stable order.
+// args are postgres's command-line arguments: the listen addresses (loopback included), the
+// socket in sockDir, pglocal's pg_hba.conf when there is one, then the durability settings
+// and the caller's Settings, in a stable order.
 func (s *Server) args(port int) []string {
 	args := []string{
 		"-D", s.cfg.Dir,
 		"-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1",
+		"-c", "listen_addresses=" + listenAddresses(s.cfg.ListenAddresses),
 		"-c", "unix_socket_directories=" + s.sockDir,
+	}
+	if s.hbaFile != "" {
+		args = append(args, "-c", "hba_file="+s.hbaFile)
 	}
 	if s.cfg.NoSync {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
@@ -240,9 +255,9 @@ func (s *Server) args(port int) []string {
 // startProcess starts postgres from a goroutine locked to its OS thread, which stays blocked in
 // Wait for as long as the server runs: Linux sends the parent-death signal when the thread that
 // started a child exits, and a locked thread exits only with its goroutine.
-func startProcess(postgres string, args []string, o owner, log *slog.Logger) (*process, error) {
+func startProcess(postgres string, args []string, o owner, log *slog.Logger, level slog.Leveler) (*process, error) {
 	p := &process{
-		log:  &serverLog{log: log},
+		log:  &serverLog{log: log, level: level},
 		done: make(chan struct{}),
 	}
 	// Not CommandContext: the server outlives Start's ctx, and Stop ends it.

@@ -2,6 +2,7 @@ package pglocal
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,11 +11,12 @@ import (
 // serverLogLines is how many of the server's last log lines an error message quotes.
 const serverLogLines = 15
 
-// serverLog receives the server's stderr: it passes each line to the logger at Debug and keeps
+// serverLog receives the server's stderr: it passes each line to the logger at level and keeps
 // the last few for error messages. exec.Cmd writes to it from one goroutine; tail may be called
 // from another.
 type serverLog struct {
 	log     *slog.Logger
+	level   slog.Leveler
 	mu      sync.Mutex
 	partial []byte
 	lines   []string
@@ -31,7 +33,7 @@ func (l *serverLog) Write(p []byte) (int, error) {
 		}
 		line := string(l.partial[:i])
 		l.partial = l.partial[i+1:]
-		l.log.Debug("postgres log", "line", line)
+		l.log.Log(context.Background(), l.level.Level(), "postgres log", "line", line)
 		l.lines = append(l.lines, line)
 		if len(l.lines) > serverLogLines {
 			l.lines = l.lines[len(l.lines)-serverLogLines:]

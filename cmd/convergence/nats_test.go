@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+func TestServeNATS_JetStreamOnFileStoreAndMonitorAnswers(t *testing.T) {
+	t.Parallel()
+	clientPort, monitorPort := freeTCPPort(t), freeTCPPort(t)
+	store := t.TempDir()
+	cfg := natsConfig{
+		Listen:   "127.0.0.1:" + strconv.Itoa(clientPort),
+		StoreDir: store,
+		Monitor:  "127.0.0.1:" + strconv.Itoa(monitorPort),
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- serveNATS(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil))) }()
+	monitor := "http://" + cfg.Monitor
+	require.Eventually(t, func() bool { return probeHTTP(t.Context(), monitor+"/healthz") == nil }, 20*time.Second, 50*time.Millisecond,
+		"/healthz answers 200 once JetStream is up")
+
+	nc, err := nats.Connect("nats://" + cfg.Listen)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	s, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}})
+	require.NoError(t, err)
+	require.Equal(t, jetstream.FileStorage, s.CachedInfo().Config.Storage)
+	_, err = js.Publish(t.Context(), "probe.one", []byte("kept"))
+	require.NoError(t, err)
+	matches, err := filepath.Glob(filepath.Join(store, "jetstream", "*", "streams", "PROBE"))
+	require.NoError(t, err)
+	require.NotEmpty(t, matches, "the stream lives in the store directory")
+
+	metrics := get(t, monitor+"/metrics")
+	require.Contains(t, metrics, "convergence_nats_jetstream_streams 1")
+	require.Contains(t, metrics, "convergence_nats_jetstream_messages 1")
+	require.Contains(t, metrics, "convergence_nats_connections 1")
+	jsz := get(t, monitor+"/jsz")
+	require.Contains(t, jsz, `"streams":1`)
+	require.Contains(t, jsz, `"sync_always":true`, "every write is fsynced")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serveNATS did not return after its context ended")
+	}
+	require.Error(t, probeHTTP(t.Context(), monitor+"/healthz"), "nothing answers once stopped")
+}
+
+func TestServeNATS_MonitorPortTaken_ErrorNamesTheSetting(t *testing.T) {
+	t.Parallel()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	cfg := natsConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Monitor: ln.Addr().String()}
+	err = serveNATS(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "CONVERGENCE_NATS_MONITOR")
+}
+
+func TestRunNATS_Probe(t *testing.T) {
+	t.Parallel()
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer ok.Close()
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"status":"not ready"}`, http.StatusServiceUnavailable)
+	}))
+	defer failing.Close()
+
+	require.NoError(t, runNATS([]string{"-probe", ok.URL}, io.Discard))
+	require.ErrorContains(t, runNATS([]string{"-probe", failing.URL}, io.Discard), "503 Service Unavailable: {\"status\":\"not ready\"}")
+	require.ErrorContains(t, runNATS([]string{"-probe", "http://127.0.0.1:1/readyz"}, io.Discard), "connection refused")
+	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard), "not an http(s) URL")
+}
+
+func TestSplitListen(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		host string
+		port int
+		err  bool
+	}{
+		{"0.0.0.0:4222", "0.0.0.0", 4222, false},
+		{"127.0.0.1:-1", "127.0.0.1", -1, false},
+		{"127.0.0.1:0", "", 0, true}, // nats-server would take 0 for its default port
+		{"localhost", "", 0, true},
+		{"host:99999", "", 0, true},
+	} {
+		host, port, err := splitListen(tc.in)
+		if tc.err {
+			require.Error(t, err, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.host, host)
+		require.Equal(t, tc.port, port)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	return string(body)
+}
+
+// freeTCPPort returns a port on 127.0.0.1 that was free a moment ago.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return port
+}

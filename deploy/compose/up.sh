@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Starts the compose stack (`make up`, after the images are built) and waits until the API
+# answers /readyz. Creates deploy/compose/.env from .env.example on first use, with a fresh
+# admin token and database password. Running it again leaves a running stack as it is, and
+# recreates only containers whose image or settings changed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ready_timeout="${READY_TIMEOUT:-180}"
+
+find_compose
+for image in convergence/platform:local convergence/postgres:local convergence/prometheus:local; do
+  docker image inspect "$image" >/dev/null 2>&1 || fail "image $image is missing: run make images-stack (make up does)"
+done
+
+if [ ! -f "$env_file" ]; then
+  random() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+  (umask 077 && sed -e "s/^CONVERGENCE_ADMIN_TOKEN=generate$/CONVERGENCE_ADMIN_TOKEN=$(random)/" \
+    -e "s/^POSTGRES_PASSWORD=generate$/POSTGRES_PASSWORD=$(random)/" \
+    "$compose_dir/.env.example" >"$env_file")
+  say "wrote $env_file with a new admin token and database password (mode 0600)"
+fi
+for name in CONVERGENCE_ADMIN_TOKEN POSTGRES_PASSWORD; do
+  value="$(env_value "$name")"
+  if [ -z "$value" ] || [ "$value" = generate ]; then
+    fail "$name is not set in $env_file: set it, or remove the file to have one generated"
+  fi
+done
+[[ "$(env_value POSTGRES_PASSWORD)" =~ ^[A-Za-z0-9._~-]+$ ]] ||
+  fail "POSTGRES_PASSWORD may hold only letters, digits and - . _ ~ (it is part of DATABASE_URL)"
+export_host_settings
+
+# not_ready lists the stack's containers that are neither healthy nor (without a
+# healthcheck) running, with their state.
+not_ready() {
+  local ids
+  mapfile -t ids < <(stack ps -q 2>/dev/null)
+  [ "${#ids[@]}" -gt 0 ] || { echo "no-containers"; return; }
+  docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "${ids[@]}" |
+    awk '$2 != "running" || $3 != "healthy" { sub(/^\//, "", $1); print $1, "(" $2 ", " $3 ")" }'
+}
+
+say "starting the stack with '${COMPOSE[*]}' (project $project)"
+if ! stack up -d --remove-orphans; then
+  stack ps >&2 || true
+  fail "compose up failed; see above, and '${COMPOSE[*]} -p $project logs' in $compose_dir. A port in use? make run holds 3000 and 4222; the ports are set in $env_file"
+fi
+
+api_port="$(env_value API_PORT)"
+url="http://127.0.0.1:${api_port:-3000}/readyz"
+say "waiting up to ${ready_timeout}s for $url"
+deadline=$((SECONDS + ready_timeout))
+until curl -fsS --max-time 5 "$url" >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    stack ps >&2 || true
+    stack logs --tail 30 api >&2 || true
+    fail "the API did not answer $url within ${ready_timeout}s"
+  fi
+  sleep 2
+done
+# Then every container: healthy, or running when it has no healthcheck.
+until [ -z "$(not_ready)" ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    stack ps >&2 || true
+    for name in $(not_ready | awk '{print $1}'); do
+      echo "--- last log lines of $name" >&2
+      docker logs --tail 15 "$name" 2>&1 | cut -c1-400 >&2 || true
+    done
+    fail "not healthy within ${ready_timeout}s: $(not_ready | tr '\n' ' ')"
+  fi
+  sleep 2
+done
+stack ps
+cat <<EOF
+
+The stack is up (compose project "$project"):
+  API         http://127.0.0.1:${api_port:-3000}   (admin token: CONVERGENCE_ADMIN_TOKEN in $env_file)
+  Prometheus  http://127.0.0.1:$(env_value PROMETHEUS_PORT | grep . || echo 9090)
+  PostgreSQL  127.0.0.1:$(env_value POSTGRES_PORT | grep . || echo 5432), NATS 127.0.0.1:$(env_value NATS_PORT | grep . || echo 4222)
+make down removes it, its volumes and networks, and the tenants it started.
+EOF
