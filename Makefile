@@ -36,6 +36,10 @@ test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
 	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
 	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
+	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/
+	$(GO) test -run '^$$' -bench ServiceThroughput -benchtime 1x -timeout 30m ./services/converger/
+	$(GO) test -run '^$$' -bench EngineRound -benchtime 2000x ./services/converger/engine/
+	$(GO) test -run '^$$' -bench SyncConverge -benchtime 300x ./services/api/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./services/metering/
 
 .PHONY: images

@@ -28,11 +28,14 @@ type Config struct {
 	AdminToken string
 	// MaxBodyBytes bounds every request body.
 	MaxBodyBytes int64
+	// Converge configures the convergence endpoints; zero fields take their defaults.
+	Converge ConvergeConfig
 }
 
 // RegisterFlags registers the API's flags on fs, prefixed "api.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "api.max-body-bytes", 1<<20, "largest request body the API accepts, in bytes")
+	c.Converge.RegisterFlags(fs)
 }
 
 // Validate says what is wrong with the config.
@@ -43,7 +46,7 @@ func (c Config) Validate() error {
 	case c.MaxBodyBytes < 1024:
 		return errors.New("api.max-body-bytes must be at least 1024")
 	}
-	return nil
+	return c.Converge.Validate()
 }
 
 // Deps are the API's dependencies; the caller owns and closes them.

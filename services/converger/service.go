@@ -1,29 +1,25 @@
-// Package converger runs dual-agent convergence: it consumes converge.request, runs the loop of
-// two role-playing agents against the configured LLM provider, persists every round, and
-// publishes converge.completed or converge.failed.
 package converger
 
 import (
 	"context"
-	"flag"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+	"github.com/convergence-dev/convergence/services/converger/llm"
+	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 )
-
-// Config is what the converger reads at start.
-type Config struct{}
-
-// RegisterFlags registers the converger's flags on fs, prefixed "converger.".
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {}
-
-// Validate says what is wrong with the config.
-func (c Config) Validate() error { return nil }
 
 // Deps are the converger's dependencies; the caller owns and closes them.
 type Deps struct {
@@ -33,26 +29,127 @@ type Deps struct {
 	JS       jetstream.JetStream
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// Provider, when set, is used instead of the configured one, as is: wrap it in
+	// llm.Retrying to have it retried. For tests and for programs that embed the converger.
+	Provider llm.Provider
 }
 
 // Service is the converger.
 type Service struct {
-	cfg    Config
-	deps   Deps
-	logger *slog.Logger
+	cfg          Config
+	deps         Deps
+	logger       *slog.Logger
+	providerKind string
+	provider     llm.Provider
+	engine       *engine.Engine
+	writer       *tasks.Writer
+	store        *tasks.Store
+	consumer     *consumer.Consumer[events.ConvergeRequest]
+	deliverer    *webhook.Deliverer
+	running      *registry
+	metrics      *metrics
 }
 
-// New wires the converger; it starts nothing.
+// New wires the converger from its config and dependencies; it starts nothing and makes no
+// request.
 func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, deps: deps, logger: deps.Logger.With("service", "converger")}, nil
+	if deps.Pool == nil || deps.Outbox == nil || deps.NC == nil || deps.JS == nil || deps.Logger == nil || deps.Registry == nil {
+		return nil, errors.New("converger: every dependency but Provider is required")
+	}
+	cfg = cfg.withDefaults()
+	// Batches of up to 256 writes, four in flight: at a thousand tasks in flight the writes of
+	// a burst go out in a handful of transactions on a handful of connections.
+	writer := tasks.NewWriter(deps.Pool, 256, 4)
+	s := &Service{
+		cfg:     cfg,
+		deps:    deps,
+		logger:  deps.Logger.With("service", "converger"),
+		writer:  writer,
+		store:   tasks.NewStore(deps.Pool).GroupCommit(writer),
+		running: newRegistry(),
+		metrics: newMetrics(deps.Registry),
+	}
+	s.provider = deps.Provider
+	s.providerKind = "custom"
+	if s.provider == nil {
+		kind, err := cfg.providerKind()
+		if err != nil {
+			return nil, err
+		}
+		if s.provider, err = cfg.newProvider(kind, s.logger); err != nil {
+			return nil, fmt.Errorf("converger: %w", err)
+		}
+		s.providerKind = kind
+	}
+	var err error
+	if s.engine, err = engine.New(cfg.engineConfig(), s.provider, s.logger); err != nil {
+		return nil, fmt.Errorf("converger: %w", err)
+	}
+	s.consumer = consumer.New(deps.JS, consumer.Config{
+		Name:        events.ConsumerConverger,
+		Stream:      events.StreamConvergeCommands,
+		Subjects:    []string{events.SubjectConvergeRequest},
+		Concurrency: cfg.Concurrency,
+		MaxDeliver:  cfg.MaxDeliver,
+		AckWait:     cfg.AckWait,
+	}, s.handle, s.logger, consumer.NewMetrics(deps.Registry))
+	s.deliverer = webhook.NewDeliverer(deps.Pool, cfg.Webhook, s.logger, deps.Registry)
+	return s, nil
 }
 
-// Run blocks until ctx is done or the service fails.
+// Run consumes convergence requests and delivers webhooks until ctx is done or a part fails.
+// It then stops taking requests, leaves the tasks in flight to their next delivery (they
+// resume from their persisted turns), and returns.
 func (s *Service) Run(ctx context.Context) error {
-	s.logger.Info("converger ready")
-	<-ctx.Done()
-	return nil
+	s.announceProvider()
+	sub, err := s.deps.NC.Subscribe(tasks.CancelSubjects, func(m *nats.Msg) {
+		if id, ok := tasks.TaskOfCancelSubject(m.Subject); ok && s.running.cancel(id, errCancelRequested) {
+			s.logger.Info("cancelling task on request", "task_id", id)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to cancel requests: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// The writer outlives the consumer: handlers that are winding down still save their turns.
+	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		_ = s.writer.Run(wctx) // It only ever returns nil.
+	}()
+	defer func() {
+		stopWriter()
+		<-writerDone
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(gctx) })
+	g.Go(func() error { return s.deliverer.Run(gctx) })
+	s.logger.Info("converger ready", "provider", s.provider.Name(), "concurrency", s.cfg.Concurrency)
+	return g.Wait()
+}
+
+// announceProvider says which provider answers, loudly when it is the simulated one.
+func (s *Service) announceProvider() {
+	switch s.providerKind {
+	case ProviderSimulated:
+		msg := "NO LLM PROVIDER CONFIGURED: the converger uses the offline SIMULATED provider and every result is synthetic; " +
+			"set CONVERGENCE_CONVERGER_OPENAI_API_KEY or CONVERGENCE_CONVERGER_ANTHROPIC_API_KEY, " +
+			"or converger.provider=openai with converger.openai.base-url for a local server"
+		if s.cfg.Provider == ProviderSimulated {
+			msg = "SIMULATED LLM PROVIDER selected (converger.provider=simulated): every result is synthetic"
+		}
+		s.logger.Warn(msg, "provider", "simulated", "latency", s.cfg.Simulated.Latency, "scenario", s.cfg.Simulated.Scenario)
+	case ProviderOpenAI:
+		s.logger.Info("LLM provider", "provider", s.provider.Name(), "base_url", s.cfg.OpenAI.BaseURL, "model", s.cfg.OpenAI.Model)
+	case ProviderAnthropic:
+		s.logger.Info("LLM provider", "provider", s.provider.Name(), "base_url", s.cfg.Anthropic.BaseURL, "model", s.cfg.Anthropic.Model)
+	default:
+		s.logger.Info("LLM provider", "provider", s.provider.Name())
+	}
 }

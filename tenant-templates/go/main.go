@@ -1,7 +1,16 @@
-// Command tenant is the minimal default tenant application: a static HTTP server that answers
-// GET /health so the provisioner can tell when a tenant container is ready. It stands in for the
-// full template app (DESIGN.md section 4) until that lands, and uses only the standard library so
-// that it builds into a FROM scratch image.
+// Command tenant is the default tenant application: a static HTTP server on the tenant SDK
+// (pkg/client) that a tenant developer starts from. It calls the Convergence platform with the
+// tenant's own key, which the provisioner puts in its environment (CONVERGENCE_API_URL,
+// CONVERGENCE_API_KEY, CONVERGENCE_ENV_ID):
+//
+//	POST /api/converge          {"prompt", "agentARole", "agentBRole", "context", "maxRounds", "async", "type"}
+//	POST /api/design, /api/review, /api/decide   the same, with the type set by the path
+//	GET  /api/converge/{taskId} the task as it stands
+//	GET  /health                liveness, for the provisioner and the image's HEALTHCHECK
+//
+// A finished task is answered 200 with its convergenceScore, stopReason and output beside the
+// task itself; a running one 202. Errors have the platform's envelope: the platform's 4xx are
+// passed through with its code and message (429 with Retry-After), its 5xx answered 502.
 //
 // It listens on $PORT (8080 when unset) and stops gracefully on SIGTERM or SIGINT. Run with
 // -healthcheck it instead probes a running instance on the same port and exits 0 when it is
@@ -20,6 +29,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/convergence-dev/convergence/pkg/client"
 )
 
 // shutdownGrace bounds how long in-flight requests may take once a stop signal arrives; it is
@@ -61,9 +72,24 @@ func serve(ctx context.Context, log *slog.Logger, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var platform Platform
+	if c, err := client.FromEnv(
+		// A caller of this app waits for its answer: retry a 429 or 503 of the platform briefly,
+		// and otherwise hand the caller the Retry-After.
+		client.WithRetries(2, 5*time.Second),
+		client.WithUserAgent("convergence-tenant-go"),
+	); err != nil {
+		log.Warn("the platform API is not configured; /api answers 503", "err", err)
+	} else {
+		platform = c
+	}
 	srv := &http.Server{
-		Handler:           newHandler(),
+		Handler:           newHandler(platform, log),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// A synchronous convergence answers after the platform's wait (a minute by default),
+		// so no WriteTimeout: each call to the platform is bounded by callTimeout instead.
+		IdleTimeout: 2 * time.Minute,
 	}
 	log.Info("tenant listening",
 		"addr", ln.Addr().String(),
@@ -92,13 +118,15 @@ func serve(ctx context.Context, log *slog.Logger, addr string) error {
 	return nil
 }
 
-// newHandler returns the tenant's routes.
-func newHandler() http.Handler {
+// newHandler returns the tenant's routes. platform may be nil: then /health answers and the
+// API routes answer 503.
+func newHandler(platform Platform, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
+	(&app{platform: platform, log: log}).routes(mux)
 	return mux
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -10,7 +11,7 @@ import (
 
 func TestHealth_Get_AnswersOK(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(newHandler())
+	srv := httptest.NewServer(newHandler(nil, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 
 	require.NoError(t, probe(t.Context(), srv.URL+"/health"))
@@ -24,7 +25,7 @@ func TestHealth_Get_AnswersOK(t *testing.T) {
 
 func TestHealth_Post_MethodNotAllowed(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(newHandler())
+	srv := httptest.NewServer(newHandler(nil, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 
 	resp, err := srv.Client().Post(srv.URL+"/health", "text/plain", nil)
@@ -35,7 +36,7 @@ func TestHealth_Post_MethodNotAllowed(t *testing.T) {
 
 func TestProbe_UnknownPath_Fails(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(newHandler())
+	srv := httptest.NewServer(newHandler(nil, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 
 	require.ErrorContains(t, probe(t.Context(), srv.URL+"/nope"), "status 404")

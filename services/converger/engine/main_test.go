@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"math"
 	"sync"
@@ -17,7 +16,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // recorder counts and keeps the requests that reach the provider it wraps.
 type recorder struct {

@@ -163,7 +163,7 @@ func (r *run) takeTurn(ctx context.Context, n int, agent Agent) (Turn, StopReaso
 				return t, reason, nil
 			}
 			var perr *llm.Error
-			if !errors.As(err, &perr) || perr.Kind != llm.ErrBadResponse {
+			if !errors.As(err, &perr) || !errors.Is(perr.Kind, llm.ErrBadResponse) {
 				return t, "", fmt.Errorf("round %d agent %s: %w", n, agent, err)
 			}
 			r.charge(&t, perr.Usage)
@@ -370,7 +370,7 @@ func (r *run) synthesize(ctx context.Context) (StopReason, error) {
 				return StopConverged, nil
 			}
 			var perr *llm.Error
-			if !errors.As(err, &perr) || perr.Kind != llm.ErrBadResponse {
+			if !errors.As(err, &perr) || !errors.Is(perr.Kind, llm.ErrBadResponse) {
 				return "", fmt.Errorf("synthesis: %w", err)
 			}
 			r.charge(&t, perr.Usage)

@@ -296,7 +296,7 @@ func TestRun_RepliesNeverParse_NeverCountAsAgreement(t *testing.T) {
 		require.False(t, rd.A.Valid)
 		require.False(t, rd.B.Valid)
 		require.Zero(t, rd.Score.Breakdown.Agreement.Input)
-		require.Equal(t, 2.0, rd.Score.Breakdown.OpenIssues.Input, "an unreadable reply counts as an open issue")
+		require.InDelta(t, 2.0, rd.Score.Breakdown.OpenIssues.Input, 0, "an unreadable reply counts as an open issue")
 	}
 	require.Contains(t, res.Output, "(no readable proposal)")
 	requireResultConsistent(t, res)

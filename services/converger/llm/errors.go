@@ -66,7 +66,7 @@ func (e *Error) Unwrap() []error {
 // Retryable reports whether asking again later may succeed: rate limits, server errors and
 // per-call timeouts.
 func (e *Error) Retryable() bool {
-	return e.Kind == ErrRateLimited || e.Kind == ErrServer || e.Kind == ErrTimeout
+	return errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrServer) || errors.Is(e.Kind, ErrTimeout)
 }
 
 // KindForStatus maps an HTTP status to the kind of failure it means.

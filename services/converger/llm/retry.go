@@ -72,7 +72,7 @@ func (p RetryPolicy) Backoff(attempt int, retryAfter time.Duration) time.Duratio
 	}
 	d = min(d, p.MaxDelay)
 	half := d / 2
-	return half + rand.N(half+1)
+	return half + rand.N(half+1) //nolint:gosec // G404: jitter needs no cryptographic randomness.
 }
 
 // Retrying is a [Provider] that retries another one on rate limits, server errors and

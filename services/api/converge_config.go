@@ -1,0 +1,93 @@
+package api
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// ConvergeConfig configures the convergence endpoints. The zero value of a field means its
+// default from DefaultConvergeConfig.
+type ConvergeConfig struct {
+	// SyncWait is how long a converge request waits for its result before it answers 202
+	// with the task ID. A caller sets its own wait, up to MaxSyncWait, with
+	// "Prefer: wait=<seconds>", and skips it with "async": true or "Prefer: respond-async".
+	// Default 1m.
+	SyncWait time.Duration
+	// RateLimit bounds each tenant's requests.
+	RateLimit RateLimits
+}
+
+// MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
+const MaxSyncWait = 5 * time.Minute
+
+// RateLimits are the default token buckets of every tenant; api_rate_limits overrides them
+// per tenant. Creating tasks costs tokens of the LLM providers, so it has its own, smaller
+// bucket; reads (task status, progress streams, cancels, webhook secrets) share the other.
+type RateLimits struct {
+	CreatePerMinute float64
+	CreateBurst     int
+	ReadPerMinute   float64
+	ReadBurst       int
+}
+
+// DefaultConvergeConfig returns the defaults the flags also have.
+func DefaultConvergeConfig() ConvergeConfig {
+	return ConvergeConfig{
+		SyncWait: time.Minute,
+		RateLimit: RateLimits{
+			CreatePerMinute: 60,
+			CreateBurst:     30,
+			ReadPerMinute:   1200,
+			ReadBurst:       200,
+		},
+	}
+}
+
+// RegisterFlags registers the convergence endpoints' flags on fs, prefixed "api.".
+func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
+	d := DefaultConvergeConfig()
+	fs.DurationVar(&c.SyncWait, "api.converge.sync-wait", d.SyncWait, "how long a converge request waits for its result before answering 202 with the task ID")
+	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained")
+	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once")
+	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
+	fs.IntVar(&c.RateLimit.ReadBurst, "api.ratelimit.read-burst", d.RateLimit.ReadBurst, "task reads, progress streams and cancels a tenant may make at once")
+}
+
+// Validate says what is wrong with the config.
+func (c ConvergeConfig) Validate() error {
+	switch {
+	case c.SyncWait < 0 || c.SyncWait > MaxSyncWait:
+		return fmt.Errorf("api.converge.sync-wait %s: use up to %s", c.SyncWait, MaxSyncWait)
+	case c.RateLimit.CreatePerMinute < 0 || c.RateLimit.ReadPerMinute < 0:
+		return errors.New("api.ratelimit.*-per-minute must be positive")
+	case c.RateLimit.CreateBurst < 0 || c.RateLimit.ReadBurst < 0:
+		return errors.New("api.ratelimit.*-burst must be at least 1")
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields with their defaults.
+func (c ConvergeConfig) withDefaults() ConvergeConfig {
+	d := DefaultConvergeConfig()
+	if c.SyncWait == 0 {
+		c.SyncWait = d.SyncWait
+	}
+	if c.RateLimit.CreatePerMinute == 0 {
+		c.RateLimit.CreatePerMinute = d.RateLimit.CreatePerMinute
+	}
+	if c.RateLimit.CreateBurst == 0 {
+		c.RateLimit.CreateBurst = d.RateLimit.CreateBurst
+	}
+	if c.RateLimit.ReadPerMinute == 0 {
+		c.RateLimit.ReadPerMinute = d.RateLimit.ReadPerMinute
+	}
+	if c.RateLimit.ReadBurst == 0 {
+		c.RateLimit.ReadBurst = d.RateLimit.ReadBurst
+	}
+	return c
+}
+
+// convergeConfig is the configuration of the convergence endpoints, defaults filled in.
+func (s *Service) convergeConfig() ConvergeConfig { return s.cfg.Converge.withDefaults() }

@@ -1,0 +1,164 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
+)
+
+// convergeInput is the body of POST /api/v1/converge and its shortcuts.
+type convergeInput struct {
+	Prompt         string  `json:"prompt"`
+	Type           string  `json:"type"`
+	AgentARole     string  `json:"agentARole"`
+	AgentBRole     string  `json:"agentBRole"`
+	Context        string  `json:"context"`
+	MaxRounds      int     `json:"maxRounds"`
+	Model          string  `json:"model"`
+	Async          bool    `json:"async"`
+	WebhookURL     string  `json:"webhookUrl"`
+	TokenBudget    int64   `json:"tokenBudget"`
+	TimeoutSeconds float64 `json:"timeoutSeconds"`
+}
+
+// inputFields lists the fields of convergeInput for the message about an unknown one.
+const inputFields = "prompt, type, agentARole, agentBRole, context, maxRounds, model, async, webhookUrl, tokenBudget, timeoutSeconds"
+
+// maxModelBytes bounds the model name.
+const maxModelBytes = 128
+
+// decodeConvergeInput reads the request body strictly: one JSON object with known fields of the
+// right types. Every failure says what to fix.
+func decodeConvergeInput(c echo.Context) (convergeInput, error) {
+	var in convergeInput
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&in)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data")
+	}
+	if err == nil {
+		return in, nil
+	}
+	var maxBytes *http.MaxBytesError
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &maxBytes):
+		return in, httpx.Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes; shorten the prompt or context", maxBytes.Limit)
+	case errors.Is(err, io.EOF):
+		return in, httpx.BadRequest(`send a JSON object with at least a prompt, e.g. {"prompt": "Design a rate limiter"}`)
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return in, httpx.BadRequest("%s: must be a %s, not a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return in, httpx.BadRequest("%s; the fields are %s", strings.TrimPrefix(err.Error(), "json: "), inputFields)
+	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF), err.Error() == "trailing data":
+		return in, httpx.BadRequest("the body is not one valid JSON object: %v", err)
+	default:
+		return in, httpx.BadRequest("the body is not a valid convergence request: %v", err)
+	}
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int64", "float64":
+		return "number"
+	case "bool":
+		return "boolean"
+	default:
+		return goKind
+	}
+}
+
+// validated is a request ready to queue.
+type validated struct {
+	request tasks.Request
+	async   bool
+}
+
+// validate checks in against limits and returns the request to store: type, roles and max
+// rounds filled in. shortcut is the type an endpoint such as /design sets, "" for /converge.
+func validate(in convergeInput, shortcut engine.TaskType, limits engine.Limits) (validated, error) {
+	if shortcut != "" {
+		if in.Type != "" && in.Type != string(shortcut) {
+			return validated{}, httpx.BadRequest("type: this endpoint makes %s tasks; leave type out, or POST to /api/v1/converge for type %q", shortcut, in.Type)
+		}
+		in.Type = string(shortcut)
+	}
+	var timeout time.Duration
+	switch limit := limits.MaxTimeout; {
+	case math.IsNaN(in.TimeoutSeconds) || in.TimeoutSeconds < 0:
+		return validated{}, httpx.BadRequest("timeoutSeconds: must be positive; leave it out for the default")
+	case in.TimeoutSeconds > limit.Seconds():
+		return validated{}, httpx.BadRequest("timeoutSeconds: is %s; use at most %s", strconv.FormatFloat(in.TimeoutSeconds, 'f', -1, 64), strconv.FormatFloat(limit.Seconds(), 'f', -1, 64))
+	case in.TimeoutSeconds > 0:
+		timeout = max(time.Millisecond, time.Duration(in.TimeoutSeconds*float64(time.Second)))
+	}
+	if len(in.Model) > maxModelBytes || strings.IndexFunc(in.Model, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
+		return validated{}, httpx.BadRequest("model: must be a model name of at most %d printable characters without spaces, e.g. gpt-4o-mini", maxModelBytes)
+	}
+	if in.WebhookURL != "" {
+		if err := webhook.ValidateURL(in.WebhookURL); err != nil {
+			return validated{}, httpx.BadRequest("webhookUrl: %v", err)
+		}
+	}
+	t, err := limits.Normalize(engine.Task{
+		Prompt:      in.Prompt,
+		Type:        engine.TaskType(in.Type),
+		AgentARole:  in.AgentARole,
+		AgentBRole:  in.AgentBRole,
+		Context:     in.Context,
+		MaxRounds:   in.MaxRounds,
+		Model:       in.Model,
+		TokenBudget: in.TokenBudget,
+		Timeout:     timeout,
+	})
+	var te *engine.TaskError
+	if errors.As(err, &te) {
+		return validated{}, httpx.BadRequest("%s: %s", te.Field, te.Problem)
+	}
+	if err != nil {
+		return validated{}, fmt.Errorf("validate request: %w", err)
+	}
+	return validated{request: tasks.RequestOf(t, in.TokenBudget, timeout, in.WebhookURL), async: in.Async}, nil
+}
+
+// preference is what a Prefer header (RFC 7240) asks of a converge request.
+type preference struct {
+	async bool
+	wait  time.Duration // 0 when not given
+}
+
+// parsePrefer reads "Prefer: respond-async" and "Prefer: wait=<seconds>", in one header or
+// several; other preferences are ignored, as the RFC asks.
+func parsePrefer(h http.Header) preference {
+	var p preference
+	for _, line := range h.Values("Prefer") {
+		for _, pref := range strings.Split(line, ",") {
+			name, value, _ := strings.Cut(strings.TrimSpace(strings.SplitN(pref, ";", 2)[0]), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "respond-async":
+				p.async = true
+			case "wait":
+				if n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(value), `"`)); err == nil && n >= 0 {
+					p.wait = min(time.Duration(n)*time.Second, MaxSyncWait)
+				}
+			}
+		}
+	}
+	return p
+}

@@ -1,0 +1,122 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+)
+
+// rateClass names a bucket of each tenant.
+type rateClass string
+
+// The rate classes.
+const (
+	classCreate rateClass = "converge.create"
+	classRead   rateClass = "converge.read"
+)
+
+// limiter is a token bucket per tenant and class, kept in PostgreSQL so that every API replica
+// draws from the same bucket.
+//
+// Why PostgreSQL and not a JetStream KV bucket: the request already goes to PostgreSQL (the
+// tenant's key is looked up there), and one INSERT ... ON CONFLICT DO UPDATE takes a token
+// atomically in one round trip, with the row lock ordering a tenant's concurrent requests on
+// whichever replica they land and the database's clock measuring the refill, so replicas'
+// clocks do not matter. A KV bucket needs a read and a compare-and-swap, retried under
+// contention, for the same effect. The table is UNLOGGED, so a request costs no WAL.
+type limiter struct {
+	pool     *pgxpool.Pool
+	defaults map[rateClass]bucketLimit
+}
+
+type bucketLimit struct {
+	perMinute float64
+	burst     int
+}
+
+func newLimiter(pool *pgxpool.Pool, cfg RateLimits) *limiter {
+	return &limiter{pool: pool, defaults: map[rateClass]bucketLimit{
+		classCreate: {cfg.CreatePerMinute, cfg.CreateBurst},
+		classRead:   {cfg.ReadPerMinute, cfg.ReadBurst},
+	}}
+}
+
+// decision is the outcome of taking a token.
+type decision struct {
+	allowed    bool
+	remaining  float64 // tokens left after this request
+	burst      float64
+	retryAfter time.Duration // when denied: until a token is there
+}
+
+// take takes a token from tenant envID's bucket of class. The bucket refills at its rate up to
+// its burst, on the database's clock; a request that finds less than one token is denied and
+// takes nothing.
+func (l *limiter) take(ctx context.Context, envID int64, class rateClass) (decision, error) {
+	def := l.defaults[class]
+	var d decision
+	var rate float64
+	err := l.pool.QueryRow(ctx, `
+		WITH lim AS (
+			SELECT coalesce(o.per_minute, $3) / 60.0 AS rate, coalesce(o.burst, $4)::float8 AS burst
+			FROM (VALUES (1)) AS one (x)
+			LEFT JOIN api_rate_limits o ON o.env_id = $1 AND o.class = $2)
+		INSERT INTO api_rate_buckets AS b (env_id, class, tokens, rate, burst, allowed, updated_at)
+		SELECT $1, $2, lim.burst - 1, lim.rate, lim.burst, true, now() FROM lim
+		ON CONFLICT (env_id, class) DO UPDATE SET
+			tokens = CASE
+				WHEN least(EXCLUDED.burst, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * EXCLUDED.rate) >= 1
+				THEN least(EXCLUDED.burst, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * EXCLUDED.rate) - 1
+				ELSE least(EXCLUDED.burst, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * EXCLUDED.rate) END,
+			allowed = least(EXCLUDED.burst, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * EXCLUDED.rate) >= 1,
+			rate = EXCLUDED.rate, burst = EXCLUDED.burst,
+			updated_at = greatest(b.updated_at, now())
+		RETURNING allowed, tokens, rate, burst`,
+		envID, string(class), def.perMinute, def.burst).Scan(&d.allowed, &d.remaining, &rate, &d.burst)
+	if err != nil {
+		return decision{}, fmt.Errorf("rate limit: %w", err)
+	}
+	if !d.allowed {
+		wait := (1 - d.remaining) / rate
+		d.retryAfter = time.Duration(math.Max(1, math.Ceil(wait))) * time.Second
+	}
+	return d, nil
+}
+
+// middleware admits a tenant's request if its bucket of class has a token, and answers 429
+// with Retry-After otherwise. Every answer says the bucket's size and what is left in
+// RateLimit-Limit and RateLimit-Remaining.
+func (l *limiter) middleware(class rateClass) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			d, err := l.take(c.Request().Context(), tenantOf(c).EnvID, class)
+			if err != nil {
+				return err
+			}
+			h := c.Response().Header()
+			h.Set("RateLimit-Limit", strconv.Itoa(int(d.burst)))
+			h.Set("RateLimit-Remaining", strconv.Itoa(int(math.Floor(d.remaining))))
+			if !d.allowed {
+				what := "task creations"
+				if class == classRead {
+					what = "requests to tasks"
+				}
+				return &httpx.Error{
+					Status:     http.StatusTooManyRequests,
+					Code:       "rate_limited",
+					Message:    fmt.Sprintf("too many %s: the limit is %d at once, refilled over time; retry after %d seconds", what, int(d.burst), int(d.retryAfter/time.Second)),
+					RetryAfter: d.retryAfter,
+				}
+			}
+			return next(c)
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package tasks
+
+import (
+	"math"
+	"time"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+)
+
+// Request is a convergence request as the API accepted it: validated, with the type, roles and
+// max rounds filled in. It is stored as convergence_tasks.request, and it is what the
+// converger runs. TokenBudget and TimeoutSeconds stay zero unless the caller set them, so the
+// converger's configured defaults apply.
+type Request struct {
+	Prompt         string  `json:"prompt"`
+	Type           string  `json:"type"`
+	AgentARole     string  `json:"agentARole"`
+	AgentBRole     string  `json:"agentBRole"`
+	Context        string  `json:"context,omitempty"`
+	MaxRounds      int     `json:"maxRounds"`
+	Model          string  `json:"model,omitempty"`
+	TokenBudget    int64   `json:"tokenBudget,omitempty"`
+	TimeoutSeconds float64 `json:"timeoutSeconds,omitempty"`
+	WebhookURL     string  `json:"webhookUrl,omitempty"`
+}
+
+// Timeout is TimeoutSeconds as a duration; zero means the converger's default.
+func (r Request) Timeout() time.Duration {
+	return time.Duration(math.Round(r.TimeoutSeconds * float64(time.Second)))
+}
+
+// EngineTask is the engine's task for the request.
+func (r Request) EngineTask(id string) engine.Task {
+	return engine.Task{
+		ID:          id,
+		Prompt:      r.Prompt,
+		Type:        engine.TaskType(r.Type),
+		AgentARole:  r.AgentARole,
+		AgentBRole:  r.AgentBRole,
+		Context:     r.Context,
+		MaxRounds:   r.MaxRounds,
+		Model:       r.Model,
+		TokenBudget: r.TokenBudget,
+		Timeout:     r.Timeout(),
+	}
+}
+
+// RequestOf is the request of a normalized engine task; budget and timeout are kept as the
+// caller gave them (zero for the converger's defaults), not as normalized.
+func RequestOf(t engine.Task, tokenBudget int64, timeout time.Duration, webhookURL string) Request {
+	return Request{
+		Prompt:         t.Prompt,
+		Type:           string(t.Type),
+		AgentARole:     t.AgentARole,
+		AgentBRole:     t.AgentBRole,
+		Context:        t.Context,
+		MaxRounds:      t.MaxRounds,
+		Model:          t.Model,
+		TokenBudget:    tokenBudget,
+		TimeoutSeconds: timeout.Seconds(),
+		WebhookURL:     webhookURL,
+	}
+}
+
+// event is the converge.request payload of the request: the integrators' view of it. The
+// converger reads the request from the task's record, not from the event.
+func (r Request) event(taskID string, envID, orgID int64) events.ConvergeRequest {
+	return events.ConvergeRequest{
+		TaskID:     taskID,
+		EnvID:      envID,
+		OrgID:      orgID,
+		Type:       r.Type,
+		Prompt:     r.Prompt,
+		AgentARole: r.AgentARole,
+		AgentBRole: r.AgentBRole,
+		Context:    r.Context,
+		MaxRounds:  r.MaxRounds,
+		Model:      r.Model,
+		WebhookURL: r.WebhookURL,
+	}
+}

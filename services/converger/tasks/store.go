@@ -1,0 +1,490 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
+)
+
+// Errors of the store.
+var (
+	// ErrNotFound: no such task, or not the tenant's.
+	ErrNotFound = errors.New("task not found")
+	// ErrNotClaimable: the task has finished (or does not exist), so there is nothing to run.
+	ErrNotClaimable = errors.New("task is not claimable")
+	// ErrFenced: a later run has claimed the task; the caller's run must stop without writing.
+	ErrFenced = errors.New("task was claimed by a later run")
+)
+
+// Event sources of the events the store writes.
+const (
+	SourceAPI       = "convergence/api"
+	SourceConverger = "convergence/converger"
+)
+
+// Store reads and writes tasks on one database. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	writer *Writer // nil: every write is its own transaction
+}
+
+// NewStore returns a Store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// GroupCommit returns a Store that sends SaveTurn and SaveRound through w, so that the writes
+// of concurrent runs share batches. w must run (Writer.Run) for as long as they are called.
+func (s *Store) GroupCommit(w *Writer) *Store {
+	c := *s
+	c.writer = w
+	return &c
+}
+
+// NewTask is a task to create.
+type NewTask struct {
+	ID        string
+	EnvID     int64
+	OrgID     int64
+	Request   Request
+	RequestID string
+}
+
+// Create records t as queued and writes its converge.request event, in tx: the caller runs it
+// inside its outbox transaction. A task with a webhook URL makes sure its tenant has a secret.
+func Create(ctx context.Context, tx pgx.Tx, t NewTask) error {
+	req, err := json.Marshal(t.Request)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, request_id)
+		VALUES ($1, $2, $3, $4, 'queued', $5, NULLIF($6, ''))`,
+		t.ID, t.EnvID, t.OrgID, t.Request.Type, req, t.RequestID)
+	if err != nil {
+		return fmt.Errorf("insert task: %w", err)
+	}
+	env, err := events.NewEnvelope(SourceAPI, events.TypeConvergeRequest, t.ID, t.RequestID, t.Request.event(t.ID, t.EnvID, t.OrgID))
+	if err != nil {
+		return err
+	}
+	if err := outbox.Write(ctx, tx, events.SubjectConvergeRequest, env); err != nil {
+		return err
+	}
+	if t.Request.WebhookURL != "" {
+		if _, err := webhook.EnsureSecret(ctx, tx, t.EnvID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Record is a task as stored.
+type Record struct {
+	ID              string
+	EnvID, OrgID    int64
+	Type            string
+	Status          Status
+	Request         Request
+	Result          *Result
+	Rounds          int
+	Usage           events.Usage
+	Error           string
+	RequestID       string
+	CancelRequested bool
+	CreatedAt       time.Time
+	StartedAt       *time.Time
+	FinishedAt      *time.Time
+	Webhook         *WebhookStatus
+}
+
+// View is the record as the API shows it, with rounds (the stored round views, oldest first)
+// as its transcript.
+func (r Record) View(rounds []json.RawMessage) View {
+	return View{
+		TaskID:          r.ID,
+		Status:          r.Status,
+		Type:            r.Type,
+		AgentARole:      r.Request.AgentARole,
+		AgentBRole:      r.Request.AgentBRole,
+		MaxRounds:       r.Request.MaxRounds,
+		Model:           r.Request.Model,
+		RoundsCompleted: r.Rounds,
+		Usage:           r.Usage,
+		Result:          r.Result,
+		Rounds:          rounds,
+		Error:           r.Error,
+		CancelRequested: r.CancelRequested && !r.Status.Finished(),
+		WebhookURL:      r.Request.WebhookURL,
+		Webhook:         r.Webhook,
+		RequestID:       r.RequestID,
+		CreatedAt:       r.CreatedAt,
+		StartedAt:       r.StartedAt,
+		FinishedAt:      r.FinishedAt,
+	}
+}
+
+// Get returns tenant envID's task id, or ErrNotFound. While the task runs, its usage is the
+// sum of its persisted turns; once it has finished, the exact total recorded with its result.
+func (s *Store) Get(ctx context.Context, envID int64, id string) (Record, error) {
+	var r Record
+	var req, result []byte
+	var w struct {
+		id, status  *string
+		attempts    *int
+		code        *int
+		lastErr     *string
+		deliveredAt *time.Time
+	}
+	var errText, requestID *string
+	err := s.pool.QueryRow(ctx, `
+		SELECT t.id, t.env_id, t.org_id, t.type, t.status, t.request, t.result,
+			CASE WHEN t.finished_at IS NULL THEN coalesce(u.rounds, 0) ELSE t.rounds END,
+			CASE WHEN t.finished_at IS NULL THEN coalesce(u.input_tokens, 0) ELSE t.input_tokens END,
+			CASE WHEN t.finished_at IS NULL THEN coalesce(u.output_tokens, 0) ELSE t.output_tokens END,
+			CASE WHEN t.finished_at IS NULL THEN coalesce(u.cached_tokens, 0) ELSE t.cached_tokens END,
+			t.error, t.request_id, t.cancel_requested_at IS NOT NULL, t.created_at, t.started_at, t.finished_at,
+			w.id, w.status, w.attempts, w.last_status_code, w.last_error, w.delivered_at
+		FROM convergence_tasks t
+		LEFT JOIN LATERAL (
+			SELECT sum(input_tokens)::int8 AS input_tokens, sum(output_tokens)::int8 AS output_tokens,
+				sum(cached_tokens)::int8 AS cached_tokens, max(round) FILTER (WHERE agent = 'B')::int AS rounds
+			FROM convergence_turns WHERE task_id = t.id AND t.finished_at IS NULL
+		) u ON true
+		LEFT JOIN webhook_deliveries w ON w.task_id = t.id
+		WHERE t.id = $1 AND t.env_id = $2`, id, envID).Scan(
+		&r.ID, &r.EnvID, &r.OrgID, &r.Type, &r.Status, &req, &result, &r.Rounds,
+		&r.Usage.InputTokens, &r.Usage.OutputTokens, &r.Usage.CachedTokens,
+		&errText, &requestID, &r.CancelRequested, &r.CreatedAt, &r.StartedAt, &r.FinishedAt,
+		&w.id, &w.status, &w.attempts, &w.code, &w.lastErr, &w.deliveredAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("read task %s: %w", id, err)
+	}
+	r.Usage.TotalTokens = r.Usage.InputTokens + r.Usage.OutputTokens
+	r.Error, r.RequestID = deref(errText), deref(requestID)
+	if err := json.Unmarshal(req, &r.Request); err != nil {
+		return Record{}, fmt.Errorf("decode task %s request: %w", id, err)
+	}
+	if result != nil {
+		r.Result = new(Result)
+		if err := json.Unmarshal(result, r.Result); err != nil {
+			return Record{}, fmt.Errorf("decode task %s result: %w", id, err)
+		}
+	}
+	if w.id != nil {
+		r.Webhook = &WebhookStatus{DeliveryID: *w.id, Status: deref(w.status), LastError: deref(w.lastErr), DeliveredAt: w.deliveredAt}
+		if w.attempts != nil {
+			r.Webhook.Attempts = *w.attempts
+		}
+		if w.code != nil {
+			r.Webhook.LastStatusCode = *w.code
+		}
+	}
+	return r, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// StoredRound is a round view as stored, with its number.
+type StoredRound struct {
+	Number int
+	View   json.RawMessage
+}
+
+// Rounds returns the stored round views of task id numbered above after, in order. The
+// caller checks that the task is the tenant's first (Get).
+func (s *Store) Rounds(ctx context.Context, id string, after int) ([]StoredRound, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT number, round FROM convergence_rounds WHERE task_id = $1 AND number > $2 ORDER BY number`, id, after)
+	if err != nil {
+		return nil, fmt.Errorf("read rounds of %s: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StoredRound, error) {
+		var sr StoredRound
+		err := r.Scan(&sr.Number, &sr.View)
+		return sr, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read rounds of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Views returns the views of rounds, for View.
+func Views(rounds []StoredRound) []json.RawMessage {
+	out := make([]json.RawMessage, len(rounds))
+	for i, r := range rounds {
+		out[i] = r.View
+	}
+	return out
+}
+
+// Claim is a converger's hold on a running task: the fencing token of its run, the request,
+// and the turns persisted by earlier runs, to resume from.
+type Claim struct {
+	TaskID          string
+	Run             int
+	EnvID, OrgID    int64
+	Request         Request
+	RequestID       string
+	StartedAt       time.Time
+	CancelRequested bool
+	// Turns are the persisted turns in the order the engine resumes from.
+	Turns []engine.Turn
+}
+
+// Claim moves a queued task to running, or takes a running one over from a run that lost it
+// (its converger died, or its message was redelivered), and returns the claim with the next
+// run number. A finished or unknown task returns ErrNotClaimable: its provider calls are not
+// made again.
+func (s *Store) Claim(ctx context.Context, id string) (Claim, error) {
+	c := Claim{TaskID: id}
+	var req, turns []byte
+	var requestID *string
+	// One statement: the claim and the turns it resumes from, seen at the same instant.
+	err := s.queryRow(ctx, `
+		UPDATE convergence_tasks SET status = 'running', run = run + 1,
+			started_at = coalesce(started_at, now()), updated_at = now()
+		WHERE id = $1 AND status IN ('queued', 'running')
+		RETURNING run, env_id, org_id, request, request_id, started_at, cancel_requested_at IS NOT NULL,
+			(SELECT coalesce(json_agg(turn ORDER BY seq), '[]') FROM convergence_turns WHERE task_id = $1)`,
+		[]any{id}, &c.Run, &c.EnvID, &c.OrgID, &req, &requestID, &c.StartedAt, &c.CancelRequested, &turns)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Claim{}, ErrNotClaimable
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim task %s: %w", id, err)
+	}
+	c.RequestID = deref(requestID)
+	if err := json.Unmarshal(req, &c.Request); err != nil {
+		return Claim{}, fmt.Errorf("decode task %s request: %w", id, err)
+	}
+	if err := json.Unmarshal(turns, &c.Turns); err != nil {
+		return Claim{}, fmt.Errorf("decode task %s turns: %w", id, err)
+	}
+	return c, nil
+}
+
+// turnSeq is a turn's position in the resume order: A1, B1, A2, B2, ..., synthesis.
+func turnSeq(t engine.Turn) int {
+	switch t.Agent {
+	case engine.AgentA:
+		return 2 * (t.Round - 1)
+	case engine.AgentB:
+		return 2*(t.Round-1) + 1
+	default:
+		return 2 * t.Round
+	}
+}
+
+// SaveTurn records a turn of c's run. It returns ErrFenced when a later run holds the task.
+//
+// The fence is a share lock on the task's row, held while the turn is inserted: a claim (an
+// UPDATE) waits for it, or, having committed first, makes the check fail. No row version is
+// written, so a running task costs its row nothing per turn.
+func (s *Store) SaveTurn(ctx context.Context, c Claim, t engine.Turn) error {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode turn: %w", err)
+	}
+	n, err := s.exec(ctx, `
+		WITH t AS (
+			UPDATE convergence_tasks SET updated_at = now() WHERE id = $1 AND run = $2 AND status = 'running' RETURNING id)
+		INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
+		SELECT id, $3, $4, $5, $2, $6, $7, $8, $9 FROM t`,
+		c.TaskID, c.Run, turnSeq(t), t.Round, string(t.Agent), raw, t.Usage.InputTokens, t.Usage.OutputTokens, t.Usage.CachedTokens)
+	if err != nil {
+		return fmt.Errorf("save turn %s%d of %s: %w", t.Agent, t.Round, c.TaskID, err)
+	}
+	if n == 0 {
+		return ErrFenced
+	}
+	return nil
+}
+
+// SaveRound records a round of c's run: agent B's turn (the round's last, which the caller
+// holds back from SaveTurn so that one statement writes both) and the round's view. It reports
+// whether the task's cancellation was requested, and returns ErrFenced when a later run holds
+// the task.
+func (s *Store) SaveRound(ctx context.Context, c Claim, b engine.Turn, view []byte, score int) (cancelRequested bool, err error) {
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return false, fmt.Errorf("encode turn: %w", err)
+	}
+	err = s.queryRow(ctx, `
+		WITH t AS (
+			UPDATE convergence_tasks SET updated_at = now()
+			WHERE id = $1 AND run = $2 AND status = 'running'
+			RETURNING id, cancel_requested_at IS NOT NULL AS cancel),
+		b AS (
+			INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
+			SELECT id, $4, $3, 'B', $2, $5, $6, $7, $8 FROM t),
+		r AS (
+			INSERT INTO convergence_rounds (task_id, number, score, round)
+			SELECT id, $3, $9, $10 FROM t)
+		SELECT cancel FROM t`,
+		[]any{c.TaskID, c.Run, b.Round, turnSeq(b), raw, b.Usage.InputTokens, b.Usage.OutputTokens, b.Usage.CachedTokens, score, view},
+		&cancelRequested)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, ErrFenced
+	}
+	if err != nil {
+		return false, fmt.Errorf("save round %d of %s: %w", b.Round, c.TaskID, err)
+	}
+	return cancelRequested, nil
+}
+
+// Outcome is how a task ended.
+type Outcome struct {
+	Status Status // completed, failed or cancelled
+	Result Result
+	Error  string
+}
+
+// Finish records the end of c's run: the task's status, result and exact usage, its
+// converge.completed or converge.failed event and, when it named a webhook URL, its webhook
+// delivery, in one transaction. It returns ErrFenced, writing nothing, when a later run holds
+// the task.
+func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcome) error {
+	return ob.Tx(ctx, func(tx pgx.Tx) error {
+		return finish(ctx, tx, c.TaskID, SourceConverger, o, `run = $12 AND status = 'running'`, c.Run)
+	})
+}
+
+// finish updates the task where cond holds, and writes its result event and webhook delivery.
+// cond's parameters start at $12.
+func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, cond string, condArgs ...any) error {
+	result, err := json.Marshal(o.Result)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	var score *float64
+	if o.Status == StatusCompleted {
+		v := float64(o.Result.ConvergenceScore)
+		score = &v
+	}
+	u := o.Result.Usage
+	var r Record
+	var req []byte
+	var requestID *string
+	args := append([]any{id, o.Status, result, o.Result.StopReason, score, o.Result.Rounds,
+		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error}, condArgs...)
+	err = tx.QueryRow(ctx, `
+		UPDATE convergence_tasks SET status = $2, result = $3, stop_reason = $4, convergence_score = $5,
+			rounds = $6, input_tokens = $7, output_tokens = $8, cached_tokens = $9, total_tokens = $10,
+			error = NULLIF($11, ''), finished_at = now(), updated_at = now()
+		WHERE id = $1 AND `+cond+`
+		RETURNING env_id, org_id, type, request, request_id, created_at, started_at, finished_at`, args...).
+		Scan(&r.EnvID, &r.OrgID, &r.Type, &req, &requestID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrFenced
+	}
+	if err != nil {
+		return fmt.Errorf("finish task %s: %w", id, err)
+	}
+	r.ID, r.Status, r.Result, r.Rounds, r.Usage, r.Error, r.RequestID = id, o.Status, &o.Result, o.Result.Rounds, u, o.Error, deref(requestID)
+	if err := json.Unmarshal(req, &r.Request); err != nil {
+		return fmt.Errorf("decode task %s request: %w", id, err)
+	}
+
+	subject, typ := events.SubjectConvergeCompleted, events.TypeConvergeCompleted
+	var data any = events.ConvergeCompleted{
+		TaskID: id, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.Result.StopReason,
+		ConvergenceScore: float64(o.Result.ConvergenceScore), Rounds: o.Result.Rounds,
+		Usage: u, Agents: o.Result.Agents, FinishedAt: *r.FinishedAt,
+	}
+	if o.Status != StatusCompleted {
+		subject, typ = events.SubjectConvergeFailed, events.TypeConvergeFailed
+		data = events.ConvergeFailed{
+			TaskID: id, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.Result.StopReason,
+			Error: o.Error, Rounds: o.Result.Rounds, Usage: u, Agents: o.Result.Agents, FinishedAt: *r.FinishedAt,
+		}
+	}
+	env, err := events.NewEnvelope(source, typ, id, r.RequestID, data)
+	if err != nil {
+		return err
+	}
+	if err := outbox.Write(ctx, tx, subject, env); err != nil {
+		return err
+	}
+	if r.Request.WebhookURL == "" {
+		return nil
+	}
+	return webhook.Enqueue(ctx, tx, webhook.Delivery{
+		ID:        webhook.NewDeliveryID(),
+		TaskID:    id,
+		EnvID:     r.EnvID,
+		URL:       r.Request.WebhookURL,
+		EventType: subject,
+		Data:      r.View(nil),
+	})
+}
+
+// RequestCancel records that tenant envID wants task id cancelled and returns the task's
+// status after it. A queued task is cancelled here and then, in the same transaction, with
+// its converge.failed event and webhook. A running task stays running: the caller publishes
+// on CancelSubject, and its converger ends it as cancelled. A finished task is left as it is.
+// An unknown task, or another tenant's, returns ErrNotFound.
+func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int64, id string) (Status, error) {
+	var status Status
+	err := ob.Tx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			UPDATE convergence_tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+			WHERE id = $1 AND env_id = $2 AND status IN ('queued', 'running')
+			RETURNING status`, id, envID).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = tx.QueryRow(ctx, `SELECT status FROM convergence_tasks WHERE id = $1 AND env_id = $2`, id, envID).Scan(&status)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if err != nil || status != StatusQueued {
+			return err
+		}
+		status = StatusCancelled
+		o := Outcome{Status: StatusCancelled, Error: "cancelled by the tenant before it started", Result: Result{
+			StopReason:     string(engine.StopCancelled),
+			ScoreBreakdown: emptyBreakdown(),
+			ScoreMethod:    engine.MethodVersion,
+			Output:         "Not converged: the task was cancelled before it started.",
+			Disputed:       []string{},
+			Agents:         []events.AgentUsage{},
+		}}
+		return finish(ctx, tx, id, SourceAPI, o, `status = 'queued'`)
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return "", err
+		}
+		return "", fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return status, nil
+}
+
+// emptyBreakdown is the breakdown of a task that scored no round: every component at 0.
+func emptyBreakdown() engine.Breakdown {
+	return engine.Breakdown{
+		Agreement:  engine.Component{Weight: engine.WeightAgreement},
+		OpenIssues: engine.Component{Weight: engine.WeightOpenIssues},
+		Stability:  engine.Component{Weight: engine.WeightStability, Input: 1},
+		Overlap:    engine.Component{Weight: engine.WeightOverlap},
+	}
+}

@@ -1,0 +1,116 @@
+package tasks_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+	"github.com/convergence-dev/convergence/services/converger/llm"
+	"github.com/convergence-dev/convergence/services/converger/tasks"
+)
+
+func TestNewID_ValidUniqueAndInCreationOrder(t *testing.T) {
+	t.Parallel()
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = tasks.NewID()
+		require.True(t, tasks.ValidID(ids[i]), ids[i])
+	}
+	require.LessOrEqual(t, ids[0][:16], ids[len(ids)-1][:16], "the time part never goes back")
+	require.Len(t, slices.Compact(slices.Sorted(slices.Values(ids))), len(ids))
+	for _, bad := range []string{"", "tsk_", "tsk_01a2.*>", "task_0123456789abcdef0123456789ab", ids[0] + "0", "TSK_" + ids[0][4:]} {
+		require.False(t, tasks.ValidID(bad), bad)
+	}
+}
+
+func TestAgentsOf_UsagePerAgent_TurnCutShortAfterABilledReplyIsOneCall(t *testing.T) {
+	t.Parallel()
+	u := func(in, out int64) llm.Usage { return llm.Usage{InputTokens: in, OutputTokens: out} }
+	turn := func(a engine.Agent, attempts int, usage llm.Usage) engine.Turn {
+		return engine.Turn{Agent: a, Attempts: attempts, Usage: usage, Model: "m-1"}
+	}
+	res := engine.Result{
+		Provider: "openai", Model: "m-1",
+		Rounds: []engine.Round{{A: turn(engine.AgentA, 1, u(100, 10)), B: turn(engine.AgentB, 2, u(200, 20))}},
+		// A's round-two turn got a billed reply that did not parse, then the task was cancelled.
+		Usage: engine.Usage{A: u(150, 15), B: u(200, 20), Total: u(350, 35)},
+	}
+	got := tasks.AgentsOf(res)
+	require.Equal(t, []events.AgentUsage{
+		{Agent: "A", Provider: "openai", Model: "m-1", Calls: 2, Usage: events.Usage{InputTokens: 150, OutputTokens: 15, TotalTokens: 165}},
+		{Agent: "B", Provider: "openai", Model: "m-1", Calls: 2, Usage: events.Usage{InputTokens: 200, OutputTokens: 20, TotalTokens: 220}},
+	}, got, "no synthesis line: it made no call")
+}
+
+func newTask(t *testing.T, pool *pgxpool.Pool, ob *outbox.Outbox) (int64, string) {
+	t.Helper()
+	_, digest := apikey.New()
+	var envID int64
+	require.NoError(t, pool.QueryRow(t.Context(), `
+		INSERT INTO environments (org_id, name, status, api_key_hash) VALUES (1, 'acme-' || $2, 'running', $1) RETURNING id`, digest, tasks.NewID()).Scan(&envID))
+	id := tasks.NewID()
+	require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
+		return tasks.Create(t.Context(), tx, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}})
+	}))
+	return envID, id
+}
+
+func resultEvents(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `
+		SELECT count(*) FROM outbox WHERE subject IN ($1, $2)`, events.SubjectConvergeCompleted, events.SubjectConvergeFailed).Scan(&n))
+	return n
+}
+
+func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ob := outbox.New(pool)
+	store := tasks.NewStore(pool)
+	envID, id := newTask(t, pool, ob)
+	ctx := context.Background()
+
+	first, err := store.Claim(ctx, id)
+	require.NoError(t, err)
+	a1 := engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 10, OutputTokens: 5}}
+	require.NoError(t, store.SaveTurn(ctx, first, a1))
+
+	second, err := store.Claim(ctx, id) // The request was redelivered to another converger.
+	require.NoError(t, err)
+	require.Equal(t, first.Run+1, second.Run)
+	require.Equal(t, first.StartedAt, second.StartedAt, "the timeout keeps counting from the first start")
+	require.Len(t, second.Turns, 1, "it resumes from the first run's turn")
+	require.Equal(t, a1.Usage, second.Turns[0].Usage)
+
+	b1 := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}
+	require.ErrorIs(t, store.SaveTurn(ctx, first, a1), tasks.ErrFenced)
+	_, err = store.SaveRound(ctx, first, b1, []byte(`{}`), 50)
+	require.ErrorIs(t, err, tasks.ErrFenced)
+	done := tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.Result{StopReason: "converged", Rounds: 1, Disputed: []string{}}}
+	require.ErrorIs(t, store.Finish(ctx, ob, first, done), tasks.ErrFenced)
+	require.Zero(t, resultEvents(t, pool), "a fenced run writes no result event")
+
+	_, err = store.SaveRound(ctx, second, b1, []byte(`{"round":1}`), 50)
+	require.NoError(t, err)
+	require.NoError(t, store.Finish(ctx, ob, second, done))
+	require.Equal(t, 1, resultEvents(t, pool))
+	_, err = store.Claim(ctx, id)
+	require.ErrorIs(t, err, tasks.ErrNotClaimable, "a finished task is not claimed again")
+
+	rec, err := store.Get(ctx, envID, id)
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusCompleted, rec.Status)
+	require.Equal(t, 1, rec.Rounds)
+	_, err = store.Get(ctx, envID+1, id)
+	require.ErrorIs(t, err, tasks.ErrNotFound, "another tenant's task is not found")
+}

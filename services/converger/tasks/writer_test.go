@@ -1,0 +1,83 @@
+package tasks_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/services/converger/engine"
+	"github.com/convergence-dev/convergence/services/converger/llm"
+	"github.com/convergence-dev/convergence/services/converger/tasks"
+)
+
+func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ob := outbox.New(pool)
+	w := tasks.NewWriter(pool, 64, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	store := tasks.NewStore(pool).GroupCommit(w)
+
+	const n = 40
+	claims := make([]tasks.Claim, n)
+	for i := range claims {
+		_, id := newTask(t, pool, ob)
+		var err error
+		claims[i], err = store.Claim(t.Context(), id)
+		require.NoError(t, err)
+	}
+	turn := engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 7, OutputTokens: 3}}
+	// Every task saves its first turn at once; a few save it twice, which the primary key
+	// refuses and which fails whatever batch it lands in.
+	var wg sync.WaitGroup
+	ok := make([]bool, n)
+	for i := range claims {
+		wg.Go(func() { ok[i] = store.SaveTurn(t.Context(), claims[i], turn) == nil })
+		if i%10 == 0 {
+			wg.Go(func() { _ = store.SaveTurn(t.Context(), claims[i], turn) })
+		}
+	}
+	wg.Wait()
+	for i, c := range claims {
+		var saved int
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM convergence_turns WHERE task_id = $1`, c.TaskID).Scan(&saved))
+		if ok[i] {
+			require.Equal(t, 1, saved, "a write that reported success is committed")
+		}
+		require.LessOrEqual(t, saved, 1)
+	}
+
+	// The fence holds through the writer.
+	later, err := store.Claim(t.Context(), claims[1].TaskID)
+	require.NoError(t, err)
+	second := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}
+	_, err = store.SaveRound(t.Context(), claims[1], second, []byte(`{"round":1}`), 40)
+	require.ErrorIs(t, err, tasks.ErrFenced)
+	cancelRequested, err := store.SaveRound(t.Context(), later, second, []byte(`{"round":1}`), 40)
+	require.NoError(t, err)
+	require.False(t, cancelRequested)
+}
+
+func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ob := outbox.New(pool)
+	w := tasks.NewWriter(pool, 8, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, w.Run(ctx))
+	store := tasks.NewStore(pool).GroupCommit(w)
+	_, id := newTask(t, pool, ob)
+	_, err := store.Claim(t.Context(), id)
+	require.ErrorContains(t, err, "task writer stopped")
+}

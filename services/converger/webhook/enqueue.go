@@ -1,0 +1,55 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// Delivery is one webhook to send.
+type Delivery struct {
+	ID     string
+	TaskID string
+	EnvID  int64
+	URL    string
+	// EventType is the payload's type, e.g. "converge.completed".
+	EventType string
+	// Data is the payload's data: the task as GET returns it.
+	Data any
+}
+
+// payload is the body of a delivery, in the Standard Webhooks shape.
+type payload struct {
+	Type      string    `json:"type"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      any       `json:"data"`
+}
+
+// NewDeliveryID returns a new delivery ID.
+func NewDeliveryID() string { return "msg_" + events.NewID() }
+
+// Enqueue records d in tx, to be delivered once tx commits, and makes sure the tenant has a
+// secret to sign it with. A task has at most one delivery: enqueueing another for the same
+// task does nothing.
+func Enqueue(ctx context.Context, tx pgx.Tx, d Delivery) error {
+	body, err := json.Marshal(payload{Type: d.EventType, Timestamp: time.Now().UTC(), Data: d.Data})
+	if err != nil {
+		return fmt.Errorf("encode webhook payload: %w", err)
+	}
+	if _, err := EnsureSecret(ctx, tx, d.EnvID); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (task_id) DO NOTHING`, d.ID, d.TaskID, d.EnvID, d.URL, d.EventType, body)
+	if err != nil {
+		return fmt.Errorf("record webhook delivery: %w", err)
+	}
+	return nil
+}
