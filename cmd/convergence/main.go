@@ -3,6 +3,9 @@
 //
 //	convergence serve [-target=all|api,provisioner,converger,metering] [flags]
 //	convergence migrate [flags]
+//	convergence tenant spawn|list|status|logs|destroy ...   (operator commands on the admin API)
+//	convergence org create|list ...
+//	convergence usage [-from DAY] [-to DAY] [-group-by ...]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
@@ -26,6 +29,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/convergence-dev/convergence/internal/cli"
 	"github.com/convergence-dev/convergence/internal/platform"
 	"github.com/convergence-dev/convergence/services/metering"
 )
@@ -45,6 +49,9 @@ const usage = `usage: convergence <command> [flags]
 commands:
   serve     run the platform's services (-target=all by default)
   migrate   apply database migrations and exit
+  tenant    spawn, list, status, logs, destroy tenants (admin API)
+  org       create, list organizations (admin API)
+  usage     usage and cost, by organization, tenant, model, day or month (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
   nats      run a standalone NATS server with JetStream
   postgres  run a standalone PostgreSQL from this machine's server binaries
@@ -62,6 +69,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "convergence", buildVersion())
 		return nil
+	case "tenant", "org", "usage":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return cli.Run(ctx, append([]string{cmd}, args...), os.LookupEnv, stdout, stderr)
 	case "nats":
 		return runNATS(args, stderr)
 	case "postgres":

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// column is a table column: its header and the key of the value, dotted for nested objects.
+type column struct {
+	header, key string
+}
+
+// table writes rows under a header line, aligned.
+func table(w io.Writer, rows []map[string]any, cols []column) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	headers := make([]string, len(cols))
+	for i, c := range cols {
+		headers[i] = c.header
+	}
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	for _, r := range rows {
+		cells := make([]string, len(cols))
+		for i, c := range cols {
+			cells[i] = cell(lookup(r, c.key))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
+}
+
+// vertical writes one object as "HEADER  value" lines.
+func vertical(w io.Writer, obj map[string]any, cols []column) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range cols {
+		if v := lookup(obj, c.key); v != nil {
+			fmt.Fprintf(tw, "%s\t%s\n", c.header, cell(v))
+		}
+	}
+	return tw.Flush()
+}
+
+// nextPage tells how to get the next page of a list answer, if there is one.
+func nextPage(w io.Writer, a map[string]any) error {
+	if next, _ := a["nextCursor"].(string); next != "" {
+		_, err := fmt.Fprintf(w, "\nMore: add -cursor %s\n", next)
+		return err
+	}
+	return nil
+}
+
+// lookup returns the value at a dotted key, or nil.
+func lookup(obj map[string]any, key string) any {
+	var v any = obj
+	for _, part := range strings.Split(key, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[part]
+	}
+	return v
+}
+
+func cell(v any) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprint(v)
+}
+
+func object(a map[string]any, key string) map[string]any {
+	m, _ := a[key].(map[string]any)
+	return m
+}
+
+func list(a map[string]any, key string) []map[string]any {
+	items, _ := a[key].([]any)
+	rows := make([]map[string]any, 0, len(items))
+	for _, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			rows = append(rows, m)
+		}
+	}
+	return rows
+}

@@ -1,0 +1,102 @@
+package e2e_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/cli"
+)
+
+// TestCLI_OperatorFlow drives the operator commands against the running platform: create an
+// organization, spawn a tenant in it, list, status, logs, usage, destroy — in tables and JSON.
+func TestCLI_OperatorFlow(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	env := func(k string) (string, bool) {
+		switch k {
+		case "CONVERGENCE_API_URL":
+			return s.API, true
+		case "CONVERGENCE_ADMIN_TOKEN":
+			return adminToken, true
+		}
+		return "", false
+	}
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := cli.Run(t.Context(), args, env, &out, &errOut)
+		return out.String(), err
+	}
+
+	out, err := run("org", "create", "cli-org", "-plan", "pro", "-o", "json")
+	require.NoError(t, err)
+	var org struct {
+		Organization struct {
+			OrgID int64 `json:"orgId"`
+		} `json:"organization"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &org))
+	orgID := strconv.FormatInt(org.Organization.OrgID, 10)
+
+	out, err = run("org", "list")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^`+orgID+`\s+cli-org\s+pro\s+0\s+`, out)
+
+	out, err = run("tenant", "spawn", "cli-tenant", "-org", orgID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^STATUS\s+running$`, out)
+	require.Regexp(t, `(?m)^API KEY\s+sk_tenant_\S+$`, out)
+	require.Contains(t, out, "shown only now")
+	envID := field(t, out, "ENV ID")
+
+	out, err = run("tenant", "list", "-org", orgID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^`+envID+`\s+cli-tenant\s+`+orgID+`\s+running\s+healthy\s+\d+`, out)
+	require.NotContains(t, out, "sk_tenant_", "the key is never listed")
+
+	out, err = run("tenant", "status", envID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^CONTAINER\s+running$`, out)
+	require.Regexp(t, `(?m)^MEMORY LIMIT\s+\d+$`, out)
+
+	out, err = run("tenant", "logs", envID, "-tail", "5")
+	require.NoError(t, err)
+	require.Contains(t, out, "tenant listening")
+
+	out, err = run("usage", "-group-by", "tenant", "-org", orgID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^TENANT\s+CALLS\s+TASKS`, out)
+	require.Regexp(t, `(?m)^TOTAL\s+`, out)
+
+	out, err = run("tenant", "destroy", envID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^STATUS\s+destroyed$`, out)
+
+	// Mistakes are told plainly, with the API's own words where it answered.
+	_, err = run("tenant", "status", "999999")
+	require.ErrorContains(t, err, "not found")
+	_, err = run("tenant", "status", "abc")
+	require.ErrorContains(t, err, "is not a tenant ID")
+	_, err = run("usage", "-group-by", "week")
+	require.ErrorContains(t, err, `unknown groupBy "week"`)
+	_, err = run("tenant", "frobnicate")
+	require.ErrorContains(t, err, "use spawn, list, status, logs, destroy")
+	_, err = run("org", "list", "-o", "yaml")
+	require.ErrorContains(t, err, "use table or json")
+}
+
+// field returns the value of a "HEADER  value" line of a vertical table.
+func field(t *testing.T, out, header string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, header); ok && strings.HasPrefix(rest, " ") {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("no %q line in:\n%s", header, out)
+	return ""
+}
