@@ -25,7 +25,7 @@ build: ## Build the binary into bin/convergence.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/convergence ./cmd/convergence
 
 .PHONY: run
-run: deps build ## Run the whole platform in one process (embedded JetStream, local PostgreSQL).
+run: deps build images ## Run the whole platform in one process (embedded JetStream, local PostgreSQL).
 	$(BIN)/convergence serve -target=all
 
 .PHONY: test
