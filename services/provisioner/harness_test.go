@@ -136,8 +136,9 @@ func (h *harness) firstPort() int {
 // registered its key and port range. prepare runs on the service before it starts.
 func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	h.t.Helper()
+	reg := prometheus.NewRegistry()
 	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
-		Logger: h.logger, Registry: prometheus.NewRegistry()})
+		Logger: h.logger, Registry: reg})
 	require.NoError(h.t, err)
 	for _, p := range prepare {
 		p(svc)
@@ -165,6 +166,24 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 		err := h.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM provisioner_keys), (SELECT coalesce(min(port), 0) FROM tenant_ports)`).Scan(&keys, &low)
 		return err == nil && keys > 0 && low == h.firstPort()
 	}, 20*time.Second, 20*time.Millisecond, "provisioner did not start")
+	// The pass at start treats tenants differently from later passes (it resumes every
+	// provisioning one); tests that stage a tenant after start must not race it.
+	require.Eventually(h.t, func() bool { return reconcilePasses(reg) > 0 }, 20*time.Second, 20*time.Millisecond,
+		"the reconciler's pass at start did not finish")
+}
+
+// reconcilePasses counts the reconcile passes a provisioner has finished, from its metrics.
+func reconcilePasses(reg *prometheus.Registry) uint64 {
+	families, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, f := range families {
+		if f.GetName() == "convergence_provisioner_reconcile_duration_seconds" && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 // stop stops the current provisioner instance and waits until it has.
