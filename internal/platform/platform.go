@@ -103,6 +103,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			return fmt.Errorf("%s: %w", t, err)
 		}
 		services = append(services, svc)
+		if r, ok := svc.(interface{ Ready(context.Context) error }); ok {
+			ready.Add(t, r.Ready)
+		}
 	}
 	relay := outbox.NewRelay(infra.outbox, infra.js, outbox.RelayConfig{}, logger, reg)
 

@@ -202,8 +202,13 @@ func sonnet(agent string, in, out int64) events.AgentUsage {
 func (p *platform) count(sql string, args ...any) int64 {
 	p.t.Helper()
 	if strings.Contains(sql, "metering_rollup_daily") || strings.Contains(sql, "metering_rollup_monthly") {
-		_, _, err := ledger.MergeRollups(context.Background(), p.Pool)
-		require.NoError(p.t, err)
+		// A running metering may hold the merge lock; its merge commits before ours can run,
+		// so once ours has run, every pending delta is in the rollups.
+		require.Eventually(p.t, func() bool {
+			_, ran, err := ledger.MergeRollups(context.Background(), p.Pool)
+			require.NoError(p.t, err)
+			return ran
+		}, 10*time.Second, 5*time.Millisecond, "the rollup merge lock was never free")
 	}
 	var n int64
 	require.NoError(p.t, p.Pool.QueryRow(context.Background(), sql, args...).Scan(&n), sql)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -60,6 +61,9 @@ type Service struct {
 	portLast  int
 	// keys is set at the start of Run.
 	keys *keyring.Keyring
+	// started is set once Run has registered the sealing key and the port pool, from when
+	// the API can hand tenants' keys to this provisioner.
+	started atomic.Bool
 	// hooks let tests stop the service at chosen points; nil in production.
 	hooks hooks
 }
@@ -121,6 +125,8 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	s.started.Store(true)
+	defer s.started.Store(false)
 	// Events are subscribed before the first reconcile, so nothing that happens during it
 	// goes unseen.
 	w := newWatcher(s)
@@ -159,6 +165,15 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir)
 	return g.Wait()
+}
+
+// Ready reports whether the provisioner has started: its sealing key is registered, so a
+// spawn can hand it the tenant's key. The process's /readyz includes it.
+func (s *Service) Ready(context.Context) error {
+	if !s.started.Load() {
+		return errors.New("the provisioner is starting")
+	}
+	return nil
 }
 
 // start prepares what the service needs before it takes work.

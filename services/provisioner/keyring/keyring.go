@@ -99,20 +99,29 @@ func LoadOrCreate(path string) (*Keyring, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return load(path)
-	}
+	// The key is written to a file of its own and then linked into place: a link fails if the
+	// path exists, so of several first starts exactly one key wins, and nobody ever reads a
+	// half-written file.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".provisioner-key-*")
 	if err != nil {
 		return nil, fmt.Errorf("create key file: %w", err)
 	}
-	_, werr := fmt.Fprintf(f, "%s\n%s\n", fileHeader, base64.StdEncoding.EncodeToString(raw))
-	if cerr := f.Close(); werr == nil {
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	_, werr := fmt.Fprintf(tmp, "%s\n%s\n", fileHeader, base64.StdEncoding.EncodeToString(raw))
+	if serr := tmp.Sync(); werr == nil {
+		werr = serr
+	}
+	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
-		_ = os.Remove(path)
 		return nil, fmt.Errorf("write key file: %w", werr)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return load(path)
+		}
+		return nil, fmt.Errorf("create key file: %w", err)
 	}
 	return k, nil
 }
