@@ -94,18 +94,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cmd == "reconcile" {
 		reconcile.RegisterFlags(fs)
 	}
-	logFormat := fs.String("log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
-	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	var logs logOptions
+	logs.register(fs)
+	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
-	if err := bindEnv(fs, os.LookupEnv); err != nil {
-		return err
-	}
-	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	logger, err := logs.logger(stderr)
 	if err != nil {
 		return err
 	}
@@ -124,6 +118,31 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	logger.Info("convergence stopped")
 	return nil
+}
+
+// logOptions are the logging flags every long-running command has.
+type logOptions struct{ format, level string }
+
+func (o *logOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.format, "log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
+	fs.StringVar(&o.level, "log.level", "info", "log level: debug, info, warn, or error")
+}
+
+func (o logOptions) logger(w io.Writer) (*slog.Logger, error) { return newLogger(w, o.format, o.level) }
+
+// parseFlags parses args into fs, refuses positional arguments, and sets the flags not given
+// from the environment. help reports that -h was asked for (and answered by fs).
+func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return false, bindEnv(fs, os.LookupEnv)
 }
 
 // envAliases are environment names that operators and scripts already use for some flags.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,18 +39,9 @@ func runNATS(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Monitor, "nats.monitor", "127.0.0.1:8222", "HTTP address of /healthz, /varz, /jsz and /metrics; empty for none")
 	probe := fs.String("probe", "", "instead of running a server, GET this URL and exit 0 if it answers 2xx "+
 		"(the healthcheck of the stack's FROM-scratch containers, which have no curl)")
-	logFormat := fs.String("log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
-	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("nats: unexpected argument %q", fs.Arg(0))
-	}
-	if err := bindEnv(fs, os.LookupEnv); err != nil {
+	var logs logOptions
+	logs.register(fs)
+	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,7 +49,7 @@ func runNATS(args []string, stderr io.Writer) error {
 	if *probe != "" {
 		return probeHTTP(ctx, *probe)
 	}
-	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	logger, err := logs.logger(stderr)
 	if err != nil {
 		return err
 	}

@@ -40,18 +40,9 @@ func runPostgres(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.BinDir, "postgres.bin-dir", "", "directory of postgres and initdb; empty searches PATH, then /usr/lib/postgresql/*/bin")
 	fs.Var(settings, "postgres.set", "server parameter name=value; repeat the flag, or separate several with commas")
 	probe := fs.Bool("probe", false, "instead of running a server, check that the one on -postgres.port answers on 127.0.0.1, and exit")
-	logFormat := fs.String("log.format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, or json")
-	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("postgres: unexpected argument %q", fs.Arg(0))
-	}
-	if err := bindEnv(fs, os.LookupEnv); err != nil {
+	var logs logOptions
+	logs.register(fs)
+	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,7 +60,7 @@ func runPostgres(args []string, stderr io.Writer) error {
 		}
 		cfg.Password = strings.TrimRight(string(b), "\r\n")
 	}
-	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	logger, err := logs.logger(stderr)
 	if err != nil {
 		return err
 	}
