@@ -174,3 +174,39 @@ func TestJetStream_RestartOnSameStore_KeepsEveryAcknowledgedEvent(t *testing.T) 
 	js = srv.JetStream()
 	require.Equal(t, acked, streamIDs(t, js))
 }
+
+func TestBatch_ChangeAndEventCommitTogetherOrNotAtAll(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	_, err := pool.Exec(t.Context(), `CREATE TABLE things (name TEXT PRIMARY KEY)`)
+	require.NoError(t, err)
+	ob := outbox.New(pool)
+	event := func() events.Envelope {
+		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
+		require.NoError(t, err)
+		return env
+	}
+
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO things (name) VALUES ('a')`)
+	require.NoError(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event()))
+	require.Equal(t, 1, unpublished(t, pool))
+
+	// The change fails (a duplicate key): its event must not be recorded either.
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO things (name) VALUES ('a')`)
+	require.Error(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event()))
+	require.Equal(t, 1, unpublished(t, pool), "the event of a failed change was recorded")
+
+	// The event fails (its ID is taken): the change must not stay either.
+	dup := event()
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO things (name) VALUES ('b')`)
+	require.NoError(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, dup))
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO things (name) VALUES ('c')`)
+	require.Error(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, dup))
+	var things int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM things`).Scan(&things))
+	require.Equal(t, 2, things, "a change whose event failed was committed")
+}
