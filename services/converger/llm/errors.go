@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -90,5 +91,40 @@ func StatusError(provider string, status int, header http.Header, cause error) *
 		StatusCode: status,
 		RetryAfter: RetryAfter(header, time.Now()),
 		Err:        cause,
+	}
+}
+
+// APIFailure is what a provider SDK's API error says: the status, the server's message, and
+// the answer's headers (which may be nil).
+type APIFailure struct {
+	Status  int
+	Message string
+	Header  http.Header
+}
+
+// Classify turns a failed SDK call into an [*Error], from the API error when the SDK decoded
+// one (asAPI reports it), else from the HTTP answer when there was one, so servers whose error
+// bodies are not shaped as the SDK expects are classified by status all the same. A call
+// ended by ctx is returned as it is, wrapped with the provider's name.
+func Classify(ctx context.Context, provider string, httpResp *http.Response, err error, asAPI func(error) (APIFailure, bool)) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", provider, err)
+	}
+	if f, ok := asAPI(err); ok {
+		cause := errors.New(http.StatusText(f.Status))
+		if f.Message != "" {
+			cause = fmt.Errorf("%.300s", f.Message)
+		}
+		return StatusError(provider, f.Status, f.Header, cause)
+	}
+	switch {
+	case httpResp != nil && httpResp.StatusCode >= 400:
+		return StatusError(provider, httpResp.StatusCode, httpResp.Header, err)
+	case httpResp != nil:
+		// The server answered 2xx but the body was not what the SDK expects.
+		return &Error{Kind: ErrBadResponse, Provider: provider, Err: err}
+	default:
+		// No answer at all: connection refused or reset, DNS, TLS.
+		return &Error{Kind: ErrServer, Provider: provider, Err: err}
 	}
 }

@@ -207,31 +207,20 @@ func (p *Provider) params(model string, req llm.Request) (anthropic.MessageNewPa
 	return params, nil
 }
 
-// classify turns an SDK error into an [*llm.Error], from the HTTP answer when there was one.
-// Anthropic's 529 "overloaded" is a 5xx and so a retryable server error.
+// classify turns an SDK error into an [*llm.Error]. Anthropic's 529 "overloaded" is a 5xx and
+// so a retryable server error.
 func (p *Provider) classify(ctx context.Context, httpResp *http.Response, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", p.name, err)
-	}
-	var apiErr *anthropic.Error
-	switch {
-	case errors.As(err, &apiErr):
-		cause := errors.New(http.StatusText(apiErr.StatusCode))
-		if apiErr.Message != "" {
-			cause = fmt.Errorf("%.300s", apiErr.Message)
+	return llm.Classify(ctx, p.name, httpResp, err, func(err error) (llm.APIFailure, bool) {
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) {
+			return llm.APIFailure{}, false
 		}
-		var h http.Header
+		f := llm.APIFailure{Status: apiErr.StatusCode, Message: apiErr.Message}
 		if apiErr.Response != nil {
-			h = apiErr.Response.Header
+			f.Header = apiErr.Response.Header
 		}
-		return llm.StatusError(p.name, apiErr.StatusCode, h, cause)
-	case httpResp != nil && httpResp.StatusCode >= 400:
-		return llm.StatusError(p.name, httpResp.StatusCode, httpResp.Header, err)
-	case httpResp != nil:
-		return p.bad(llm.Usage{}, err)
-	default:
-		return &llm.Error{Kind: llm.ErrServer, Provider: p.name, Err: err}
-	}
+		return f, true
+	})
 }
 
 func (p *Provider) bad(usage llm.Usage, err error) *llm.Error {

@@ -214,33 +214,19 @@ func (p *Provider) params(model string, req llm.Request, f format) openai.ChatCo
 	return params
 }
 
-// classify turns an SDK error into an [*llm.Error], from the HTTP answer when there was one,
-// so servers whose error bodies are not OpenAI-shaped are classified by status all the same.
+// classify turns an SDK error into an [*llm.Error].
 func (p *Provider) classify(ctx context.Context, httpResp *http.Response, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", p.name, err)
-	}
-	var apiErr *openai.Error
-	switch {
-	case errors.As(err, &apiErr):
-		cause := errors.New(http.StatusText(apiErr.StatusCode))
-		if apiErr.Message != "" {
-			cause = fmt.Errorf("%.300s", apiErr.Message)
+	return llm.Classify(ctx, p.name, httpResp, err, func(err error) (llm.APIFailure, bool) {
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) {
+			return llm.APIFailure{}, false
 		}
-		var h http.Header
+		f := llm.APIFailure{Status: apiErr.StatusCode, Message: apiErr.Message}
 		if apiErr.Response != nil {
-			h = apiErr.Response.Header
+			f.Header = apiErr.Response.Header
 		}
-		return llm.StatusError(p.name, apiErr.StatusCode, h, cause)
-	case httpResp != nil && httpResp.StatusCode >= 400:
-		return llm.StatusError(p.name, httpResp.StatusCode, httpResp.Header, err)
-	case httpResp != nil:
-		// The server answered 2xx but the body was not a completion.
-		return p.bad(llm.Usage{}, err)
-	default:
-		// No answer at all: connection refused or reset, DNS, TLS.
-		return &llm.Error{Kind: llm.ErrServer, Provider: p.name, Err: err}
-	}
+		return f, true
+	})
 }
 
 func (p *Provider) bad(usage llm.Usage, err error) *llm.Error {
