@@ -220,7 +220,19 @@ const (
 // deadLetter copies msg to the consumer's dead-letter subject, then terminates it. If the copy
 // cannot be stored, the message is redelivered later instead of lost.
 func (c *Consumer[T]) deadLetter(ctx context.Context, msg jetstream.Msg, eventID string, delivery uint64, cause error) {
-	dl := &nats.Msg{Subject: events.DeadLetterSubject(c.cfg.Name), Data: msg.Data(), Header: nats.Header{}}
+	if err := DeadLetter(ctx, c.js, c.cfg.Name, c.logger, msg, eventID, delivery, cause); err != nil {
+		c.logger.Error("dead-letter copy failed; message will be redelivered", "err", err)
+		_ = msg.NakWithDelay(c.cfg.Backoff(delivery))
+	}
+}
+
+// DeadLetter copies msg to the dead-letter subject of the consumer named consumer, with why
+// (cause), where from and after how many deliveries in its headers, then terminates msg. The
+// copy's Nats-Msg-Id is the consumer and the event ID (the stream sequence when the message
+// was no event), so a repeated dead-lettering stores one copy. When the copy cannot be
+// stored, DeadLetter returns the error and leaves msg alone: the caller naks it.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, consumer string, logger *slog.Logger, msg jetstream.Msg, eventID string, delivery uint64, cause error) error {
+	dl := &nats.Msg{Subject: events.DeadLetterSubject(consumer), Data: msg.Data(), Header: nats.Header{}}
 	dl.Header.Set(HeaderDLQSubject, msg.Subject())
 	dl.Header.Set(HeaderDLQError, truncate(cause.Error(), 1024))
 	dl.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(delivery, 10))
@@ -232,17 +244,18 @@ func (c *Consumer[T]) deadLetter(ctx context.Context, msg jetstream.Msg, eventID
 			id = "seq-" + seq
 		}
 	}
-	dl.Header.Set(jetstream.MsgIDHeader, c.cfg.Name+":"+id)
+	dl.Header.Set(jetstream.MsgIDHeader, consumer+":"+id)
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := c.js.PublishMsg(pubCtx, dl); err != nil {
-		c.logger.Error("dead-letter copy failed; message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(c.cfg.Backoff(delivery))
-		return
+	if _, err := js.PublishMsg(pubCtx, dl); err != nil {
+		return fmt.Errorf("dead-letter copy: %w", err)
 	}
 	if err := msg.Term(); err != nil && !errors.Is(err, nats.ErrMsgAlreadyAckd) {
-		c.logger.Warn("term", "err", err)
+		// The copy is stored; a failed Term means one more delivery, dead-lettered again
+		// under the same Nats-Msg-Id.
+		logger.Warn("term", "event_id", eventID, "err", err)
 	}
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/convergence-dev/convergence/internal/consumer"
@@ -344,29 +342,11 @@ func (b *batchConsumer[T]) heartbeat(items []item[T]) (stop func()) {
 // terminates it. If the copy cannot be stored, the message is redelivered later instead.
 func (b *batchConsumer[T]) deadLetter(ctx context.Context, it item[T], cause error) {
 	b.logger.Error("giving up on event", "event_id", it.eventID, "delivery", it.delivery, "err", cause)
-	dl := &nats.Msg{Subject: events.DeadLetterSubject(b.name), Data: it.msg.Data(), Header: nats.Header{}}
-	dl.Header.Set(consumer.HeaderDLQSubject, it.msg.Subject())
-	dl.Header.Set(consumer.HeaderDLQError, truncate(cause.Error(), 1024))
-	dl.Header.Set(consumer.HeaderDLQDeliveries, strconv.FormatUint(it.delivery, 10))
-	id := it.eventID
-	if meta, err := it.msg.Metadata(); err == nil {
-		seq := strconv.FormatUint(meta.Sequence.Stream, 10)
-		dl.Header.Set(consumer.HeaderDLQStreamSeq, seq)
-		if id == "" {
-			id = "seq-" + seq
-		}
-	}
-	dl.Header.Set(jetstream.MsgIDHeader, b.name+":"+id)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := b.js.PublishMsg(pctx, dl); err != nil {
+	if err := consumer.DeadLetter(ctx, b.js, b.name, b.logger, it.msg, it.eventID, it.delivery, cause); err != nil {
 		b.logger.Error("dead-letter copy failed; the event will be redelivered", "event_id", it.eventID, "err", err)
 		_ = it.msg.NakWithDelay(b.backoff(it.delivery))
 		b.metrics.events.WithLabelValues(b.source, outcomeRetried).Inc()
 		return
-	}
-	if err := it.msg.Term(); err != nil && !errors.Is(err, nats.ErrMsgAlreadyAckd) {
-		b.logger.Warn("term", "event_id", it.eventID, "err", err)
 	}
 	b.metrics.events.WithLabelValues(b.source, outcomeDeadLettered).Inc()
 }
@@ -398,11 +378,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
