@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -59,7 +58,7 @@ func runNATS(args []string, stderr io.Writer) error {
 // serveNATS runs the server until ctx is done, then shuts it down and returns nil. It returns
 // an error when the server cannot start or its monitor stops serving.
 func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
-	host, port, err := splitListen(cfg.Listen)
+	host, port, err := natsx.SplitListen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("nats.listen %q: %w", cfg.Listen, err)
 	}
@@ -97,19 +96,6 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 	case err := <-monitorErr:
 		return fmt.Errorf("nats monitor: %w", err)
 	}
-}
-
-// splitListen reads host:port; port -1 asks for a free port.
-func splitListen(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < -1 || port == 0 || port > 65535 {
-		return "", 0, fmt.Errorf("port %q must be 1 to 65535, or -1 for a free one", p)
-	}
-	return host, port, nil
 }
 
 // natsLogger passes the NATS server's log lines to slog. Traces are dropped: the server only

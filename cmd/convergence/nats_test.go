@@ -90,31 +90,6 @@ func TestRunNATS_Probe(t *testing.T) {
 	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard), "not an http(s) URL")
 }
 
-func TestSplitListen(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		in   string
-		host string
-		port int
-		err  bool
-	}{
-		{"0.0.0.0:4222", "0.0.0.0", 4222, false},
-		{"127.0.0.1:-1", "127.0.0.1", -1, false},
-		{"127.0.0.1:0", "", 0, true}, // nats-server would take 0 for its default port
-		{"localhost", "", 0, true},
-		{"host:99999", "", 0, true},
-	} {
-		host, port, err := splitListen(tc.in)
-		if tc.err {
-			require.Error(t, err, tc.in)
-			continue
-		}
-		require.NoError(t, err, tc.in)
-		require.Equal(t, tc.host, host)
-		require.Equal(t, tc.port, port)
-	}
-}
-
 func get(t *testing.T, url string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)

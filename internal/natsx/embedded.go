@@ -93,3 +93,17 @@ func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
+
+// SplitListen reads a listen address, host:port, into the Host and Port of an EmbeddedConfig.
+// Port -1 asks for a free port; 0 is refused, since the server would take it for its default.
+func SplitListen(addr string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < -1 || port == 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q must be 1 to 65535, or -1 for a free one", p)
+	}
+	return host, port, nil
+}

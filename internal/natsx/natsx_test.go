@@ -98,3 +98,28 @@ func TestStartEmbedded_PortInUse_SaysWhatToDo(t *testing.T) {
 	require.ErrorContains(t, err, "is in use")
 	require.ErrorContains(t, err, "NATS_URL")
 }
+
+func TestSplitListen_HostPortOrFreePort(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		host string
+		port int
+		err  bool
+	}{
+		{"0.0.0.0:4222", "0.0.0.0", 4222, false},
+		{"127.0.0.1:-1", "127.0.0.1", -1, false},
+		{"127.0.0.1:0", "", 0, true}, // nats-server would take 0 for its default port
+		{"localhost", "", 0, true},
+		{"host:99999", "", 0, true},
+	} {
+		host, port, err := natsx.SplitListen(tc.in)
+		if tc.err {
+			require.Error(t, err, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.host, host)
+		require.Equal(t, tc.port, port)
+	}
+}

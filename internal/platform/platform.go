@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -235,7 +233,7 @@ func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.L
 	if cfg.NATSURL == "" {
 		ec := natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), DontListen: cfg.NATSListen == ""}
 		if cfg.NATSListen != "" {
-			if ec.Host, ec.Port, err = splitHostPort(cfg.NATSListen); err != nil {
+			if ec.Host, ec.Port, err = natsx.SplitListen(cfg.NATSListen); err != nil {
 				return nil, fmt.Errorf("nats.listen: %w", err)
 			}
 		}
@@ -340,16 +338,4 @@ func redactURL(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
-	}
-	return host, port, nil
 }
