@@ -93,8 +93,9 @@ func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.L
 }
 
 // Run creates or updates the durable consumer and handles messages until ctx is done. It then
-// stops pulling, waits for the handlers in flight (their context is cancelled, and what they
-// did not finish is redelivered), and returns nil.
+// stops pulling, and only then cancels the handlers in flight and waits for them: what they
+// did not finish is handed back, and with this process's pulls gone the server redelivers it
+// to another replica at once rather than to a pull that nobody reads. It returns nil.
 func (c *Consumer[T]) Run(ctx context.Context) error {
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
 		Durable:        c.cfg.Name,
@@ -112,8 +113,9 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 		return fmt.Errorf("create consumer %s: %w", c.cfg.Name, err)
 	}
 
+	handlerCtx, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHandlers()
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	sem := make(chan struct{}, c.cfg.Concurrency)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		select {
@@ -126,7 +128,7 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.handle(ctx, msg)
+			c.handle(handlerCtx, msg)
 		}()
 	}, jetstream.PullMaxMessages(c.cfg.Concurrency))
 	if err != nil {
@@ -135,6 +137,12 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 	c.logger.Info("consumer started", "stream", c.cfg.Stream, "subjects", c.cfg.Subjects, "concurrency", c.cfg.Concurrency)
 	<-ctx.Done()
 	cc.Stop()
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second): // Stop never blocks long; this only bounds a surprise.
+	}
+	stopHandlers()
+	wg.Wait()
 	return nil
 }
 
