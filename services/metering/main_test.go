@@ -231,6 +231,16 @@ func (p *platform) drained(stream, durable string) {
 			return false
 		}
 		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+		// A consumer just created may not have counted its pending messages yet: it has
+		// drained only once it has delivered the stream's last message.
+		s, err := p.JS.Stream(context.Background(), stream)
+		if err != nil {
+			return false
+		}
+		sinfo, err := s.Info(context.Background())
+		return err == nil && info.Delivered.Stream >= sinfo.State.LastSeq
 	}, 20*time.Second, 20*time.Millisecond, "consumer %s did not drain", durable)
 }
