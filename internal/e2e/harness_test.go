@@ -56,6 +56,7 @@ func startStack(t *testing.T) *stack {
 	cfg.API.AdminToken = adminToken
 	cfg.Converger.Provider = converger.ProviderSimulated
 
+	dockertest.TenantImage(t) // every flow spawns the default template
 	run := dockertest.NewRun(t, dockertest.Client(t))
 	cfg.Provisioner.Runtime.NamePrefix = run.Prefix
 	cfg.Provisioner.Runtime.Labels = run.Labels
