@@ -2,7 +2,9 @@ package events_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/convergence-dev/convergence/pkg/events"
 )
@@ -68,6 +70,20 @@ func TestNewID_Unique(t *testing.T) {
 			t.Fatalf("id %q is repeated or not 128 bits of hex", id)
 		}
 		seen[id] = true
+	}
+}
+
+func TestNewID_LaterIDsSortLater(t *testing.T) {
+	t.Parallel()
+	first := events.NewID()
+	time.Sleep(2 * time.Millisecond)
+	second := events.NewID()
+	if first >= second {
+		t.Fatalf("%q, made first, does not sort before %q", first, second)
+	}
+	ms, err := strconv.ParseInt(second[:12], 16, 64)
+	if err != nil || time.Since(time.UnixMilli(ms)) > time.Minute {
+		t.Fatalf("%q does not begin with the time it was made", second)
 	}
 }
 
