@@ -210,3 +210,84 @@ func TestBatch_ChangeAndEventCommitTogetherOrNotAtAll(t *testing.T) {
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM things`).Scan(&things))
 	require.Equal(t, 2, things, "a change whose event failed was committed")
 }
+
+func TestRelay_EventsOfSeveralStreams_EachStoredAsOneAtomicBatchInOrder(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	js := natstest.Start(t).JetStream()
+	ob := outbox.New(pool)
+	results := writeEvents(t, pool, 5)
+	var lifecycle []string
+	for range 3 {
+		env, err := events.NewEnvelope("test", events.TypeTenantLifecycle, "", "", events.TenantLifecycle{EnvID: 7, OrgID: 1, State: events.StateRunning, At: time.Now()})
+		require.NoError(t, err)
+		require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
+			return outbox.Write(t.Context(), tx, events.LifecycleSubject(events.StateRunning, 7), env)
+		}))
+		lifecycle = append(lifecycle, env.ID)
+	}
+
+	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
+	n, err := relay.RelayOnce(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 8, n)
+	require.Zero(t, unpublished(t, pool))
+	require.Equal(t, results, streamIDs(t, js))
+
+	s, err := js.Stream(t.Context(), events.StreamTenantLifecycle)
+	require.NoError(t, err)
+	batches := map[string]bool{}
+	for seq := range uint64(3) {
+		m, err := s.GetMsg(t.Context(), seq+1)
+		require.NoError(t, err)
+		env, err := events.Decode(m.Data)
+		require.NoError(t, err)
+		require.Equal(t, lifecycle[seq], env.ID)
+		batches[m.Header.Get("Nats-Batch-Id")] = true
+	}
+	require.Len(t, batches, 1, "one atomic batch for the stream")
+	require.NotContains(t, batches, "")
+}
+
+func TestRelay_StreamWithoutAtomicBatches_PublishesOneByOne(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	js := natstest.Start(t).JetStream()
+	s, err := js.Stream(t.Context(), events.StreamConvergeResults)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.AllowAtomicPublish = false // as on a server that predates atomic batches
+	_, err = js.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+
+	ids := writeEvents(t, pool, 5)
+	relay := outbox.NewRelay(outbox.New(pool), js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
+	_, err = relay.RelayOnce(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, unpublished(t, pool))
+	require.Equal(t, ids, streamIDs(t, js))
+	m, err := s.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Empty(t, m.Header.Get("Nats-Batch-Id"))
+}
+
+func TestRelay_BrokerDown_GivesUpAfterPublishTimeoutAndPublishesOnceLater(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	srv := natstest.Start(t)
+	js := srv.JetStream()
+	ids := writeEvents(t, pool, 5)
+	relay := outbox.NewRelay(outbox.New(pool), js, outbox.RelayConfig{PublishTimeout: 300 * time.Millisecond}, discard, prometheus.NewRegistry())
+
+	srv.Shutdown()
+	_, err := relay.RelayOnce(t.Context())
+	require.ErrorContains(t, err, "no PubAck within 300ms")
+	require.Equal(t, 5, unpublished(t, pool), "nothing is marked without its PubAck")
+
+	srv.Restart()
+	require.Eventually(t, func() bool {
+		_, err := relay.RelayOnce(t.Context())
+		return err == nil && unpublished(t, pool) == 0
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, ids, streamIDs(t, js), "each event exactly once, in order")
+}

@@ -5,36 +5,48 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // RelayConfig tunes a Relay. Zero values take the defaults.
 type RelayConfig struct {
-	// BatchSize is how many events one database transaction claims and publishes.
+	// BatchSize is how many events one database transaction claims and publishes: at most
+	// 1000, the largest atomic batch JetStream takes by default.
 	BatchSize int
 	// PollInterval is how often the relay looks for events when it is not woken. Wake-ups are
 	// the fast path; the poll picks up rows other processes left behind.
 	PollInterval time.Duration
 	// Retention is how long published rows are kept before they are deleted.
 	Retention time.Duration
+	// PublishTimeout bounds the wait for a batch's PubAcks. Rows left unacknowledged stay
+	// unpublished and go again with the next batch.
+	PublishTimeout time.Duration
 }
 
 func (c RelayConfig) withDefaults() RelayConfig {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 256
 	}
+	c.BatchSize = min(c.BatchSize, maxAtomicBatch)
 	if c.PollInterval <= 0 {
 		c.PollInterval = 500 * time.Millisecond
 	}
 	if c.Retention <= 0 {
 		c.Retention = 24 * time.Hour
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 10 * time.Second
 	}
 	return c
 }
@@ -48,6 +60,9 @@ type Relay struct {
 	js     jetstream.JetStream
 	cfg    RelayConfig
 	logger *slog.Logger
+
+	mu     sync.Mutex
+	atomic map[string]bool // stream name → accepts atomic batches
 
 	published prometheus.Counter
 	failed    prometheus.Counter
@@ -63,6 +78,7 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, cfg RelayConfig, logger *slog.
 		js:     js,
 		cfg:    cfg.withDefaults(),
 		logger: logger.With("component", "outbox-relay"),
+		atomic: map[string]bool{},
 		published: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: telemetry.Namespace, Subsystem: "outbox", Name: "published_total",
 			Help: "Outbox events published to JetStream and marked published.",
@@ -143,29 +159,9 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 
-	// Publish the whole batch asynchronously, then collect the acks in order.
-	futures := make([]jetstream.PubAckFuture, len(batch))
-	var publishErr error
-	for i, x := range batch {
-		msg := &nats.Msg{Subject: x.subject, Data: x.payload, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, x.eventID)
-		futures[i], publishErr = r.js.PublishMsgAsync(msg)
-		if publishErr != nil {
-			futures = futures[:i]
-			break
-		}
-	}
-	acked := make([]int64, 0, len(futures))
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			acked = append(acked, batch[i].id)
-			r.lag.Observe(time.Since(batch[i].createdAt).Seconds())
-		case err := <-f.Err():
-			publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", batch[i].eventID, err))
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	acked, publishErr := r.publish(ctx, batch)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
 	r.failed.Add(float64(len(batch) - len(acked)))
 	if len(acked) > 0 {
@@ -178,6 +174,164 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 		r.published.Add(float64(len(acked)))
 	}
 	return len(batch), publishErr
+}
+
+// maxAtomicBatch is the most messages JetStream takes in one atomic batch by default.
+const maxAtomicBatch = 1000
+
+// inFlight is a publish waiting for its PubAck: one message, or an atomic batch of rows
+// acknowledged as a whole by its commit message.
+type inFlight struct {
+	rows   []outboxRow
+	future jetstream.PubAckFuture
+	atomic bool
+}
+
+// publish sends batch and returns the ids of the rows JetStream stored. The rows bound for a
+// stream that accepts atomic batches go as one batch, stored with a single fsync; the other
+// rows go one message at a time. A refused batch (one of its events was published before, by
+// a relay that died before marking it) is sent again message by message, in order, and
+// JetStream drops the repeats by their Nats-Msg-Id.
+func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error) {
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+
+	groups, singles := r.split(wctx, batch)
+	var flights []inFlight
+	for _, rows := range groups {
+		f, err := r.sendAtomic(rows)
+		if err != nil {
+			singles = append(singles, rows...)
+			continue
+		}
+		flights = append(flights, f)
+	}
+	flights, err := r.sendEach(singles, flights)
+	acked, refused, waitErr := r.wait(ctx, wctx, flights)
+	err = errors.Join(err, waitErr)
+	if len(refused) > 0 {
+		flights, sendErr := r.sendEach(refused, nil)
+		again, _, waitErr := r.wait(ctx, wctx, flights)
+		acked = append(acked, again...)
+		err = errors.Join(err, sendErr, waitErr)
+	}
+	return acked, err
+}
+
+// split groups the rows of batch bound for streams that accept atomic batches by stream, and
+// returns the other rows apart. Both keep id order.
+func (r *Relay) split(ctx context.Context, batch []outboxRow) (groups map[string][]outboxRow, singles []outboxRow) {
+	groups = map[string][]outboxRow{}
+	accepts := map[string]bool{} // asked once per stream and batch
+	for _, x := range batch {
+		stream, ok := events.StreamFor(x.subject)
+		if ok {
+			if _, asked := accepts[stream]; !asked {
+				accepts[stream] = r.acceptsAtomic(ctx, stream)
+			}
+			ok = accepts[stream]
+		}
+		if ok {
+			groups[stream] = append(groups[stream], x)
+		} else {
+			singles = append(singles, x)
+		}
+	}
+	return groups, singles
+}
+
+// acceptsAtomic reports whether stream accepts atomic batches. The answer is read from the
+// server once: a server too old to know atomic batches does not report them allowed. When the
+// server cannot answer, the answer is no, and it is asked again next time.
+func (r *Relay) acceptsAtomic(ctx context.Context, stream string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	allowed, known := r.atomic[stream]
+	if !known {
+		s, err := r.js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		allowed = s.CachedInfo().Config.AllowAtomicPublish
+		r.atomic[stream] = allowed
+	}
+	return allowed
+}
+
+// sendAtomic publishes rows as one atomic batch: every message but the last without a reply,
+// the last with the commit header, whose PubAck answers for the batch.
+func (r *Relay) sendAtomic(rows []outboxRow) (inFlight, error) {
+	id := nuid.Next()
+	batched := func(i int) *nats.Msg {
+		msg := message(rows[i])
+		msg.Header.Set(headerBatchID, id)
+		msg.Header.Set(headerBatchSequence, strconv.Itoa(i+1))
+		return msg
+	}
+	last := len(rows) - 1
+	for i := range last {
+		if err := r.js.Conn().PublishMsg(batched(i)); err != nil {
+			return inFlight{}, err
+		}
+	}
+	commit := batched(last)
+	commit.Header.Set(headerBatchCommit, "1")
+	f, err := r.js.PublishMsgAsync(commit)
+	return inFlight{rows: rows, future: f, atomic: true}, err
+}
+
+// Headers of JetStream's atomic batch publish.
+const (
+	headerBatchID       = "Nats-Batch-Id"
+	headerBatchSequence = "Nats-Batch-Sequence"
+	headerBatchCommit   = "Nats-Batch-Commit"
+)
+
+// sendEach publishes rows one message at a time and appends them to flights. It stops at the
+// first row it cannot send; the rest wait for the next batch.
+func (r *Relay) sendEach(rows []outboxRow, flights []inFlight) ([]inFlight, error) {
+	for _, x := range rows {
+		f, err := r.js.PublishMsgAsync(message(x))
+		if err != nil {
+			return flights, fmt.Errorf("publish %s: %w", x.eventID, err)
+		}
+		flights = append(flights, inFlight{rows: []outboxRow{x}, future: f})
+	}
+	return flights, nil
+}
+
+// wait collects the PubAcks of flights until wctx, ctx bounded by the publish timeout, ends. It
+// returns the ids of the rows stored, and the rows of the atomic batches JetStream refused.
+func (r *Relay) wait(ctx, wctx context.Context, flights []inFlight) (acked []int64, refused []outboxRow, err error) {
+	for _, f := range flights {
+		select {
+		case <-f.future.Ok():
+			for _, x := range f.rows {
+				acked = append(acked, x.id)
+				r.lag.Observe(time.Since(x.createdAt).Seconds())
+			}
+		case pubErr := <-f.future.Err():
+			if f.atomic {
+				r.logger.Info("atomic batch refused; publishing its events one by one", "events", len(f.rows), "err", pubErr)
+				refused = append(refused, f.rows...)
+				continue
+			}
+			err = errors.Join(err, fmt.Errorf("publish %s: %w", f.rows[0].eventID, pubErr))
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return acked, refused, ctx.Err()
+			}
+			return acked, refused, errors.Join(err, fmt.Errorf("no PubAck within %s", r.cfg.PublishTimeout))
+		}
+	}
+	return acked, refused, err
+}
+
+// message is the JetStream message of x, deduplicated by its event id.
+func message(x outboxRow) *nats.Msg {
+	msg := &nats.Msg{Subject: x.subject, Data: x.payload, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, x.eventID)
+	return msg
 }
 
 func (r *Relay) deletePublished(ctx context.Context) error {

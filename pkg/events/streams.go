@@ -1,6 +1,8 @@
 package events
 
 import (
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,9 +25,10 @@ const DuplicateWindow = 10 * time.Minute
 // Streams returns the definitions of every stream the platform uses. Commands sit in work-queue
 // streams (each message is removed once a consumer acks it); facts sit in limits streams kept
 // for replay, so an integrator can start a consumer late and still read history. Every stream
-// uses file storage.
+// uses file storage and accepts atomic batches, which a publisher of many messages (the outbox
+// relay) uses to have a batch stored with one fsync instead of one per message.
 func Streams() []jetstream.StreamConfig {
-	return []jetstream.StreamConfig{
+	streams := []jetstream.StreamConfig{
 		{
 			Name:        StreamTenantCommands,
 			Description: "Commands to the provisioner: spawn and destroy tenants.",
@@ -70,6 +73,40 @@ func Streams() []jetstream.StreamConfig {
 			Duplicates:  DuplicateWindow,
 		},
 	}
+	for i := range streams {
+		streams[i].AllowAtomicPublish = true
+	}
+	return streams
+}
+
+// StreamFor returns the name of the platform stream that stores messages published on
+// subject, and false when none does.
+func StreamFor(subject string) (string, bool) {
+	for _, s := range platformStreams() {
+		for _, filter := range s.Subjects {
+			if subjectMatches(filter, subject) {
+				return s.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+var platformStreams = sync.OnceValue(Streams)
+
+// subjectMatches reports whether subject falls under filter, in which "*" stands for one
+// token and a final ">" for one or more.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, token := range f {
+		switch {
+		case token == ">":
+			return len(s) > i
+		case i >= len(s), token != "*" && token != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
 }
 
 // Platform durable consumers. Each is shared by all replicas of its service, so running more
