@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
@@ -99,9 +98,7 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 			}
 			defer func() { _ = sub.Unsubscribe() }()
 		}
-		err = h.s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
-			return tasks.Create(ctx, tx, tasks.NewTask{ID: id, EnvID: t.EnvID, OrgID: t.OrgID, Request: v.request, RequestID: httpx.RequestID(c)})
-		})
+		err = tasks.Create(ctx, h.s.deps.Outbox, tasks.NewTask{ID: id, EnvID: t.EnvID, OrgID: t.OrgID, Request: v.request, RequestID: httpx.RequestID(c)})
 		if err != nil {
 			return err
 		}

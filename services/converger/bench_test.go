@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/services/converger/engine"
@@ -161,15 +160,8 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	envID := e.tenant("bench")
 	ctx := context.Background()
 	req := tasks.Request{Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
-	for i := 0; i < total; i += 250 {
-		require.NoError(b, e.ob.Tx(ctx, func(tx pgx.Tx) error {
-			for j := i; j < min(i+250, total); j++ {
-				if err := tasks.Create(ctx, tx, tasks.NewTask{ID: tasks.NewID(), EnvID: envID, OrgID: 1, Request: req}); err != nil {
-					return err
-				}
-			}
-			return nil
-		}))
+	for range total {
+		require.NoError(b, tasks.Create(ctx, e.ob, tasks.NewTask{ID: tasks.NewID(), EnvID: envID, OrgID: 1, Request: req}))
 	}
 	require.Eventually(b, func() bool {
 		var n int

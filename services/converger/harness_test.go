@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -136,9 +135,7 @@ func (e *env) submit(envID int64, req tasks.Request) string {
 	require.NoError(e.t, err)
 	normalized := tasks.RequestOf(t, req.TokenBudget, req.Timeout(), req.WebhookURL)
 	id := tasks.NewID()
-	require.NoError(e.t, e.ob.Tx(context.Background(), func(tx pgx.Tx) error {
-		return tasks.Create(context.Background(), tx, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: normalized, RequestID: "req-" + id})
-	}))
+	require.NoError(e.t, tasks.Create(context.Background(), e.ob, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: normalized, RequestID: "req-" + id}))
 	return id
 }
 

@@ -58,31 +58,28 @@ type NewTask struct {
 	RequestID string
 }
 
-// Create records t as queued and writes its converge.request event, in tx: the caller runs it
-// inside its outbox transaction. A task with a webhook URL makes sure its tenant has a secret.
-func Create(ctx context.Context, tx pgx.Tx, t NewTask) error {
+// Create records t as queued with its converge.request event, in one round trip through the
+// outbox (Outbox.Batch): both commit or neither does. A task with a webhook URL makes sure its
+// tenant has a secret, in the same transaction.
+func Create(ctx context.Context, ob *outbox.Outbox, t NewTask) error {
 	req, err := json.Marshal(t.Request)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
-	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, request_id)
-		VALUES ($1, $2, $3, $4, 'queued', $5, NULLIF($6, ''))`,
-		t.ID, t.EnvID, t.OrgID, t.Request.Type, req, t.RequestID)
-	if err != nil {
-		return fmt.Errorf("insert task: %w", err)
 	}
 	env, err := events.NewEnvelope(SourceAPI, events.TypeConvergeRequest, t.ID, t.RequestID, t.Request.event(t.ID, t.EnvID, t.OrgID))
 	if err != nil {
 		return err
 	}
-	if err := outbox.Write(ctx, tx, events.SubjectConvergeRequest, env); err != nil {
-		return err
-	}
+	b := &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, request_id)
+		VALUES ($1, $2, $3, $4, 'queued', $5, NULLIF($6, ''))`,
+		t.ID, t.EnvID, t.OrgID, t.Request.Type, req, t.RequestID)
 	if t.Request.WebhookURL != "" {
-		if _, err := webhook.EnsureSecret(ctx, tx, t.EnvID); err != nil {
-			return err
-		}
+		webhook.QueueSecret(b, t.EnvID)
+	}
+	if err := ob.Batch(ctx, b, events.SubjectConvergeRequest, env); err != nil {
+		return fmt.Errorf("create task: %w", err)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -58,9 +57,7 @@ func newTask(t *testing.T, pool *pgxpool.Pool, ob *outbox.Outbox) (int64, string
 	require.NoError(t, pool.QueryRow(t.Context(), `
 		INSERT INTO environments (org_id, name, status, api_key_hash) VALUES (1, 'acme-' || $2, 'running', $1) RETURNING id`, digest, tasks.NewID()).Scan(&envID))
 	id := tasks.NewID()
-	require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
-		return tasks.Create(t.Context(), tx, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}})
-	}))
+	require.NoError(t, tasks.Create(t.Context(), ob, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}}))
 	return envID, id
 }
 
