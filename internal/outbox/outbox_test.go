@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -290,4 +292,49 @@ func TestRelay_BrokerDown_GivesUpAfterPublishTimeoutAndPublishesOnceLater(t *tes
 		return err == nil && unpublished(t, pool) == 0
 	}, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, ids, streamIDs(t, js), "each event exactly once, in order")
+}
+
+func TestRelay_TwoRelaysOnOneDatabase_PublishEachEventOnce(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	srv := natstest.Start(t)
+	ids := writeEvents(t, pool, 300)
+
+	var published float64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range 2 {
+		reg := prometheus.NewRegistry()
+		relay := outbox.NewRelay(outbox.New(pool), srv.JetStream(), outbox.RelayConfig{BatchSize: 20}, discard, reg)
+		wg.Go(func() {
+			for {
+				n, err := relay.RelayOnce(t.Context())
+				assert.NoError(t, err)
+				if n == 0 || err != nil {
+					break
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			published += counter(t, reg, "convergence_outbox_published_total")
+		})
+	}
+	wg.Wait()
+	require.Zero(t, unpublished(t, pool))
+	require.Equal(t, ids, streamIDs(t, srv.JetStream()), "each event once, in order")
+	require.EqualValues(t, len(ids), published, "no row was published by both relays")
+}
+
+// counter returns the value of the counter name in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
