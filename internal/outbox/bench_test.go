@@ -50,8 +50,9 @@ const benchConcurrency = 8
 // BenchmarkOutboxThroughput measures events per second committed through the outbox and relayed
 // to JetStream, beside two raw baselines from the same run at the same concurrency: a bare
 // single-row INSERT-commit loop, and a bare JetStream publish loop (each publish waits for its
-// PubAck). The outbox is measured twice: through Outbox.Tx and through Outbox.Batch. Run with
-// a fixed count, e.g. -benchtime=5000x. Goal: outbox ≥ 0.5× raw commit.
+// PubAck). The outbox is measured twice: through Outbox.Tx, and through Outbox.Batch, the way
+// the API records converge requests. Run with a fixed count, e.g. -benchtime=5000x. Goal:
+// outbox ≥ 0.5× raw commit.
 func BenchmarkOutboxThroughput(b *testing.B) {
 	pool := durablePool(b)
 	srv := natstest.Start(b)

@@ -54,7 +54,7 @@ func NewSecret() string {
 // EnsureSecret returns the tenant's secret, creating it first if it has none. It is
 // idempotent and safe to call concurrently.
 func EnsureSecret(ctx context.Context, db DB, envID int64) (Secret, error) {
-	if _, err := db.Exec(ctx, createSecret, envID, NewSecret()); err != nil {
+	if _, err := db.Exec(ctx, createSigningKey, envID, NewSecret()); err != nil {
 		return Secret{}, fmt.Errorf("create webhook secret: %w", err)
 	}
 	return loadSecret(ctx, db, envID)
@@ -63,10 +63,10 @@ func EnsureSecret(ctx context.Context, db DB, envID int64) (Secret, error) {
 // QueueSecret queues on b the creation of the tenant's secret if it has none, for a caller
 // that writes in one round trip.
 func QueueSecret(b *pgx.Batch, envID int64) {
-	b.Queue(createSecret, envID, NewSecret())
+	b.Queue(createSigningKey, envID, NewSecret())
 }
 
-const createSecret = `INSERT INTO webhook_secrets (env_id, secret) VALUES ($1, $2) ON CONFLICT (env_id) DO NOTHING`
+const createSigningKey = `INSERT INTO webhook_secrets (env_id, secret) VALUES ($1, $2) ON CONFLICT (env_id) DO NOTHING`
 
 // Rotate replaces the tenant's secret with a new one and returns it. The replaced secret keeps
 // signing beside the new one for grace; a tenant without a secret gets its first.
