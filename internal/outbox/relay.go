@@ -200,12 +200,16 @@ type inFlight struct {
 // a relay that died before marking it) is sent again message by message, in order, and
 // JetStream drops the repeats by their Nats-Msg-Id.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error) {
-	wctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, r.cfg.PublishTimeout, fmt.Errorf("no PubAck within %s", r.cfg.PublishTimeout))
 	defer cancel()
 
-	groups, singles := r.split(wctx, batch)
+	groups, singles := byStream(batch)
 	var flights []inFlight
-	for _, rows := range groups {
+	for stream, rows := range groups {
+		if !r.acceptsAtomic(ctx, stream) {
+			singles = append(singles, rows...)
+			continue
+		}
 		f, err := r.sendAtomic(rows)
 		if err != nil {
 			singles = append(singles, rows...)
@@ -214,37 +218,29 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error)
 		flights = append(flights, f)
 	}
 	flights, err := r.sendEach(singles, flights)
-	acked, refused, waitErr := r.wait(ctx, wctx, flights)
+	acked, refused, waitErr := r.wait(ctx, flights)
 	err = errors.Join(err, waitErr)
 	if len(refused) > 0 {
 		flights, sendErr := r.sendEach(refused, nil)
-		again, _, waitErr := r.wait(ctx, wctx, flights)
+		again, _, waitErr := r.wait(ctx, flights)
 		acked = append(acked, again...)
 		err = errors.Join(err, sendErr, waitErr)
 	}
 	return acked, err
 }
 
-// split groups the rows of batch bound for streams that accept atomic batches by stream, and
-// returns the other rows apart. Both keep id order.
-func (r *Relay) split(ctx context.Context, batch []outboxRow) (groups map[string][]outboxRow, singles []outboxRow) {
+// byStream groups the rows of batch by the stream that stores them, and returns the rows no
+// platform stream stores apart. Both keep id order.
+func byStream(batch []outboxRow) (groups map[string][]outboxRow, others []outboxRow) {
 	groups = map[string][]outboxRow{}
-	accepts := map[string]bool{} // asked once per stream and batch
 	for _, x := range batch {
-		stream, ok := events.StreamFor(x.subject)
-		if ok {
-			if _, asked := accepts[stream]; !asked {
-				accepts[stream] = r.acceptsAtomic(ctx, stream)
-			}
-			ok = accepts[stream]
-		}
-		if ok {
+		if stream, ok := events.StreamFor(x.subject); ok {
 			groups[stream] = append(groups[stream], x)
 		} else {
-			singles = append(singles, x)
+			others = append(others, x)
 		}
 	}
-	return groups, singles
+	return groups, others
 }
 
 // acceptsAtomic reports whether stream accepts atomic batches. The answer is read from the
@@ -307,9 +303,9 @@ func (r *Relay) sendEach(rows []outboxRow, flights []inFlight) ([]inFlight, erro
 	return flights, nil
 }
 
-// wait collects the PubAcks of flights until wctx, ctx bounded by the publish timeout, ends. It
+// wait collects the PubAcks of flights until ctx, bounded by the publish timeout, ends. It
 // returns the ids of the rows stored, and the rows of the atomic batches JetStream refused.
-func (r *Relay) wait(ctx, wctx context.Context, flights []inFlight) (acked []int64, refused []outboxRow, err error) {
+func (r *Relay) wait(ctx context.Context, flights []inFlight) (acked []int64, refused []outboxRow, err error) {
 	for _, f := range flights {
 		select {
 		case <-f.future.Ok():
@@ -324,11 +320,8 @@ func (r *Relay) wait(ctx, wctx context.Context, flights []inFlight) (acked []int
 				continue
 			}
 			err = errors.Join(err, fmt.Errorf("publish %s: %w", f.rows[0].eventID, pubErr))
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return acked, refused, ctx.Err()
-			}
-			return acked, refused, errors.Join(err, fmt.Errorf("no PubAck within %s", r.cfg.PublishTimeout))
+		case <-ctx.Done():
+			return acked, refused, errors.Join(err, context.Cause(ctx))
 		}
 	}
 	return acked, refused, err
