@@ -82,3 +82,27 @@ func (s *Server) Shutdown() {
 		s.Embedded.Shutdown()
 	}
 }
+
+// WaitDrained waits until the durable consumer on stream has delivered the stream's last
+// message and has nothing pending or unacknowledged. A consumer just created may not have
+// counted its pending messages yet, so "nothing pending" alone is not enough.
+func WaitDrained(t testing.TB, js jetstream.JetStream, stream, durable string, timeout time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		ctx := context.Background()
+		c, err := js.Consumer(ctx, stream, durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		sinfo, err := s.Info(ctx)
+		return err == nil && info.Delivered.Stream >= sinfo.State.LastSeq
+	}, timeout, 20*time.Millisecond, "consumer %s did not drain", durable)
+}

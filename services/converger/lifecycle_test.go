@@ -1,7 +1,6 @@
 package converger_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
@@ -18,14 +18,7 @@ import (
 // waitConsumerIdle waits until the converger's consumer has nothing pending or unacknowledged.
 func (e *env) waitConsumerIdle() {
 	e.t.Helper()
-	require.Eventually(e.t, func() bool {
-		c, err := e.js.Consumer(context.Background(), events.StreamConvergeCommands, events.ConsumerConverger)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	}, 10*time.Second, 20*time.Millisecond)
+	natstest.WaitDrained(e.t, e.js, events.StreamConvergeCommands, events.ConsumerConverger, 10*time.Second)
 }
 
 func TestConverger_RedeliveredRequestForFinishedTask_ProviderNotCalledAgain(t *testing.T) {

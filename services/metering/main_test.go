@@ -225,22 +225,5 @@ func (p *platform) waitCount(want int64, sql string, args ...any) {
 // drained waits until the durable consumer has nothing pending and nothing unacknowledged.
 func (p *platform) drained(stream, durable string) {
 	p.t.Helper()
-	require.Eventually(p.t, func() bool {
-		c, err := p.JS.Consumer(context.Background(), stream, durable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
-			return false
-		}
-		// A consumer just created may not have counted its pending messages yet: it has
-		// drained only once it has delivered the stream's last message.
-		s, err := p.JS.Stream(context.Background(), stream)
-		if err != nil {
-			return false
-		}
-		sinfo, err := s.Info(context.Background())
-		return err == nil && info.Delivered.Stream >= sinfo.State.LastSeq
-	}, 20*time.Second, 20*time.Millisecond, "consumer %s did not drain", durable)
+	natstest.WaitDrained(p.t, p.JS, stream, durable, 20*time.Second)
 }
