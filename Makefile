@@ -30,7 +30,7 @@ run: deps build images ## Run the whole platform in one process (embedded JetStr
 
 .PHONY: test
 test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
-	$(GO) test -count=1 -p 2 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -p 2 -timeout 15m $(PKGS)
 
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.

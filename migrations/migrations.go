@@ -23,7 +23,15 @@ func FS() fs.FS { return files }
 
 // Up applies every pending migration to the database at url. It is idempotent and safe to call
 // from several processes at once: goose takes a session advisory lock for the duration.
+//
+// The login needs CREATEROLE (or to be a superuser): the migrations make the services'
+// database roles (internal/pgrole) and make the login a member of each.
 func Up(ctx context.Context, url string) error {
+	return UpTo(ctx, url, goose.MaxVersion)
+}
+
+// UpTo applies the pending migrations up to and including version, as Up does.
+func UpTo(ctx context.Context, url string, version int64) error {
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
@@ -39,7 +47,7 @@ func Up(ctx context.Context, url string) error {
 	if err != nil {
 		return fmt.Errorf("migration provider: %w", err)
 	}
-	results, err := p.Up(ctx)
+	results, err := p.UpTo(ctx, version)
 	if err != nil {
 		return fmt.Errorf("apply migrations: %w", err)
 	}

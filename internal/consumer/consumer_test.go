@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -19,12 +17,11 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/natstest"
-	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(pgtest.Wrap(m))
+	goleak.VerifyTestMain(m)
 }
 
 var discard = slog.New(slog.DiscardHandler)
@@ -64,48 +61,6 @@ func mustJSON(t *testing.T, v any) []byte {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return b
-}
-
-func effectCount(t *testing.T, pool *pgxpool.Pool) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM test_effects`).Scan(&n))
-	return n
-}
-
-func TestConsumer_FailureAfterCommitBeforeAck_NoSecondEffect(t *testing.T) {
-	t.Parallel()
-	pool := pgtest.New(t)
-	_, err := pool.Exec(t.Context(), `CREATE TABLE test_effects (task_id TEXT NOT NULL)`)
-	require.NoError(t, err)
-	js := natstest.Start(t).JetStream()
-
-	var calls, applied atomic.Int32
-	start(t, js, consumer.Config{Name: "effects", Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }},
-		func(ctx context.Context, e consumer.Event[events.ConvergeCompleted]) error {
-			calls.Add(1)
-			ok, err := consumer.Once(ctx, pool, "effects", e.Envelope.ID, func(tx pgx.Tx) error {
-				_, err := tx.Exec(ctx, `INSERT INTO test_effects (task_id) VALUES ($1)`, e.Data.TaskID)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if ok {
-				applied.Add(1)
-			}
-			if e.Delivery == 1 {
-				return errors.New("crash after commit, before ack")
-			}
-			return nil
-		})
-
-	publish(t, js, "task-1")
-	require.Eventually(t, func() bool { return calls.Load() == 2 }, 10*time.Second, 10*time.Millisecond, "redelivered once")
-	time.Sleep(200 * time.Millisecond) // Room for a wrong third delivery to show.
-	require.EqualValues(t, 2, calls.Load())
-	require.EqualValues(t, 1, applied.Load())
-	require.Equal(t, 1, effectCount(t, pool))
 }
 
 func TestConsumer_PoisonMessage_DeadLetteredWhileOthersFlow(t *testing.T) {
@@ -184,41 +139,6 @@ func TestConsumer_HandlerLongerThanAckWait_HeartbeatsPreventRedelivery(t *testin
 		t.Fatal("handler did not finish")
 	}
 	require.EqualValues(t, 1, calls.Load(), "no redelivery while the handler works")
-}
-
-func TestOnce_SameEventTwice_AppliesOnce(t *testing.T) {
-	t.Parallel()
-	pool := pgtest.New(t)
-	_, err := pool.Exec(t.Context(), `CREATE TABLE test_effects (task_id TEXT NOT NULL)`)
-	require.NoError(t, err)
-	effect := func(tx pgx.Tx) error {
-		_, err := tx.Exec(t.Context(), `INSERT INTO test_effects (task_id) VALUES ('t')`)
-		return err
-	}
-	first, err := consumer.Once(t.Context(), pool, "c", "e1", effect)
-	require.NoError(t, err)
-	second, err := consumer.Once(t.Context(), pool, "c", "e1", effect)
-	require.NoError(t, err)
-	other, err := consumer.Once(t.Context(), pool, "another-consumer", "e1", effect)
-	require.NoError(t, err)
-	require.True(t, first)
-	require.False(t, second)
-	require.True(t, other, "idempotency is per consumer")
-	require.Equal(t, 2, effectCount(t, pool))
-
-	done, err := consumer.Processed(t.Context(), pool, "c", "e1")
-	require.NoError(t, err)
-	require.True(t, done)
-}
-
-func TestOnce_EffectFails_NothingRecorded(t *testing.T) {
-	t.Parallel()
-	pool := pgtest.New(t)
-	_, err := consumer.Once(t.Context(), pool, "c", "e1", func(pgx.Tx) error { return errors.New("boom") })
-	require.ErrorContains(t, err, "boom")
-	done, err := consumer.Processed(t.Context(), pool, "c", "e1")
-	require.NoError(t, err)
-	require.False(t, done, "a failed effect leaves the event to be retried")
 }
 
 func TestExponentialBackoff_DoublesUpToLimit(t *testing.T) {

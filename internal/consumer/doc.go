@@ -4,6 +4,7 @@
 // undecodable message, or the last allowed delivery → a dead-letter copy, then Term. Handlers
 // never touch the NATS message. Long handlers are kept alive with InProgress heartbeats.
 //
-// Idempotency is the handler's side of the contract: Once records the effect and the event ID in
-// one transaction, so a redelivered event never doubles an effect.
+// Idempotency is the handler's side of the contract: it records its effect under a unique key
+// (the event ID, or the task or tenant the event is about) in the transaction that commits it,
+// so a redelivered event never doubles an effect.
 package consumer

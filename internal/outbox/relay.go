@@ -144,8 +144,9 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	// The lock is held until the transaction ends; the claim's snapshot, taken after it, sees
-	// the marks of the relay that had the turn before.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('outbox_relay'))`); err != nil {
+	// the marks of the relay that had the turn before. It is per schema: the relays of one
+	// service's outbox take turns, and other services' relays do not wait for them.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('outbox_relay:' || current_schema()))`); err != nil {
 		return 0, fmt.Errorf("take relay lock: %w", err)
 	}
 	rows, err := tx.Query(ctx, `

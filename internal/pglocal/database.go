@@ -8,17 +8,22 @@ import (
 )
 
 // ensureDatabase creates the role and the database named Database, unless they exist. The role
-// may log in and create databases, which a test harness needs; it is not a superuser.
+// may log in, create databases (which a test harness needs) and create roles (which the
+// migrations need); it is not a superuser.
 func ensureDatabase(ctx context.Context, conn *pgx.Conn) error {
 	ident := pgx.Identifier{Database}.Sanitize()
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", Database).Scan(&exists); err != nil {
 		return fmt.Errorf("look up role %s: %w", Database, err)
 	}
+	// CREATEROLE lets the migrations make the services' roles (see internal/pgrole); a
+	// cluster made before they existed gets it on its next start.
+	stmt := "ALTER ROLE " + ident + " CREATEROLE"
 	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE ROLE "+ident+" LOGIN CREATEDB"); err != nil {
-			return fmt.Errorf("create role %s: %w", Database, err)
-		}
+		stmt = "CREATE ROLE " + ident + " LOGIN CREATEDB CREATEROLE"
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("create role %s: %w", Database, err)
 	}
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", Database).Scan(&exists); err != nil {
 		return fmt.Errorf("look up database %s: %w", Database, err)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/convergence-dev/convergence/internal/pgrole"
 )
 
 // dropTimeout bounds dropping a test's database in its cleanup.
@@ -23,11 +25,13 @@ type DB struct {
 	Name string
 	// URL connects to the database, for a second pool or connection (another process, say).
 	URL string
-	// Pool is a pool on the database, closed when the test ends.
+	// Pool is a pool on the database, closed when the test ends. It logs in as the server's
+	// superuser (or TEST_DATABASE_URL's role) with every service's schema on its search path,
+	// for fixtures and checks; For gives the pool a service itself would have.
 	Pool *pgxpool.Pool
 }
 
-// New creates a fresh database with every migration applied and returns a pool on it. The pool
+// New creates a fresh database with every migration applied and returns a pool on it (DB.Pool). The pool
 // is closed and the database dropped when t and its subtests end (t.Cleanup), even if other
 // connections to it are still open. New is safe to call from parallel tests, which get
 // separate databases. It fails t, never skips it, when no PostgreSQL is available.
@@ -43,15 +47,31 @@ func NewDB(t testing.TB) *DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := h.createDatabase(t)
+	db, err := h.createDatabase(t, h.template)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return db
 }
 
-// createDatabase clones the template into a new database for t and registers its cleanup.
-func (h *harness) createDatabase(t testing.TB) (*DB, error) {
+// NewEmptyDB is NewDB without the migrations: an empty database, for tests of the migrations
+// themselves (migrations.UpTo).
+func NewEmptyDB(t testing.TB) *DB {
+	t.Helper()
+	h, err := shared.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := h.createDatabase(t, "")
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return db
+}
+
+// createDatabase clones template (none: an empty database) into a new database for t and
+// registers its cleanup.
+func (h *harness) createDatabase(t testing.TB, template string) (*DB, error) {
 	ctx := t.Context()
 	name, err := databaseName(t.Name())
 	if err != nil {
@@ -61,8 +81,11 @@ func (h *harness) createDatabase(t testing.TB) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+
-		" TEMPLATE "+pgx.Identifier{h.template}.Sanitize()+h.createOptions); err != nil {
+	create := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		create += " TEMPLATE " + pgx.Identifier{template}.Sanitize() + h.createOptions
+	}
+	if err := h.exec(ctx, create); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", name, err)
 	}
 	// Cleanups run last-registered first: the pool closes before the database is dropped.
@@ -75,7 +98,13 @@ func (h *harness) createDatabase(t testing.TB) (*DB, error) {
 			t.Logf("pgtest: drop database %s: %v", name, err)
 		}
 	})
-	pool, err := pgxpool.New(ctx, dbURL)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("pool on %s: %w", name, err)
+	}
+	// The test's own pool sees every service's schema, for fixtures and checks.
+	cfg.ConnConfig.RuntimeParams["search_path"] = strings.Join(append(pgrole.Services(), "public"), ", ")
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pool on %s: %w", name, err)
 	}
@@ -135,4 +164,31 @@ func withDatabase(base, name string) (string, error) {
 	}
 	// A later setting overrides an earlier one.
 	return base + " dbname=" + name, nil
+}
+
+// NewFor is New with a pool that acts as service's database role (internal/pgrole), as the
+// service's own connections do: a statement outside the role's rights fails as it would in
+// production.
+func NewFor(t testing.TB, service string) *pgxpool.Pool {
+	t.Helper()
+	return NewDB(t).For(t, service)
+}
+
+// For returns a pool on db that acts as service's database role, closed when t ends.
+func (db *DB) For(t testing.TB, service string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if err := pgrole.Configure(cfg, service); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	cfg.MaxConns = 32 // room for a test's parallel spawns or runs
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("pgtest: pool for %s on %s: %v", service, db.Name, err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

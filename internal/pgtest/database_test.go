@@ -24,7 +24,7 @@ func TestNew_ParallelTests_GetSeparateMigratedDatabases(t *testing.T) {
 				var database string
 				require.NoError(t, pool.QueryRow(t.Context(), "SELECT current_database()").Scan(&database))
 				_, err := pool.Exec(t.Context(),
-					"INSERT INTO outbox (event_id, subject, payload) VALUES ($1, 'test.subject', '{}')", name)
+					"INSERT INTO api.outbox (event_id, subject, payload) VALUES ($1, 'test.subject', '{}')", name)
 				require.NoError(t, err, "the migrations create the outbox table")
 
 				var eventIDs []string
@@ -54,10 +54,10 @@ func TestNewDB_SecondPoolOnURL_SeesTheSameDatabase(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(other.Close)
 
-	_, err = db.Pool.Exec(t.Context(), "INSERT INTO outbox (event_id, subject, payload) VALUES ('e1', 's', '{}')")
+	_, err = db.Pool.Exec(t.Context(), "INSERT INTO api.outbox (event_id, subject, payload) VALUES ('e1', 's', '{}')")
 	require.NoError(t, err)
 	var subject, database string
-	require.NoError(t, other.QueryRow(t.Context(), "SELECT subject, current_database() FROM outbox WHERE event_id = 'e1'").
+	require.NoError(t, other.QueryRow(t.Context(), "SELECT subject, current_database() FROM api.outbox WHERE event_id = 'e1'").
 		Scan(&subject, &database))
 	require.Equal(t, "s", subject)
 	require.Equal(t, db.Name, database)

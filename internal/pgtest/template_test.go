@@ -108,6 +108,6 @@ func requireMigratedTemplate(t *testing.T, h *harness, name string) {
 	require.NoError(t, err)
 	defer func() { _ = cloneConn.Close(context.Background()) }()
 	var outbox *string
-	require.NoError(t, cloneConn.QueryRow(t.Context(), "SELECT to_regclass('outbox')::text").Scan(&outbox))
+	require.NoError(t, cloneConn.QueryRow(t.Context(), "SELECT to_regclass('api.outbox')::text").Scan(&outbox))
 	require.NotNil(t, outbox, "the template has the migrations applied")
 }

@@ -34,8 +34,14 @@ type Config struct {
 	// DataDir holds what the process keeps on disk in development: the local PostgreSQL
 	// cluster, the embedded JetStream store, the generated admin token, tenant compose files.
 	DataDir string
-	// DatabaseURL is the PostgreSQL to use; empty starts a local one in DataDir.
+	// DatabaseURL is the PostgreSQL to use; empty starts a local one in DataDir. Migrations
+	// run with it, and each service connects with it too unless ServiceDatabaseURLs names
+	// another login for that service.
 	DatabaseURL string
+	// ServiceDatabaseURLs are per-service logins to DatabaseURL's database; an empty one
+	// means DatabaseURL. Whatever the login, each service takes its own database role
+	// (internal/pgrole), so the login must be a member of that role.
+	ServiceDatabaseURLs ServiceDatabaseURLs
 	// NATSURL is the NATS server to use; empty runs an embedded one with its store in DataDir.
 	NATSURL string
 	// NATSListen is where the embedded NATS server listens for outside clients; empty serves
@@ -56,6 +62,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":3000", "address of the HTTP server (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&c.DataDir, "data-dir", ".convergence", "directory for local state: PostgreSQL, JetStream, admin token")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (env DATABASE_URL); empty starts a local PostgreSQL in the data dir")
+	fs.StringVar(&c.ServiceDatabaseURLs.API, "api.database-url", "", "PostgreSQL URL the API logs in with; empty uses -database-url")
+	fs.StringVar(&c.ServiceDatabaseURLs.Provisioner, "provisioner.database-url", "", "PostgreSQL URL the provisioner logs in with; empty uses -database-url")
+	fs.StringVar(&c.ServiceDatabaseURLs.Converger, "converger.database-url", "", "PostgreSQL URL the converger logs in with; empty uses -database-url")
+	fs.StringVar(&c.ServiceDatabaseURLs.Metering, "metering.database-url", "", "PostgreSQL URL the metering logs in with; empty uses -database-url")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL (env NATS_URL); empty runs an embedded JetStream server")
 	fs.StringVar(&c.NATSListen, "nats.listen", "127.0.0.1:4222", "where the embedded NATS server listens for integrators; empty for in-process only")
 	fs.BoolVar(&c.Migrate, "migrate", true, "apply database migrations at start")
@@ -98,10 +108,37 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data-dir is empty: set CONVERGENCE_DATA_DIR")
 	}
+	if c.DatabaseURL == "" {
+		for _, svc := range serviceTargets {
+			if c.ServiceDatabaseURLs.For(svc) != "" {
+				return fmt.Errorf("%s.database-url is set but database-url is not: set DATABASE_URL to the same database (migrations run with it), or unset both to use a local PostgreSQL", svc)
+			}
+		}
+	}
 	for _, v := range []interface{ Validate() error }{c.Provisioner, c.Converger, c.Metering} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ServiceDatabaseURLs are the per-service database logins (CONVERGENCE_<SERVICE>_DATABASE_URL).
+type ServiceDatabaseURLs struct {
+	API, Provisioner, Converger, Metering string
+}
+
+// For returns the login URL of service, empty when none is set.
+func (u ServiceDatabaseURLs) For(service string) string {
+	switch service {
+	case TargetAPI:
+		return u.API
+	case TargetProvisioner:
+		return u.Provisioner
+	case TargetConverger:
+		return u.Converger
+	case TargetMetering:
+		return u.Metering
+	}
+	return ""
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pglocal"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/migrations"
 	"github.com/convergence-dev/convergence/services/api"
@@ -69,7 +70,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 
-	infra, err := startInfra(ctx, cfg, slices.Contains(targets, TargetProvisioner), logger)
+	infra, err := startInfra(ctx, cfg, targets, logger)
 	if err != nil {
 		return err
 	}
@@ -77,7 +78,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 
 	reg := telemetry.NewRegistry()
 	ready := &telemetry.Readiness{}
-	ready.Add("postgres", infra.pool.Ping)
+	for _, t := range targets {
+		ready.Add("postgres-"+t, infra.pools[t].Ping)
+	}
 	ready.Add("nats", func(context.Context) error {
 		if s := infra.nc.Status(); s != nats.CONNECTED {
 			return fmt.Errorf("nats connection is %s", s)
@@ -105,11 +108,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			ready.Add(t, r.Ready)
 		}
 	}
-	relay := outbox.NewRelay(infra.outbox, infra.js, outbox.RelayConfig{}, logger, reg)
-
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpx.Serve(gctx, e, ln) })
-	g.Go(func() error { return relay.Run(gctx) })
+	// Each service that writes events relays its own outbox, in its own schema.
+	for _, t := range targets {
+		if ob := infra.outboxes[t]; ob != nil {
+			relay := outbox.NewRelay(ob, infra.js, outbox.RelayConfig{}, logger.With("service", t),
+				prometheus.WrapRegistererWith(prometheus.Labels{"service": t}, reg))
+			g.Go(func() error { return relay.Run(gctx) })
+		}
+	}
 	for i, svc := range services {
 		g.Go(func() error {
 			if err := svc.Run(gctx); err != nil {
@@ -123,15 +131,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 }
 
 func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
+	pool, ob := infra.pools[target], infra.outboxes[target]
 	switch target {
 	case TargetAPI:
-		return api.New(cfg.API, api.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
+		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
 	case TargetProvisioner:
-		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Docker: infra.docker, Logger: logger, Registry: reg})
+		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
-		return converger.New(cfg.Converger, converger.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
+		return converger.New(cfg.Converger, converger.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	case TargetMetering:
-		return metering.New(cfg.Metering, metering.Deps{Pool: infra.pool, Outbox: infra.outbox, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
+		return metering.New(cfg.Metering, metering.Deps{Pool: pool, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
 	}
 	return nil, fmt.Errorf("unknown target %q", target)
 }
@@ -152,7 +161,7 @@ func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readines
 // Migrate applies pending migrations to the configured database (a local one in the data dir
 // when none is configured) and returns.
 func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	return withDatabase(ctx, cfg, logger, func(dbURL string, _ *pgxpool.Pool) error {
+	return withDatabase(ctx, cfg, logger, "", func(dbURL string, _ *pgxpool.Pool) error {
 		if err := migrations.Up(ctx, dbURL); err != nil {
 			return err
 		}
@@ -165,24 +174,28 @@ func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the gaps when asked, and writes the report to w. It returns metering.ErrUnreconciled when
 // gaps remain, so a scheduled run can exit non-zero.
 func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, w io.Writer, logger *slog.Logger) error {
-	return withDatabase(ctx, cfg, logger, func(_ string, pool *pgxpool.Pool) error {
+	return withDatabase(ctx, cfg, logger, TargetMetering, func(_ string, pool *pgxpool.Pool) error {
 		return metering.Reconcile(ctx, cfg.Metering, pool, opts, w)
 	})
 }
 
 // withDatabase runs fn on the configured database, or on a local one it starts in the data dir
-// and stops afterwards, for the commands that need only the database.
-func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, fn func(dbURL string, pool *pgxpool.Pool) error) error {
+// and stops afterwards, for the commands that need only the database. The pool acts as
+// service's database role; with service empty, as the login itself.
+func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, service string, fn func(dbURL string, pool *pgxpool.Pool) error) error {
 	dbURL := cfg.DatabaseURL
 	if dbURL == "" {
-		pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger})
+		pg, err := pglocal.Start(ctx, localPostgres(cfg, logger))
 		if err != nil {
 			return fmt.Errorf("local postgres: %w", err)
 		}
 		defer func() { _ = pg.Stop(context.WithoutCancel(ctx)) }()
 		dbURL = pg.URL()
 	}
-	pool, err := connectDB(ctx, dbURL, cfg.DatabaseURL != "")
+	if u := cfg.ServiceDatabaseURLs.For(service); u != "" {
+		dbURL = u
+	}
+	pool, err := connectDB(ctx, dbURL, cfg.DatabaseURL != "", service)
 	if err != nil {
 		return err
 	}
@@ -190,21 +203,36 @@ func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, fn func(
 	return fn(dbURL, pool)
 }
 
+// localPostgres is the PostgreSQL started in the data dir when no DATABASE_URL is given.
+func localPostgres(cfg Config, logger *slog.Logger) pglocal.Config {
+	return pglocal.Config{
+		Dir:    filepath.Join(cfg.DataDir, "postgres"),
+		Logger: logger,
+		// Each service has a pool of its own, of up to 20 connections.
+		Settings: map[string]string{"max_connections": "200"},
+	}
+}
+
 // infra is the infrastructure one process runs on.
 type infra struct {
-	pg       *pglocal.Server // nil when DATABASE_URL is given
-	pool     *pgxpool.Pool
-	outbox   *outbox.Outbox
+	pg *pglocal.Server // nil when DATABASE_URL is given
+	// pools holds a pool per service the process runs, acting as that service's role.
+	pools map[string]*pgxpool.Pool
+	// outboxes holds the outbox of each service the process runs that writes events.
+	outboxes map[string]*outbox.Outbox
 	embedded *natsx.Embedded // nil when NATS_URL is given
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	docker   *client.Client // nil unless the process runs the provisioner
 }
 
-// startInfra starts PostgreSQL and NATS, or connects to the ones configured. On error it stops
-// what it had started.
-func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.Logger) (_ *infra, err error) {
-	in := &infra{}
+// eventWriters are the services that write events, each to the outbox in its own schema.
+var eventWriters = []string{TargetAPI, TargetProvisioner, TargetConverger}
+
+// startInfra starts PostgreSQL and NATS, or connects to the ones configured, and opens a pool
+// for each service of targets. On error it stops what it had started.
+func startInfra(ctx context.Context, cfg Config, targets []string, logger *slog.Logger) (_ *infra, err error) {
+	in := &infra{pools: map[string]*pgxpool.Pool{}, outboxes: map[string]*outbox.Outbox{}}
 	defer func() {
 		if err != nil {
 			in.stop(logger)
@@ -213,20 +241,34 @@ func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.L
 
 	dbURL := cfg.DatabaseURL
 	if dbURL == "" {
-		in.pg, err = pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger})
+		in.pg, err = pglocal.Start(ctx, localPostgres(cfg, logger))
 		if err != nil {
 			return nil, fmt.Errorf("local postgres: %w", err)
 		}
 		dbURL = in.pg.URL()
 	}
-	in.pool, err = connectDB(ctx, dbURL, cfg.DatabaseURL != "")
+	// The login is checked first, so an unreachable database is reported as such rather than
+	// as a failed migration or role.
+	check, err := connectDB(ctx, dbURL, cfg.DatabaseURL != "", "")
 	if err != nil {
 		return nil, err
 	}
-	in.outbox = outbox.New(in.pool)
+	check.Close()
 	if cfg.Migrate {
 		if err := migrations.Up(ctx, dbURL); err != nil {
 			return nil, err
+		}
+	}
+	for _, t := range targets {
+		u := cfg.ServiceDatabaseURLs.For(t)
+		if u == "" {
+			u = dbURL
+		}
+		if in.pools[t], err = connectDB(ctx, u, cfg.DatabaseURL != "", t); err != nil {
+			return nil, fmt.Errorf("%s: %w", t, err)
+		}
+		if slices.Contains(eventWriters, t) {
+			in.outboxes[t] = outbox.New(in.pools[t])
 		}
 	}
 
@@ -252,7 +294,7 @@ func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.L
 	if err := natsx.EnsureStreams(sctx, in.js); err != nil {
 		return nil, fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
 	}
-	if needDocker {
+	if slices.Contains(targets, TargetProvisioner) {
 		if in.docker, err = connectDocker(ctx); err != nil {
 			return nil, err
 		}
@@ -260,13 +302,18 @@ func startInfra(ctx context.Context, cfg Config, needDocker bool, logger *slog.L
 	return in, nil
 }
 
-// connectDB opens a pool and checks that the database answers, with an error that says what to
-// do when it does not.
-func connectDB(ctx context.Context, dbURL string, fromEnv bool) (*pgxpool.Pool, error) {
+// connectDB opens a pool acting as service's database role (none when service is empty) and
+// checks that the database answers, with an error that says what to do when it does not.
+func connectDB(ctx context.Context, dbURL string, fromEnv bool, service string) (*pgxpool.Pool, error) {
 	shown := redactURL(dbURL)
 	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("database URL %s is not valid: %w; check DATABASE_URL", shown, err)
+	}
+	if service != "" {
+		if err := pgrole.Configure(pcfg, service); err != nil {
+			return nil, err
+		}
 	}
 	pcfg.MaxConns = max(pcfg.MaxConns, 20)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -319,8 +366,8 @@ func (in *infra) stop(logger *slog.Logger) {
 	if in.embedded != nil {
 		in.embedded.Shutdown()
 	}
-	if in.pool != nil {
-		in.pool.Close()
+	for _, pool := range in.pools {
+		pool.Close()
 	}
 	if in.pg != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -28,6 +28,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
@@ -41,12 +42,15 @@ import (
 // JetStream server: the API served over HTTP, the outbox relay, and a converger whose
 // simulated provider answers after latency.
 type convergeEnv struct {
-	t        testing.TB
-	URL      string
+	t   testing.TB
+	URL string
+	// Pool sees every service's tables, for fixtures and checks.
 	Pool     *pgxpool.Pool
 	JS       jetstream.JetStream
+	db       *pgtest.DB
 	nats     *natstest.Server
-	ob       *outbox.Outbox
+	apiPool  *pgxpool.Pool  // the API's role
+	ob       *outbox.Outbox // the API's outbox
 	provider *countingProvider
 }
 
@@ -69,8 +73,11 @@ func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 		MaxDeliver: 4,
 	}
 	cfg.Webhook.AllowPrivateTargets = true
+	pool := c.db.For(t, pgrole.Converger)
+	ob := outbox.New(pool)
+	c.goRun(outbox.NewRelay(ob, cjs, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry()).Run)
 	conv, err := converger.New(cfg, converger.Deps{
-		Pool: c.Pool, Outbox: c.ob, NC: cnc, JS: cjs, Logger: testLogger(), Registry: prometheus.NewRegistry(), Provider: c.provider,
+		Pool: pool, Outbox: ob, NC: cnc, JS: cjs, Logger: testLogger(), Registry: prometheus.NewRegistry(), Provider: c.provider,
 	})
 	require.NoError(t, err)
 	c.goRun(conv.Run)
@@ -81,12 +88,7 @@ func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	t.Helper()
 	db := pgtest.NewDB(t)
-	pcfg, err := pgxpool.ParseConfig(db.URL)
-	require.NoError(t, err)
-	pcfg.MaxConns = 24
-	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := db.For(t, pgrole.API)
 	srv := natstest.Start(t)
 	nc := srv.Connect()
 	js, err := jetstream.New(nc)
@@ -94,9 +96,11 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	ob := outbox.New(pool)
 	c := &convergeEnv{
 		t:        t,
-		Pool:     pool,
+		Pool:     db.Pool,
 		JS:       js,
+		db:       db,
 		nats:     srv,
+		apiPool:  pool,
 		ob:       ob,
 		provider: &countingProvider{next: simulated.New(simulated.Config{Latency: latency})},
 	}
@@ -125,7 +129,7 @@ func (c *convergeEnv) serveAPI() string {
 		return c.JSON(http.StatusOK, map[string]any{"success": true})
 	})
 	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}, api.Deps{
-		Pool: c.Pool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
+		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
 	})
 	require.NoError(c.t, err)
 	hs := httptest.NewServer(e)
@@ -143,7 +147,7 @@ func (c *convergeEnv) serveAPIWithShutdown() (string, func() error) {
 	require.NoError(c.t, err)
 	e := httpx.NewEcho(testLogger())
 	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}, api.Deps{
-		Pool: c.Pool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
+		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
 	})
 	require.NoError(c.t, err)
 	ln, err := httpx.Listen(context.Background(), "127.0.0.1:0")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/services/api"
 )
@@ -41,19 +41,20 @@ type testAPI struct {
 
 func newTestAPI(t *testing.T) *testAPI {
 	t.Helper()
-	pool := pgtest.New(t)
+	db := pgtest.NewDB(t)
+	pool := db.For(t, pgrole.API)
 	srv := natstest.Start(t)
 	nc := srv.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	logger := slog.New(slog.DiscardHandler)
+	logger := testLogger()
 	e := httpx.NewEcho(logger)
 	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
 	_, err = api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
-	return &testAPI{t: t, URL: hs.URL, Pool: pool, NC: nc, JS: js}
+	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js}
 }
 
 // insertTenant records a running tenant directly in the database and returns its ID and key.

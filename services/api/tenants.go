@@ -559,11 +559,13 @@ func (h *tenantAPI) logs(c echo.Context) error {
 	}
 
 	// The stream ends when the server starts shutting down, not only when the client goes.
+	// The channel is taken here: echo reuses the request's context once the handler returns.
+	draining := httpx.Draining(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
-		case <-httpx.Draining(c.Request().Context()):
+		case <-draining:
 			cancel()
 		case <-ctx.Done():
 		}

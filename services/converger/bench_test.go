@@ -165,7 +165,7 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	}
 	require.Eventually(b, func() bool {
 		var n int
-		require.NoError(b, e.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n))
+		require.NoError(b, e.pool.QueryRow(ctx, `SELECT count(*) FROM converger.outbox WHERE published_at IS NULL`).Scan(&n))
 		return n == 0
 	}, 2*time.Minute, 50*time.Millisecond, "the requests are in JetStream before the converger starts")
 

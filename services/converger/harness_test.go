@@ -18,6 +18,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger"
@@ -37,30 +38,28 @@ func logger() *slog.Logger {
 // env is a fresh database and JetStream server with an outbox relay running: what a converger
 // process runs on.
 type env struct {
-	t     testing.TB
-	db    *pgtest.DB
-	pool  *pgxpool.Pool
-	nats  *natstest.Server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	ob    *outbox.Outbox
-	store *tasks.Store
+	t  testing.TB
+	db *pgtest.DB
+	// pool sees every service's tables, for fixtures and checks; convPool is the converger's
+	// role, which ob and store use.
+	pool     *pgxpool.Pool
+	convPool *pgxpool.Pool
+	nats     *natstest.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	ob       *outbox.Outbox
+	store    *tasks.Store
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	db := pgtest.NewDB(t)
-	pcfg, err := pgxpool.ParseConfig(db.URL)
-	require.NoError(t, err)
-	pcfg.MaxConns = 16
-	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := db.For(t, pgrole.Converger)
 	srv := natstest.Start(t)
 	nc := srv.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	e := &env{t: t, db: db, pool: pool, nats: srv, nc: nc, js: js, ob: outbox.New(pool), store: tasks.NewStore(pool)}
+	e := &env{t: t, db: db, pool: db.Pool, convPool: pool, nats: srv, nc: nc, js: js, ob: outbox.New(pool), store: tasks.NewStore(pool)}
 	relay := outbox.NewRelay(e.ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, logger(), prometheus.NewRegistry())
 	e.goRun(relay.Run)
 	return e
@@ -111,7 +110,7 @@ func (e *env) startConvergerConn(cfg converger.Config, p llm.Provider) (stop fun
 	js, err := jetstream.New(nc)
 	require.NoError(e.t, err)
 	svc, err := converger.New(cfg, converger.Deps{
-		Pool: e.pool, Outbox: e.ob, NC: nc, JS: js, Logger: logger(), Registry: prometheus.NewRegistry(), Provider: p,
+		Pool: e.convPool, Outbox: e.ob, NC: nc, JS: js, Logger: logger(), Registry: prometheus.NewRegistry(), Provider: p,
 	})
 	require.NoError(e.t, err)
 	return e.goRun(svc.Run), nc

@@ -34,7 +34,7 @@ func TestConverger_RedeliveredRequestForFinishedTask_ProviderNotCalledAgain(t *t
 
 	// The same request again, as a publish that escaped the duplicate window would bring it.
 	var raw []byte
-	require.NoError(t, e.pool.QueryRow(t.Context(), `SELECT payload FROM outbox WHERE subject = $1`, events.SubjectConvergeRequest).Scan(&raw))
+	require.NoError(t, e.pool.QueryRow(t.Context(), `SELECT payload FROM converger.outbox WHERE subject = $1`, events.SubjectConvergeRequest).Scan(&raw))
 	msg := &nats.Msg{Subject: events.SubjectConvergeRequest, Data: raw, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, "redelivery-of-"+id)
 	_, err := e.js.PublishMsg(t.Context(), msg)

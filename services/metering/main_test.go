@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/convergence-dev/convergence/internal/natstest"
-	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/metering"
@@ -31,8 +31,11 @@ var discard = slog.New(slog.DiscardHandler)
 
 // platform is a fresh database and JetStream server for one test.
 type platform struct {
-	t    testing.TB
+	t testing.TB
+	// Pool sees every service's tables, for fixtures and checks; the replicas connect as
+	// the metering's role.
 	Pool *pgxpool.Pool
+	db   *pgtest.DB
 	NATS *natstest.Server
 	JS   jetstream.JetStream
 }
@@ -40,7 +43,8 @@ type platform struct {
 func newPlatform(t testing.TB) *platform {
 	t.Helper()
 	srv := natstest.Start(t)
-	return &platform{t: t, Pool: pgtest.New(t), NATS: srv, JS: srv.JetStream()}
+	db := pgtest.NewDB(t)
+	return &platform{t: t, Pool: db.Pool, db: db, NATS: srv, JS: srv.JetStream()}
 }
 
 // instance is one running metering replica with its own NATS connection and metrics.
@@ -69,7 +73,7 @@ func (p *platform) start(cfg metering.Config, hook commitHook) *instance {
 	js, err := jetstream.New(nc)
 	require.NoError(p.t, err)
 	reg := prometheus.NewRegistry()
-	svc, err := metering.New(cfg, metering.Deps{Pool: p.Pool, Outbox: outbox.New(p.Pool), NC: nc, JS: js, Logger: discard, Registry: reg})
+	svc, err := metering.New(cfg, metering.Deps{Pool: p.db.For(p.t, pgrole.Metering), NC: nc, JS: js, Logger: discard, Registry: reg})
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{Service: svc, Registry: reg, NC: nc, ctx: ctx, cancel: cancel, done: make(chan error, 1)}

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/consumer"
-	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
 	"github.com/convergence-dev/convergence/services/metering/pricing"
@@ -27,7 +26,6 @@ import (
 // Deps are the metering's dependencies; the caller owns and closes them.
 type Deps struct {
 	Pool     *pgxpool.Pool
-	Outbox   *outbox.Outbox
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Logger   *slog.Logger

@@ -185,7 +185,12 @@ func TestPrices_ChangedFileReloaded_BadFileKeepsThePricesInForce(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
 	path := filepath.Join(t.TempDir(), "prices.json")
-	write := func(doc string) { require.NoError(t, os.WriteFile(path, []byte(doc), 0o600)) }
+	// Each version is written beside the file and renamed over it, as an operator's deploy
+	// does, so the reloader never reads a half-written file.
+	write := func(doc string) {
+		require.NoError(t, os.WriteFile(path+".new", []byte(doc), 0o600))
+		require.NoError(t, os.Rename(path+".new", path))
+	}
 	write(`{"version": "v1", "currency": "USD", "containerSecond": "0", "models": [
 		{"provider": "anthropic", "model": "*", "inputPerMillion": "1", "outputPerMillion": "1"}]}`)
 	cfg := testConfig()

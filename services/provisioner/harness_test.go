@@ -29,6 +29,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/provisioner"
@@ -45,20 +46,25 @@ const portsPerTest = 24
 // between them, driving the real Docker engine under the test's own labels, name prefix and
 // port range.
 type harness struct {
-	t      testing.TB
-	pool   *pgxpool.Pool
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	ob     *outbox.Outbox
-	cli    *client.Client
-	run    dockertest.Run
-	image  string
-	cfg    provisioner.Config
-	url    string
-	svc    *provisioner.Service
-	stopFn func()
-	kill   context.CancelFunc // stops the instance without waiting
-	logger *slog.Logger
+	t testing.TB
+	// pool sees every service's tables, for fixtures and checks; provPool is the
+	// provisioner's role, with its outbox ob.
+	pool     *pgxpool.Pool
+	provPool *pgxpool.Pool
+	apiPool  *pgxpool.Pool // the API's role, with its outbox apiOb
+	apiOb    *outbox.Outbox
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	ob       *outbox.Outbox
+	cli      *client.Client
+	run      dockertest.Run
+	image    string
+	cfg      provisioner.Config
+	url      string
+	svc      *provisioner.Service
+	stopFn   func()
+	kill     context.CancelFunc // stops the instance without waiting
+	logger   *slog.Logger
 	// basePort is the first of the ports the benchmark's baselines publish on.
 	basePort int
 }
@@ -72,29 +78,29 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		h.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	db := pgtest.NewDB(t)
-	pcfg, err := pgxpool.ParseConfig(db.URL)
-	require.NoError(t, err)
-	pcfg.MaxConns = 40 // twenty spawns at once, the API's and the provisioner's share
-	h.pool, err = pgxpool.NewWithConfig(t.Context(), pcfg)
-	require.NoError(t, err)
-	t.Cleanup(h.pool.Close)
+	h.pool = db.Pool
+	h.provPool = db.For(t, pgrole.Provisioner)
+	h.apiPool = db.For(t, pgrole.API)
 
 	srv := natstest.Start(t)
 	h.nc = srv.Connect()
+	var err error
 	h.js, err = jetstream.New(h.nc)
 	require.NoError(t, err)
-	h.ob = outbox.New(h.pool)
+	h.ob = outbox.New(h.provPool)
+	h.apiOb = outbox.New(h.apiPool)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		_ = outbox.NewRelay(h.ob, h.js, outbox.RelayConfig{PollInterval: 100 * time.Millisecond}, h.logger, prometheus.NewRegistry()).Run(relayCtx)
-	}()
-	t.Cleanup(func() { stopRelay(); <-relayDone })
+	var relays sync.WaitGroup
+	for _, ob := range []*outbox.Outbox{h.ob, h.apiOb} {
+		relays.Go(func() {
+			_ = outbox.NewRelay(ob, h.js, outbox.RelayConfig{PollInterval: 100 * time.Millisecond}, h.logger, prometheus.NewRegistry()).Run(relayCtx)
+		})
+	}
+	t.Cleanup(func() { stopRelay(); relays.Wait() })
 
 	e := httpx.NewEcho(h.logger)
 	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20},
-		api.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
+		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
@@ -137,7 +143,7 @@ func (h *harness) firstPort() int {
 func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	h.t.Helper()
 	reg := prometheus.NewRegistry()
-	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
+	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.provPool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
 		Logger: h.logger, Registry: reg})
 	require.NoError(h.t, err)
 	for _, p := range prepare {

@@ -148,7 +148,7 @@ func TestLogs_FollowWhileServerShutsDown_StreamEndsAndShutdownDoesNotWait(t *tes
 	// A second API instance on a server of the platform's own kind, to shut down.
 	e := httpx.NewEcho(h.logger)
 	_, err := api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20},
-		api.Deps{Pool: h.pool, Outbox: h.ob, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
+		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
