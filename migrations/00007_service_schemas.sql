@@ -159,20 +159,15 @@ GRANT USAGE ON SCHEMA converger TO convergence_api;
 GRANT SELECT, INSERT, UPDATE ON converger.convergence_tasks TO convergence_api;
 GRANT SELECT ON converger.convergence_turns, converger.convergence_rounds, converger.webhook_deliveries TO convergence_api;
 GRANT SELECT, INSERT, UPDATE ON converger.webhook_secrets TO convergence_api;
--- The API answers usage questions from the rollups, and runs reconciliations, repairs included.
-GRANT USAGE ON SCHEMA metering TO convergence_api;
-GRANT SELECT ON ALL TABLES IN SCHEMA metering TO convergence_api;
-GRANT INSERT, UPDATE, DELETE ON metering.metering_ledger, metering.metering_rollup_pending,
-    metering.metering_unpriced_models TO convergence_api;
 -- Metering reconciles its ledger with the converger's task records.
 GRANT USAGE ON SCHEMA converger TO convergence_metering;
 GRANT SELECT ON converger.convergence_tasks TO convergence_metering;
 
 -- +goose Down
-REVOKE ALL ON ALL TABLES IN SCHEMA provisioner, converger, metering FROM convergence_api;
+REVOKE ALL ON ALL TABLES IN SCHEMA provisioner, converger FROM convergence_api;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON ALL TABLES IN SCHEMA converger FROM convergence_metering;
-REVOKE ALL ON SCHEMA provisioner, converger, metering FROM convergence_api;
+REVOKE ALL ON SCHEMA provisioner, converger FROM convergence_api;
 REVOKE ALL ON SCHEMA converger FROM convergence_metering;
 
 CREATE TABLE public.processed_events (

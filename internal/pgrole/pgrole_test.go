@@ -30,11 +30,6 @@ var crossServiceGrants = map[string][]string{
 		"converger.convergence_tasks SELECT", "converger.convergence_tasks INSERT", "converger.convergence_tasks UPDATE",
 		"converger.convergence_turns SELECT", "converger.convergence_rounds SELECT", "converger.webhook_deliveries SELECT",
 		"converger.webhook_secrets SELECT", "converger.webhook_secrets INSERT", "converger.webhook_secrets UPDATE",
-		"metering.metering_price_versions SELECT", "metering.metering_lifecycle_facts SELECT",
-		"metering.metering_runtime SELECT", "metering.metering_rollup_daily SELECT", "metering.metering_rollup_monthly SELECT",
-		"metering.metering_ledger SELECT", "metering.metering_ledger INSERT", "metering.metering_ledger UPDATE", "metering.metering_ledger DELETE",
-		"metering.metering_rollup_pending SELECT", "metering.metering_rollup_pending INSERT", "metering.metering_rollup_pending UPDATE", "metering.metering_rollup_pending DELETE",
-		"metering.metering_unpriced_models SELECT", "metering.metering_unpriced_models INSERT", "metering.metering_unpriced_models UPDATE", "metering.metering_unpriced_models DELETE",
 	},
 	pgrole.Metering: {"converger.convergence_tasks SELECT"},
 }

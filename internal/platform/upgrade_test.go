@@ -72,9 +72,9 @@ func TestUpgrade_SharedSchemaDatabaseWithData_EveryRowKeptAndServed(t *testing.T
 			('ev-completed', 'converge.completed', '{}', NULL)`)
 	require.NoError(t, db.Pool.SendBatch(t.Context(), b).Close())
 
-	// Only the API runs: the provisioner would start reconciling the recorded tenant.
+	// The provisioner does not run: it would start reconciling the recorded tenant.
 	cfg := testConfig(t)
-	cfg.Target = "api"
+	cfg.Target = "api,metering"
 	cfg.DatabaseURL = db.URL
 	cfg.DataDir = t.TempDir()
 	start(t, cfg)

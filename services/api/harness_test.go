@@ -2,11 +2,13 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -17,11 +19,14 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/metering"
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +42,8 @@ type testAPI struct {
 	Pool *pgxpool.Pool
 	NC   *nats.Conn
 	JS   jetstream.JetStream
+	db   *pgtest.DB
+	nats *natstest.Server
 }
 
 func newTestAPI(t *testing.T) *testAPI {
@@ -54,7 +61,30 @@ func newTestAPI(t *testing.T) *testAPI {
 	require.NoError(t, err)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
-	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js}
+	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv}
+}
+
+// startMetering runs a metering on the API's database and JetStream until the test ends, to
+// answer the usage questions the API asks it.
+func (a *testAPI) startMetering() {
+	a.t.Helper()
+	nc := a.nats.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(a.t, err)
+	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: a.db.For(a.t, pgrole.Metering), NC: nc, JS: js,
+		Logger: testLogger(), Registry: prometheus.NewRegistry()})
+	require.NoError(a.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	a.t.Cleanup(func() {
+		cancel()
+		require.NoError(a.t, <-done)
+	})
+	require.Eventually(a.t, func() bool {
+		_, err := natsrpc.Call[events.UnpricedQuery, events.UnpricedModels](a.t.Context(), nc, events.SubjectUsageUnpriced, events.UnpricedQuery{})
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the metering answers")
 }
 
 // insertTenant records a running tenant directly in the database and returns its ID and key.

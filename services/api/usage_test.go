@@ -29,6 +29,7 @@ type usageFixture struct {
 func newUsageFixture(t *testing.T) *usageFixture {
 	t.Helper()
 	a := newTestAPI(t)
+	a.startMetering()
 	f := &usageFixture{testAPI: a}
 	f.acme, f.acmeKey = a.insertTenant("acme", "running")
 	f.beta, f.betaKey = a.insertTenant("beta", "destroyed")
@@ -203,6 +204,7 @@ func TestUsage_Tenant_SeesOnlyItsOwnUsage(t *testing.T) {
 func TestUsage_BadInput_400SaysWhatIsWrong(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startMetering()
 	env, key := a.insertTenant("acme", "running")
 	tests := []struct {
 		path, token, want string
@@ -249,6 +251,7 @@ func TestUsage_UnknownTenantOrOrganization_404(t *testing.T) {
 func TestUsage_NoUsageYet_ZeroTotals(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startMetering()
 	code, body := a.do(http.MethodGet, "/api/v1/usage?groupBy=tenant", adminToken, nil)
 	require.Equal(t, http.StatusOK, code, "%v", body)
 	tot := usageOf(t, body, "totals")

@@ -75,8 +75,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}, nil
 }
 
-// Run registers the price table, then consumes results and lifecycle facts until ctx is done
-// or a consumer fails. It returns nil after a clean stop; batches in flight are either
+// Run registers the price table, then consumes results and lifecycle facts and answers usage
+// questions on the bus until ctx is done or a part fails. It returns nil after a clean stop; batches in flight are either
 // committed and acknowledged or given back to JetStream.
 func (s *Service) Run(ctx context.Context) error {
 	p, err := ledger.RegisterPrices(ctx, s.deps.Pool, s.table)
@@ -119,6 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 		c.init(s, backoff)
 		g.Go(func() error { return c.run(gctx) })
 	}
+	g.Go(func() error { return s.serveQueries(gctx) })
 	g.Go(func() error { s.watchPrices(gctx); return nil })
 	g.Go(func() error { s.mergeRollups(gctx); return nil })
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())

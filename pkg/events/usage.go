@@ -1,0 +1,119 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Subjects the metering answers on: core NATS request/reply, served by every metering replica
+// in one queue group. The API asks them for the usage endpoints; the answers are what those
+// endpoints show.
+const (
+	SubjectUsageSummary   = "metering.usage.summary"
+	SubjectUsageUnpriced  = "metering.usage.unpriced"
+	SubjectUsageReconcile = "metering.usage.reconcile"
+)
+
+// UsageQuery (on SubjectUsageSummary) asks for usage over a period, answered by a
+// UsageSummary. The metering checks it and answers what is wrong with it.
+type UsageQuery struct {
+	// From and To are the first and last UTC day, YYYY-MM-DD, both included; empty From is
+	// the first day of the current month, empty To today.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// GroupBy is a comma list of organization, tenant, model, and day or month.
+	GroupBy string `json:"groupBy,omitempty"`
+	// OrgID and EnvID, when not zero, keep one organization's or one tenant's usage; with
+	// EnvID, grouping by organization or tenant is refused.
+	OrgID int64 `json:"orgId,omitempty"`
+	EnvID int64 `json:"envId,omitempty"`
+}
+
+// UsageSummary is the usage a UsageQuery asked for.
+type UsageSummary struct {
+	From     string       `json:"from"`
+	To       string       `json:"to"`
+	OrgID    *int64       `json:"orgId,omitempty"`
+	EnvID    *int64       `json:"envId,omitempty"`
+	GroupBy  []string     `json:"groupBy"`
+	Currency string       `json:"currency"`
+	Totals   UsageTotals  `json:"totals"`
+	Groups   []UsageGroup `json:"groups"`
+}
+
+// UsageTotals is the usage of a tenant, an organization, a group or a whole summary. Cost is
+// the estimate at list prices of the priced usage, in currency units with six decimals
+// (CostMicros in millionths); UnpricedTokens and UnpricedCalls are the usage of models without
+// a price, which the cost leaves out.
+type UsageTotals struct {
+	Calls                   int64    `json:"calls"`
+	Tasks                   int64    `json:"tasks"`
+	FailedTasks             int64    `json:"failedTasks"`
+	InputTokens             int64    `json:"inputTokens"`
+	OutputTokens            int64    `json:"outputTokens"`
+	CachedTokens            int64    `json:"cachedTokens"`
+	TotalTokens             int64    `json:"totalTokens"`
+	ContainerSeconds        float64  `json:"containerSeconds"`
+	Cost                    string   `json:"cost"`
+	CostMicros              int64    `json:"costMicros"`
+	UnpricedCalls           int64    `json:"unpricedCalls"`
+	UnpricedTokens          int64    `json:"unpricedTokens"`
+	AverageConvergenceScore *float64 `json:"averageConvergenceScore"`
+}
+
+// UsageGroup is one group's usage. Only the keys of the grouped dimensions are set; model
+// groups of container time have an empty provider and model.
+type UsageGroup struct {
+	OrgID    *int64      `json:"orgId,omitempty"`
+	EnvID    *int64      `json:"envId,omitempty"`
+	Provider *string     `json:"provider,omitempty"`
+	Model    *string     `json:"model,omitempty"`
+	Day      string      `json:"day,omitempty"`
+	Month    string      `json:"month,omitempty"`
+	Usage    UsageTotals `json:"usage"`
+}
+
+// UnpricedQuery (on SubjectUsageUnpriced) asks which models have usage without a price.
+type UnpricedQuery struct{}
+
+// UnpricedModels answers an UnpricedQuery.
+type UnpricedModels struct {
+	Models []UnpricedModel `json:"models"`
+	// PriceVersion is the price table in force; nil before the metering registered one.
+	PriceVersion *PriceVersion `json:"priceVersion,omitempty"`
+}
+
+// UnpricedModel is a provider's model that usage arrived for without a price. PricedNow says
+// whether the prices in force price it, so a reconciliation repair would price its usage.
+type UnpricedModel struct {
+	Provider    string    `json:"provider"`
+	Model       string    `json:"model"`
+	FirstSeenAt time.Time `json:"firstSeenAt"`
+	LastSeenAt  time.Time `json:"lastSeenAt"`
+	Lines       int64     `json:"lines"`
+	Calls       int64     `json:"calls"`
+	TotalTokens int64     `json:"totalTokens"`
+	PricedNow   bool      `json:"pricedNow"`
+}
+
+// PriceVersion names a price table.
+type PriceVersion struct {
+	ID       int64  `json:"id"`
+	Label    string `json:"label"`
+	Currency string `json:"currency"`
+}
+
+// ReconcileRequest (on SubjectUsageReconcile) asks the metering to compare its ledger with the
+// converger's task records over the days From to To (as in UsageQuery), and with Repair to
+// write what the ledger lacks.
+type ReconcileRequest struct {
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Repair bool   `json:"repair,omitempty"`
+}
+
+// Reconciliation answers a ReconcileRequest: the report as the metering writes it (see the
+// README's reconciliation section).
+type Reconciliation struct {
+	Report json.RawMessage `json:"report"`
+}
