@@ -48,6 +48,22 @@ ALTER TABLE metering_unpriced_models SET SCHEMA metering;
 
 DROP TABLE processed_events;
 
+-- The API's record of the convergence tasks it accepted: whose each is and the request it sent
+-- the converger (the converge.request event's data), so it answers for a task whose request is
+-- still on its way, and can cancel it. The converger records the task itself on arrival.
+CREATE TABLE api.tasks (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    env_id     BIGINT NOT NULL,
+    org_id     BIGINT NOT NULL,
+    request    JSON NOT NULL,
+    request_id TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO api.tasks (id, env_id, org_id, request, request_id, created_at)
+SELECT id, env_id, org_id, (request || jsonb_build_object('taskId', id, 'envId', env_id, 'orgId', org_id))::json,
+    request_id, created_at
+FROM converger.convergence_tasks;
+
 -- Foreign keys that crossed services.
 ALTER TABLE provisioner.environments DROP CONSTRAINT environments_org_id_fkey;
 ALTER TABLE converger.convergence_tasks DROP CONSTRAINT convergence_tasks_env_id_fkey;
@@ -153,21 +169,15 @@ GRANT SELECT, UPDATE ON provisioner.tenant_ports TO convergence_api;
 GRANT SELECT ON provisioner.provisioner_keys TO convergence_api;
 GRANT SELECT, INSERT, UPDATE ON provisioner.tenant_secrets TO convergence_api;
 GRANT SELECT ON provisioner.tenant_logs TO convergence_api;
--- The API records converge requests and cancellations, and reads tasks, their rounds, and the
--- webhook secrets it shows tenants.
-GRANT USAGE ON SCHEMA converger TO convergence_api;
-GRANT SELECT, INSERT, UPDATE ON converger.convergence_tasks TO convergence_api;
-GRANT SELECT ON converger.convergence_turns, converger.convergence_rounds, converger.webhook_deliveries TO convergence_api;
-GRANT SELECT, INSERT, UPDATE ON converger.webhook_secrets TO convergence_api;
 -- Metering reconciles its ledger with the converger's task records.
 GRANT USAGE ON SCHEMA converger TO convergence_metering;
 GRANT SELECT ON converger.convergence_tasks TO convergence_metering;
 
 -- +goose Down
-REVOKE ALL ON ALL TABLES IN SCHEMA provisioner, converger FROM convergence_api;
+REVOKE ALL ON ALL TABLES IN SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON ALL TABLES IN SCHEMA converger FROM convergence_metering;
-REVOKE ALL ON SCHEMA provisioner, converger FROM convergence_api;
+REVOKE ALL ON SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON SCHEMA converger FROM convergence_metering;
 
 CREATE TABLE public.processed_events (
@@ -185,6 +195,7 @@ SELECT event_id, subject, payload, created_at FROM (
 ORDER BY created_at;
 DROP TABLE provisioner.outbox;
 DROP TABLE converger.outbox;
+DROP TABLE api.tasks;
 
 ALTER TABLE api.api_rate_limits ADD CONSTRAINT api_rate_limits_env_id_fkey
     FOREIGN KEY (env_id) REFERENCES provisioner.environments (id) ON DELETE CASCADE;

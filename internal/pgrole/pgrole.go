@@ -39,7 +39,7 @@ func Role(service string) string { return "convergence_" + service }
 func SearchPath(service string) []string {
 	switch service {
 	case API:
-		return []string{API, Provisioner, Converger}
+		return []string{API, Provisioner}
 	case Metering:
 		return []string{Metering, Converger}
 	default:

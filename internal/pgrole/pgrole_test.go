@@ -27,9 +27,6 @@ var crossServiceGrants = map[string][]string{
 		"provisioner.provisioner_keys SELECT",
 		"provisioner.tenant_secrets SELECT", "provisioner.tenant_secrets INSERT", "provisioner.tenant_secrets UPDATE",
 		"provisioner.tenant_logs SELECT",
-		"converger.convergence_tasks SELECT", "converger.convergence_tasks INSERT", "converger.convergence_tasks UPDATE",
-		"converger.convergence_turns SELECT", "converger.convergence_rounds SELECT", "converger.webhook_deliveries SELECT",
-		"converger.webhook_secrets SELECT", "converger.webhook_secrets INSERT", "converger.webhook_secrets UPDATE",
 	},
 	pgrole.Metering: {"converger.convergence_tasks SELECT"},
 }
@@ -79,6 +76,7 @@ func TestRoles_ServiceReachingIntoAnothersTables_PermissionDenied(t *testing.T) 
 		{pgrole.API, `SELECT count(*) FROM provisioner.outbox`},
 		{pgrole.API, `DELETE FROM provisioner.environments`},
 		{pgrole.API, `UPDATE converger.convergence_turns SET run = 0`},
+		{pgrole.API, `SELECT count(*) FROM converger.convergence_tasks`},
 		{pgrole.Provisioner, `SELECT count(*) FROM api.organizations`},
 		{pgrole.Provisioner, `SELECT count(*) FROM converger.convergence_tasks`},
 		{pgrole.Converger, `SELECT count(*) FROM provisioner.environments`},

@@ -63,19 +63,24 @@ type TenantLifecycle struct {
 }
 
 // ConvergeRequest (type TypeConvergeRequest, subject SubjectConvergeRequest) asks the converger
-// to run a task the API has already recorded with status queued.
+// to run a task: the request as the API accepted it, validated, with the type, roles and max
+// rounds filled in. It carries all the converger needs; the converger records the task when
+// it first sees it. TokenBudget and TimeoutSeconds are zero unless the caller set them, so the
+// converger's defaults apply.
 type ConvergeRequest struct {
-	TaskID     string `json:"taskId"`
-	EnvID      int64  `json:"envId"`
-	OrgID      int64  `json:"orgId"`
-	Type       string `json:"type"`
-	Prompt     string `json:"prompt"`
-	AgentARole string `json:"agentARole"`
-	AgentBRole string `json:"agentBRole"`
-	Context    string `json:"context,omitempty"`
-	MaxRounds  int    `json:"maxRounds"`
-	Model      string `json:"model,omitempty"`
-	WebhookURL string `json:"webhookUrl,omitempty"`
+	TaskID         string  `json:"taskId"`
+	EnvID          int64   `json:"envId"`
+	OrgID          int64   `json:"orgId"`
+	Type           string  `json:"type"`
+	Prompt         string  `json:"prompt"`
+	AgentARole     string  `json:"agentARole"`
+	AgentBRole     string  `json:"agentBRole"`
+	Context        string  `json:"context,omitempty"`
+	MaxRounds      int     `json:"maxRounds"`
+	Model          string  `json:"model,omitempty"`
+	TokenBudget    int64   `json:"tokenBudget,omitempty"`
+	TimeoutSeconds float64 `json:"timeoutSeconds,omitempty"`
+	WebhookURL     string  `json:"webhookUrl,omitempty"`
 }
 
 // AgentUsage is one agent's token usage within a task, with the provider and model that

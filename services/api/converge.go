@@ -2,14 +2,18 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
@@ -20,7 +24,6 @@ import (
 type convergeAPI struct {
 	s       *Service
 	cfg     ConvergeConfig
-	store   *tasks.Store
 	limits  engine.Limits
 	limiter *limiter
 }
@@ -43,7 +46,6 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 	h := &convergeAPI{
 		s:       s,
 		cfg:     cfg,
-		store:   tasks.NewStore(s.deps.Pool),
 		limits:  engine.DefaultLimits(),
 		limiter: newLimiter(s.deps.Pool, cfg.RateLimit),
 	}
@@ -59,17 +61,17 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 	tenant.POST("/webhooks/secret/rotate", h.rotateWebhookSecret, read)
 }
 
-// taskAnswer is the body of every answer about one task.
+// taskAnswer is the body of every answer about one task; Task is the converger's view of it.
 type taskAnswer struct {
-	Success bool       `json:"success"`
-	TaskID  string     `json:"taskId"`
-	Task    tasks.View `json:"task"`
+	Success bool            `json:"success"`
+	TaskID  string          `json:"taskId"`
+	Task    json.RawMessage `json:"task"`
 }
 
 // create queues a task of type shortcut ("" lets the body choose) and, unless the caller asked
 // for an async answer, waits for its result up to the sync wait: 200 with the finished task,
-// or 202 with the task as it stands. The task and its converge.request event are written in
-// one transaction.
+// or 202 with the task as it stands. The API's record of the task and its converge.request
+// event, which carries the whole request to the converger, are written in one round trip.
 func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		in, err := decodeConvergeInput(c)
@@ -98,8 +100,7 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 			}
 			defer func() { _ = sub.Unsubscribe() }()
 		}
-		err = tasks.Create(ctx, h.s.deps.Outbox, tasks.NewTask{ID: id, EnvID: t.EnvID, OrgID: t.OrgID, Request: v.request, RequestID: httpx.RequestID(c)})
-		if err != nil {
+		if err := h.record(ctx, v.request.Event(id, t.EnvID, t.OrgID), httpx.RequestID(c)); err != nil {
 			return err
 		}
 		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
@@ -148,11 +149,11 @@ func (h *convergeAPI) awaitFinished(ctx context.Context, sub *nats.Subscription,
 		case ctx.Err() != nil:
 			return false, nil
 		case errors.Is(err, context.DeadlineExceeded):
-			rec, err := h.store.Get(ctx, envID, id)
+			st, err := h.state(ctx, envID, id, events.TaskQuery{})
 			if err != nil {
 				return false, err
 			}
-			if rec.Status.Finished() {
+			if st.Finished() {
 				return true, nil
 			}
 		default:
@@ -167,15 +168,72 @@ func (h *convergeAPI) answer(c echo.Context, status int, envID int64, id string)
 	if status != http.StatusOK && ctx.Err() != nil {
 		return nil // The caller went away; there is no one to answer.
 	}
-	rec, err := h.store.Get(ctx, envID, id)
+	st, err := h.state(ctx, envID, id, events.TaskQuery{Transcript: true})
 	if err != nil {
 		return err
 	}
-	rounds, err := h.store.Rounds(ctx, id, 0)
+	return c.JSON(status, taskAnswer{Success: true, TaskID: id, Task: st.Task})
+}
+
+// record writes the API's record of task req.TaskID and its converge.request in one round trip.
+func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string) error {
+	env, err := events.NewEnvelope(eventSource, events.TypeConvergeRequest, req.TaskID, requestID, req)
 	if err != nil {
 		return err
 	}
-	return c.JSON(status, taskAnswer{Success: true, TaskID: id, Task: rec.View(tasks.Views(rounds))})
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO tasks (id, env_id, org_id, request, request_id) VALUES ($1, $2, $3, $4, NULLIF($5, ''))`,
+		req.TaskID, req.EnvID, req.OrgID, env.Data, requestID)
+	if err := h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env); err != nil {
+		return fmt.Errorf("record task: %w", err)
+	}
+	return nil
+}
+
+// recorded reads the API's record of tenant envID's task id: its request as the converger was
+// sent it, or a 404.
+func (h *convergeAPI) recorded(ctx context.Context, envID int64, id string) (events.ConvergeRequest, string, time.Time, error) {
+	var req events.ConvergeRequest
+	var raw []byte
+	var requestID *string
+	var created time.Time
+	err := h.s.deps.Pool.QueryRow(ctx, `SELECT request, request_id, created_at FROM tasks WHERE id = $1 AND env_id = $2`, id, envID).
+		Scan(&raw, &requestID, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return req, "", created, httpx.NotFound("task " + id)
+	}
+	if err != nil {
+		return req, "", created, fmt.Errorf("read task %s: %w", id, err)
+	}
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return req, "", created, fmt.Errorf("decode task %s: %w", id, err)
+	}
+	if requestID != nil {
+		return req, *requestID, created, nil
+	}
+	return req, "", created, nil
+}
+
+// state asks the converger for tenant envID's task id. A task the API recorded and the
+// converger has not seen yet (its converge.request is still on its way) is queued; one the API
+// never recorded is a 404.
+func (h *convergeAPI) state(ctx context.Context, envID int64, id string, q events.TaskQuery) (events.TaskState, error) {
+	q.EnvID, q.TaskID = envID, id
+	st, err := natsrpc.Call[events.TaskQuery, events.TaskState](ctx, h.s.deps.NC, events.SubjectTaskGet, q)
+	if !natsrpc.IsCode(err, natsrpc.CodeNotFound) {
+		return st, fromService(err, "the converger, which keeps tasks,")
+	}
+	req, requestID, created, err := h.recorded(ctx, envID, id)
+	if err != nil {
+		return st, err
+	}
+	rec := tasks.Record{ID: id, EnvID: envID, OrgID: req.OrgID, Type: req.Type, Status: tasks.StatusQueued,
+		Request: tasks.RequestOfEvent(req), RequestID: requestID, CreatedAt: created}
+	view, err := json.Marshal(rec.View(nil))
+	if err != nil {
+		return st, fmt.Errorf("encode task %s: %w", id, err)
+	}
+	return events.TaskState{Status: string(tasks.StatusQueued), Task: view}, nil
 }
 
 // taskParam is the task ID in the path, or a 404 for anything that cannot be one.
@@ -201,9 +259,5 @@ func (h *convergeAPI) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	err = h.answer(c, http.StatusOK, tenantOf(c).EnvID, id)
-	if errors.Is(err, tasks.ErrNotFound) {
-		return httpx.NotFound("task " + id)
-	}
-	return err
+	return h.answer(c, http.StatusOK, tenantOf(c).EnvID, id)
 }

@@ -1,14 +1,13 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
@@ -17,9 +16,9 @@ import (
 // answers 202.
 const cancelWait = 5 * time.Second
 
-// cancel answers DELETE /api/v1/converge/:taskId. A queued task is cancelled at once (200). A
-// running task's converger is told on core NATS, and the request is recorded so the converger
-// finds it at its next round even if that message is lost; the answer is 200 with the
+// cancel answers DELETE /api/v1/converge/:taskId, by asking the converger. A queued task is
+// cancelled at once (200). A running task's run is told on core NATS, and the request is
+// recorded so the run finds it at its next round even if that message is lost; the answer is 200 with the
 // cancelled task when it ends within cancelWait, else 202 with cancelRequested. Cancelling a
 // cancelled task is a no-op (200); a completed or failed one is a 409.
 func (h *convergeAPI) cancel(c echo.Context) error {
@@ -36,22 +35,20 @@ func (h *convergeAPI) cancel(c echo.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	status, err := h.store.RequestCancel(ctx, h.s.deps.Outbox, envID, id)
-	switch {
-	case errors.Is(err, tasks.ErrNotFound):
-		return httpx.NotFound("task " + id)
-	case err != nil:
+	req, requestID, _, err := h.recorded(ctx, envID, id)
+	if err != nil {
 		return err
 	}
-	switch status {
-	case tasks.StatusCompleted, tasks.StatusFailed:
-		return httpx.Conflict("task %s has already %s; there is nothing to cancel", id, status)
-	case tasks.StatusCancelled:
-		h.publishFinished(id, status)
-		return h.answer(c, http.StatusOK, envID, id)
+	st, err := natsrpc.Call[events.TaskCancel, events.TaskState](ctx, h.s.deps.NC, events.SubjectTaskCancel,
+		events.TaskCancel{Request: req, RequestID: requestID})
+	if err != nil {
+		return fromService(err, "the converger, which keeps tasks,")
 	}
-	if err := h.s.deps.NC.Publish(tasks.CancelSubject(id), nil); err != nil {
-		h.s.logger.Warn("publish cancel request; the converger picks it up at its next round", "task_id", id, "err", err)
+	switch st.Status {
+	case string(tasks.StatusCompleted), string(tasks.StatusFailed):
+		return httpx.Conflict("task %s has already %s; there is nothing to cancel", id, st.Status)
+	case string(tasks.StatusCancelled):
+		return h.answer(c, http.StatusOK, envID, id)
 	}
 	done, err := h.awaitFinished(ctx, sub, envID, id, cancelWait)
 	if err != nil {
@@ -61,16 +58,4 @@ func (h *convergeAPI) cancel(c echo.Context) error {
 		return h.answer(c, http.StatusOK, envID, id)
 	}
 	return h.answer(c, http.StatusAccepted, envID, id)
-}
-
-// publishFinished tells the task's listeners (sync waiters, progress streams) that it ended:
-// the converger does so for the tasks it runs, the API for those it cancels before they start.
-func (h *convergeAPI) publishFinished(id string, status tasks.Status) {
-	data, err := tasks.EncodeProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: status}, "")
-	if err == nil {
-		err = h.s.deps.NC.Publish(events.ProgressSubject(id), data)
-	}
-	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		h.s.logger.Debug("publish progress", "task_id", id, "err", err)
-	}
 }

@@ -41,11 +41,7 @@ func (h *convergeAPI) events(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	envID := tenantOf(c).EnvID
-	rec, err := h.store.Get(ctx, envID, id)
-	if errors.Is(err, tasks.ErrNotFound) {
-		return httpx.NotFound("task " + id)
-	}
-	if err != nil {
+	if _, err := h.state(ctx, envID, id, events.TaskQuery{}); err != nil {
 		return err
 	}
 	last := 0
@@ -70,29 +66,24 @@ func (h *convergeAPI) events(c echo.Context) error {
 	st := &stream{w: w, last: last}
 	st.write("retry: 2000\n\n")
 
+	// catchUp sends the rounds after the last one sent, and says whether the task has ended;
+	// its state is then the result.
+	var state events.TaskState
 	catchUp := func() (finished bool, err error) {
-		rounds, err := h.store.Rounds(ctx, id, st.last)
+		state, err = h.state(ctx, envID, id, events.TaskQuery{Rounds: true, RoundsAfter: st.last})
 		if err != nil {
 			return false, err
 		}
-		for _, r := range rounds {
+		for _, r := range state.Rounds {
 			st.round(r.Number, r.View)
 		}
-		rec, err = h.store.Get(ctx, envID, id)
-		return err == nil && rec.Status.Finished(), err
+		return state.Finished(), nil
 	}
 	finish := func() error {
-		rounds, err := h.store.Rounds(ctx, id, st.last)
-		if err != nil {
+		if _, err := catchUp(); err != nil {
 			return err
 		}
-		for _, r := range rounds {
-			st.round(r.Number, r.View)
-		}
-		if rec, err = h.store.Get(ctx, envID, id); err != nil {
-			return err
-		}
-		st.event("result", "", rec.View(nil))
+		st.event("result", "", state.Task)
 		return st.err
 	}
 

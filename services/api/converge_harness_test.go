@@ -51,6 +51,7 @@ type convergeEnv struct {
 	nats     *natstest.Server
 	apiPool  *pgxpool.Pool  // the API's role
 	ob       *outbox.Outbox // the API's outbox
+	convPool *pgxpool.Pool  // the converger's role
 	provider *countingProvider
 }
 
@@ -64,8 +65,16 @@ func testLogger() *slog.Logger {
 func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	t.Helper()
 	c := newAPIEnv(t, latency)
-	cnc := c.nats.Connect()
-	cjs, err := jetstream.New(cnc)
+	c.goRun(c.converger(t).Run)
+	return c
+}
+
+// converger wires a converger on the environment's database (as the converger's role, with its
+// own outbox relayed) and JetStream; it starts nothing.
+func (c *convergeEnv) converger(t testing.TB) *converger.Service {
+	t.Helper()
+	nc := c.nats.Connect()
+	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	cfg := converger.Config{
 		Retry:      llm.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
@@ -73,15 +82,13 @@ func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 		MaxDeliver: 4,
 	}
 	cfg.Webhook.AllowPrivateTargets = true
-	pool := c.db.For(t, pgrole.Converger)
-	ob := outbox.New(pool)
-	c.goRun(outbox.NewRelay(ob, cjs, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry()).Run)
+	ob := outbox.New(c.convPool)
+	c.goRun(outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry()).Run)
 	conv, err := converger.New(cfg, converger.Deps{
-		Pool: pool, Outbox: ob, NC: cnc, JS: cjs, Logger: testLogger(), Registry: prometheus.NewRegistry(), Provider: c.provider,
+		Pool: c.convPool, Outbox: ob, NC: nc, JS: js, Logger: testLogger(), Registry: prometheus.NewRegistry(), Provider: c.provider,
 	})
 	require.NoError(t, err)
-	c.goRun(conv.Run)
-	return c
+	return conv
 }
 
 // newAPIEnv is newConvergeEnv without the converger: tests play it themselves.
@@ -102,6 +109,7 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 		nats:     srv,
 		apiPool:  pool,
 		ob:       ob,
+		convPool: db.For(t, pgrole.Converger),
 		provider: &countingProvider{next: simulated.New(simulated.Config{Latency: latency})},
 	}
 	c.URL = c.serveAPI()

@@ -8,25 +8,31 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
-// These tests play the converger through the task store and publish no progress at all, as if
-// every core-NATS message were lost: the API must still stream and answer from the record.
+// These tests play the converger's runs through the task store and publish no progress at all,
+// as if every core-NATS message were lost: the API must still stream and answer from the
+// record, which a converger that runs no task answers for (ServeQueries).
 
 func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testing.T) {
 	t.Parallel()
 	c := newAPIEnv(t, 0)
-	_, key := c.insertTenant("acme", "running")
-	store := tasks.NewStore(c.Pool)
+	c.goRun(c.converger(t).ServeQueries)
+	envID, key := c.insertTenant("acme", "running")
+	store := tasks.NewStore(c.convPool)
 
 	a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Quiet one.", "async": true})
 	require.Equal(t, http.StatusAccepted, a.Status)
 	id := a.task(t).TaskID
 	stream := c.openEvents(t, key, id, nil)
 
+	require.NoError(t, store.Accept(t.Context(), events.ConvergeRequest{TaskID: id, EnvID: envID, OrgID: 1, Type: "custom",
+		Prompt: "Quiet one.", AgentARole: "A", AgentBRole: "B", MaxRounds: 4}, ""))
 	claim, err := store.Claim(t.Context(), id)
 	require.NoError(t, err)
 	var rounds []engine.Round
@@ -44,7 +50,7 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 	}
 	res := engine.Result{Status: engine.StatusNotConverged, StopReason: engine.StopMaxRounds, Rounds: rounds, Score: rounds[1].Score,
 		Provider: "simulated", Model: "m", Usage: engine.Usage{A: llm.Usage{InputTokens: 200, OutputTokens: 20}, B: llm.Usage{InputTokens: 400, OutputTokens: 40}, Total: llm.Usage{InputTokens: 600, OutputTokens: 60}}}
-	require.NoError(t, store.Finish(t.Context(), c.ob, claim, tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(res, "")}))
+	require.NoError(t, store.Finish(t.Context(), outbox.New(c.convPool), claim, tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(res, "")}))
 
 	got := collect(t, stream, 10*time.Second)
 	require.Len(t, got, 3)
@@ -64,13 +70,14 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 		}
 		done <- a
 	}()
-	var second string
+	var second events.ConvergeRequest
 	require.Eventually(t, func() bool {
-		return c.Pool.QueryRow(t.Context(), `SELECT id FROM convergence_tasks WHERE id <> $1`, id).Scan(&second) == nil
+		return c.Pool.QueryRow(t.Context(), `SELECT request FROM api.tasks WHERE id <> $1`, id).Scan(&second) == nil
 	}, 10*time.Second, 10*time.Millisecond)
-	claim, err = store.Claim(t.Context(), second)
+	require.NoError(t, store.Accept(t.Context(), second, ""))
+	claim, err = store.Claim(t.Context(), second.TaskID)
 	require.NoError(t, err)
-	require.NoError(t, store.Finish(t.Context(), c.ob, claim, tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(engine.Result{StopReason: engine.StopBudgetExhausted}, "")}))
+	require.NoError(t, store.Finish(t.Context(), outbox.New(c.convPool), claim, tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(engine.Result{StopReason: engine.StopBudgetExhausted}, "")}))
 	select {
 	case a := <-done:
 		require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
@@ -79,9 +86,10 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 	}
 }
 
-func TestConverge_CancelQueuedTask_CancelledAtOnceWithoutAConverger(t *testing.T) {
+func TestConverge_CancelQueuedTask_CancelledAtOnceWithoutARun(t *testing.T) {
 	t.Parallel()
 	c := newAPIEnv(t, 0)
+	c.goRun(c.converger(t).ServeQueries)
 	_, key := c.insertTenant("acme", "running")
 	a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Never mind.", "async": true})
 	require.Equal(t, http.StatusAccepted, a.Status)

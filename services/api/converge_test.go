@@ -277,7 +277,7 @@ func TestConverge_RateLimit_429WithRetryAfter_SharedByAPIReplicas(t *testing.T) 
 		require.Contains(t, a.Body["error"].(map[string]any)["message"], "retry after")
 	}
 	var n int
-	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM convergence_tasks WHERE env_id = $1`, acme).Scan(&n))
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks WHERE env_id = $1`, acme).Scan(&n))
 	require.Equal(t, 3, n, "a refused request queues nothing")
 
 	// Another tenant has its own bucket; reads have theirs.

@@ -161,7 +161,7 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	ctx := context.Background()
 	req := tasks.Request{Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
 	for range total {
-		require.NoError(b, tasks.Create(ctx, e.ob, tasks.NewTask{ID: tasks.NewID(), EnvID: envID, OrgID: 1, Request: req}))
+		e.request(req.Event(tasks.NewID(), envID, 1), "")
 	}
 	require.Eventually(b, func() bool {
 		var n int

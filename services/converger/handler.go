@@ -42,6 +42,9 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	defer cancelRun(nil)
 	defer s.running.add(id, cancelRun)()
 
+	if err := s.store.Accept(ctx, ev.Data, ev.Envelope.RequestID); err != nil {
+		return err
+	}
 	claim, err := s.store.Claim(ctx, id)
 	if errors.Is(err, tasks.ErrNotClaimable) {
 		log.Debug("task already finished; request acknowledged without running it")
@@ -169,17 +172,8 @@ func (r *taskRun) onRound(ctx context.Context, rd engine.Round) error {
 	return nil
 }
 
-// publish sends a progress event on core NATS. Listeners fall back on the record, so a
-// failure is only logged.
-func (r *taskRun) publish(p tasks.Progress) {
-	data, err := tasks.EncodeProgress(p, r.claim.RequestID)
-	if err == nil {
-		err = r.s.deps.NC.Publish(events.ProgressSubject(p.TaskID), data)
-	}
-	if err != nil {
-		r.log.Debug("publish progress", "err", err)
-	}
-}
+// publish sends a progress event of the run's task.
+func (r *taskRun) publish(p tasks.Progress) { r.s.publishProgress(p, r.claim.RequestID) }
 
 func (s *Service) observe(c tasks.Claim, o tasks.Outcome) {
 	s.metrics.finished.WithLabelValues(string(o.Status), o.Result.StopReason).Inc()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -134,8 +135,18 @@ func (e *env) submit(envID int64, req tasks.Request) string {
 	require.NoError(e.t, err)
 	normalized := tasks.RequestOf(t, req.TokenBudget, req.Timeout(), req.WebhookURL)
 	id := tasks.NewID()
-	require.NoError(e.t, tasks.Create(context.Background(), e.ob, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: normalized, RequestID: "req-" + id}))
+	e.request(normalized.Event(id, envID, 1), "req-"+id)
+	// Recorded as the request's arrival records it, so the test reads it at once.
+	require.NoError(e.t, e.store.Accept(context.Background(), normalized.Event(id, envID, 1), "req-"+id))
 	return id
+}
+
+// request sends a converge.request through the outbox, as the API does.
+func (e *env) request(req events.ConvergeRequest, requestID string) {
+	e.t.Helper()
+	env, err := events.NewEnvelope("convergence/api", events.TypeConvergeRequest, req.TaskID, requestID, req)
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.ob.Batch(context.Background(), &pgx.Batch{}, events.SubjectConvergeRequest, env))
 }
 
 // waitFinished waits for task id to finish and returns its record.

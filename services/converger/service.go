@@ -100,7 +100,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run consumes convergence requests and delivers webhooks until ctx is done or a part fails.
+// Run consumes convergence requests, delivers webhooks and answers questions about tasks on the
+// bus until ctx is done or a part fails.
 // It then stops taking requests, leaves the tasks in flight to their next delivery (they
 // resume from their persisted turns), and returns.
 func (s *Service) Run(ctx context.Context) error {
@@ -130,6 +131,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(gctx) })
 	g.Go(func() error { return s.deliverer.Run(gctx) })
+	g.Go(func() error { return s.ServeQueries(gctx) })
 	s.logger.Info("converger ready", "provider", s.provider.Name(), "concurrency", s.cfg.Concurrency)
 	return g.Wait()
 }

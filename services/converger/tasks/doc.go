@@ -1,13 +1,13 @@
-// Package tasks is the record of convergence tasks that the API and the converger share: the
-// convergence_tasks row and the turns and rounds persisted while a task runs, the JSON views the
-// API answers with (and that webhooks and progress events carry), and the core-NATS messages
-// that connect the two services while a task runs.
+// Package tasks is the converger's record of convergence tasks: the convergence_tasks row and
+// the turns and rounds persisted while a task runs, the JSON views the API answers with (and
+// that webhooks and progress events carry), and the core-NATS messages that tell listeners how
+// a task runs.
 //
 // # Life of a task
 //
-// The API validates a request and calls [Create] inside its outbox transaction: the task is
-// recorded as queued together with its converge.request event. The converger [Store.Claim]s
-// it, which moves it to running and increments its run, the fencing token every later write
+// The API validates a request and sends it as a converge.request, which carries all of it
+// ([Request.Event]). The converger records the task as queued when the request arrives
+// ([Store.Accept]; a cancel that comes first records it too), then [Store.Claim]s it, which moves it to running and increments its run, the fencing token every later write
 // of that run carries: [Store.SaveTurn] after each turn, [Store.SaveRound] after each round,
 // and [Store.Finish] at the end, which records the result and writes the converge.completed or
 // converge.failed event and the webhook delivery in one transaction. A write of a run that is

@@ -9,8 +9,8 @@ import (
 )
 
 // Request is a convergence request as the API accepted it: validated, with the type, roles and
-// max rounds filled in. It is stored as convergence_tasks.request, and it is what the
-// converger runs. TokenBudget and TimeoutSeconds stay zero unless the caller set them, so the
+// max rounds filled in. It arrives in a converge.request (Event, RequestOfEvent), is stored as
+// convergence_tasks.request, and is what the converger runs. TokenBudget and TimeoutSeconds stay zero unless the caller set them, so the
 // converger's configured defaults apply.
 type Request struct {
 	Prompt         string  `json:"prompt"`
@@ -63,20 +63,37 @@ func RequestOf(t engine.Task, tokenBudget int64, timeout time.Duration, webhookU
 	}
 }
 
-// event is the converge.request payload of the request: the integrators' view of it. The
-// converger reads the request from the task's record, not from the event.
-func (r Request) event(taskID string, envID, orgID int64) events.ConvergeRequest {
+// Event is the converge.request that asks for the request as task taskID of tenant envID.
+func (r Request) Event(taskID string, envID, orgID int64) events.ConvergeRequest {
 	return events.ConvergeRequest{
-		TaskID:     taskID,
-		EnvID:      envID,
-		OrgID:      orgID,
-		Type:       r.Type,
-		Prompt:     r.Prompt,
-		AgentARole: r.AgentARole,
-		AgentBRole: r.AgentBRole,
-		Context:    r.Context,
-		MaxRounds:  r.MaxRounds,
-		Model:      r.Model,
-		WebhookURL: r.WebhookURL,
+		TaskID:         taskID,
+		EnvID:          envID,
+		OrgID:          orgID,
+		Type:           r.Type,
+		Prompt:         r.Prompt,
+		AgentARole:     r.AgentARole,
+		AgentBRole:     r.AgentBRole,
+		Context:        r.Context,
+		MaxRounds:      r.MaxRounds,
+		Model:          r.Model,
+		TokenBudget:    r.TokenBudget,
+		TimeoutSeconds: r.TimeoutSeconds,
+		WebhookURL:     r.WebhookURL,
+	}
+}
+
+// RequestOfEvent is the request a converge.request carries.
+func RequestOfEvent(e events.ConvergeRequest) Request {
+	return Request{
+		Prompt:         e.Prompt,
+		Type:           e.Type,
+		AgentARole:     e.AgentARole,
+		AgentBRole:     e.AgentBRole,
+		Context:        e.Context,
+		MaxRounds:      e.MaxRounds,
+		Model:          e.Model,
+		TokenBudget:    e.TokenBudget,
+		TimeoutSeconds: e.TimeoutSeconds,
+		WebhookURL:     e.WebhookURL,
 	}
 }

@@ -28,7 +28,6 @@ var (
 
 // Event sources of the events the store writes.
 const (
-	SourceAPI       = "convergence/api"
 	SourceConverger = "convergence/converger"
 )
 
@@ -49,37 +48,26 @@ func (s *Store) GroupCommit(w *Writer) *Store {
 	return &c
 }
 
-// NewTask is a task to create.
-type NewTask struct {
-	ID        string
-	EnvID     int64
-	OrgID     int64
-	Request   Request
-	RequestID string
-}
-
-// Create records t as queued with its converge.request event, in one round trip through the
-// outbox (Outbox.Batch): both commit or neither does. A task with a webhook URL makes sure its
-// tenant has a secret, in the same transaction.
-func Create(ctx context.Context, ob *outbox.Outbox, t NewTask) error {
-	req, err := json.Marshal(t.Request)
+// Accept records the task a converge.request asks for as queued, unless it is recorded already,
+// and gives its tenant a webhook secret if it names a webhook URL and has none, in one round
+// trip. It is idempotent: a redelivered request, or one whose task a cancel recorded first,
+// changes nothing.
+func (s *Store) Accept(ctx context.Context, e events.ConvergeRequest, requestID string) error {
+	req, err := json.Marshal(RequestOfEvent(e))
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
-	}
-	env, err := events.NewEnvelope(SourceAPI, events.TypeConvergeRequest, t.ID, t.RequestID, t.Request.event(t.ID, t.EnvID, t.OrgID))
-	if err != nil {
-		return err
 	}
 	b := &pgx.Batch{}
 	b.Queue(`
 		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, request_id)
-		VALUES ($1, $2, $3, $4, 'queued', $5, NULLIF($6, ''))`,
-		t.ID, t.EnvID, t.OrgID, t.Request.Type, req, t.RequestID)
-	if t.Request.WebhookURL != "" {
-		webhook.QueueSecret(b, t.EnvID)
+		VALUES ($1, $2, $3, $4, 'queued', $5, NULLIF($6, ''))
+		ON CONFLICT (id) DO NOTHING`,
+		e.TaskID, e.EnvID, e.OrgID, e.Type, req, requestID)
+	if e.WebhookURL != "" {
+		webhook.QueueSecret(b, e.EnvID)
 	}
-	if err := ob.Batch(ctx, b, events.SubjectConvergeRequest, env); err != nil {
-		return fmt.Errorf("create task: %w", err)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("accept task %s: %w", e.TaskID, err)
 	}
 	return nil
 }
@@ -465,7 +453,7 @@ func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int6
 			Disputed:       []string{},
 			Agents:         []events.AgentUsage{},
 		}}
-		return finish(ctx, tx, id, SourceAPI, o, `status = 'queued'`)
+		return finish(ctx, tx, id, SourceConverger, o, `status = 'queued'`)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

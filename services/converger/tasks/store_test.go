@@ -2,14 +2,15 @@ package tasks_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
@@ -50,14 +51,12 @@ func TestAgentsOf_UsagePerAgent_TurnCutShortAfterABilledReplyIsOneCall(t *testin
 	}, got, "no synthesis line: it made no call")
 }
 
-func newTask(t *testing.T, pool *pgxpool.Pool, ob *outbox.Outbox) (int64, string) {
+// newTask records a task as a converge.request's arrival does, for a tenant of its own.
+func newTask(t *testing.T, pool *pgxpool.Pool, _ *outbox.Outbox) (int64, string) {
 	t.Helper()
-	_, digest := apikey.New()
-	var envID int64
-	require.NoError(t, pool.QueryRow(t.Context(), `
-		INSERT INTO environments (org_id, name, status, api_key_hash) VALUES (1, 'acme-' || $2, 'running', $1) RETURNING id`, digest, tasks.NewID()).Scan(&envID))
-	id := tasks.NewID()
-	require.NoError(t, tasks.Create(t.Context(), ob, tasks.NewTask{ID: id, EnvID: envID, OrgID: 1, Request: tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}}))
+	envID, id := rand.Int64N(1<<40)+1, tasks.NewID()
+	req := tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}.Event(id, envID, 1)
+	require.NoError(t, tasks.NewStore(pool).Accept(t.Context(), req, ""))
 	return envID, id
 }
 
@@ -71,7 +70,7 @@ func resultEvents(t *testing.T, pool *pgxpool.Pool) int {
 
 func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	t.Parallel()
-	pool := pgtest.New(t)
+	pool := pgtest.NewFor(t, pgrole.Converger)
 	ob := outbox.New(pool)
 	store := tasks.NewStore(pool)
 	envID, id := newTask(t, pool, ob)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
@@ -16,7 +17,7 @@ import (
 
 func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T) {
 	t.Parallel()
-	pool := pgtest.New(t)
+	pool := pgtest.NewFor(t, pgrole.Converger)
 	ob := outbox.New(pool)
 	w := tasks.NewWriter(pool, 64, 2)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -70,7 +71,7 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 
 func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
 	t.Parallel()
-	pool := pgtest.New(t)
+	pool := pgtest.NewFor(t, pgrole.Converger)
 	ob := outbox.New(pool)
 	w := tasks.NewWriter(pool, 8, 1)
 	ctx, cancel := context.WithCancel(context.Background())

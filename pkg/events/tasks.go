@@ -1,0 +1,73 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Subjects the converger answers on: core NATS request/reply, served by every converger replica
+// in one queue group. The API asks them for its task and webhook endpoints.
+const (
+	SubjectTaskGet       = "converger.task.get"
+	SubjectTaskCancel    = "converger.task.cancel"
+	SubjectWebhookSecret = "converger.webhook.secret"
+)
+
+// TaskQuery (on SubjectTaskGet) asks for a tenant's task, answered by a TaskState. A task of
+// another tenant is not found.
+type TaskQuery struct {
+	EnvID  int64  `json:"envId"`
+	TaskID string `json:"taskId"`
+	// Transcript puts every round into the task view's rounds.
+	Transcript bool `json:"transcript,omitempty"`
+	// Rounds asks for the rounds numbered above RoundsAfter in TaskState.Rounds.
+	Rounds      bool `json:"rounds,omitempty"`
+	RoundsAfter int  `json:"roundsAfter,omitempty"`
+}
+
+// TaskState is a task as the converger records it.
+type TaskState struct {
+	// Status is queued, running, completed, failed or cancelled.
+	Status string `json:"status"`
+	// Task is the task as the API shows it (GET /api/v1/converge/:taskId's task).
+	Task   json.RawMessage `json:"task"`
+	Rounds []TaskRound     `json:"rounds,omitempty"`
+}
+
+// Finished reports whether the task has ended.
+func (s TaskState) Finished() bool {
+	return s.Status == "completed" || s.Status == "failed" || s.Status == "cancelled"
+}
+
+// TaskRound is one scored round as the API shows it, with its number.
+type TaskRound struct {
+	Number int             `json:"number"`
+	View   json.RawMessage `json:"view"`
+}
+
+// TaskCancel (on SubjectTaskCancel) asks the converger to cancel a tenant's task, answered by a
+// TaskState (its status after the request: cancelled for a task that had not started, still
+// running for one whose run stops at its next step). Request is the task's request, so a
+// task whose converge.request the converger has not yet seen is recorded, and cancelled, all
+// the same.
+type TaskCancel struct {
+	Request   ConvergeRequest `json:"request"`
+	RequestID string          `json:"requestId,omitempty"`
+}
+
+// WebhookSecretRequest (on SubjectWebhookSecret) asks for a tenant's webhook signing secret,
+// made on first use, or with Rotate for a new one.
+type WebhookSecretRequest struct {
+	EnvID  int64 `json:"envId"`
+	Rotate bool  `json:"rotate,omitempty"`
+}
+
+// WebhookSecret is a tenant's webhook signing secret (whsec_..., Standard Webhooks). After a
+// rotation the previous secret also signs deliveries until PreviousExpiresAt.
+type WebhookSecret struct {
+	Secret            string     `json:"secret"`
+	PreviousSecret    string     `json:"previousSecret,omitempty"`
+	PreviousExpiresAt *time.Time `json:"previousExpiresAt,omitempty"`
+	CreatedAt         time.Time  `json:"createdAt"`
+	RotatedAt         time.Time  `json:"rotatedAt"`
+}

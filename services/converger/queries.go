@@ -1,0 +1,128 @@
+package converger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
+)
+
+// queryTimeout bounds the answer to one question about a task or a webhook secret.
+const queryTimeout = 10 * time.Second
+
+// ServeQueries answers the questions other services ask the converger on the bus (the API's
+// task and webhook endpoints) until ctx is done. Run serves them beside the runs; ServeQueries
+// alone keeps the records answered without running tasks, for tests that play the runs.
+func (s *Service) ServeQueries(ctx context.Context) error {
+	srv := natsrpc.NewServer(s.deps.NC, "converger", s.logger)
+	natsrpc.Handle(srv, events.SubjectTaskGet, queryTimeout, s.taskState)
+	natsrpc.Handle(srv, events.SubjectTaskCancel, queryTimeout, s.cancelTask)
+	natsrpc.Handle(srv, events.SubjectWebhookSecret, queryTimeout, s.webhookSecret)
+	return srv.Run(ctx)
+}
+
+// taskState answers a TaskQuery.
+func (s *Service) taskState(ctx context.Context, q events.TaskQuery) (events.TaskState, error) {
+	if !tasks.ValidID(q.TaskID) {
+		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %q", q.TaskID)
+	}
+	rec, err := s.store.Get(ctx, q.EnvID, q.TaskID)
+	if errors.Is(err, tasks.ErrNotFound) {
+		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %s", q.TaskID)
+	}
+	if err != nil {
+		return events.TaskState{}, err
+	}
+	var stored []tasks.StoredRound
+	if q.Transcript || q.Rounds {
+		after := 0
+		if !q.Transcript {
+			after = q.RoundsAfter
+		}
+		if stored, err = s.store.Rounds(ctx, q.TaskID, after); err != nil {
+			return events.TaskState{}, err
+		}
+	}
+	var transcript []json.RawMessage
+	if q.Transcript {
+		transcript = tasks.Views(stored)
+	}
+	view, err := json.Marshal(rec.View(transcript))
+	if err != nil {
+		return events.TaskState{}, fmt.Errorf("encode task %s: %w", q.TaskID, err)
+	}
+	st := events.TaskState{Status: string(rec.Status), Task: view}
+	if q.Rounds {
+		for _, r := range stored {
+			if r.Number > q.RoundsAfter {
+				st.Rounds = append(st.Rounds, events.TaskRound{Number: r.Number, View: r.View})
+			}
+		}
+	}
+	return st, nil
+}
+
+// cancelTask answers a TaskCancel: a task that has not started is cancelled at once (recorded
+// first if its converge.request has not arrived yet), a running one is asked to stop at its
+// next step, a finished one is left as it is. The answer is the task's status after it.
+func (s *Service) cancelTask(ctx context.Context, c events.TaskCancel) (events.TaskState, error) {
+	id := c.Request.TaskID
+	if !tasks.ValidID(id) {
+		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %q", id)
+	}
+	if err := s.store.Accept(ctx, c.Request, c.RequestID); err != nil {
+		return events.TaskState{}, err
+	}
+	status, err := s.store.RequestCancel(ctx, s.deps.Outbox, c.Request.EnvID, id)
+	if errors.Is(err, tasks.ErrNotFound) {
+		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %s", id)
+	}
+	if err != nil {
+		return events.TaskState{}, err
+	}
+	switch status {
+	case tasks.StatusCancelled:
+		// Cancelled before it started: nobody runs it to say it ended.
+		s.publishProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: status}, c.RequestID)
+	case tasks.StatusQueued, tasks.StatusRunning:
+		// The replica that runs it stops it; the recorded request is its fallback.
+		if err := s.deps.NC.Publish(tasks.CancelSubject(id), nil); err != nil {
+			s.logger.Warn("publish cancel request; the run picks it up at its next round", "task_id", id, "err", err)
+		}
+	}
+	return events.TaskState{Status: string(status)}, nil
+}
+
+// webhookSecret answers a WebhookSecretRequest.
+func (s *Service) webhookSecret(ctx context.Context, r events.WebhookSecretRequest) (events.WebhookSecret, error) {
+	var sec webhook.Secret
+	var err error
+	if r.Rotate {
+		sec, err = webhook.Rotate(ctx, s.deps.Pool, r.EnvID, webhook.RotationGrace)
+	} else {
+		sec, err = webhook.EnsureSecret(ctx, s.deps.Pool, r.EnvID)
+	}
+	if err != nil {
+		return events.WebhookSecret{}, err
+	}
+	return events.WebhookSecret{Secret: sec.Current, PreviousSecret: sec.Previous, PreviousExpiresAt: sec.PreviousExpiresAt,
+		CreatedAt: sec.CreatedAt, RotatedAt: sec.RotatedAt}, nil
+}
+
+// publishProgress sends a progress event on core NATS. Listeners fall back on the record, so a
+// failure is only logged.
+func (s *Service) publishProgress(p tasks.Progress, requestID string) {
+	data, err := tasks.EncodeProgress(p, requestID)
+	if err == nil {
+		err = s.deps.NC.Publish(events.ProgressSubject(p.TaskID), data)
+	}
+	if err != nil {
+		s.logger.Debug("publish progress", "task_id", p.TaskID, "err", err)
+	}
+}
