@@ -59,6 +59,23 @@ CREATE TABLE api.tasks (
     request_id TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- What the API authenticates tenants with: each key's SHA-256 digest and whose it is. A key is
+-- revoked the moment its tenant's destroy is asked for.
+CREATE TABLE api.tenant_keys (
+    digest     BYTEA PRIMARY KEY,
+    env_id     BIGINT NOT NULL,
+    org_id     BIGINT NOT NULL,
+    name       TEXT NOT NULL,
+    prefix     TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    revoked_at TIMESTAMPTZ
+);
+CREATE INDEX tenant_keys_env ON api.tenant_keys (env_id);
+INSERT INTO api.tenant_keys (digest, env_id, org_id, name, prefix, created_at, revoked_at)
+SELECT api_key_hash, id, org_id, name, coalesce(api_key_prefix, ''), created_at,
+    CASE WHEN status = 'destroyed' OR desired_status = 'destroyed' THEN coalesce(destroyed_at, updated_at) END
+FROM provisioner.environments WHERE api_key_hash IS NOT NULL;
+
 INSERT INTO api.tasks (id, env_id, org_id, request, request_id, created_at)
 SELECT id, env_id, org_id, (request || jsonb_build_object('taskId', id, 'envId', env_id, 'orgId', org_id))::json,
     request_id, created_at
@@ -196,6 +213,7 @@ ORDER BY created_at;
 DROP TABLE provisioner.outbox;
 DROP TABLE converger.outbox;
 DROP TABLE api.tasks;
+DROP TABLE api.tenant_keys;
 
 ALTER TABLE api.api_rate_limits ADD CONSTRAINT api_rate_limits_env_id_fkey
     FOREIGN KEY (env_id) REFERENCES provisioner.environments (id) ON DELETE CASCADE;

@@ -48,8 +48,8 @@ type Tenant struct {
 	Name  string
 }
 
-// requireTenant admits requests carrying the API key of a tenant that has not been destroyed,
-// and puts the tenant in the echo context (tenantOf). Keys are looked up by their SHA-256
+// requireTenant admits requests carrying an API key that is not revoked (a tenant's keys are
+// revoked when its destroy is asked for), and puts the tenant in the echo context (tenantOf). Keys are looked up by their SHA-256
 // digest; a malformed key is refused without a lookup.
 func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -63,8 +63,8 @@ func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		var t Tenant
 		err := s.deps.Pool.QueryRow(c.Request().Context(), `
-			SELECT id, org_id, name FROM environments
-			WHERE api_key_hash = $1 AND status <> 'destroyed'`, apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name)
+			SELECT env_id, org_id, name FROM tenant_keys WHERE digest = $1 AND revoked_at IS NULL`,
+			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return invalid
 		}

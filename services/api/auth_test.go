@@ -35,7 +35,7 @@ func TestTenantAuth_KeyOfLiveTenantAdmitted_DestroyedOrUnknownRefused(t *testing
 	id, key := a.insertTenant("acme", "running")
 	_, goneKey := a.insertTenant("gone", "destroyed")
 	_, otherKey := a.insertTenant("unused", "running")
-	_, err := a.Pool.Exec(t.Context(), `DELETE FROM environments WHERE name = 'unused'`)
+	_, err := a.Pool.Exec(t.Context(), `DELETE FROM tenant_keys WHERE name = 'unused'`)
 	require.NoError(t, err)
 
 	code, body := a.do(http.MethodGet, "/api/v1/me", key, nil)

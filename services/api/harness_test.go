@@ -93,8 +93,11 @@ func (a *testAPI) insertTenant(name, status string) (int64, string) {
 	key, digest := apikey.New()
 	var id int64
 	err := a.Pool.QueryRow(a.t.Context(), `
-		INSERT INTO environments (org_id, name, status, api_key_hash, api_key_prefix)
-		VALUES (1, $1, $2, $3, $4) RETURNING id`, name, status, digest, apikey.Display(key)).Scan(&id)
+		WITH e AS (INSERT INTO environments (org_id, name, status, api_key_hash, api_key_prefix)
+			VALUES (1, $1, $2, $3, $4) RETURNING id, org_id)
+		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at)
+		SELECT $3, id, org_id, $1, $4, CASE WHEN $2 = 'destroyed' THEN now() END FROM e RETURNING env_id`,
+		name, status, digest, apikey.Display(key)).Scan(&id)
 	require.NoError(a.t, err)
 	return id, key
 }

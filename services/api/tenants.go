@@ -282,6 +282,10 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 		if err != nil {
 			return fmt.Errorf("insert tenant: %w", err)
 		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)`,
+			digest, envID, orgID, sp.name, apikey.Display(key)); err != nil {
+			return fmt.Errorf("record tenant key: %w", err)
+		}
 		port, err := ports.Lease(ctx, tx, envID)
 		if errors.Is(err, ports.ErrNoFreePort) {
 			return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "no_free_port", RetryAfter: 30 * time.Second,
@@ -682,6 +686,10 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 			return fmt.Errorf("mark tenant for destruction: %w", err)
 		}
 		already = status == string(events.StateDestroyed)
+		// The tenant's keys stop working now, not once its container is gone.
+		if _, err := tx.Exec(ctx, `UPDATE tenant_keys SET revoked_at = now() WHERE env_id = $1 AND revoked_at IS NULL`, envID); err != nil {
+			return fmt.Errorf("revoke tenant keys: %w", err)
+		}
 		if err := writeEvent(ctx, tx, events.SubjectTenantDestroy, events.TypeTenantDestroy, envID, requestID,
 			events.TenantDestroy{EnvID: envID, OrgID: orgID}); err != nil {
 			return err

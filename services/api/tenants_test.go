@@ -316,14 +316,18 @@ func TestStatus_DestroyedTenant_ShowsDestroyed_LiveTenantWithoutProvisioner_Says
 	require.Contains(t, tn["containerError"], "no provisioner answered")
 }
 
-func TestDestroy_Async_202MarksAndCommands_DestroyedTenant_200AtOnce(t *testing.T) {
+func TestDestroy_Async_202MarksCommandsAndRevokesKeyAtOnce_DestroyedTenant_200AtOnce(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	id, _ := a.insertTenant("doomed", "running")
+	id, key := a.insertTenant("doomed", "running")
+	code, _ := a.do(http.MethodGet, "/api/v1/me", key, nil)
+	require.Equal(t, http.StatusOK, code)
 	code, body := a.do(http.MethodDelete, fmt.Sprintf("/api/v1/tenant/%d?async=true", id), adminToken, nil)
 	require.Equal(t, http.StatusAccepted, code, "%v", body)
 	tn := tenantOfBody(t, body)
 	require.Equal(t, "running", tn["status"], "the provisioner has not done it yet")
+	code, _ = a.do(http.MethodGet, "/api/v1/me", key, nil)
+	require.Equal(t, http.StatusUnauthorized, code, "the key stops working before the container is gone")
 	require.Equal(t, "destroyed", tn["desiredStatus"])
 	var n int
 	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM outbox WHERE subject = $1`, events.SubjectTenantDestroy).Scan(&n))

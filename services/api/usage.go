@@ -70,7 +70,7 @@ func (s *Service) tenantUsage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	err = s.deps.Pool.QueryRow(c.Request().Context(), `SELECT org_id FROM environments WHERE id = $1`, envID).Scan(&q.OrgID)
+	err = s.deps.Pool.QueryRow(c.Request().Context(), `SELECT org_id FROM tenant_keys WHERE env_id = $1 LIMIT 1`, envID).Scan(&q.OrgID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return httpx.NotFound(fmt.Sprintf("tenant %d", envID))
 	}
