@@ -177,24 +177,12 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA metering GRANT USAGE, SELECT ON SEQUENCES TO 
 -- What still crosses services, table by table, until the owner answers it on the bus. Every
 -- line here is a debt: README.md's ownership table lists them.
 --
--- The API admits spawns (a tenant's row, port lease and sealed key) and destroys, reads tenants
--- for its views and tenant keys for authentication.
-GRANT USAGE ON SCHEMA provisioner TO convergence_api;
-GRANT SELECT, INSERT, UPDATE ON provisioner.environments TO convergence_api;
-GRANT USAGE ON SEQUENCE provisioner.environments_id_seq TO convergence_api;
-GRANT SELECT, UPDATE ON provisioner.tenant_ports TO convergence_api;
-GRANT SELECT ON provisioner.provisioner_keys TO convergence_api;
-GRANT SELECT, INSERT, UPDATE ON provisioner.tenant_secrets TO convergence_api;
-GRANT SELECT ON provisioner.tenant_logs TO convergence_api;
 -- Metering reconciles its ledger with the converger's task records.
 GRANT USAGE ON SCHEMA converger TO convergence_metering;
 GRANT SELECT ON converger.convergence_tasks TO convergence_metering;
 
 -- +goose Down
-REVOKE ALL ON ALL TABLES IN SCHEMA provisioner FROM convergence_api;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON ALL TABLES IN SCHEMA converger FROM convergence_metering;
-REVOKE ALL ON SCHEMA provisioner FROM convergence_api;
 REVOKE ALL ON SCHEMA converger FROM convergence_metering;
 
 CREATE TABLE public.processed_events (

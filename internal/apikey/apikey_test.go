@@ -38,3 +38,25 @@ func TestDisplay_ShowsOnlyThePrefix(t *testing.T) {
 	require.True(t, strings.HasPrefix(key, strings.TrimSuffix(d, "…")))
 	require.Len(t, strings.TrimSuffix(d, "…"), len(apikey.Prefix)+4)
 }
+
+func TestHandover_SealedToReceiver_OpensForThatTenantOnly(t *testing.T) {
+	t.Parallel()
+	r, err := apikey.NewReceiver()
+	require.NoError(t, err)
+	key, _ := apikey.New()
+	sealed, err := apikey.SealTo(r.PublicKey(), 7, key)
+	require.NoError(t, err)
+	require.NotContains(t, string(sealed), key[len(apikey.Prefix):])
+
+	got, err := r.Open(7, sealed)
+	require.NoError(t, err)
+	require.Equal(t, key, got)
+	_, err = r.Open(8, sealed)
+	require.Error(t, err, "bound to its tenant")
+	other, err := apikey.NewReceiver()
+	require.NoError(t, err)
+	_, err = other.Open(7, sealed)
+	require.Error(t, err, "only the receiver opens it")
+	_, err = apikey.SealTo([]byte("short"), 7, key)
+	require.Error(t, err)
+}

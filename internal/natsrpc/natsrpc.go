@@ -27,9 +27,11 @@ const (
 	CodeInternal    = "internal"    // the answerer failed; its log says why
 )
 
-// Error is a failed request's answer.
+// Error is a failed request's answer. Reason, when set, names the case within the code for a
+// caller that answers it differently (a quota against a name clash, say).
 type Error struct {
 	Code    string `json:"code"`
+	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message"`
 }
 

@@ -38,8 +38,6 @@ func Role(service string) string { return "convergence_" + service }
 // (migration 00007 grants each of those reads by name; README.md lists them).
 func SearchPath(service string) []string {
 	switch service {
-	case API:
-		return []string{API, Provisioner}
 	case Metering:
 		return []string{Metering, Converger}
 	default:

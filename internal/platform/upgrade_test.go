@@ -1,6 +1,7 @@
 package platform_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,12 +9,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/platform"
 	"github.com/convergence-dev/convergence/migrations"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/provisioner"
 )
 
 // lastSharedSchemaVersion is the last migration of the releases in which every service's
@@ -72,12 +83,15 @@ func TestUpgrade_SharedSchemaDatabaseWithData_EveryRowKeptAndServed(t *testing.T
 			('ev-completed', 'converge.completed', '{}', NULL)`)
 	require.NoError(t, db.Pool.SendBatch(t.Context(), b).Close())
 
-	// The provisioner does not run: it would start reconciling the recorded tenant.
+	// The provisioner only answers questions (ServeQueries): running, it would start
+	// reconciling the recorded tenant, whose container this test never made.
 	cfg := testConfig(t)
 	cfg.Target = "api,converger,metering"
 	cfg.DatabaseURL = db.URL
 	cfg.DataDir = t.TempDir()
+	cfg.NATSListen = freeAddr(t)
 	start(t, cfg)
+	serveProvisionerQueries(t, cfg, db)
 	base := "http://" + cfg.HTTPAddr + "/api/v1"
 
 	var orgs struct {
@@ -176,4 +190,32 @@ func getJSON(t *testing.T, url, token string, v any) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&raw))
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", url, raw)
 	require.NoError(t, json.Unmarshal(raw, v), "GET %s: %s", url, raw)
+}
+
+// serveProvisionerQueries runs a provisioner that answers for tenants on the platform's bus but
+// runs none, until the test ends.
+func serveProvisionerQueries(t *testing.T, cfg platform.Config, db *pgtest.DB) {
+	t.Helper()
+	nc, err := nats.Connect("nats://" + cfg.NATSListen)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	pool := db.For(t, pgrole.Provisioner)
+	pcfg := cfg.Provisioner
+	pcfg.StateDir = t.TempDir()
+	svc, err := provisioner.New(pcfg, provisioner.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js,
+		Docker: dockertest.Client(t), Logger: discard, Registry: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ServeQueries(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool {
+		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](t.Context(), nc, events.SubjectTenantGet, events.TenantQuery{EnvID: 7})
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "the provisioner answers")
 }

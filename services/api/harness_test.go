@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
@@ -27,6 +30,9 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/metering"
+	"github.com/convergence-dev/convergence/services/provisioner"
+	"github.com/convergence-dev/convergence/services/provisioner/keyring"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
 
 func TestMain(m *testing.M) {
@@ -62,6 +68,40 @@ func newTestAPI(t *testing.T) *testAPI {
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
 	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv}
+}
+
+// startProvisioner runs a provisioner that admits tenants and answers for them on the bus but
+// runs none (ServeQueries: no container is made), until the test ends, and returns its sealing
+// key.
+func (a *testAPI) startProvisioner() *keyring.Keyring {
+	a.t.Helper()
+	cli := dockertest.Client(a.t)
+	run := dockertest.NewRun(a.t, cli)
+	cfg := provisioner.Config{
+		Runtime:  runtime.DockerConfig{NamePrefix: run.Prefix, Labels: run.Labels},
+		StateDir: a.t.TempDir(),
+		Ports:    "3001-3999", // never bound: no tenant runs
+	}
+	nc := a.nats.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(a.t, err)
+	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: a.db.For(a.t, pgrole.Provisioner), Outbox: outbox.New(a.db.For(a.t, pgrole.Provisioner)),
+		NC: nc, JS: js, Docker: cli, Logger: testLogger(), Registry: prometheus.NewRegistry()})
+	require.NoError(a.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ServeQueries(ctx) }()
+	a.t.Cleanup(func() {
+		cancel()
+		require.NoError(a.t, <-done)
+	})
+	require.Eventually(a.t, func() bool {
+		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](a.t.Context(), nc, events.SubjectTenantGet, events.TenantQuery{EnvID: 1})
+		return !errors.Is(err, natsrpc.ErrUnavailable)
+	}, 20*time.Second, 20*time.Millisecond, "the provisioner answers")
+	keys, err := keyring.LoadOrCreate(filepath.Join(cfg.StateDir, "provisioner.key"))
+	require.NoError(a.t, err)
+	return keys
 }
 
 // startMetering runs a metering on the API's database and JetStream until the test ends, to

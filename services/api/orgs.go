@@ -30,7 +30,8 @@ func (s *Service) orgRoutes(admin *echo.Group) {
 	admin.GET("/orgs/:orgId", s.getOrg)
 }
 
-// orgView is an organization as the API shows it.
+// orgView is an organization as the API shows it. LiveTenants counts the tenants whose destroy
+// has not been asked for.
 type orgView struct {
 	OrgID       int64     `json:"orgId"`
 	Name        string    `json:"name"`
@@ -41,9 +42,11 @@ type orgView struct {
 	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
-const orgViewSelect = `SELECT o.id, o.name, o.plan, o.max_tenants,
-	(SELECT count(*) FROM environments e WHERE e.org_id = o.id AND e.status <> 'destroyed'),
-	o.created_at, o.updated_at FROM organizations o`
+// selectOrgs reads organization $1 (0: every one) with ids above $2, at most $3.
+const selectOrgs = `SELECT o.id, o.name, o.plan, o.max_tenants,
+	(SELECT count(DISTINCT k.env_id) FROM tenant_keys k WHERE k.org_id = o.id AND k.revoked_at IS NULL),
+	o.created_at, o.updated_at FROM organizations o
+	WHERE ($1 = 0 OR o.id = $1) AND o.id > $2 ORDER BY o.id LIMIT $3`
 
 func scanOrg(row pgx.Row) (orgView, error) {
 	var v orgView
@@ -106,7 +109,7 @@ func (s *Service) listOrgs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, err := s.deps.Pool.Query(c.Request().Context(), orgViewSelect+` WHERE o.id > $1 ORDER BY o.id LIMIT $2`, after, limit+1)
+	rows, err := s.deps.Pool.Query(c.Request().Context(), selectOrgs, 0, after, limit+1)
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
@@ -130,7 +133,7 @@ func (s *Service) getOrg(c echo.Context) error {
 	if err != nil || id <= 0 {
 		return httpx.BadRequest("orgId %q is not valid: use the positive integer id of an organization (GET /api/v1/orgs)", raw)
 	}
-	v, err := scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), orgViewSelect+` WHERE o.id = $1`, id))
+	v, err := scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), selectOrgs, id, 0, 1))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return httpx.NotFound(fmt.Sprintf("organization %d", id))
 	}

@@ -24,7 +24,8 @@ func TestOrgs_CreateGetList(t *testing.T) {
 	require.Equal(t, http.StatusConflict, code)
 	require.Contains(t, errorMessage(body), `an organization named "acme" already exists`)
 
-	_, err := a.Pool.Exec(t.Context(), `INSERT INTO environments (org_id, name, status) VALUES ($1, 'a', 'running'), ($1, 'b', 'destroyed')`, id)
+	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at)
+		VALUES ('a', 10, $1, 'a', 'sk_tenant_a', NULL), ('b', 11, $1, 'b', 'sk_tenant_b', now())`, id)
 	require.NoError(t, err)
 	code, body = a.do(http.MethodGet, "/api/v1/orgs/"+strconv.FormatInt(id, 10), adminToken, nil)
 	require.Equal(t, http.StatusOK, code)

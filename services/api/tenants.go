@@ -22,11 +22,10 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/live"
-	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
@@ -92,66 +91,28 @@ func (s *Service) tenantRoutes(admin *echo.Group) {
 	s.orgRoutes(admin)
 }
 
-// tenantView is a tenant as the API shows it. APIKey is set in the spawn answer only;
-// Container in the status answer only.
+// tenantView is a tenant as the API shows it: the provisioner's view, with APIKey in the spawn
+// answer only and Container in the status answer only.
 type tenantView struct {
-	EnvID           int64        `json:"envId"`
-	OrgID           int64        `json:"orgId"`
-	Name            string       `json:"name"`
-	Status          string       `json:"status"`
-	DesiredStatus   string       `json:"desiredStatus"`
-	Health          *string      `json:"health"`
-	Reason          *string      `json:"reason,omitempty"`
-	Port            *int         `json:"port"`
-	APIKey          string       `json:"apiKey,omitempty"`
-	APIKeyPrefix    string       `json:"apiKeyPrefix"`
-	Language        *string      `json:"language,omitempty"`
-	Framework       *string      `json:"framework,omitempty"`
-	Image           string       `json:"image"`
-	Limits          limitsView   `json:"limits"`
-	Generation      int64        `json:"generation"`
-	ContainerName   *string      `json:"containerName,omitempty"`
-	CreatedAt       time.Time    `json:"createdAt"`
-	UpdatedAt       time.Time    `json:"updatedAt"`
-	StatusChangedAt time.Time    `json:"statusChangedAt"`
-	DestroyedAt     *time.Time   `json:"destroyedAt,omitempty"`
-	Container       *live.Status `json:"container,omitempty"`
+	events.TenantView
+	APIKey    string       `json:"apiKey,omitempty"`
+	Container *live.Status `json:"container,omitempty"`
 	// ContainerError says why Container is missing from a status answer.
 	ContainerError string `json:"containerError,omitempty"`
 }
 
-type limitsView struct {
-	MemoryMB int64   `json:"memoryMb"`
-	CPUs     float64 `json:"cpus"`
-	PIDs     int64   `json:"pids"`
-}
-
-const tenantViewColumns = `id, org_id, name, status, desired_status, health, reason, port,
-	coalesce(api_key_prefix, ''), language, framework, coalesce(image, ''), coalesce(memory_bytes, 0),
-	coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation, container_name, created_at,
-	updated_at, status_changed_at, destroyed_at`
-
-func scanTenantView(row pgx.Row) (tenantView, error) {
-	var v tenantView
-	var mem, nano int64
-	err := row.Scan(&v.EnvID, &v.OrgID, &v.Name, &v.Status, &v.DesiredStatus, &v.Health, &v.Reason, &v.Port,
-		&v.APIKeyPrefix, &v.Language, &v.Framework, &v.Image, &mem, &nano, &v.Limits.PIDs, &v.Generation,
-		&v.ContainerName, &v.CreatedAt, &v.UpdatedAt, &v.StatusChangedAt, &v.DestroyedAt)
-	v.Limits.MemoryMB = mem >> 20
-	v.Limits.CPUs = float64(nano) / 1e9
-	return v, err
-}
-
-// loadTenant reads one tenant, answering 404 when there is none.
+// loadTenant asks the provisioner for one tenant, answering 404 when there is none.
 func (h *tenantAPI) loadTenant(ctx context.Context, envID int64) (tenantView, error) {
-	v, err := scanTenantView(h.s.deps.Pool.QueryRow(ctx, `SELECT `+tenantViewColumns+` FROM environments WHERE id = $1`, envID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return tenantView{}, httpx.NotFound(fmt.Sprintf("tenant %d", envID))
-	}
+	v, err := natsrpc.Call[events.TenantQuery, events.TenantView](ctx, h.s.deps.NC, events.SubjectTenantGet, events.TenantQuery{EnvID: envID})
 	if err != nil {
-		return tenantView{}, fmt.Errorf("load tenant %d: %w", envID, err)
+		return tenantView{}, fromProvisioner(err)
 	}
-	return v, nil
+	return tenantView{TenantView: v}, nil
+}
+
+// fromProvisioner is the HTTP answer to a failed question to the provisioner.
+func fromProvisioner(err error) error {
+	return fromService(err, "the provisioner, which keeps tenants,")
 }
 
 // spawnRequest is the body of POST /tenant/spawn.
@@ -256,75 +217,43 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 		return err
 	}
 
-	key, digest := apikey.New()
-	requestID := httpx.RequestID(c)
-	var envID int64
-	var sub *nats.Subscription
-	err = h.s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
-		orgID, err := lockOrgForSpawn(ctx, tx, sp.orgID)
-		if err != nil {
-			return err
-		}
-		var language, framework any
-		if sp.language != "" {
-			language, framework = sp.language, sp.framework
-		}
-		err = tx.QueryRow(ctx, `
-			INSERT INTO environments (org_id, name, status, desired_status, language, framework, image,
-				memory_bytes, nano_cpus, pids_limit, api_key_hash, api_key_prefix, request_id)
-			VALUES ($1, $2, 'provisioning', 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			RETURNING id`,
-			orgID, sp.name, language, framework, sp.image, sp.memoryBytes, sp.nanoCPUs, sp.pids,
-			digest, apikey.Display(key), requestID).Scan(&envID)
-		if isUniqueViolation(err, "environments_live_name") {
-			return httpx.Conflict("a tenant named %q already exists in organization %d; pick another name, or destroy that tenant first", sp.name, orgID)
-		}
-		if err != nil {
-			return fmt.Errorf("insert tenant: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)`,
-			digest, envID, orgID, sp.name, apikey.Display(key)); err != nil {
-			return fmt.Errorf("record tenant key: %w", err)
-		}
-		port, err := ports.Lease(ctx, tx, envID)
-		if errors.Is(err, ports.ErrNoFreePort) {
-			return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "no_free_port", RetryAfter: 30 * time.Second,
-				Message: "every tenant port is in use; destroy a tenant, or widen the provisioner's port range (-provisioner.ports)"}
-		}
-		if err != nil {
-			return err
-		}
-		if err := keyring.Seal(ctx, tx, envID, key); err != nil {
-			if errors.Is(err, keyring.ErrNoRecipients) {
-				return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "provisioner_unavailable", RetryAfter: 5 * time.Second,
-					Message: "no provisioner has started yet, so the tenant's key cannot be handed over; start the provisioner and retry"}
-			}
-			return err
-		}
-		cmd := events.TenantSpawn{EnvID: envID, OrgID: orgID, Name: sp.name, Image: sp.image, Port: port, Generation: 1,
-			Limits: events.Limits{MemoryBytes: sp.memoryBytes, NanoCPUs: sp.nanoCPUs, PIDs: sp.pids}}
-		if err := writeEvent(ctx, tx, events.SubjectTenantSpawn, events.TypeTenantSpawn, envID, requestID, cmd); err != nil {
-			return err
-		}
-		fact := events.TenantLifecycle{EnvID: envID, OrgID: orgID, Name: sp.name, State: events.StateProvisioning, Port: port, At: time.Now().UTC()}
-		if err := writeEvent(ctx, tx, events.LifecycleSubject(events.StateProvisioning, envID), events.TypeTenantLifecycle, envID, requestID, fact); err != nil {
-			return err
-		}
-		if !async {
-			// Subscribed before the commit, so the outcome cannot slip by unseen.
-			if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter("", envID)); err != nil {
-				return fmt.Errorf("subscribe to lifecycle facts: %w", err)
-			}
-		}
-		return nil
-	})
-	if sub != nil {
-		defer func() { _ = sub.Unsubscribe() }()
-	}
+	orgID, maxTenants, err := h.org(ctx, sp.orgID)
 	if err != nil {
 		return err
 	}
+	recv, err := apikey.NewReceiver()
+	if err != nil {
+		return err
+	}
+	requestID := httpx.RequestID(c)
+	adm, err := natsrpc.Call[events.TenantAdmission, events.TenantAdmitted](ctx, h.s.deps.NC, events.SubjectTenantAdmit, events.TenantAdmission{
+		OrgID: orgID, MaxTenants: maxTenants, Name: sp.name, Language: sp.language, Framework: sp.framework, Image: sp.image,
+		Limits:   events.Limits{MemoryBytes: sp.memoryBytes, NanoCPUs: sp.nanoCPUs, PIDs: sp.pids},
+		ReplyKey: recv.PublicKey(), RequestID: requestID,
+	})
+	if err != nil {
+		return admissionError(err)
+	}
+	envID := adm.Tenant.EnvID
+	key, err := recv.Open(envID, adm.SealedKey)
+	if err != nil {
+		return err
+	}
+	if _, err := h.s.deps.Pool.Exec(ctx, `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)`,
+		apikey.Digest(key), envID, orgID, sp.name, apikey.Display(key)); err != nil {
+		return fmt.Errorf("record tenant key: %w", err)
+	}
 	h.s.logger.Info("tenant spawn accepted", "envId", envID, "name", sp.name, "image", sp.image, "apiKey", apikey.Display(key), "request_id", requestID)
+
+	var sub *nats.Subscription
+	if !async {
+		// The running fact comes once the container answers; waitFor reads the state first,
+		// so a fact that came before the subscription is not missed.
+		if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter("", envID)); err != nil {
+			return httpx.Unavailable("the message bus")
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 
 	code := http.StatusAccepted
 	var message string
@@ -342,9 +271,9 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 			message = fmt.Sprintf("still provisioning after %s; follow it with GET /api/v1/tenant/%d/status", wait, envID)
 		}
 	}
-	v, err := h.loadTenant(ctx, envID)
-	if err != nil {
-		return err
+	v := tenantView{TenantView: adm.Tenant}
+	if v2, err := h.loadTenant(ctx, envID); err == nil {
+		v = v2
 	}
 	v.APIKey = key
 	switch v.Status {
@@ -379,32 +308,37 @@ func failedSpawnBody(c echo.Context, v tenantView) map[string]any {
 	}
 }
 
-// lockOrgForSpawn locks the organization's row for the spawn's transaction (0 means the
-// default organization) and checks its tenant quota. Spawns in one organization so take
-// turns for the few milliseconds of the insert, which makes the quota exact.
-func lockOrgForSpawn(ctx context.Context, tx pgx.Tx, orgID int64) (int64, error) {
+// org returns organization orgID (0: the default one) and its tenant quota, which the
+// provisioner enforces at admission.
+func (h *tenantAPI) org(ctx context.Context, orgID int64) (int64, int, error) {
 	var maxTenants int
-	var err error
-	if orgID == 0 {
-		err = tx.QueryRow(ctx, `SELECT id, max_tenants FROM organizations WHERE name = 'default' FOR UPDATE`).Scan(&orgID, &maxTenants)
-	} else {
-		err = tx.QueryRow(ctx, `SELECT id, max_tenants FROM organizations WHERE id = $1 FOR UPDATE`, orgID).Scan(&orgID, &maxTenants)
-	}
+	err := h.s.deps.Pool.QueryRow(ctx, `
+		SELECT id, max_tenants FROM organizations WHERE CASE WHEN $1 = 0 THEN name = 'default' ELSE id = $1 END`, orgID).
+		Scan(&orgID, &maxTenants)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
+		return 0, 0, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
 	}
 	if err != nil {
-		return 0, fmt.Errorf("lock organization: %w", err)
+		return 0, 0, fmt.Errorf("read organization: %w", err)
 	}
-	var live int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM environments WHERE org_id = $1 AND status <> 'destroyed'`, orgID).Scan(&live); err != nil {
-		return 0, fmt.Errorf("count tenants: %w", err)
+	return orgID, maxTenants, nil
+}
+
+// admissionError is the HTTP answer to a refused admission.
+func admissionError(err error) error {
+	var e *natsrpc.Error
+	if errors.As(err, &e) {
+		switch {
+		case e.Reason == events.ReasonTenantLimit:
+			return &httpx.Error{Status: http.StatusConflict, Code: "tenant_limit", Message: e.Message}
+		case e.Reason == events.ReasonNoFreePort:
+			return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "no_free_port", RetryAfter: 30 * time.Second, Message: e.Message}
+		case e.Code == natsrpc.CodeUnavailable:
+			return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "provisioner_unavailable", RetryAfter: 5 * time.Second,
+				Message: "no provisioner answered, so the tenant cannot be admitted; start the provisioner and retry"}
+		}
 	}
-	if live >= maxTenants {
-		return 0, &httpx.Error{Status: http.StatusConflict, Code: "tenant_limit",
-			Message: fmt.Sprintf("organization %d has %d live tenants, its limit; destroy one first", orgID, live)}
-	}
-	return orgID, nil
+	return fromProvisioner(err)
 }
 
 // writeEvent writes one event about tenant envID to the outbox.
@@ -417,8 +351,8 @@ func writeEvent(ctx context.Context, tx pgx.Tx, subject, typ string, envID int64
 }
 
 // waitFor waits up to wait until tenant envID's status satisfies done, from the lifecycle
-// facts on sub and from the database (read first, after the subscription is surely in place,
-// and again every recheckInterval in case core NATS dropped a fact). It reports whether the
+// facts on sub and from the provisioner's record (read first, after the subscription is surely
+// in place, and again every recheckInterval in case core NATS dropped a fact). It reports whether the
 // status settled in time; it returns an error only when the request itself ended.
 func (h *tenantAPI) waitFor(ctx context.Context, sub *nats.Subscription, envID int64, done func(status string) bool, wait time.Duration) (bool, error) {
 	deadline := time.Now().Add(wait)
@@ -429,11 +363,11 @@ func (h *tenantAPI) waitFor(ctx context.Context, sub *nats.Subscription, envID i
 		return false, ctx.Err()
 	}
 	for {
-		var status string
-		if err := h.s.deps.Pool.QueryRow(ctx, `SELECT status FROM environments WHERE id = $1`, envID).Scan(&status); err != nil {
-			return false, fmt.Errorf("read tenant status: %w", err)
+		v, err := h.loadTenant(ctx, envID)
+		if err != nil {
+			return false, err
 		}
-		if done(status) {
+		if done(v.Status) {
 			return true, nil
 		}
 		for {
@@ -615,12 +549,11 @@ func (h *tenantAPI) logs(c echo.Context) error {
 
 // archivedLogs answers the last logs archived when the tenant's container was removed.
 func (h *tenantAPI) archivedLogs(c echo.Context, envID int64, tail int) error {
-	var logs []byte
-	err := h.s.deps.Pool.QueryRow(c.Request().Context(), `
-		SELECT logs FROM tenant_logs WHERE env_id = $1 ORDER BY id DESC LIMIT 1`, envID).Scan(&logs)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("read archived logs: %w", err)
+	a, err := natsrpc.Call[events.ArchiveQuery, events.Archive](c.Request().Context(), h.s.deps.NC, events.SubjectTenantArchive, events.ArchiveQuery{EnvID: envID})
+	if err != nil {
+		return fromProvisioner(err)
 	}
+	logs := a.Logs
 	c.Response().Header().Set("X-Log-Source", "archive")
 	c.Response().Header().Set("X-Content-Type-Options", "nosniff")
 	return c.Blob(http.StatusOK, "text/plain; charset=utf-8", lastLines(logs, tail))
@@ -670,40 +603,34 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 		return err
 	}
 	requestID := httpx.RequestID(c)
+	var orgID int64
+	err = h.s.deps.Pool.QueryRow(ctx, `SELECT org_id FROM tenant_keys WHERE env_id = $1 LIMIT 1`, envID).Scan(&orgID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return httpx.NotFound(fmt.Sprintf("tenant %d", envID))
+	}
+	if err != nil {
+		return fmt.Errorf("find tenant: %w", err)
+	}
+	// A tenant destroyed already is answered at once; the command still goes, so the
+	// provisioner checks that nothing of it is left. Without the provisioner's answer, the
+	// destroy goes on all the same.
+	v, err := h.loadTenant(ctx, envID)
+	already := err == nil && v.Status == string(events.StateDestroyed)
 	var sub *nats.Subscription
-	var already bool
+	if !async && !already {
+		if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter(events.StateDestroyed, envID)); err != nil {
+			return httpx.Unavailable("the message bus")
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	err = h.s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
-		var orgID int64
-		var status string
-		err := tx.QueryRow(ctx, `
-			UPDATE environments SET desired_status = 'destroyed',
-				updated_at = CASE WHEN desired_status = 'destroyed' THEN updated_at ELSE now() END
-			WHERE id = $1 RETURNING org_id, status`, envID).Scan(&orgID, &status)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return httpx.NotFound(fmt.Sprintf("tenant %d", envID))
-		}
-		if err != nil {
-			return fmt.Errorf("mark tenant for destruction: %w", err)
-		}
-		already = status == string(events.StateDestroyed)
 		// The tenant's keys stop working now, not once its container is gone.
 		if _, err := tx.Exec(ctx, `UPDATE tenant_keys SET revoked_at = now() WHERE env_id = $1 AND revoked_at IS NULL`, envID); err != nil {
 			return fmt.Errorf("revoke tenant keys: %w", err)
 		}
-		if err := writeEvent(ctx, tx, events.SubjectTenantDestroy, events.TypeTenantDestroy, envID, requestID,
-			events.TenantDestroy{EnvID: envID, OrgID: orgID}); err != nil {
-			return err
-		}
-		if !async && !already {
-			if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter(events.StateDestroyed, envID)); err != nil {
-				return fmt.Errorf("subscribe to lifecycle facts: %w", err)
-			}
-		}
-		return nil
+		return writeEvent(ctx, tx, events.SubjectTenantDestroy, events.TypeTenantDestroy, envID, requestID,
+			events.TenantDestroy{EnvID: envID, OrgID: orgID})
 	})
-	if sub != nil {
-		defer func() { _ = sub.Unsubscribe() }()
-	}
 	if err != nil {
 		return err
 	}
@@ -728,10 +655,10 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 			message = fmt.Sprintf("still being destroyed after %s; follow it with GET /api/v1/tenant/%d/status", wait, envID)
 		}
 	}
-	v, err := h.loadTenant(ctx, envID)
-	if err != nil {
+	if v, err = h.loadTenant(ctx, envID); err != nil {
 		return err
 	}
+	v.DesiredStatus = "destroyed" // The provisioner may not have taken the command yet.
 	body := map[string]any{"success": true, "tenant": v}
 	if message != "" {
 		body["message"] = message
@@ -760,23 +687,17 @@ func (h *tenantAPI) list(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, err := h.s.deps.Pool.Query(ctx, `SELECT `+tenantViewColumns+` FROM environments
-		WHERE ($1 = 0 OR org_id = $1) AND status = ANY($2) AND ($3 = 0 OR id < $3)
-		ORDER BY id DESC LIMIT $4`, orgID, statuses, before, limit+1)
+	list, err := natsrpc.Call[events.TenantListQuery, events.TenantList](ctx, h.s.deps.NC, events.SubjectTenantList,
+		events.TenantListQuery{OrgID: orgID, Statuses: statuses, Before: before, Limit: limit})
 	if err != nil {
-		return fmt.Errorf("list tenants: %w", err)
-	}
-	tenants, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tenantView, error) { return scanTenantView(r) })
-	if err != nil {
-		return fmt.Errorf("list tenants: %w", err)
+		return fromProvisioner(err)
 	}
 	var next *string
-	if len(tenants) > limit {
-		tenants = tenants[:limit]
-		cur := encodeCursor(tenants[limit-1].EnvID)
+	if list.More {
+		cur := encodeCursor(list.Tenants[len(list.Tenants)-1].EnvID)
 		next = &cur
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "tenants": tenants, "nextCursor": next})
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "tenants": list.Tenants, "nextCursor": next})
 }
 
 var allStatuses = []string{

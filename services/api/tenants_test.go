@@ -14,21 +14,11 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
-// These tests run the API alone: spawns are accepted and recorded, but no provisioner runs
-// them. The provisioner's tests run the whole path on the Docker engine.
-
-// withProvisionerKey registers a provisioner sealing key, as a provisioner does at start.
-func (a *testAPI) withProvisionerKey() *keyring.Keyring {
-	a.t.Helper()
-	k, err := keyring.New()
-	require.NoError(a.t, err)
-	require.NoError(a.t, k.Register(a.t.Context(), a.Pool))
-	return k
-}
+// These tests run the API with a provisioner that admits tenants and answers for them but runs
+// none (no container is made). The provisioner's tests run the whole path on the Docker engine.
 
 func tenantOfBody(t *testing.T, body map[string]any) map[string]any {
 	t.Helper()
@@ -46,7 +36,7 @@ func errorMessage(body map[string]any) string {
 func TestSpawn_InvalidInput_400SaysWhatIsValid(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	a.withProvisionerKey()
+	a.startProvisioner()
 	tests := []struct {
 		name string
 		path string
@@ -87,7 +77,7 @@ func TestSpawn_InvalidInput_400SaysWhatIsValid(t *testing.T) {
 func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	keys := a.withProvisionerKey()
+	keys := a.startProvisioner()
 	code, body := a.do(http.MethodPost, "/api/v1/tenant/spawn?async=true", adminToken, map[string]any{
 		"name": "acme-corp-ai", "language": "go", "framework": "net-http", "limits": map[string]any{"memoryMb": 64, "cpus": 1, "pids": 100},
 	})
@@ -104,9 +94,11 @@ func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten
 	require.True(t, apikey.WellFormed(key))
 	require.Equal(t, apikey.Display(key), tn["apiKeyPrefix"])
 
-	var digest []byte
+	var digest, apiDigest []byte
 	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT api_key_hash FROM environments WHERE id = $1`, envID).Scan(&digest))
 	require.Equal(t, apikey.Digest(key), digest, "stored as its digest")
+	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT digest FROM api.tenant_keys WHERE env_id = $1`, envID).Scan(&apiDigest))
+	require.Equal(t, digest, apiDigest, "the API authenticates with the digest too")
 	opened, err := keys.OpenFor(t.Context(), a.Pool, envID)
 	require.NoError(t, err)
 	require.Equal(t, key, opened, "sealed for the provisioner")
@@ -118,7 +110,9 @@ func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten
 	require.Equal(t, http.StatusOK, code)
 	require.NotContains(t, tenantOfBody(t, body), "apiKey")
 
-	rows, err := a.Pool.Query(t.Context(), `SELECT subject, payload FROM outbox ORDER BY id`)
+	// The provisioner queued the spawn with its provisioning fact; the key went to the API
+	// sealed, and travels in no event.
+	rows, err := a.Pool.Query(t.Context(), `SELECT subject, payload FROM provisioner.outbox ORDER BY id`)
 	require.NoError(t, err)
 	var subjects []string
 	var envs []events.Envelope
@@ -148,7 +142,7 @@ func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten
 func TestSpawn_SyncWithNoProvisionerRunning_202StillProvisioningAfterWait(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	a.withProvisionerKey()
+	a.startProvisioner()
 	code, body := a.do(http.MethodPost, "/api/v1/tenant/spawn?wait=1s", adminToken, map[string]any{"name": "patient"})
 	require.Equal(t, http.StatusAccepted, code, "%v", body)
 	require.Equal(t, "provisioning", tenantOfBody(t, body)["status"])
@@ -158,7 +152,7 @@ func TestSpawn_SyncWithNoProvisionerRunning_202StillProvisioningAfterWait(t *tes
 func TestSpawn_SameNameInOrg_409_ElsewhereOrAfterDestroyFine(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	a.withProvisionerKey()
+	a.startProvisioner()
 	spawn := func(body map[string]any) (int, map[string]any) {
 		return a.do(http.MethodPost, "/api/v1/tenant/spawn?async=true", adminToken, body)
 	}
@@ -199,7 +193,7 @@ func TestSpawn_OrgFullOrUnknown_ProvisionerNeverStarted_PortsExhausted(t *testin
 	require.Equal(t, "provisioner_unavailable", errorCode(body))
 	require.Contains(t, errorMessage(body), "start the provisioner")
 
-	a.withProvisionerKey()
+	a.startProvisioner()
 	code, body = spawn(map[string]any{"name": "nowhere", "orgId": 999})
 	require.Equal(t, http.StatusNotFound, code)
 	require.Contains(t, errorMessage(body), "organization 999")
@@ -280,6 +274,7 @@ func TestTenantEndpoints_NoOrWrongAdminToken_401(t *testing.T) {
 func TestTenantEndpoints_UnknownEnvID_404_MalformedEnvID_400(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startProvisioner()
 	for _, r := range []struct{ method, path string }{
 		{http.MethodGet, "/api/v1/tenant/424242/status"},
 		{http.MethodGet, "/api/v1/tenant/424242/logs"},
@@ -300,6 +295,7 @@ func TestTenantEndpoints_UnknownEnvID_404_MalformedEnvID_400(t *testing.T) {
 func TestStatus_DestroyedTenant_ShowsDestroyed_LiveTenantWithoutProvisioner_SaysSo(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startProvisioner()
 	gone, _ := a.insertTenant("gone", "destroyed")
 	code, body := a.do(http.MethodGet, fmt.Sprintf("/api/v1/tenant/%d/status", gone), adminToken, nil)
 	require.Equal(t, http.StatusOK, code)
@@ -319,6 +315,7 @@ func TestStatus_DestroyedTenant_ShowsDestroyed_LiveTenantWithoutProvisioner_Says
 func TestDestroy_Async_202MarksCommandsAndRevokesKeyAtOnce_DestroyedTenant_200AtOnce(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startProvisioner()
 	id, key := a.insertTenant("doomed", "running")
 	code, _ := a.do(http.MethodGet, "/api/v1/me", key, nil)
 	require.Equal(t, http.StatusOK, code)
@@ -342,6 +339,7 @@ func TestDestroy_Async_202MarksCommandsAndRevokesKeyAtOnce_DestroyedTenant_200At
 func TestLogs_DestroyedTenant_ArchivedLastLines_BadParams_400(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startProvisioner()
 	id, _ := a.insertTenant("gone", "destroyed")
 	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_logs (env_id, cause, exit_code, logs) VALUES ($1, 'destroyed', 0, $2)`,
 		id, []byte("one\ntwo\nthree\n"))
@@ -371,6 +369,7 @@ func TestLogs_DestroyedTenant_ArchivedLastLines_BadParams_400(t *testing.T) {
 func TestList_FilterByOrgAndStatus_PagesWithCursor(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
+	a.startProvisioner()
 	var ids []int64
 	for i, st := range []string{"running", "running", "error", "destroyed", "running"} {
 		id, _ := a.insertTenant("t"+strconv.Itoa(i), st)

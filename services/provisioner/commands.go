@@ -88,9 +88,13 @@ func (s *Service) destroyCommand(ctx context.Context, cmd events.TenantDestroy, 
 		return err
 	}
 	if t.Desired != desiredDestroyed {
-		// The API records the wish before it sends the command, so this is a command nobody
-		// should have sent.
-		return consumer.Permanent(fmt.Errorf("destroy command for tenant %d, which is not marked for destruction", t.ID))
+		// Recorded first, so a spawn or the reconciler that looks at the tenant next leaves it
+		// to this destroy.
+		if _, err := s.deps.Pool.Exec(ctx, `
+			UPDATE environments SET desired_status = 'destroyed', updated_at = now() WHERE id = $1`, t.ID); err != nil {
+			return fmt.Errorf("mark tenant %d for destruction: %w", t.ID, err)
+		}
+		t.Desired = desiredDestroyed
 	}
 	return s.destroy(ctx, t, requestID)
 }

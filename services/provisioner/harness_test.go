@@ -178,6 +178,26 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 		"the reconciler's pass at start did not finish")
 }
 
+// admitOnly runs a provisioner that admits tenants but runs none (ServeQueries), for a test
+// that wants a tenant's spawn to wait in the stream; the returned function stops it.
+func (h *harness) admitOnly() (stop func()) {
+	h.t.Helper()
+	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.provPool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
+		Logger: h.logger, Registry: prometheus.NewRegistry()})
+	require.NoError(h.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ServeQueries(ctx) }()
+	require.Eventually(h.t, func() bool {
+		code, _ := h.do(http.MethodGet, "/api/v1/tenant", nil)
+		return code == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "the provisioner answers")
+	return func() {
+		cancel()
+		require.NoError(h.t, <-done)
+	}
+}
+
 // reconcilePasses counts the reconcile passes a provisioner has finished, from its metrics.
 func reconcilePasses(reg *prometheus.Registry) uint64 {
 	families, err := reg.Gather()

@@ -40,7 +40,9 @@ func TestCrash_ProvisionerDiesBetweenContainerCreateAndDatabaseUpdate_NextStartR
 	h.stop()
 
 	// The container runs, the database does not know it yet.
-	require.Equal(t, "provisioning", h.status(envID)["status"])
+	var status string
+	require.NoError(t, h.pool.QueryRow(t.Context(), `SELECT status FROM environments WHERE id = $1`, envID).Scan(&status))
+	require.Equal(t, "provisioning", status)
 	before := h.inspect(envID)
 	require.True(t, before.State.Running)
 
@@ -163,8 +165,10 @@ func TestSpawn_AppCrashesAtStart_ErrorWithExitReasonAndArchivedLogs(t *testing.T
 	t.Parallel()
 	h := newHarness(t)
 	h.stop()
+	stopAdmitting := h.admitOnly()
 	code, body := h.do(http.MethodPost, "/api/v1/tenant/spawn?async=true", map[string]any{"name": "doomed"})
 	require.Equal(t, http.StatusAccepted, code, "%v", body)
+	stopAdmitting()
 	envID := envIDOf(body["tenant"].(map[string]any))
 	// One PID leaves the Go runtime no thread to start: the app aborts at once, as a broken
 	// tenant app would. (The API refuses such a limit; the row is changed behind its back.)

@@ -67,12 +67,14 @@ func TestReconcile_ProvisioningPastDeadlineWithoutCommand_ErrorWithReasonAndNoth
 	require.Empty(t, networks)
 }
 
-func TestReconcile_SpawnQueuedWhileNoProvisionerRan_ResumedAtStart(t *testing.T) {
+func TestReconcile_SpawnAdmittedWhileNoneRan_ResumedAtStart(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.stop()
+	stopAdmitting := h.admitOnly()
 	code, body := h.do(http.MethodPost, "/api/v1/tenant/spawn?async=true", map[string]any{"name": "patient"})
 	require.Equal(t, http.StatusAccepted, code, "%v", body)
+	stopAdmitting()
 	envID := envIDOf(body["tenant"].(map[string]any))
 	_, err := h.pool.Exec(t.Context(), `UPDATE environments SET status_changed_at = now() - interval '1 hour' WHERE id = $1`, envID)
 	require.NoError(t, err)

@@ -149,6 +149,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return live.NewServer(s.deps.NC, s.rt, s.log).Run(gctx) })
+	g.Go(func() error { return s.serveQueries(gctx) })
 	g.Go(func() error { return w.run(gctx, evs, evErrs) })
 	g.Go(func() error {
 		s.reconcile(gctx, true)
@@ -165,6 +166,19 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir)
 	return g.Wait()
+}
+
+// ServeQueries prepares what admissions need (the sealing key, the port pool) and answers the
+// questions other services ask on the bus until ctx is done, without running any tenant: Run
+// serves them beside its work, and tests that play the runtime's part serve them alone.
+func (s *Service) ServeQueries(ctx context.Context) error {
+	if err := s.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return s.serveQueries(ctx)
 }
 
 // Ready reports whether the provisioner has started: its sealing key is registered, so a

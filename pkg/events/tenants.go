@@ -1,0 +1,107 @@
+package events
+
+import "time"
+
+// Subjects the provisioner answers on: core NATS request/reply, served by every provisioner
+// replica in one queue group. The API asks them for its tenant endpoints.
+const (
+	SubjectTenantAdmit   = "provisioner.tenant.admit"
+	SubjectTenantGet     = "provisioner.tenant.get"
+	SubjectTenantList    = "provisioner.tenant.list"
+	SubjectTenantArchive = "provisioner.tenant.archive"
+)
+
+// TenantAdmission (on SubjectTenantAdmit) asks the provisioner to admit a tenant: check the
+// organization's quota and the name, record the tenant as provisioning with a port and a new
+// API key, and queue its tenant.spawn, all in one transaction. It is answered by a
+// TenantAdmitted. The asker has validated the spec.
+type TenantAdmission struct {
+	OrgID int64 `json:"orgId"`
+	// MaxTenants is the organization's quota of tenants that are not destroyed.
+	MaxTenants int    `json:"maxTenants"`
+	Name       string `json:"name"`
+	Language   string `json:"language,omitempty"`
+	Framework  string `json:"framework,omitempty"`
+	Image      string `json:"image"`
+	Limits     Limits `json:"limits"`
+	// ReplyKey is the public key (X25519) the new tenant key is sealed to in the answer, so it
+	// never crosses the bus in clear.
+	ReplyKey  []byte `json:"replyKey"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// Reasons of a refused admission (natsrpc.Error.Reason).
+const (
+	ReasonTenantLimit = "tenant_limit"
+	ReasonNameTaken   = "name_taken"
+	ReasonNoFreePort  = "no_free_port"
+)
+
+// TenantAdmitted answers a TenantAdmission: the tenant as recorded, and its API key sealed to
+// the admission's ReplyKey.
+type TenantAdmitted struct {
+	Tenant    TenantView `json:"tenant"`
+	SealedKey []byte     `json:"sealedKey"`
+}
+
+// TenantQuery (on SubjectTenantGet) asks for one tenant, answered by its TenantView.
+type TenantQuery struct {
+	EnvID int64 `json:"envId"`
+}
+
+// TenantListQuery (on SubjectTenantList) asks for tenants, newest first: those of OrgID (0 for
+// every organization) in one of Statuses, with ids below Before (0 for no bound), at most
+// Limit. It is answered by a TenantList.
+type TenantListQuery struct {
+	OrgID    int64    `json:"orgId,omitempty"`
+	Statuses []string `json:"statuses"`
+	Before   int64    `json:"before,omitempty"`
+	Limit    int      `json:"limit"`
+}
+
+// TenantList answers a TenantListQuery; More says whether tenants are left past the last.
+type TenantList struct {
+	Tenants []TenantView `json:"tenants"`
+	More    bool         `json:"more"`
+}
+
+// ArchiveQuery (on SubjectTenantArchive) asks for the last logs archived when a tenant's
+// container was removed, answered by an Archive.
+type ArchiveQuery struct {
+	EnvID int64 `json:"envId"`
+}
+
+// Archive is a tenant's last archived logs; empty when none were archived.
+type Archive struct {
+	Logs []byte `json:"logs"`
+}
+
+// TenantView is a tenant as the provisioner records it and the API shows it.
+type TenantView struct {
+	EnvID           int64        `json:"envId"`
+	OrgID           int64        `json:"orgId"`
+	Name            string       `json:"name"`
+	Status          string       `json:"status"`
+	DesiredStatus   string       `json:"desiredStatus"`
+	Health          *string      `json:"health"`
+	Reason          *string      `json:"reason,omitempty"`
+	Port            *int         `json:"port"`
+	APIKeyPrefix    string       `json:"apiKeyPrefix"`
+	Language        *string      `json:"language,omitempty"`
+	Framework       *string      `json:"framework,omitempty"`
+	Image           string       `json:"image"`
+	Limits          TenantLimits `json:"limits"`
+	Generation      int64        `json:"generation"`
+	ContainerName   *string      `json:"containerName,omitempty"`
+	CreatedAt       time.Time    `json:"createdAt"`
+	UpdatedAt       time.Time    `json:"updatedAt"`
+	StatusChangedAt time.Time    `json:"statusChangedAt"`
+	DestroyedAt     *time.Time   `json:"destroyedAt,omitempty"`
+}
+
+// TenantLimits are a tenant's resource limits as the API shows them.
+type TenantLimits struct {
+	MemoryMB int64   `json:"memoryMb"`
+	CPUs     float64 `json:"cpus"`
+	PIDs     int64   `json:"pids"`
+}
