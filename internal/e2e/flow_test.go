@@ -11,6 +11,8 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/pkg/client"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/eventstest"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
@@ -97,4 +99,33 @@ func TestTenantFlow_SpawnConvergeThroughTenantMeterDestroy(t *testing.T) {
 
 	code, _ = call(t, http.MethodGet, tenantURL+"/health", "", nil)
 	require.Zero(t, code, "nothing answers on the destroyed tenant's port")
+
+	// Every event the flow published keeps the contract: each service's outbox holds the
+	// bytes its relay sent.
+	require.Eventually(t, func() bool {
+		var destroyedFacts int
+		require.NoError(t, s.Pool.QueryRow(t.Context(), `SELECT count(*) FROM provisioner.outbox WHERE subject LIKE 'tenant.lifecycle.destroyed.%'`).Scan(&destroyedFacts))
+		return destroyedFacts > 0
+	}, 10*time.Second, 50*time.Millisecond)
+	v, err := eventstest.NewValidator()
+	require.NoError(t, err)
+	rows, err := s.Pool.Query(t.Context(), `
+		SELECT subject, payload FROM api.outbox UNION ALL SELECT subject, payload FROM provisioner.outbox
+		UNION ALL SELECT subject, payload FROM converger.outbox`)
+	require.NoError(t, err)
+	types := map[string]bool{}
+	for rows.Next() {
+		var subject string
+		var payload []byte
+		require.NoError(t, rows.Scan(&subject, &payload))
+		require.NoError(t, v.Validate(payload), "%s: %s", subject, payload)
+		env, err := events.Decode(payload)
+		require.NoError(t, err)
+		types[env.Type] = true
+	}
+	require.NoError(t, rows.Err())
+	for _, typ := range []string{events.TypeTenantSpawn, events.TypeTenantLifecycle, events.TypeConvergeRequest,
+		events.TypeConvergeCompleted, events.TypeTenantDestroy} {
+		require.True(t, types[typ], "the flow published a %s", typ)
+	}
 }
