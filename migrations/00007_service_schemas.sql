@@ -7,9 +7,8 @@
 -- The outbox sits with each service that writes events, so each service relays its own. The
 -- processed_events table goes: no consumer wrote it.
 --
--- A few reads and writes across services remain while their owners learn to answer them on
--- the bus. Each is granted by name at the end of this file, and a role's search_path lists
--- the other schemas it still reaches; README.md keeps the list.
+-- No role has a right on another service's schema: what a service needs of another arrives in
+-- events or is asked of its owner on the bus.
 
 CREATE SCHEMA api;
 CREATE SCHEMA provisioner;
@@ -174,16 +173,8 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA metering TO convergence_metering;
 ALTER DEFAULT PRIVILEGES IN SCHEMA metering GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO convergence_metering;
 ALTER DEFAULT PRIVILEGES IN SCHEMA metering GRANT USAGE, SELECT ON SEQUENCES TO convergence_metering;
 
--- What still crosses services, table by table, until the owner answers it on the bus. Every
--- line here is a debt: README.md's ownership table lists them.
---
--- Metering reconciles its ledger with the converger's task records.
-GRANT USAGE ON SCHEMA converger TO convergence_metering;
-GRANT SELECT ON converger.convergence_tasks TO convergence_metering;
 
 -- +goose Down
-REVOKE ALL ON ALL TABLES IN SCHEMA converger FROM convergence_metering;
-REVOKE ALL ON SCHEMA converger FROM convergence_metering;
 
 CREATE TABLE public.processed_events (
     consumer     TEXT NOT NULL,

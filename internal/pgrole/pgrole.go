@@ -1,5 +1,5 @@
 // Package pgrole connects each service to PostgreSQL as its own database role, with its own
-// schema first on the search path. Migration 00007 makes the schemas and the roles and grants
+// schema as its search path. Migration 00007 makes the schemas and the roles and grants
 // each role its schema; a connection made here takes the role with SET ROLE as soon as it is
 // open, so every statement a service runs is checked against that role's rights, and its
 // unqualified table names resolve in its own schema.
@@ -13,7 +13,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -33,25 +32,14 @@ func Services() []string { return []string{API, Provisioner, Converger, Metering
 // Role is the database role of service.
 func Role(service string) string { return "convergence_" + service }
 
-// SearchPath is the schemas service's unqualified names resolve in: its own first, then those
-// of other services it still reaches while their owners do not yet answer it on the bus
-// (migration 00007 grants each of those reads by name; README.md lists them).
-func SearchPath(service string) []string {
-	switch service {
-	case Metering:
-		return []string{Metering, Converger}
-	default:
-		return []string{service}
-	}
-}
-
 // Configure makes every connection of cfg act as service's role: the search path is sent when
 // the connection opens, and SET ROLE runs before the pool hands the connection out.
 func Configure(cfg *pgxpool.Config, service string) error {
 	if !slices.Contains(Services(), service) {
 		return fmt.Errorf("no database role for service %q", service)
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = strings.Join(SearchPath(service), ", ")
+	// Its own schema alone: it has rights on no other.
+	cfg.ConnConfig.RuntimeParams["search_path"] = service
 	role := Role(service)
 	after := cfg.AfterConnect
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {

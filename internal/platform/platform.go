@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -172,10 +173,23 @@ func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 // Reconcile compares the usage ledger with the converger's task records over a period, repairs
 // the gaps when asked, and writes the report to w. It returns metering.ErrUnreconciled when
-// gaps remain, so a scheduled run can exit non-zero.
+// gaps remain, so a scheduled run can exit non-zero. The converger answers for its records on
+// the running platform's NATS: NATS_URL, or the embedded server's -nats.listen address.
 func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, w io.Writer, logger *slog.Logger) error {
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		if cfg.NATSListen == "" {
+			return errors.New("reconcile asks the running platform's converger for its task records: set NATS_URL, or -nats.listen to where the platform's embedded NATS listens")
+		}
+		natsURL = "nats://" + cfg.NATSListen
+	}
+	nc, err := natsx.Connect(natsURL, nil, "convergence-reconcile", logger)
+	if err != nil {
+		return fmt.Errorf("%w; is the platform running?", err)
+	}
+	defer nc.Close()
 	return withDatabase(ctx, cfg, logger, TargetMetering, func(_ string, pool *pgxpool.Pool) error {
-		return metering.Reconcile(ctx, cfg.Metering, pool, opts, w)
+		return metering.Reconcile(ctx, cfg.Metering, pool, nc, opts, w)
 	})
 }
 

@@ -71,3 +71,53 @@ type WebhookSecret struct {
 	CreatedAt         time.Time  `json:"createdAt"`
 	RotatedAt         time.Time  `json:"rotatedAt"`
 }
+
+// Subjects on which the converger answers for its finished tasks, for the metering's
+// reconciliation of its ledger.
+const (
+	SubjectTasksFinished = "converger.tasks.finished"
+	SubjectTasksKnown    = "converger.tasks.known"
+)
+
+// FinishedTasksQuery (on SubjectTasksFinished) asks for the tasks that finished (completed,
+// failed or cancelled) from From up to To (excluded), in order of finish time and ID: a page of
+// at most Limit after the task AfterTaskID that finished at AfterFinishedAt (none for the first
+// page). It is answered by FinishedTasks.
+type FinishedTasksQuery struct {
+	From            time.Time `json:"from"`
+	To              time.Time `json:"to"`
+	AfterFinishedAt time.Time `json:"afterFinishedAt,omitzero"`
+	AfterTaskID     string    `json:"afterTaskId,omitempty"`
+	Limit           int       `json:"limit"`
+}
+
+// FinishedTasks is a page of finished tasks; More says whether pages are left.
+type FinishedTasks struct {
+	Tasks []FinishedTask `json:"tasks"`
+	More  bool           `json:"more"`
+}
+
+// FinishedTask is a finished task as the converger recorded it: its exact usage, by agent
+// where its result has them, and the model its request named.
+type FinishedTask struct {
+	TaskID           string       `json:"taskId"`
+	EnvID            int64        `json:"envId"`
+	OrgID            int64        `json:"orgId"`
+	Status           string       `json:"status"`
+	FinishedAt       time.Time    `json:"finishedAt"`
+	Usage            Usage        `json:"usage"`
+	ConvergenceScore *float64     `json:"convergenceScore,omitempty"`
+	Model            string       `json:"model,omitempty"`
+	Agents           []AgentUsage `json:"agents,omitempty"`
+}
+
+// KnownTasksQuery (on SubjectTasksKnown) asks which of TaskIDs the converger has a record of,
+// answered by KnownTasks.
+type KnownTasksQuery struct {
+	TaskIDs []string `json:"taskIds"`
+}
+
+// KnownTasks lists the task IDs of a KnownTasksQuery that the converger knows.
+type KnownTasks struct {
+	TaskIDs []string `json:"taskIds"`
+}

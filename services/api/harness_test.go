@@ -29,6 +29,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/provisioner"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
@@ -102,6 +103,30 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 	keys, err := keyring.LoadOrCreate(filepath.Join(cfg.StateDir, "provisioner.key"))
 	require.NoError(a.t, err)
 	return keys
+}
+
+// startConverger runs a converger that answers for tasks on the bus but runs none
+// (ServeQueries), until the test ends.
+func (a *testAPI) startConverger() {
+	a.t.Helper()
+	nc := a.nats.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(a.t, err)
+	pool := a.db.For(a.t, pgrole.Converger)
+	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
+		NC: nc, JS: js, Logger: testLogger(), Registry: prometheus.NewRegistry()})
+	require.NoError(a.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ServeQueries(ctx) }()
+	a.t.Cleanup(func() {
+		cancel()
+		require.NoError(a.t, <-done)
+	})
+	require.Eventually(a.t, func() bool {
+		_, err := natsrpc.Call[events.KnownTasksQuery, events.KnownTasks](a.t.Context(), nc, events.SubjectTasksKnown, events.KnownTasksQuery{})
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the converger answers")
 }
 
 // startMetering runs a metering on the API's database and JetStream until the test ends, to

@@ -292,6 +292,7 @@ func TestUsage_UnpricedModels_ListedWithTheirUsage(t *testing.T) {
 func TestUsage_Reconcile_GetReportsPostRepairs(t *testing.T) {
 	t.Parallel()
 	f := newUsageFixture(t)
+	f.startConverger()
 	_, err := f.Pool.Exec(t.Context(), `
 		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, input_tokens, output_tokens, cached_tokens, total_tokens, convergence_score, finished_at)
 		VALUES ('a1', $1, 1, 'design', 'completed', '{}', 1010000, 101000, 200000, 1111000, 90, $2),

@@ -24,6 +24,8 @@ func (s *Service) ServeQueries(ctx context.Context) error {
 	natsrpc.Handle(srv, events.SubjectTaskGet, queryTimeout, s.taskState)
 	natsrpc.Handle(srv, events.SubjectTaskCancel, queryTimeout, s.cancelTask)
 	natsrpc.Handle(srv, events.SubjectWebhookSecret, queryTimeout, s.webhookSecret)
+	natsrpc.Handle(srv, events.SubjectTasksFinished, queryTimeout, s.finishedTasks)
+	natsrpc.Handle(srv, events.SubjectTasksKnown, queryTimeout, s.knownTasks)
 	return srv.Run(ctx)
 }
 
@@ -125,4 +127,25 @@ func (s *Service) publishProgress(p tasks.Progress, requestID string) {
 	if err != nil {
 		s.logger.Debug("publish progress", "task_id", p.TaskID, "err", err)
 	}
+}
+
+// maxPage bounds a page of finished tasks and a look-up of known ones, so an answer stays far
+// below NATS's payload limit.
+const maxPage = 1000
+
+// finishedTasks answers a FinishedTasksQuery.
+func (s *Service) finishedTasks(ctx context.Context, q events.FinishedTasksQuery) (events.FinishedTasks, error) {
+	if q.Limit < 1 || q.Limit > maxPage {
+		return events.FinishedTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "limit %d: use 1 to %d", q.Limit, maxPage)
+	}
+	return s.store.Finished(ctx, q)
+}
+
+// knownTasks answers a KnownTasksQuery.
+func (s *Service) knownTasks(ctx context.Context, q events.KnownTasksQuery) (events.KnownTasks, error) {
+	if len(q.TaskIDs) > maxPage {
+		return events.KnownTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "%d task IDs: ask for at most %d at a time", len(q.TaskIDs), maxPage)
+	}
+	known, err := s.store.Known(ctx, q.TaskIDs)
+	return events.KnownTasks{TaskIDs: known}, err
 }

@@ -15,10 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
 )
@@ -230,4 +233,29 @@ func (p *platform) waitCount(want int64, sql string, args ...any) {
 func (p *platform) drained(stream, durable string) {
 	p.t.Helper()
 	natstest.WaitDrained(p.t, p.JS, stream, durable, 20*time.Second)
+}
+
+// serveConvergerRecords runs a converger that answers for its task records on the bus but runs
+// no task, until the test ends, and returns a connection to ask it on.
+func (p *platform) serveConvergerRecords() *nats.Conn {
+	p.t.Helper()
+	nc := p.NATS.Connect()
+	js, err := jetstream.New(nc)
+	require.NoError(p.t, err)
+	pool := p.db.For(p.t, pgrole.Converger)
+	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
+		NC: nc, JS: js, Logger: discard, Registry: prometheus.NewRegistry()})
+	require.NoError(p.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ServeQueries(ctx) }()
+	p.t.Cleanup(func() {
+		cancel()
+		require.NoError(p.t, <-done)
+	})
+	require.Eventually(p.t, func() bool {
+		_, err := natsrpc.Call[events.KnownTasksQuery, events.KnownTasks](context.Background(), nc, events.SubjectTasksKnown, events.KnownTasksQuery{})
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the converger answers")
+	return nc
 }

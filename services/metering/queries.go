@@ -147,7 +147,10 @@ func (s *Service) reconcileQuery(ctx context.Context, in events.ReconcileRequest
 	if to.Sub(from) >= maxReconcileDays*24*time.Hour {
 		return events.Reconciliation{}, natsrpc.Errorf(natsrpc.CodeInvalid, "reconcile at most %d days at a time", maxReconcileDays)
 	}
-	rep, err := ledger.Reconcile(ctx, s.deps.Pool, *s.prices.Load(), ledger.ReconcileOptions{From: from, To: to, Repair: in.Repair})
+	rep, err := ledger.Reconcile(ctx, s.deps.Pool, convergerRecords{s.deps.NC}, *s.prices.Load(), ledger.ReconcileOptions{From: from, To: to, Repair: in.Repair})
+	if natsrpc.IsCode(err, natsrpc.CodeUnavailable) {
+		return events.Reconciliation{}, natsrpc.Errorf(natsrpc.CodeUnavailable, "the converger, whose task records the ledger is compared with, did not answer")
+	}
 	if err != nil {
 		return events.Reconciliation{}, fmt.Errorf("reconcile: %w", err)
 	}

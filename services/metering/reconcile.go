@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
@@ -40,10 +41,10 @@ func (o *ReconcileOptions) RegisterFlags(fs *flag.FlagSet) {
 // non-zero, so a scheduled run is noticed.
 var ErrUnreconciled = errors.New("the ledger and the converger's records disagree")
 
-// Reconcile compares the ledger with the converger's task records over the days o names,
-// repairs the gaps if o.Repair (pricing with the price table of cfg, which it registers), and
-// writes the report to w. It returns ErrUnreconciled when gaps remain.
-func Reconcile(ctx context.Context, cfg Config, pool *pgxpool.Pool, o ReconcileOptions, w io.Writer) error {
+// Reconcile compares the ledger with the converger's task records, which it asks for on nc,
+// over the days o names, repairs the gaps if o.Repair (pricing with the price table of cfg,
+// which it registers), and writes the report to w. It returns ErrUnreconciled when gaps remain.
+func Reconcile(ctx context.Context, cfg Config, pool *pgxpool.Pool, nc *nats.Conn, o ReconcileOptions, w io.Writer) error {
 	from, to, err := ledger.ParseRange(o.From, o.To, time.Now())
 	if err != nil {
 		return err
@@ -58,7 +59,7 @@ func Reconcile(ctx context.Context, cfg Config, pool *pgxpool.Pool, o ReconcileO
 			return err
 		}
 	}
-	rep, err := ledger.Reconcile(ctx, pool, prices, ledger.ReconcileOptions{From: from, To: to, Repair: o.Repair})
+	rep, err := ledger.Reconcile(ctx, pool, convergerRecords{nc}, prices, ledger.ReconcileOptions{From: from, To: to, Repair: o.Repair})
 	if err != nil {
 		return err
 	}

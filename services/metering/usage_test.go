@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
@@ -248,9 +249,9 @@ func TestConfig_Validate(t *testing.T) {
 func TestReconcile_Command_ReportsAndRepairs(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
+	nc := p.serveConvergerRecords()
 	ctx := t.Context()
-	var env int64
-	require.NoError(t, p.Pool.QueryRow(ctx, `INSERT INTO environments (org_id, name, status) VALUES (1, 'acme', 'running') RETURNING id`).Scan(&env))
+	env := int64(1)
 	_, err := p.Pool.Exec(ctx, `
 		INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, result, input_tokens, output_tokens, total_tokens, finished_at)
 		VALUES ('lost-task', $1, 1, 'design', 'completed', '{}',
@@ -260,7 +261,7 @@ func TestReconcile_Command_ReportsAndRepairs(t *testing.T) {
 
 	opts := metering.ReconcileOptions{From: "2025-03-01", To: "2025-03-31"}
 	var out bytes.Buffer
-	err = metering.Reconcile(ctx, metering.Config{}, p.Pool, opts, &out)
+	err = metering.Reconcile(ctx, metering.Config{}, p.db.For(t, pgrole.Metering), nc, opts, &out)
 	require.ErrorIs(t, err, metering.ErrUnreconciled)
 	require.Regexp(t, `missing from the ledger +1\n`, out.String())
 	require.Contains(t, out.String(), "lost-task")
@@ -268,10 +269,10 @@ func TestReconcile_Command_ReportsAndRepairs(t *testing.T) {
 
 	opts.Repair = true
 	out.Reset()
-	require.NoError(t, metering.Reconcile(ctx, metering.Config{}, p.Pool, opts, &out), out.String())
+	require.NoError(t, metering.Reconcile(ctx, metering.Config{}, p.db.For(t, pgrole.Metering), nc, opts, &out), out.String())
 	opts.Repair, opts.JSON = false, true
 	out.Reset()
-	require.NoError(t, metering.Reconcile(ctx, metering.Config{}, p.Pool, opts, &out))
+	require.NoError(t, metering.Reconcile(ctx, metering.Config{}, p.db.For(t, pgrole.Metering), nc, opts, &out))
 	require.Contains(t, out.String(), `"clean": true`)
 	require.Contains(t, out.String(), `"matched": 1`)
 	require.EqualValues(t, 120, p.count(`SELECT sum(total_tokens) FROM metering_rollup_monthly WHERE env_id = $1`, env))

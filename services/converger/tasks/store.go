@@ -473,3 +473,51 @@ func emptyBreakdown() engine.Breakdown {
 		Overlap:    engine.Component{Weight: engine.WeightOverlap},
 	}
 }
+
+// Finished returns a page of the tasks that finished in [q.From, q.To), in order of finish time
+// and ID, after the one q names.
+func (s *Store) Finished(ctx context.Context, q events.FinishedTasksQuery) (events.FinishedTasks, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, env_id, org_id, status, finished_at, input_tokens, output_tokens, cached_tokens, total_tokens,
+			convergence_score, coalesce(request->>'model', ''), coalesce(result->'agents', '[]')
+		FROM convergence_tasks
+		WHERE finished_at >= $1 AND finished_at < $2 AND status IN ('completed', 'failed', 'cancelled')
+			AND (finished_at, id) > ($3, $4)
+		ORDER BY finished_at, id LIMIT $5`,
+		q.From, q.To, q.AfterFinishedAt, q.AfterTaskID, q.Limit+1)
+	if err != nil {
+		return events.FinishedTasks{}, fmt.Errorf("read finished tasks: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (events.FinishedTask, error) {
+		var t events.FinishedTask
+		var agents []byte
+		err := r.Scan(&t.TaskID, &t.EnvID, &t.OrgID, &t.Status, &t.FinishedAt, &t.Usage.InputTokens, &t.Usage.OutputTokens,
+			&t.Usage.CachedTokens, &t.Usage.TotalTokens, &t.ConvergenceScore, &t.Model, &agents)
+		if err == nil {
+			err = json.Unmarshal(agents, &t.Agents)
+		}
+		t.FinishedAt = t.FinishedAt.UTC()
+		return t, err
+	})
+	if err != nil {
+		return events.FinishedTasks{}, fmt.Errorf("read finished tasks: %w", err)
+	}
+	out := events.FinishedTasks{Tasks: list}
+	if len(list) > q.Limit {
+		out.Tasks, out.More = list[:q.Limit], true
+	}
+	return out, nil
+}
+
+// Known returns those of ids that name a recorded task.
+func (s *Store) Known(ctx context.Context, ids []string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM convergence_tasks WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up tasks: %w", err)
+	}
+	known, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("look up tasks: %w", err)
+	}
+	return known, nil
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -109,8 +110,16 @@ func (r Report) Clean() bool {
 // finish time of its event, which may differ slightly from the converger's record.
 const reconcileMargin = 24 * time.Hour
 
+// TaskRecords is the converger's record of finished tasks, which the ledger is reconciled with.
+type TaskRecords interface {
+	// Finished calls page with the tasks that finished in [from, end), a page at a time.
+	Finished(ctx context.Context, from, end time.Time, page func([]events.FinishedTask) error) error
+	// Known returns those of ids that name a task the converger has a record of.
+	Known(ctx context.Context, ids []string) ([]string, error)
+}
+
 // Reconcile compares, for the tasks that finished in the period, the converger's records
-// (convergence_tasks) with the ledger, and with o.Repair writes what the ledger lacks:
+// (records) with the ledger, and with o.Repair writes what the ledger lacks:
 //
 //   - a missing task is recorded from the converger's record, under event ID
 //     "reconcile:<taskId>"; if its event arrives later, it is skipped as a conflict;
@@ -120,21 +129,21 @@ const reconcileMargin = 24 * time.Hour
 //   - unpriced usage whose model prices now covers is priced, and its rollups moved.
 //
 // Repairs are idempotent and safe beside a running ingest.
-func Reconcile(ctx context.Context, db DB, prices Prices, o ReconcileOptions) (Report, error) {
+func Reconcile(ctx context.Context, db DB, records TaskRecords, prices Prices, o ReconcileOptions) (Report, error) {
 	if err := o.Validate(); err != nil {
 		return Report{}, err
 	}
 	from, end := o.From, o.To.AddDate(0, 0, 1)
 	rep := Report{From: o.From, To: o.To, Repair: o.Repair, Missing: []TaskGap{}, Mismatched: []TaskGap{}, Orphaned: []TaskGap{}}
 
-	records, err := compareTasks(ctx, db, from, end)
+	tasks, candidates, err := compareTasks(ctx, db, records, from, end)
 	if err != nil {
 		return Report{}, err
 	}
 	var repairs []TaskUsage
 	var missing, mismatched []int
-	for i := range records {
-		r := &records[i]
+	for i := range tasks {
+		r := &tasks[i]
 		rep.TasksChecked++
 		switch {
 		case !r.inLedger:
@@ -149,7 +158,7 @@ func Reconcile(ctx context.Context, db DB, prices Prices, o ReconcileOptions) (R
 			rep.Matched++
 		}
 	}
-	if rep.Orphaned, err = orphans(ctx, db, from, end); err != nil {
+	if rep.Orphaned, err = orphans(ctx, records, candidates); err != nil {
 		return Report{}, err
 	}
 	if rep.Unpriced, err = unpricedUsage(ctx, db, from, end); err != nil {
@@ -180,17 +189,58 @@ func Reconcile(ctx context.Context, db DB, prices Prices, o ReconcileOptions) (R
 
 // taskRecord is one finished task with what the ledger holds for it.
 type taskRecord struct {
-	gap      TaskGap
-	inLedger bool
-	score    *float64
-	request  []byte
-	result   []byte
+	gap          TaskGap
+	inLedger     bool
+	score        *float64
+	requestModel string // the model the task's request named
+	agents       []events.AgentUsage
 	// provider and model of the task's first ledger line, which adjustments are priced at.
 	provider, model string
 }
 
-func compareTasks(ctx context.Context, db DB, from, end time.Time) ([]taskRecord, error) {
-	rows, err := db.Query(ctx, `
+// compareTasks loads the converger's records of the tasks that finished in [from, end) into a
+// temporary table and compares them with the ledger there. It also returns the candidate
+// orphans: tasks the ledger counted in the period that are not among those records (a task the
+// converger recorded as finishing just outside the period is one too, so orphans asks again).
+func compareTasks(ctx context.Context, db DB, records TaskRecords, from, end time.Time) ([]taskRecord, []TaskGap, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `
+		CREATE TEMPORARY TABLE reconcile_tasks (
+			id            TEXT COLLATE "C" PRIMARY KEY,
+			env_id        BIGINT NOT NULL,
+			org_id        BIGINT NOT NULL,
+			status        TEXT NOT NULL,
+			finished_at   TIMESTAMPTZ NOT NULL,
+			input_tokens  BIGINT NOT NULL,
+			output_tokens BIGINT NOT NULL,
+			cached_tokens BIGINT NOT NULL,
+			total_tokens  BIGINT NOT NULL,
+			score         DOUBLE PRECISION,
+			model         TEXT NOT NULL,
+			agents        JSON NOT NULL
+		) ON COMMIT DROP`); err != nil {
+		return nil, nil, fmt.Errorf("create the table of task records: %w", err)
+	}
+	err = records.Finished(ctx, from, end, func(page []events.FinishedTask) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"reconcile_tasks"},
+			[]string{"id", "env_id", "org_id", "status", "finished_at", "input_tokens", "output_tokens", "cached_tokens",
+				"total_tokens", "score", "model", "agents"},
+			pgx.CopyFromSlice(len(page), func(i int) ([]any, error) {
+				t := page[i]
+				agents, err := json.Marshal(t.Agents)
+				return []any{t.TaskID, t.EnvID, t.OrgID, t.Status, t.FinishedAt, t.Usage.InputTokens, t.Usage.OutputTokens,
+					t.Usage.CachedTokens, t.Usage.TotalTokens, t.ConvergenceScore, t.Model, string(agents)}, err
+			}))
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the converger's task records: %w", err)
+	}
+	rows, err := tx.Query(ctx, `
 		WITH l AS (
 			SELECT task_id,
 				sum(input_tokens)::int8 AS input_tokens, sum(output_tokens)::int8 AS output_tokens,
@@ -198,34 +248,61 @@ func compareTasks(ctx context.Context, db DB, from, end time.Time) ([]taskRecord
 				max(provider) FILTER (WHERE kind = 'task' AND line = 0) AS provider,
 				max(model) FILTER (WHERE kind = 'task' AND line = 0) AS model
 			FROM metering_ledger
-			WHERE kind IN ('task', 'adjustment') AND occurred_at >= $3 AND occurred_at < $4
+			WHERE kind IN ('task', 'adjustment') AND occurred_at >= $1 AND occurred_at < $2
 			GROUP BY task_id
 		)
 		SELECT t.id, t.env_id, t.org_id, t.status, t.finished_at,
 			t.input_tokens, t.output_tokens, t.cached_tokens, t.total_tokens,
-			t.convergence_score, t.request, t.result,
+			t.score, t.model, t.agents,
 			l.task_id IS NOT NULL, coalesce(l.input_tokens, 0), coalesce(l.output_tokens, 0),
 			coalesce(l.cached_tokens, 0), coalesce(l.total_tokens, 0),
 			coalesce(l.provider, ''), coalesce(l.model, '')
-		FROM convergence_tasks t LEFT JOIN l ON l.task_id = t.id
-		WHERE t.finished_at >= $1 AND t.finished_at < $2
-			AND t.status IN ('completed', 'failed', 'cancelled')
+		FROM reconcile_tasks t LEFT JOIN l ON l.task_id = t.id
 		ORDER BY t.finished_at, t.id`,
-		from, end, from.Add(-reconcileMargin), end.Add(reconcileMargin))
+		from.Add(-reconcileMargin), end.Add(reconcileMargin))
 	if err != nil {
-		return nil, fmt.Errorf("compare tasks with the ledger: %w", err)
+		return nil, nil, fmt.Errorf("compare tasks with the ledger: %w", err)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (taskRecord, error) {
+	tasks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (taskRecord, error) {
 		var r taskRecord
+		var agents []byte
 		g := &r.gap
 		err := row.Scan(&g.TaskID, &g.EnvID, &g.OrgID, &g.Status, &g.FinishedAt,
 			&g.Task.InputTokens, &g.Task.OutputTokens, &g.Task.CachedTokens, &g.Task.TotalTokens,
-			&r.score, &r.request, &r.result,
+			&r.score, &r.requestModel, &agents,
 			&r.inLedger, &g.Ledger.InputTokens, &g.Ledger.OutputTokens, &g.Ledger.CachedTokens, &g.Ledger.TotalTokens,
 			&r.provider, &r.model)
+		if err == nil {
+			err = json.Unmarshal(agents, &r.agents)
+		}
 		g.FinishedAt = g.FinishedAt.UTC()
 		return r, err
 	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("compare tasks with the ledger: %w", err)
+	}
+	rows, err = tx.Query(ctx, `
+		SELECT l.task_id, min(l.env_id), min(l.org_id), min(l.occurred_at),
+			sum(l.input_tokens)::int8, sum(l.output_tokens)::int8, sum(l.cached_tokens)::int8, sum(l.total_tokens)::int8
+		FROM metering_ledger l
+		WHERE l.kind IN ('task', 'adjustment') AND l.occurred_at >= $1 AND l.occurred_at < $2
+			AND NOT EXISTS (SELECT 1 FROM reconcile_tasks t WHERE t.id = l.task_id)
+		GROUP BY l.task_id
+		ORDER BY min(l.occurred_at), l.task_id`, from, end)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find ledger tasks without a record: %w", err)
+	}
+	candidates, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TaskGap, error) {
+		var g TaskGap
+		err := row.Scan(&g.TaskID, &g.EnvID, &g.OrgID, &g.FinishedAt,
+			&g.Ledger.InputTokens, &g.Ledger.OutputTokens, &g.Ledger.CachedTokens, &g.Ledger.TotalTokens)
+		g.FinishedAt = g.FinishedAt.UTC()
+		return g, err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("find ledger tasks without a record: %w", err)
+	}
+	return tasks, candidates, tx.Commit(ctx)
 }
 
 // repair is the usage a missing task is recorded with: the agents of its result when they add
@@ -244,24 +321,18 @@ func (r *taskRecord) repair() TaskUsage {
 	if !u.Failed {
 		u.Score = r.score
 	}
-	var result struct {
-		Agents []events.AgentUsage `json:"agents"`
-	}
-	if len(r.result) > 0 && json.Unmarshal(r.result, &result) == nil && len(result.Agents) > 0 {
+	if len(r.agents) > 0 {
 		var sum events.Usage
-		for _, a := range result.Agents {
+		for _, a := range r.agents {
 			sum = sum.Add(a.Usage)
 		}
 		if sum == r.gap.Task {
-			u.Agents = result.Agents
+			u.Agents = r.agents
 		}
 	}
 	if u.Agents == nil {
-		var req struct {
-			Model string `json:"model"`
-		}
-		_ = json.Unmarshal(r.request, &req) // a request without a model leaves it empty: unpriced
-		u.Agents = []events.AgentUsage{{Model: req.Model, Usage: r.gap.Task}}
+		// A request without a model leaves it empty: unpriced.
+		u.Agents = []events.AgentUsage{{Model: r.requestModel, Usage: r.gap.Task}}
 	}
 	return u
 }
@@ -286,30 +357,28 @@ func (r *taskRecord) adjustment() TaskUsage {
 	}
 }
 
-// orphans are tasks the ledger counted in the period that the converger has no record of.
-func orphans(ctx context.Context, db DB, from, end time.Time) ([]TaskGap, error) {
-	rows, err := db.Query(ctx, `
-		SELECT l.task_id, min(l.env_id), min(l.org_id), min(l.occurred_at),
-			sum(l.input_tokens)::int8, sum(l.output_tokens)::int8, sum(l.cached_tokens)::int8, sum(l.total_tokens)::int8
-		FROM metering_ledger l
-		WHERE l.kind IN ('task', 'adjustment') AND l.occurred_at >= $1 AND l.occurred_at < $2
-			AND NOT EXISTS (SELECT 1 FROM convergence_tasks t WHERE t.id = l.task_id)
-		GROUP BY l.task_id
-		ORDER BY min(l.occurred_at), l.task_id`, from, end)
-	if err != nil {
-		return nil, fmt.Errorf("find orphaned ledger tasks: %w", err)
+// orphans are the candidates (tasks the ledger counted in the period that are not among the
+// period's records) that the converger has no record of at all.
+func orphans(ctx context.Context, records TaskRecords, candidates []TaskGap) ([]TaskGap, error) {
+	out := []TaskGap{}
+	const chunk = 1000
+	for i := 0; i < len(candidates); i += chunk {
+		part := candidates[i:min(i+chunk, len(candidates))]
+		ids := make([]string, len(part))
+		for j, g := range part {
+			ids[j] = g.TaskID
+		}
+		known, err := records.Known(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("look up ledger tasks in the converger's records: %w", err)
+		}
+		for _, g := range part {
+			if !slices.Contains(known, g.TaskID) {
+				out = append(out, g)
+			}
+		}
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TaskGap, error) {
-		var g TaskGap
-		err := row.Scan(&g.TaskID, &g.EnvID, &g.OrgID, &g.FinishedAt,
-			&g.Ledger.InputTokens, &g.Ledger.OutputTokens, &g.Ledger.CachedTokens, &g.Ledger.TotalTokens)
-		g.FinishedAt = g.FinishedAt.UTC()
-		return g, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find orphaned ledger tasks: %w", err)
-	}
-	return append([]TaskGap{}, out...), nil
+	return out, nil
 }
 
 func unpricedUsage(ctx context.Context, db DB, from, end time.Time) (UnpricedUsage, error) {
