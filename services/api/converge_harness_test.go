@@ -33,6 +33,7 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger"
+	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
@@ -128,13 +129,22 @@ func (c *convergeEnv) serveAPI() string {
 	require.NoError(c.t, err)
 	e := httpx.NewEcho(testLogger())
 	// The baseline of the API benchmark: a handler on the same server and middleware that
-	// decodes a JSON body and answers, doing nothing else.
-	e.POST("/bench/bare", func(c echo.Context) error {
-		var body map[string]any
-		if err := c.Bind(&body); err != nil {
+	// decodes the body and runs the engine on the same provider in process, persisting nothing.
+	eng, err := engine.New(engine.Config{}, c.provider, testLogger())
+	require.NoError(c.t, err)
+	e.POST("/bench/bare", func(ec echo.Context) error {
+		var body struct {
+			Prompt string `json:"prompt"`
+			Type   string `json:"type"`
+		}
+		if err := ec.Bind(&body); err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, map[string]any{"success": true})
+		res, err := eng.Run(ec.Request().Context(), engine.Task{ID: "bench", Prompt: body.Prompt, Type: engine.TaskType(body.Type)}, engine.Options{})
+		if err != nil {
+			return err
+		}
+		return ec.JSON(http.StatusOK, map[string]any{"success": true, "result": tasks.ResultOf(res, "")})
 	})
 	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}, api.Deps{
 		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
