@@ -1,10 +1,8 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -35,53 +33,14 @@ type convergeInput struct {
 	TimeoutSeconds float64 `json:"timeoutSeconds"`
 }
 
-// inputFields lists the fields of convergeInput for the message about an unknown one.
-const inputFields = "prompt, type, agentARole, agentBRole, context, maxRounds, model, async, webhookUrl, tokenBudget, timeoutSeconds"
-
 // maxModelBytes bounds the model name.
 const maxModelBytes = 128
 
-// decodeConvergeInput reads the request body strictly: one JSON object with known fields of the
-// right types. Every failure says what to fix.
+// decodeConvergeInput reads the request body strictly; every failure says what to fix.
 func decodeConvergeInput(c echo.Context) (convergeInput, error) {
 	var in convergeInput
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&in)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data")
-	}
-	if err == nil {
-		return in, nil
-	}
-	var maxBytes *http.MaxBytesError
-	var syntax *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &maxBytes):
-		return in, httpx.Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes; shorten the prompt or context", maxBytes.Limit)
-	case errors.Is(err, io.EOF):
-		return in, httpx.BadRequest(`send a JSON object with at least a prompt, e.g. {"prompt": "Design a rate limiter"}`)
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return in, httpx.BadRequest("%s: must be a %s, not a JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return in, httpx.BadRequest("%s; the fields are %s", strings.TrimPrefix(err.Error(), "json: "), inputFields)
-	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF), err.Error() == "trailing data":
-		return in, httpx.BadRequest("the body is not one valid JSON object: %v", err)
-	default:
-		return in, httpx.BadRequest("the body is not a valid convergence request: %v", err)
-	}
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "int", "int64", "float64":
-		return "number"
-	case "bool":
-		return "boolean"
-	default:
-		return goKind
-	}
+	err := httpx.DecodeJSON(c, &in, `send a JSON object with at least a prompt, e.g. {"prompt": "Design a rate limiter"}`)
+	return in, err
 }
 
 // validated is a request ready to queue.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -759,26 +758,9 @@ func decodeCursor(s string) (int64, error) {
 	return id, nil
 }
 
-// decodeBody decodes a JSON body strictly: unknown fields and trailing data are errors that
-// say what was wrong.
+// decodeBody decodes a JSON body strictly (httpx.DecodeJSON); the body is required.
 func decodeBody(c echo.Context, v any) error {
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooLarge *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooLarge):
-			return httpx.Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body is over the limit of %d bytes", tooLarge.Limit)
-		case errors.Is(err, io.EOF):
-			return httpx.BadRequest("request body is empty: send a JSON object")
-		default:
-			return httpx.BadRequest("request body is not valid JSON for this endpoint: %s", strings.TrimPrefix(err.Error(), "json: "))
-		}
-	}
-	if dec.More() {
-		return httpx.BadRequest("request body has data after the JSON object")
-	}
-	return nil
+	return httpx.DecodeJSON(c, v, "send a JSON object")
 }
 
 // isUniqueViolation reports whether err is PostgreSQL refusing a duplicate key of constraint.

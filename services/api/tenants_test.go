@@ -58,7 +58,7 @@ func TestSpawn_InvalidInput_400SaysWhatIsValid(t *testing.T) {
 		{"pids", "", map[string]any{"name": "a", "limits": map[string]any{"pids": 1}}, "limits.pids 1 is out of range"},
 		{"org id", "", map[string]any{"name": "a", "orgId": 0}, "orgId 0 is not valid"},
 		{"unknown field", "", map[string]any{"name": "a", "colour": "blue"}, `unknown field "colour"`},
-		{"wrong type", "", map[string]any{"name": 7}, "request body is not valid JSON for this endpoint"},
+		{"wrong type", "", map[string]any{"name": 7}, "name: must be a string, not a JSON number"},
 		{"empty body", "", nil, "request body is empty"},
 		{"async", "?async=maybe", map[string]any{"name": "a"}, `async "maybe" is not valid: use true or false`},
 		{"wait", "?wait=1h", map[string]any{"name": "a"}, "use a duration from 1s to 5m0s"},

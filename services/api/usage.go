@@ -1,10 +1,8 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -146,10 +144,8 @@ func (s *Service) reconcile(c echo.Context) error {
 			From string `json:"from"`
 			To   string `json:"to"`
 		}
-		dec := json.NewDecoder(c.Request().Body)
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			return httpx.BadRequest(`body must be JSON {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}: %v`, err)
+		if err := httpx.DecodeJSON(c, &body, ""); err != nil {
+			return err
 		}
 		in = events.ReconcileRequest{From: body.From, To: body.To, Repair: true}
 	} else {
