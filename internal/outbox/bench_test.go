@@ -18,6 +18,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pglocal"
+	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/migrations"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
@@ -35,9 +36,20 @@ func durablePool(b *testing.B) *pgxpool.Pool {
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	require.NoError(b, migrations.Up(b.Context(), srv.URL()))
+	// The raw baseline's table, in the API's schema: its role may write but not create tables.
+	conn, err := pgx.Connect(b.Context(), srv.URL())
+	require.NoError(b, err)
+	_, err = conn.Exec(b.Context(), `
+		CREATE TABLE api.bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL);
+		GRANT INSERT ON api.bench_rows TO convergence_api;
+		GRANT USAGE ON SEQUENCE api.bench_rows_id_seq TO convergence_api`)
+	require.NoError(b, err)
+	require.NoError(b, conn.Close(b.Context()))
 	pcfg, err := pgxpool.ParseConfig(srv.URL())
 	require.NoError(b, err)
 	pcfg.MaxConns = benchConcurrency + 2 // Every writer has a connection; the relay has its own.
+	// The API's role, as the busiest writer of events connects.
+	require.NoError(b, pgrole.Configure(pcfg, pgrole.API))
 	pool, err := pgxpool.NewWithConfig(b.Context(), pcfg)
 	require.NoError(b, err)
 	b.Cleanup(pool.Close)
@@ -58,8 +70,6 @@ func BenchmarkOutboxThroughput(b *testing.B) {
 	srv := natstest.Start(b)
 	js := srv.JetStream()
 	ctx := b.Context()
-	_, err := pool.Exec(ctx, `CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)`)
-	require.NoError(b, err)
 	payload := make([]byte, 256)
 	n := b.N
 

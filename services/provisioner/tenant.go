@@ -48,10 +48,7 @@ type tenant struct {
 	UpdatedAt       time.Time
 }
 
-const tenantColumns = `id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
-	coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation,
-	coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at`
-
+// scanTenant reads a tenant from the columns loadTenant and loadTenants select.
 func scanTenant(row pgx.Row) (tenant, error) {
 	var t tenant
 	err := row.Scan(&t.ID, &t.OrgID, &t.Name, &t.Status, &t.Desired, &t.Image, &t.Port,
@@ -62,7 +59,11 @@ func scanTenant(row pgx.Row) (tenant, error) {
 
 // loadTenant reads one tenant; it wraps errTenantNotFound when there is none.
 func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
-	t, err := scanTenant(s.deps.Pool.QueryRow(ctx, `SELECT `+tenantColumns+` FROM environments WHERE id = $1`, id))
+	t, err := scanTenant(s.deps.Pool.QueryRow(ctx, `
+		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
+			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation,
+			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
+		FROM environments WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tenant{}, fmt.Errorf("env %d: %w", id, errTenantNotFound)
 	}
@@ -74,8 +75,11 @@ func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
 
 // loadTenants reads every tenant that is not destroyed, and those of ids whatever their state.
 func (s *Service) loadTenants(ctx context.Context, ids []int64) ([]tenant, error) {
-	rows, err := s.deps.Pool.Query(ctx, `SELECT `+tenantColumns+` FROM environments
-		WHERE status <> 'destroyed' OR id = ANY($1) ORDER BY id`, ids)
+	rows, err := s.deps.Pool.Query(ctx, `
+		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
+			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation,
+			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
+		FROM environments WHERE status <> 'destroyed' OR id = ANY($1) ORDER BY id`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("load tenants: %w", err)
 	}

@@ -349,13 +349,14 @@ type Outcome struct {
 // the task.
 func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcome) error {
 	return ob.Tx(ctx, func(tx pgx.Tx) error {
-		return finish(ctx, tx, c.TaskID, SourceConverger, o, `run = $12 AND status = 'running'`, c.Run)
+		return finish(ctx, tx, c.TaskID, SourceConverger, o, &c.Run)
 	})
 }
 
-// finish updates the task where cond holds, and writes its result event and webhook delivery.
-// cond's parameters start at $12.
-func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, cond string, condArgs ...any) error {
+// finish records the task's end, and writes its result event and webhook delivery: the end of
+// run's run, which must still hold the task, or with run nil of a task that is still queued.
+// It returns ErrFenced when the task is not in that state.
+func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, run *int) error {
 	result, err := json.Marshal(o.Result)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
@@ -369,14 +370,14 @@ func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, cond s
 	var r Record
 	var req []byte
 	var requestID *string
-	args := append([]any{id, o.Status, result, o.Result.StopReason, score, o.Result.Rounds,
-		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error}, condArgs...)
 	err = tx.QueryRow(ctx, `
 		UPDATE convergence_tasks SET status = $2, result = $3, stop_reason = $4, convergence_score = $5,
 			rounds = $6, input_tokens = $7, output_tokens = $8, cached_tokens = $9, total_tokens = $10,
 			error = NULLIF($11, ''), finished_at = now(), updated_at = now()
-		WHERE id = $1 AND `+cond+`
-		RETURNING env_id, org_id, type, request, request_id, created_at, started_at, finished_at`, args...).
+		WHERE id = $1 AND CASE WHEN $12::int IS NULL THEN status = 'queued' ELSE run = $12 AND status = 'running' END
+		RETURNING env_id, org_id, type, request, request_id, created_at, started_at, finished_at`,
+		id, o.Status, result, o.Result.StopReason, score, o.Result.Rounds,
+		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, run).
 		Scan(&r.EnvID, &r.OrgID, &r.Type, &req, &requestID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrFenced
@@ -453,7 +454,7 @@ func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int6
 			Disputed:       []string{},
 			Agents:         []events.AgentUsage{},
 		}}
-		return finish(ctx, tx, id, SourceConverger, o, `status = 'queued'`)
+		return finish(ctx, tx, id, SourceConverger, o, nil)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
