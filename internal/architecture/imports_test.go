@@ -22,7 +22,6 @@ var crossServiceImports = []string{
 	"services/api -> services/converger/engine",  // converge request validation
 	"services/api -> services/converger/tasks",   // task IDs, views, progress messages
 	"services/api -> services/converger/webhook", // webhook URL validation
-	"services/api -> services/provisioner/live",  // live status and log streams
 }
 
 // TestServices_ImportNoOtherServicesPackages reads the imports of every non-test file under

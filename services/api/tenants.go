@@ -24,7 +24,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/provisioner/live"
+	"github.com/convergence-dev/convergence/internal/live"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 

@@ -30,7 +30,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
-	"github.com/convergence-dev/convergence/services/provisioner/live"
+	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
@@ -148,7 +148,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return live.NewServer(s.deps.NC, s.rt, s.log).Run(gctx) })
+	g.Go(func() error { return live.NewServer(s.deps.NC, liveSource{s.rt}, s.log).Run(gctx) })
 	g.Go(func() error { return s.serveQueries(gctx) })
 	g.Go(func() error { return w.run(gctx, evs, evErrs) })
 	g.Go(func() error {

@@ -16,8 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/convergence-dev/convergence/internal/natstest"
-	"github.com/convergence-dev/convergence/services/provisioner/live"
-	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+	"github.com/convergence-dev/convergence/internal/live"
 )
 
 func TestMain(m *testing.M) {
@@ -28,25 +27,23 @@ func TestMain(m *testing.M) {
 // the provisioner's tests run it on the real engine.
 type source struct {
 	mu      sync.Mutex
-	status  runtime.Status
+	status  live.Status
 	logs    string
 	follow  *io.PipeReader // the log stream of a following request
 	closed  chan struct{}  // closed when the server closed the following stream
-	lastReq runtime.LogOptions
+	lastReq live.LogsRequest
 }
 
-func (s *source) Status(_ context.Context, envID int64) (runtime.Status, error) {
-	st := s.status
-	st.EnvID = envID
-	return st, nil
+func (s *source) Status(context.Context, int64) (live.Status, error) {
+	return s.status, nil
 }
 
-func (s *source) Logs(_ context.Context, envID int64, opts runtime.LogOptions) (io.ReadCloser, error) {
+func (s *source) Logs(_ context.Context, envID int64, opts live.LogsRequest) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastReq = opts
 	if envID == 404 {
-		return nil, fmt.Errorf("container x: %w", runtime.ErrNotFound)
+		return nil, fmt.Errorf("container x: %w", live.ErrNotFound)
 	}
 	if opts.Follow {
 		return &closeNotifier{ReadCloser: s.follow, closed: s.closed}, nil
@@ -87,8 +84,8 @@ func serve(t *testing.T, src live.Source) (*live.Client, *nats.Conn, context.Can
 
 func TestStatus_ServerAnswers_FieldsCarried_NoServer_Unavailable(t *testing.T) {
 	t.Parallel()
-	src := &source{status: runtime.Status{State: runtime.StateRunning, Health: runtime.HealthHealthy, HostPort: 3001,
-		RestartCount: 2, Uptime: 90 * time.Second, CPUPercent: 12.5, MemoryBytes: 7 << 20, MemoryLimitBytes: 64 << 20}}
+	src := &source{status: live.Status{State: "running", Health: "healthy", HostPort: 3001,
+		RestartCount: 2, UptimeSeconds: 90, CPUPercent: 12.5, MemoryBytes: 7 << 20, MemoryLimitBytes: 64 << 20}}
 	client, _, _ := serve(t, src)
 	st, err := client.Status(t.Context(), 7)
 	require.NoError(t, err)
@@ -117,7 +114,7 @@ func TestLogs_LargerThanAChunk_ArriveWholeAndInOrder(t *testing.T) {
 	got, err := io.ReadAll(stream)
 	require.NoError(t, err)
 	require.Equal(t, b.String(), string(got))
-	require.Equal(t, runtime.LogOptions{Tail: 10, Since: since, Timestamps: true}, src.lastReq)
+	require.Equal(t, live.LogsRequest{EnvID: 1, Tail: 10, Since: since, Timestamps: true}, src.lastReq)
 }
 
 func TestLogs_NoContainer_ErrNotFound(t *testing.T) {

@@ -14,13 +14,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
 
-// Source is what the server reads: the part of [runtime.Runtime] it needs.
+// Source is what the server reads: the engine a tenant's container runs on, through the
+// provisioner.
 type Source interface {
-	Status(ctx context.Context, envID int64) (runtime.Status, error)
-	Logs(ctx context.Context, envID int64, opts runtime.LogOptions) (io.ReadCloser, error)
+	// Status is the tenant's container state.
+	Status(ctx context.Context, envID int64) (Status, error)
+	// Logs reads the container's output as req selects (its EnvID is envID); it wraps
+	// ErrNotFound when the tenant has no container.
+	Logs(ctx context.Context, envID int64, req LogsRequest) (io.ReadCloser, error)
 }
 
 // Limits of the server.
@@ -108,7 +111,7 @@ func (s *Server) status(ctx context.Context, m *nats.Msg) {
 			s.log.Warn("live status", "envId", req.EnvID, "err", err)
 			reply.Code, reply.Error = codeInternal, err.Error()
 		} else {
-			reply.Status = fromRuntime(st)
+			reply.Status = &st
 		}
 	}
 	b, err := json.Marshal(reply)
@@ -117,29 +120,6 @@ func (s *Server) status(ctx context.Context, m *nats.Msg) {
 	}
 	if err := m.Respond(b); err != nil {
 		s.log.Warn("respond to status request", "err", err)
-	}
-}
-
-func fromRuntime(st runtime.Status) *Status {
-	return &Status{
-		State:            string(st.State),
-		Health:           string(st.Health),
-		ContainerID:      st.ContainerID,
-		ContainerName:    st.ContainerName,
-		Image:            st.Image,
-		HostPort:         st.HostPort,
-		Generation:       st.Generation,
-		RestartCount:     st.RestartCount,
-		StartedAt:        st.StartedAt,
-		UptimeSeconds:    int64(st.Uptime / time.Second),
-		CPUPercent:       st.CPUPercent,
-		CPULimit:         st.CPULimit,
-		MemoryBytes:      st.MemoryBytes,
-		MemoryLimitBytes: st.MemoryLimitBytes,
-		PIDs:             st.PIDs,
-		ExitCode:         st.ExitCode,
-		OOMKilled:        st.OOMKilled,
-		Error:            st.Error,
 	}
 }
 
@@ -162,9 +142,9 @@ func (s *Server) logs(ctx context.Context, m *nats.Msg) {
 		defer stop()
 	}
 
-	rc, err := s.src.Logs(ctx, req.EnvID, runtime.LogOptions{Tail: req.Tail, Since: req.Since, Follow: req.Follow, Timestamps: req.Timestamps})
+	rc, err := s.src.Logs(ctx, req.EnvID, req)
 	if err != nil {
-		if errors.Is(err, runtime.ErrNotFound) {
+		if errors.Is(err, ErrNotFound) {
 			out.end(codeNotFound, ErrNotFound.Error())
 			return
 		}
