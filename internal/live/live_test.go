@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/live"
+	"github.com/convergence-dev/convergence/internal/natstest"
 )
 
 func TestMain(m *testing.M) {

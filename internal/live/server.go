@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
 )
 
 // Source is what the server reads: the engine a tenant's container runs on, through the

@@ -21,10 +21,10 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/internal/live"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 

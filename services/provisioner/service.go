@@ -27,10 +27,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/consumer"
+	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
-	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
