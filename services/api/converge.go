@@ -116,50 +116,18 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 	}
 }
 
-// awaitFinished waits until task id has finished, for at most wait, on its progress
-// messages, and reads the record every pollInterval in case one was lost. It reports false
-// when the wait ran out, the caller went away, or the server began to shut down (the caller
-// then gets its 202 with the task ID at once, and the task runs on).
+// awaitFinished waits until task id has finished, for at most wait (see Service.await), on its
+// progress messages and the converger's record.
 func (h *convergeAPI) awaitFinished(ctx context.Context, sub *nats.Subscription, envID int64, id string, wait time.Duration) (bool, error) {
-	deadline := time.Now().Add(wait)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if draining := httpx.Draining(ctx); draining != nil {
-		go func() {
-			select {
-			case <-draining:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
-	for {
-		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
-			return false, nil
-		}
-		stepCtx, stepCancel := context.WithTimeout(ctx, min(left, pollInterval))
-		msg, err := sub.NextMsgWithContext(stepCtx)
-		stepCancel()
-		switch {
-		case err == nil:
-			if p, err := tasks.DecodeProgress(msg.Data); err == nil && p.Kind == tasks.KindFinished {
-				return true, nil
-			}
-		case ctx.Err() != nil:
-			return false, nil
-		case errors.Is(err, context.DeadlineExceeded):
+	return h.s.await(ctx, sub, wait, pollInterval,
+		func(m *nats.Msg) bool {
+			p, err := tasks.DecodeProgress(m.Data)
+			return err == nil && p.Kind == tasks.KindFinished
+		},
+		func(ctx context.Context) (bool, error) {
 			st, err := h.state(ctx, envID, id, events.TaskQuery{})
-			if err != nil {
-				return false, err
-			}
-			if st.Finished() {
-				return true, nil
-			}
-		default:
-			return false, httpx.Unavailable("the message bus")
-		}
-	}
+			return st.Finished(), err
+		})
 }
 
 // answer sends the task as it stands, with its transcript.

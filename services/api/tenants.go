@@ -197,10 +197,11 @@ func (r spawnRequest) validate() (spawnSpec, error) {
 	return sp, nil
 }
 
-// spawn creates a tenant: the environment row (provisioning), its port lease, its hashed key
-// and the key sealed for the provisioner, the tenant.spawn command and the provisioning fact,
-// all in one transaction. Unless ?async=true, it then waits (?wait=, 60s by default) until the
-// provisioner has run the tenant or failed it.
+// spawn creates a tenant: the provisioner admits it (see events.TenantAdmission) and hands back
+// its new key sealed to this request, and the API records the key's digest. Unless
+// ?async=true, it then waits (?wait=, 60s by default) until the provisioner has run the tenant
+// or failed it. Once the tenant is admitted, the answer carries its key whatever happens next:
+// it is shown nowhere else.
 func (h *tenantAPI) spawn(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req spawnRequest
@@ -244,25 +245,21 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 	}
 	h.s.logger.Info("tenant spawn accepted", "envId", envID, "name", sp.name, "image", sp.image, "apiKey", apikey.Display(key), "request_id", requestID)
 
-	var sub *nats.Subscription
-	if !async {
-		// The running fact comes once the container answers; waitFor reads the state first,
-		// so a fact that came before the subscription is not missed.
-		if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter("", envID)); err != nil {
-			return httpx.Unavailable("the message bus")
-		}
-		defer func() { _ = sub.Unsubscribe() }()
-	}
-
 	code := http.StatusAccepted
 	var message string
 	if !async {
-		settled, err := h.waitFor(ctx, sub, envID, func(st string) bool { return st != string(events.StateProvisioning) }, wait)
+		// The running fact comes once the container answers; waitFor reads the state first,
+		// so a fact that came before the subscription is not missed.
+		settled := false
+		if sub, err := h.s.deps.NC.SubscribeSync(events.LifecycleFilter("", envID)); err == nil {
+			settled, err = h.waitFor(ctx, sub, envID, func(st string) bool { return st != string(events.StateProvisioning) }, wait)
+			_ = sub.Unsubscribe()
+			if err != nil {
+				h.s.logger.Warn("wait for a spawn", "envId", envID, "err", err, "request_id", requestID)
+			}
+		}
 		if ctx.Err() != nil {
 			return nil // The client left; the spawn goes on without it.
-		}
-		if err != nil {
-			return err
 		}
 		if settled {
 			code = http.StatusCreated
@@ -349,49 +346,23 @@ func writeEvent(ctx context.Context, tx pgx.Tx, subject, typ string, envID int64
 	return outbox.Write(ctx, tx, subject, env)
 }
 
-// waitFor waits up to wait until tenant envID's status satisfies done, from the lifecycle
-// facts on sub and from the provisioner's record (read first, after the subscription is surely
-// in place, and again every recheckInterval in case core NATS dropped a fact). It reports whether the
-// status settled in time; it returns an error only when the request itself ended.
+// waitFor waits up to wait until tenant envID's status satisfies done (see Service.await), on
+// its lifecycle facts and the provisioner's record.
 func (h *tenantAPI) waitFor(ctx context.Context, sub *nats.Subscription, envID int64, done func(status string) bool, wait time.Duration) (bool, error) {
-	deadline := time.Now().Add(wait)
-	fctx, cancel := context.WithTimeout(ctx, recheckInterval)
-	err := h.s.deps.NC.FlushWithContext(fctx)
-	cancel()
-	if err != nil && ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	for {
-		v, err := h.loadTenant(ctx, envID)
-		if err != nil {
-			return false, err
-		}
-		if done(v.Status) {
-			return true, nil
-		}
-		for {
-			remaining := time.Until(deadline)
-			if remaining <= 0 {
-				return false, nil
-			}
-			mctx, cancel := context.WithTimeout(ctx, min(remaining, recheckInterval))
-			m, err := sub.NextMsgWithContext(mctx)
-			cancel()
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			if err != nil {
-				break // Time to read the database again.
-			}
+	return h.s.await(ctx, sub, wait, recheckInterval,
+		func(m *nats.Msg) bool {
 			env, err := events.Decode(m.Data)
 			if err != nil {
-				continue
+				return false
 			}
-			if fact, err := events.DataAs[events.TenantLifecycle](env); err == nil && done(string(fact.State)) {
-				return true, nil
-			}
-		}
-	}
+			fact, err := events.DataAs[events.TenantLifecycle](env)
+			return err == nil && done(string(fact.State))
+		},
+		func(ctx context.Context) (bool, error) {
+			// A provisioner that does not answer leaves the wait to the facts.
+			v, err := h.loadTenant(ctx, envID)
+			return err == nil && done(v.Status), nil
+		})
 }
 
 // waitParams reads ?async= and ?wait=.
