@@ -14,6 +14,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 )
 
 func TestMain(m *testing.M) {
@@ -52,11 +53,11 @@ func TestConsumeLifecycle_IntegratorSeesFactsInOrderAndResumesAfterRestart(t *te
 
 	seen := make(chan events.TenantState, 10)
 	consume := func(ctx context.Context) error {
-		return events.ConsumeLifecycle(ctx, js, "integrator", events.LifecycleFilter("", 9),
-			func(_ context.Context, _ events.Envelope, e events.TenantLifecycle) error {
-				seen <- e.State
+		return consumer.Lifecycle(ctx, js, "integrator", events.LifecycleFilter("", 9),
+			func(_ context.Context, e consumer.Event[events.TenantLifecycle]) error {
+				seen <- e.Data.State
 				return nil
-			})
+			}, slog.New(slog.DiscardHandler))
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

@@ -116,27 +116,4 @@ const (
 	ConsumerConverger        = "converger"
 	ConsumerMeteringResults  = "metering-results"
 	ConsumerMeteringLifecyle = "metering-lifecycle"
-	ConsumerAPIResults       = "api-results"
 )
-
-// Delivery settings of the platform's durable consumers: how long a message may go
-// unacknowledged (handlers of long work send InProgress heartbeats well inside it) and how many
-// times it is delivered before it is dead-lettered.
-const (
-	DefaultAckWait    = 30 * time.Second
-	DefaultMaxDeliver = 8
-)
-
-// Consumer returns the definition of a durable, explicitly acknowledged consumer named name on
-// subjects of the stream they belong to.
-func Consumer(name string, subjects ...string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:        name,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        DefaultAckWait,
-		MaxDeliver:     DefaultMaxDeliver,
-		FilterSubjects: subjects,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		MaxAckPending:  1000,
-	}
-}

@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"

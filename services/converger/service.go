@@ -12,9 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
@@ -95,7 +96,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		Concurrency: cfg.Concurrency,
 		MaxDeliver:  cfg.MaxDeliver,
 		AckWait:     cfg.AckWait,
-	}, s.handle, s.logger, consumer.NewMetrics(deps.Registry))
+	}, s.handle, s.logger, telemetry.NewConsumerMetrics(deps.Registry))
 	s.deliverer = webhook.NewDeliverer(deps.Pool, cfg.Webhook, s.logger, deps.Registry)
 	return s, nil
 }

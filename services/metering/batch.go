@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
 )
 

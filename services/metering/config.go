@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"time"
 )
 
@@ -32,8 +33,8 @@ type Config struct {
 const (
 	DefaultBatchSize    = 500
 	DefaultIdleWait     = 5 * time.Second
-	DefaultAckWait      = 30 * time.Second
-	DefaultMaxDeliver   = 8
+	DefaultAckWait      = consumer.DefaultAckWait
+	DefaultMaxDeliver   = consumer.DefaultMaxDeliver
 	DefaultPricesReload = 30 * time.Second
 	DefaultRollupMerge  = time.Second
 )

@@ -3,8 +3,8 @@ package metering
 import (
 	"fmt"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
 )
 

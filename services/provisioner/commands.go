@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 )
 
 // handle dispatches one command of the TENANT_COMMANDS stream by its type. A command for a

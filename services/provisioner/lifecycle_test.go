@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/provisioner"
 )
 
@@ -67,10 +68,10 @@ func TestLifecycle_IntegratorConsumingPkgEvents_SeesProvisioningRunningDestroyed
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- events.ConsumeLifecycle(ctx, h.js, "integrator", "", func(_ context.Context, _ events.Envelope, f events.TenantLifecycle) error {
-			facts <- f
+		done <- consumer.Lifecycle(ctx, h.js, "integrator", "", func(_ context.Context, e consumer.Event[events.TenantLifecycle]) error {
+			facts <- e.Data
 			return nil
-		})
+		}, h.logger)
 	}()
 	defer func() {
 		cancel()

@@ -26,10 +26,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
@@ -140,7 +141,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Stream:      events.StreamTenantCommands,
 		Subjects:    []string{events.SubjectTenantSpawn, events.SubjectTenantDestroy},
 		Concurrency: s.cfg.Concurrency,
-	}, s.handle, s.log, consumer.NewMetrics(s.deps.Registry))
+	}, s.handle, s.log, telemetry.NewConsumerMetrics(s.deps.Registry))
 	g.Go(func() error {
 		// A stop during the consumer's creation is a clean stop, not its failure.
 		if err := cons.Run(gctx); err != nil && gctx.Err() == nil {

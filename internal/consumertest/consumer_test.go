@@ -1,4 +1,4 @@
-package consumer_test
+package consumertest_test
 
 import (
 	"context"
@@ -15,9 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/convergence-dev/convergence/internal/consumer"
 	"github.com/convergence-dev/convergence/internal/natstest"
+	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 )
 
 func TestMain(m *testing.M) {
@@ -46,7 +47,7 @@ func start(t *testing.T, js jetstream.JetStream, cfg consumer.Config, h consumer
 	t.Helper()
 	cfg.Stream = events.StreamConvergeResults
 	cfg.Subjects = []string{events.SubjectConvergeCompleted}
-	c := consumer.New(js, cfg, h, discard, consumer.NewMetrics(prometheus.NewRegistry()))
+	c := consumer.New(js, cfg, h, discard, telemetry.NewConsumerMetrics(prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

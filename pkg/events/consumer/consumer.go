@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 // Event is what a handler receives: the envelope and its decoded data.
@@ -24,6 +25,14 @@ type Event[T any] struct {
 
 // Handler handles one event. See the package documentation for how its result is acknowledged.
 type Handler[T any] func(ctx context.Context, e Event[T]) error
+
+// Delivery defaults of a consumer: how long a message may go unacknowledged (handlers of long
+// work send InProgress heartbeats well inside it) and how many times it is delivered before
+// it is dead-lettered.
+const (
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 8
+)
 
 // Config describes a durable consumer and how its handler runs.
 type Config struct {
@@ -49,10 +58,10 @@ func (c Config) withDefaults() Config {
 		c.Concurrency = 1
 	}
 	if c.MaxDeliver <= 0 {
-		c.MaxDeliver = events.DefaultMaxDeliver
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = events.DefaultAckWait
+		c.AckWait = DefaultAckWait
 	}
 	if c.Backoff == nil {
 		c.Backoff = ExponentialBackoff(250*time.Millisecond, 30*time.Second)
@@ -73,22 +82,30 @@ func ExponentialBackoff(base, limit time.Duration) func(uint64) time.Duration {
 
 // Consumer runs a Handler on a durable JetStream consumer.
 type Consumer[T any] struct {
-	js      jetstream.JetStream
-	cfg     Config
-	handler Handler[T]
-	logger  *slog.Logger
-	metrics *Metrics
+	js       jetstream.JetStream
+	cfg      Config
+	handler  Handler[T]
+	logger   *slog.Logger
+	observer Observer
 }
 
-// New wires a consumer; it starts nothing. metrics may be shared by every consumer of a process.
-func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.Logger, metrics *Metrics) *Consumer[T] {
+// New wires a consumer; it starts nothing. observer (nil for none) may be shared by every
+// consumer of a process.
+func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.Logger, observer Observer) *Consumer[T] {
 	cfg = cfg.withDefaults()
 	return &Consumer[T]{
-		js:      js,
-		cfg:     cfg,
-		handler: h,
-		logger:  logger.With("consumer", cfg.Name),
-		metrics: metrics,
+		js:       js,
+		cfg:      cfg,
+		handler:  h,
+		logger:   logger.With("consumer", cfg.Name),
+		observer: observer,
+	}
+}
+
+// observe tells the observer, if any, what became of a message handled since start.
+func (c *Consumer[T]) observe(outcome string, start time.Time) {
+	if c.observer != nil {
+		c.observer.Observe(c.cfg.Name, outcome, time.Since(start))
 	}
 }
 
@@ -161,7 +178,7 @@ func (c *Consumer[T]) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if err != nil {
 		c.deadLetter(ctx, msg, env.ID, delivery, Permanent(err))
-		c.metrics.observe(c.cfg.Name, "dead_lettered", start)
+		c.observe(OutcomeDeadLettered, start)
 		return
 	}
 	logger := c.logger.With("event_id", env.ID, "event_type", env.Type, "delivery", delivery)
@@ -175,21 +192,21 @@ func (c *Consumer[T]) handle(ctx context.Context, msg jetstream.Msg) {
 		if ackErr := msg.Ack(); ackErr != nil {
 			logger.Warn("ack", "err", ackErr) // Redelivered; the handler's idempotency absorbs it.
 		}
-		c.metrics.observe(c.cfg.Name, "acked", start)
+		c.observe(OutcomeAcked, start)
 	case ctx.Err() != nil:
 		// Shutting down: the failure may be the cancellation itself, so it is no verdict on
 		// the event. Let another replica, or this one after restart, have it at once.
 		_ = msg.NakWithDelay(0)
-		c.metrics.observe(c.cfg.Name, "retried", start)
+		c.observe(OutcomeRetried, start)
 	case IsPermanent(err) || delivery >= uint64(c.cfg.MaxDeliver):
 		logger.Error("giving up on event", "err", err, "permanent", IsPermanent(err))
 		c.deadLetter(ctx, msg, env.ID, delivery, err)
-		c.metrics.observe(c.cfg.Name, "dead_lettered", start)
+		c.observe(OutcomeDeadLettered, start)
 	default:
 		delay := c.cfg.Backoff(delivery)
 		logger.Warn("event handler failed; will retry", "err", err, "retry_in", delay)
 		_ = msg.NakWithDelay(delay)
-		c.metrics.observe(c.cfg.Name, "retried", start)
+		c.observe(OutcomeRetried, start)
 	}
 }
 
