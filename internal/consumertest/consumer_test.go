@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,4 +149,61 @@ func TestExponentialBackoff_DoublesUpToLimit(t *testing.T) {
 	for n, want := range map[uint64]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 60: time.Second} {
 		require.Equal(t, want, b(n), "delivery %d", n)
 	}
+}
+
+func TestBatch_PermanentFailure_NarrowedToTheBadEventWhileTheRestIsAcked(t *testing.T) {
+	t.Parallel()
+	js := natstest.Start(t).JetStream()
+	var mu sync.Mutex
+	var batches [][]string
+	handled := map[string]int{}
+	b := consumer.NewBatch(js, consumer.BatchConfig{
+		Config: consumer.Config{Name: "batched", Stream: events.StreamConvergeResults, Subjects: []string{events.SubjectConvergeCompleted},
+			MaxDeliver: 3, Backoff: func(uint64) time.Duration { return 5 * time.Millisecond }},
+		BatchSize: 50, IdleWait: 50 * time.Millisecond,
+	}, func(_ context.Context, batch []consumer.Event[events.ConvergeCompleted]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		var ids []string
+		for _, e := range batch {
+			ids = append(ids, e.Data.TaskID)
+		}
+		batches = append(batches, ids)
+		for _, id := range ids {
+			if id == "bad" {
+				return consumer.Permanent(errors.New("this event cannot be recorded"))
+			}
+		}
+		for _, id := range ids {
+			handled[id]++
+		}
+		return nil
+	}, discard, nil)
+	for i := range 10 {
+		publish(t, js, fmt.Sprint("ok-", i))
+	}
+	publish(t, js, "bad")
+	publishRaw(t, js, []byte("not an event"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+
+	dlq, err := js.Stream(t.Context(), events.StreamDeadLetter)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := dlq.Info(t.Context())
+		return err == nil && info.State.Msgs == 2
+	}, 10*time.Second, 10*time.Millisecond, "the bad event and the undecodable message are dead-lettered")
+	natstest.WaitDrained(t, js, events.StreamConvergeResults, "batched", 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, handled, 10)
+	for id, n := range handled {
+		require.Equal(t, 1, n, "%s recorded once", id)
+	}
+	require.Greater(t, len(batches[0]), 1, "the events came as a batch")
 }

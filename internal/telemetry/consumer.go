@@ -29,8 +29,8 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 	}
 }
 
-// Observe counts one message of consumer and its outcome, handled in took.
-func (m *ConsumerMetrics) Observe(consumer, outcome string, took time.Duration) {
-	m.handled.WithLabelValues(consumer, outcome).Inc()
+// Observe counts n messages of consumer and their outcome, handled in took.
+func (m *ConsumerMetrics) Observe(consumer, outcome string, n int, took time.Duration) {
+	m.handled.WithLabelValues(consumer, outcome).Add(float64(n))
 	m.duration.WithLabelValues(consumer).Observe(took.Seconds())
 }

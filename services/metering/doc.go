@@ -5,8 +5,9 @@
 // # Ingest
 //
 // Two durable consumers, shared by every replica: metering-results on CONVERGE_RESULTS
-// (converge.completed, converge.failed) and metering-lifecycle on TENANT_LIFECYCLE. Each pulls
-// what is pending, up to metering.batch-size messages (Fetch / FetchNoWait), records the batch
+// (converge.completed, converge.failed) and metering-lifecycle on TENANT_LIFECYCLE, each a
+// batch consumer of pkg/events/consumer. Each pulls what is pending, up to
+// metering.batch-size messages (Fetch / FetchNoWait), records the batch
 // in one transaction (package ledger), and acknowledges the messages only after the commit;
 // while one batch is recorded, the next is pulled and decoded. The event ID is the unique key
 // of the effect, so a message redelivered after a lost ack, a republished event, or one that
@@ -34,6 +35,7 @@
 //
 // # Reconciliation
 //
-// Reconcile compares the ledger with the converger's task records over a period and reports or
-// repairs the gaps; cmd/convergence runs it as a command, and the API as an admin endpoint.
+// Reconcile compares the ledger with the converger's task records, which the converger answers
+// for on the bus, over a period and reports or repairs the gaps; cmd/convergence runs it as a
+// command, and the API asks for it on the bus for an admin endpoint.
 package metering

@@ -90,46 +90,36 @@ func (s *Service) Run(ctx context.Context) error {
 	s.refreshUnpriced(ctx)
 
 	backoff := consumer.ExponentialBackoff(250*time.Millisecond, 30*time.Second)
-	results := &batchConsumer[ledger.TaskUsage]{
-		name:     events.ConsumerMeteringResults,
-		source:   "results",
-		stream:   events.StreamConvergeResults,
-		subjects: []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed},
-		decode:   decodeResult,
-		record: func(ctx context.Context, batch []ledger.TaskUsage) (ledger.Result, error) {
+	config := func(name, stream string, subjects []string, decode func(events.Envelope) (any, error)) consumer.BatchConfig {
+		return consumer.BatchConfig{
+			Config:    consumer.Config{Name: name, Stream: stream, Subjects: subjects, MaxDeliver: s.cfg.MaxDeliver, AckWait: s.cfg.AckWait, Backoff: backoff},
+			BatchSize: s.cfg.BatchSize,
+			IdleWait:  s.cfg.IdleWait,
+			Decode:    decode,
+		}
+	}
+	results := consumer.NewBatch(s.deps.JS,
+		config(events.ConsumerMeteringResults, events.StreamConvergeResults, []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed},
+			func(env events.Envelope) (any, error) { return decodeResult(env) }),
+		ingest(s, "results", func(ctx context.Context, batch []ledger.TaskUsage) (ledger.Result, error) {
 			return s.store.RecordTasks(ctx, *s.prices.Load(), batch)
-		},
-		recorded: func(res ledger.Result) { s.countUnpriced(ctx, res) },
-	}
-	lifecycle := &batchConsumer[ledger.LifecycleFact]{
-		name:     events.ConsumerMeteringLifecyle,
-		source:   "lifecycle",
-		stream:   events.StreamTenantLifecycle,
-		subjects: []string{events.SubjectTenantLifecycle},
-		decode:   decodeLifecycle,
-		record: func(ctx context.Context, batch []ledger.LifecycleFact) (ledger.Result, error) {
+		}, func(res ledger.Result) { s.countUnpriced(ctx, res) }),
+		s.logger, ingestObserver{s.metrics, "results"})
+	lifecycle := consumer.NewBatch(s.deps.JS,
+		config(events.ConsumerMeteringLifecyle, events.StreamTenantLifecycle, []string{events.SubjectTenantLifecycle},
+			func(env events.Envelope) (any, error) { return decodeLifecycle(env) }),
+		ingest(s, "lifecycle", func(ctx context.Context, batch []ledger.LifecycleFact) (ledger.Result, error) {
 			return s.store.RecordLifecycle(ctx, *s.prices.Load(), batch)
-		},
-	}
+		}, nil),
+		s.logger, ingestObserver{s.metrics, "lifecycle"})
 	g, gctx := errgroup.WithContext(ctx)
-	for _, c := range []interface {
-		init(*Service, func(uint64) time.Duration)
-		run(context.Context) error
-	}{results, lifecycle} {
-		c.init(s, backoff)
-		g.Go(func() error { return c.run(gctx) })
-	}
+	g.Go(func() error { return results.Run(gctx) })
+	g.Go(func() error { return lifecycle.Run(gctx) })
 	g.Go(func() error { return s.serveQueries(gctx) })
 	g.Go(func() error { s.watchPrices(gctx); return nil })
 	g.Go(func() error { s.mergeRollups(gctx); return nil })
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())
 	return g.Wait()
-}
-
-// init gives a consumer what every consumer of the service shares.
-func (b *batchConsumer[T]) init(s *Service, backoff func(uint64) time.Duration) {
-	b.cfg, b.js, b.metrics, b.hooks, b.backoff = s.cfg, s.deps.JS, s.metrics, &s.hooks, backoff
-	b.logger = s.logger.With("consumer", b.name)
 }
 
 // mergeRollups merges the rollup deltas every RollupMerge until ctx is done. Every replica

@@ -105,7 +105,7 @@ func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.L
 // observe tells the observer, if any, what became of a message handled since start.
 func (c *Consumer[T]) observe(outcome string, start time.Time) {
 	if c.observer != nil {
-		c.observer.Observe(c.cfg.Name, outcome, time.Since(start))
+		c.observer.Observe(c.cfg.Name, outcome, 1, time.Since(start))
 	}
 }
 

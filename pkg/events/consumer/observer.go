@@ -9,8 +9,8 @@ const (
 	OutcomeDeadLettered = "dead_lettered"
 )
 
-// Observer is told what became of every message a consumer handled, and how long that took,
-// for metrics. Nil observes nothing.
+// Observer is told what became of the messages a consumer handled, n at a time, and how long
+// their handling took, for metrics. Nil observes nothing.
 type Observer interface {
-	Observe(consumer, outcome string, took time.Duration)
+	Observe(consumer, outcome string, n int, took time.Duration)
 }
