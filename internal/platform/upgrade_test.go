@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"net/http"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func TestUpgrade_SharedSchemaDatabaseWithData_EveryRowKeptAndServed(t *testing.T
 	require.NoError(t, migrations.UpTo(t.Context(), db.URL, lastSharedSchemaVersion))
 
 	key, digest := apikey.New()
-	taskID := tasks.NewID()
+	taskID := taskspec.NewID()
 	finished := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
 	request := `{"prompt":"Design a login page","type":"design","agentARole":"Security Expert","agentBRole":"UX Designer","maxRounds":3}`
 	result := `{"converged":true,"stopReason":"converged","convergenceScore":91,"output":"Use passkeys.","rounds":1,

@@ -13,6 +13,15 @@ const (
 	SubjectWebhookSecret = "converger.webhook.secret"
 )
 
+// Task statuses: queued → running → completed | failed | cancelled.
+const (
+	TaskQueued    = "queued"
+	TaskRunning   = "running"
+	TaskCompleted = "completed"
+	TaskFailed    = "failed"
+	TaskCancelled = "cancelled"
+)
+
 // TaskQuery (on SubjectTaskGet) asks for a tenant's task, answered by a TaskState. A task of
 // another tenant is not found.
 type TaskQuery struct {
@@ -36,7 +45,7 @@ type TaskState struct {
 
 // Finished reports whether the task has ended.
 func (s TaskState) Finished() bool {
-	return s.Status == "completed" || s.Status == "failed" || s.Status == "cancelled"
+	return s.Status == TaskCompleted || s.Status == TaskFailed || s.Status == TaskCancelled
 }
 
 // TaskRound is one scored round as the API shows it, with its number.

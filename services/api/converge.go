@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"net/http"
 	"time"
 
@@ -15,8 +16,6 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/converger/engine"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
 // convergeAPI serves the convergence endpoints. It lives in convergeRoutes' closures rather than
@@ -24,7 +23,7 @@ import (
 type convergeAPI struct {
 	s       *Service
 	cfg     ConvergeConfig
-	limits  engine.Limits
+	limits  taskspec.Limits
 	limiter *limiter
 }
 
@@ -46,12 +45,12 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 	h := &convergeAPI{
 		s:       s,
 		cfg:     cfg,
-		limits:  engine.DefaultLimits(),
+		limits:  taskspec.DefaultLimits(),
 		limiter: newLimiter(s.deps.Pool, cfg.RateLimit),
 	}
 	create, read := h.limiter.middleware(classCreate), h.limiter.middleware(classRead)
 	tenant.POST("/converge", h.create(""), create)
-	for _, t := range []engine.TaskType{engine.TypeDesign, engine.TypeReview, engine.TypeDecide, engine.TypePlan, engine.TypeAnalyze, engine.TypeGenerate} {
+	for _, t := range []taskspec.TaskType{taskspec.TypeDesign, taskspec.TypeReview, taskspec.TypeDecide, taskspec.TypePlan, taskspec.TypeAnalyze, taskspec.TypeGenerate} {
 		tenant.POST("/"+string(t), h.create(t), create)
 	}
 	tenant.GET("/converge/:taskId", h.get, read)
@@ -72,7 +71,7 @@ type taskAnswer struct {
 // for an async answer, waits for its result up to the sync wait: 200 with the finished task,
 // or 202 with the task as it stands. The API's record of the task and its converge.request
 // event, which carries the whole request to the converger, are written in one round trip.
-func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
+func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		in, err := decodeConvergeInput(c)
 		if err != nil {
@@ -91,7 +90,7 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 		}
 		async := v.async || pref.async || wait == 0
 
-		id := tasks.NewID()
+		id := taskspec.NewID()
 		var sub *nats.Subscription
 		if !async {
 			// Subscribed before the task exists, so its end cannot be missed.
@@ -100,7 +99,7 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 			}
 			defer func() { _ = sub.Unsubscribe() }()
 		}
-		if err := h.record(ctx, v.request.Event(id, t.EnvID, t.OrgID), httpx.RequestID(c)); err != nil {
+		if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
 			return err
 		}
 		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
@@ -121,8 +120,8 @@ func (h *convergeAPI) create(shortcut engine.TaskType) echo.HandlerFunc {
 func (h *convergeAPI) awaitFinished(ctx context.Context, sub *nats.Subscription, envID int64, id string, wait time.Duration) (bool, error) {
 	return h.s.await(ctx, sub, wait, pollInterval,
 		func(m *nats.Msg) bool {
-			p, err := tasks.DecodeProgress(m.Data)
-			return err == nil && p.Kind == tasks.KindFinished
+			p, err := events.DecodeProgress(m.Data)
+			return err == nil && p.Kind == events.ProgressFinished
 		},
 		func(ctx context.Context) (bool, error) {
 			st, err := h.state(ctx, envID, id, events.TaskQuery{})
@@ -195,19 +194,36 @@ func (h *convergeAPI) state(ctx context.Context, envID int64, id string, q event
 	if err != nil {
 		return st, err
 	}
-	rec := tasks.Record{ID: id, EnvID: envID, OrgID: req.OrgID, Type: req.Type, Status: tasks.StatusQueued,
-		Request: tasks.RequestOfEvent(req), RequestID: requestID, CreatedAt: created}
-	view, err := json.Marshal(rec.View(nil))
+	view, err := json.Marshal(queuedTask{TaskID: id, Status: events.TaskQueued, Type: req.Type, AgentARole: req.AgentARole,
+		AgentBRole: req.AgentBRole, MaxRounds: req.MaxRounds, Model: req.Model, WebhookURL: req.WebhookURL,
+		RequestID: requestID, CreatedAt: created})
 	if err != nil {
 		return st, fmt.Errorf("encode task %s: %w", id, err)
 	}
-	return events.TaskState{Status: string(tasks.StatusQueued), Task: view}, nil
+	return events.TaskState{Status: events.TaskQueued, Task: view}, nil
+}
+
+// queuedTask is a task whose request the converger has not seen yet, as the API shows it: the
+// fields the converger's view of a task has at that point.
+type queuedTask struct {
+	TaskID          string       `json:"taskId"`
+	Status          string       `json:"status"`
+	Type            string       `json:"type"`
+	AgentARole      string       `json:"agentARole"`
+	AgentBRole      string       `json:"agentBRole"`
+	MaxRounds       int          `json:"maxRounds"`
+	Model           string       `json:"model,omitempty"`
+	RoundsCompleted int          `json:"roundsCompleted"`
+	Usage           events.Usage `json:"usage"`
+	WebhookURL      string       `json:"webhookUrl,omitempty"`
+	RequestID       string       `json:"requestId,omitempty"`
+	CreatedAt       time.Time    `json:"createdAt"`
 }
 
 // taskParam is the task ID in the path, or a 404 for anything that cannot be one.
 func taskParam(c echo.Context) (string, error) {
 	id := c.Param("taskId")
-	if !tasks.ValidID(id) {
+	if !taskspec.ValidID(id) {
 		return "", httpx.NotFound("task " + truncate(id, 64))
 	}
 	return id, nil

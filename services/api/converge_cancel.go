@@ -9,7 +9,6 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
 // cancelWait is how long DELETE waits for a running task to end as cancelled before it
@@ -45,9 +44,9 @@ func (h *convergeAPI) cancel(c echo.Context) error {
 		return fromService(err, "the converger, which keeps tasks,")
 	}
 	switch st.Status {
-	case string(tasks.StatusCompleted), string(tasks.StatusFailed):
+	case events.TaskCompleted, events.TaskFailed:
 		return httpx.Conflict("task %s has already %s; there is nothing to cancel", id, st.Status)
-	case string(tasks.StatusCancelled):
+	case events.TaskCancelled:
 		return h.answer(c, http.StatusOK, envID, id)
 	}
 	done, err := h.awaitFinished(ctx, sub, envID, id, cancelWait)

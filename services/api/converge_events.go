@@ -15,7 +15,6 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
 // keepAliveInterval is how often an idle progress stream sends a comment, so proxies and
@@ -104,12 +103,12 @@ func (h *convergeAPI) events(c echo.Context) error {
 		case <-httpx.Draining(ctx):
 			return nil
 		case msg := <-live:
-			p, err := tasks.DecodeProgress(msg.Data)
+			p, err := events.DecodeProgress(msg.Data)
 			if err != nil {
 				continue
 			}
 			switch p.Kind {
-			case tasks.KindRound:
+			case events.ProgressRound:
 				var r struct {
 					Round int `json:"round"`
 				}
@@ -123,7 +122,7 @@ func (h *convergeAPI) events(c echo.Context) error {
 				if _, err := catchUp(); err != nil { // A message was lost: fill the gap.
 					return st.fail(err)
 				}
-			case tasks.KindFinished:
+			case events.ProgressFinished:
 				return st.fail(finish())
 			}
 		case <-poll.C:

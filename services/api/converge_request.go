@@ -13,9 +13,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
-	"github.com/convergence-dev/convergence/services/converger/engine"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
-	"github.com/convergence-dev/convergence/services/converger/webhook"
+	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 // convergeInput is the body of POST /api/v1/converge and its shortcuts.
@@ -43,15 +42,29 @@ func decodeConvergeInput(c echo.Context) (convergeInput, error) {
 	return in, err
 }
 
-// validated is a request ready to queue.
+// validated is a request ready to queue: the task normalized by the converger's rules, with the
+// budget and timeout as the caller gave them (zero for the converger's defaults).
 type validated struct {
-	request tasks.Request
-	async   bool
+	task        taskspec.Task
+	tokenBudget int64
+	timeout     time.Duration
+	webhookURL  string
+	async       bool
 }
 
-// validate checks in against limits and returns the request to store: type, roles and max
+// event is the converge.request of v as task id of tenant t.
+func (v validated) event(id string, t Tenant) events.ConvergeRequest {
+	return events.ConvergeRequest{
+		TaskID: id, EnvID: t.EnvID, OrgID: t.OrgID, Type: string(v.task.Type), Prompt: v.task.Prompt,
+		AgentARole: v.task.AgentARole, AgentBRole: v.task.AgentBRole, Context: v.task.Context,
+		MaxRounds: v.task.MaxRounds, Model: v.task.Model, TokenBudget: v.tokenBudget,
+		TimeoutSeconds: v.timeout.Seconds(), WebhookURL: v.webhookURL,
+	}
+}
+
+// validate checks in against limits and returns the request to queue: type, roles and max
 // rounds filled in. shortcut is the type an endpoint such as /design sets, "" for /converge.
-func validate(in convergeInput, shortcut engine.TaskType, limits engine.Limits) (validated, error) {
+func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limits) (validated, error) {
 	if shortcut != "" {
 		if in.Type != "" && in.Type != string(shortcut) {
 			return validated{}, httpx.BadRequest("type: this endpoint makes %s tasks; leave type out, or POST to /api/v1/converge for type %q", shortcut, in.Type)
@@ -71,13 +84,13 @@ func validate(in convergeInput, shortcut engine.TaskType, limits engine.Limits) 
 		return validated{}, httpx.BadRequest("model: must be a model name of at most %d printable characters without spaces, e.g. gpt-4o-mini", maxModelBytes)
 	}
 	if in.WebhookURL != "" {
-		if err := webhook.ValidateURL(in.WebhookURL); err != nil {
+		if err := taskspec.ValidateWebhookURL(in.WebhookURL); err != nil {
 			return validated{}, httpx.BadRequest("webhookUrl: %v", err)
 		}
 	}
-	t, err := limits.Normalize(engine.Task{
+	t, err := limits.Normalize(taskspec.Task{
 		Prompt:      in.Prompt,
-		Type:        engine.TaskType(in.Type),
+		Type:        taskspec.TaskType(in.Type),
 		AgentARole:  in.AgentARole,
 		AgentBRole:  in.AgentBRole,
 		Context:     in.Context,
@@ -86,14 +99,14 @@ func validate(in convergeInput, shortcut engine.TaskType, limits engine.Limits) 
 		TokenBudget: in.TokenBudget,
 		Timeout:     timeout,
 	})
-	var te *engine.TaskError
+	var te *taskspec.TaskError
 	if errors.As(err, &te) {
 		return validated{}, httpx.BadRequest("%s: %s", te.Field, te.Problem)
 	}
 	if err != nil {
 		return validated{}, fmt.Errorf("validate request: %w", err)
 	}
-	return validated{request: tasks.RequestOf(t, in.TokenBudget, timeout, in.WebhookURL), async: in.Async}, nil
+	return validated{task: t, tokenBudget: in.TokenBudget, timeout: timeout, webhookURL: in.WebhookURL, async: in.Async}, nil
 }
 
 // preference is what a Prefer header (RFC 7240) asks of a converge request.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
@@ -241,7 +242,7 @@ func TestConverge_Auth_WrongKey401_OtherTenantsTask404(t *testing.T) {
 	for _, r := range []struct{ method, path string }{
 		{http.MethodGet, "/api/v1/converge/" + id}, {http.MethodGet, "/api/v1/converge/" + id + "/events"},
 		{http.MethodDelete, "/api/v1/converge/" + id},
-		{http.MethodGet, "/api/v1/converge/" + tasks.NewID()}, {http.MethodGet, "/api/v1/converge/not-a-task-id"},
+		{http.MethodGet, "/api/v1/converge/" + taskspec.NewID()}, {http.MethodGet, "/api/v1/converge/not-a-task-id"},
 	} {
 		got := c.call(t, r.method, r.path, otherKey, nil)
 		require.Equal(t, http.StatusNotFound, got.Status, "%s %s", r.method, r.path)

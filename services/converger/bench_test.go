@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
@@ -161,7 +162,7 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	ctx := context.Background()
 	req := tasks.Request{Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
 	for range total {
-		e.request(req.Event(tasks.NewID(), envID, 1), "")
+		e.request(req.Event(taskspec.NewID(), envID, 1), "")
 	}
 	require.Eventually(b, func() bool {
 		var n int

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"log/slog"
 	"time"
 
@@ -28,7 +29,7 @@ const writeTimeout = 15 * time.Second
 // the next delivery resumes from the persisted turns.
 func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeRequest]) error {
 	id := ev.Data.TaskID
-	if !tasks.ValidID(id) {
+	if !taskspec.ValidID(id) {
 		return consumer.Permanent(fmt.Errorf("converge.request names no valid task id (%q)", id))
 	}
 	log := s.logger.With("task_id", id, "event_id", ev.Envelope.ID, "delivery", ev.Delivery)
@@ -85,7 +86,7 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	if len(c.Turns) > 0 {
 		r.log.Info("resuming task", "run", c.Run, "persisted_turns", len(c.Turns))
 	}
-	r.publish(tasks.Progress{TaskID: c.TaskID, Kind: tasks.KindStarted, Status: tasks.StatusRunning})
+	r.publish(tasks.Progress{TaskID: c.TaskID, Kind: tasks.KindStarted, Status: string(tasks.StatusRunning)})
 
 	res, err := s.engine.Run(runCtx, task, engine.Options{Resume: c.Turns, OnTurn: r.onTurn, OnRound: r.onRound})
 	cause := context.Cause(runCtx)
@@ -125,7 +126,7 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	if c.Request.WebhookURL != "" {
 		s.deliverer.Wake()
 	}
-	r.publish(tasks.Progress{TaskID: c.TaskID, Kind: tasks.KindFinished, Status: o.Status})
+	r.publish(tasks.Progress{TaskID: c.TaskID, Kind: tasks.KindFinished, Status: string(o.Status)})
 	s.observe(c, o)
 	r.log.Info("task finished", "status", o.Status, "stop_reason", o.Result.StopReason,
 		"score", o.Result.ConvergenceScore, "rounds", o.Result.Rounds, "total_tokens", o.Result.Usage.TotalTokens)

@@ -21,6 +21,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/converger/engine"
@@ -134,7 +135,7 @@ func (e *env) submit(envID int64, req tasks.Request) string {
 	t, err := engine.DefaultLimits().Normalize(req.EngineTask(""))
 	require.NoError(e.t, err)
 	normalized := tasks.RequestOf(t, req.TokenBudget, req.Timeout(), req.WebhookURL)
-	id := tasks.NewID()
+	id := taskspec.NewID()
 	e.request(normalized.Event(id, envID, 1), "req-"+id)
 	// Recorded as the request's arrival records it, so the test reads it at once.
 	require.NoError(e.t, e.store.Accept(context.Background(), normalized.Event(id, envID, 1), "req-"+id))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"time"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
@@ -31,7 +32,7 @@ func (s *Service) ServeQueries(ctx context.Context) error {
 
 // taskState answers a TaskQuery.
 func (s *Service) taskState(ctx context.Context, q events.TaskQuery) (events.TaskState, error) {
-	if !tasks.ValidID(q.TaskID) {
+	if !taskspec.ValidID(q.TaskID) {
 		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %q", q.TaskID)
 	}
 	rec, err := s.store.Get(ctx, q.EnvID, q.TaskID)
@@ -75,7 +76,7 @@ func (s *Service) taskState(ctx context.Context, q events.TaskQuery) (events.Tas
 // next step, a finished one is left as it is. The answer is the task's status after it.
 func (s *Service) cancelTask(ctx context.Context, c events.TaskCancel) (events.TaskState, error) {
 	id := c.Request.TaskID
-	if !tasks.ValidID(id) {
+	if !taskspec.ValidID(id) {
 		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %q", id)
 	}
 	if err := s.store.Accept(ctx, c.Request, c.RequestID); err != nil {
@@ -91,7 +92,7 @@ func (s *Service) cancelTask(ctx context.Context, c events.TaskCancel) (events.T
 	switch status {
 	case tasks.StatusCancelled:
 		// Cancelled before it started: nobody runs it to say it ended.
-		s.publishProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: status}, c.RequestID)
+		s.publishProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: string(status)}, c.RequestID)
 	case tasks.StatusQueued, tasks.StatusRunning:
 		// The replica that runs it stops it; the recorded request is its fallback.
 		if err := s.deps.NC.Publish(tasks.CancelSubject(id), nil); err != nil {

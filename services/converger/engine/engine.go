@@ -44,7 +44,7 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	c.Limits = c.Limits.withDefaults()
+	c.Limits = c.Limits.WithDefaults()
 	if c.ConvergeScore == 0 {
 		c.ConvergeScore = d.ConvergeScore
 	}

@@ -64,7 +64,7 @@ func systemPrompt(t Task, a Agent) string {
 	b.WriteString(". Together you must converge on the best possible answer to the task you are given. It is a ")
 	b.WriteString(string(t.Type))
 	b.WriteString(" task: ")
-	b.WriteString(t.Type.guidance())
+	b.WriteString(guidance(t.Type))
 	b.WriteString(`
 
 In every turn:
@@ -146,7 +146,7 @@ func synthesisSystem(t Task) string {
 		agentLabel(AgentB) + " (" + t.AgentBRole + ") discussed the task below and converged. " +
 		"Write the final answer to the task from their two final positions: keep everything both " +
 		"accept, settle differences of wording, keep the minor open points as caveats, and add no " +
-		"new claims. It is a " + string(t.Type) + " task: " + t.Type.guidance() +
+		"new claims. It is a " + string(t.Type) + " task: " + guidance(t.Type) +
 		"\nReply with the JSON object only; \"output\" is the complete final answer."
 }
 

@@ -1,58 +1,42 @@
 package engine
 
-import "time"
+import "github.com/convergence-dev/convergence/internal/taskspec"
 
-// TaskType says what kind of answer a task wants; it picks default roles and the guidance
-// both agents get.
-type TaskType string
+// The task, its types and its limits are the request's contract, shared with the API, which
+// checks a request before queueing it: package taskspec defines them.
+type (
+	// Task is one convergence request; see taskspec.Task.
+	Task = taskspec.Task
+	// TaskType says what kind of answer a task wants; see taskspec.TaskType.
+	TaskType = taskspec.TaskType
+	// Limits are the defaults and bounds applied to every task; see taskspec.Limits.
+	Limits = taskspec.Limits
+	// TaskError says which field of a task is wrong; see taskspec.TaskError.
+	TaskError = taskspec.TaskError
+)
 
 // The task types.
 const (
-	TypeDesign   TaskType = "design"
-	TypeReview   TaskType = "review"
-	TypeDecide   TaskType = "decide"
-	TypePlan     TaskType = "plan"
-	TypeAnalyze  TaskType = "analyze"
-	TypeGenerate TaskType = "generate"
-	TypeCustom   TaskType = "custom"
+	TypeDesign   = taskspec.TypeDesign
+	TypeReview   = taskspec.TypeReview
+	TypeDecide   = taskspec.TypeDecide
+	TypePlan     = taskspec.TypePlan
+	TypeAnalyze  = taskspec.TypeAnalyze
+	TypeGenerate = taskspec.TypeGenerate
+	TypeCustom   = taskspec.TypeCustom
 )
 
-// TaskTypes lists every valid task type.
-func TaskTypes() []TaskType {
-	return []TaskType{TypeDesign, TypeReview, TypeDecide, TypePlan, TypeAnalyze, TypeGenerate, TypeCustom}
-}
+// MinRounds is the fewest rounds a task runs before it can converge.
+const MinRounds = taskspec.MinRounds
 
-// Valid reports whether t is one of the task types.
-func (t TaskType) Valid() bool {
-	switch t {
-	case TypeDesign, TypeReview, TypeDecide, TypePlan, TypeAnalyze, TypeGenerate, TypeCustom:
-		return true
-	}
-	return false
-}
+// ErrInvalidTask is matched (errors.Is) by every *TaskError.
+var ErrInvalidTask = taskspec.ErrInvalidTask
 
-// DefaultRoles returns the roles agents A and B take when a task names none.
-func (t TaskType) DefaultRoles() (a, b string) {
-	switch t {
-	case TypeDesign:
-		return "Solution Architect", "Security and Reliability Reviewer"
-	case TypeReview:
-		return "Senior Reviewer", "Author's Advocate"
-	case TypeDecide:
-		return "Decision Advocate", "Devil's Advocate"
-	case TypePlan:
-		return "Delivery Planner", "Risk Analyst"
-	case TypeAnalyze:
-		return "Analyst", "Skeptical Reviewer"
-	case TypeGenerate:
-		return "Creator", "Editor"
-	default:
-		return "Proposer", "Critic"
-	}
-}
+// DefaultLimits returns the limits used for zero fields.
+func DefaultLimits() Limits { return taskspec.DefaultLimits() }
 
-// guidance is what the task type asks the agents to produce.
-func (t TaskType) guidance() string {
+// guidance is what task type t asks the agents to produce.
+func guidance(t TaskType) string {
 	switch t {
 	case TypeDesign:
 		return "produce a concrete design: components, interfaces, data flow, and the trade-offs made."
@@ -69,31 +53,4 @@ func (t TaskType) guidance() string {
 	default:
 		return "answer the prompt as well as it can be answered."
 	}
-}
-
-// Task is one convergence request. Run applies [Limits.Normalize] to it first, so zero
-// fields take their defaults.
-type Task struct {
-	// ID identifies the task in logs; the engine does not interpret it.
-	ID string `json:"id,omitempty"`
-	// Prompt is what the agents must answer. Required.
-	Prompt string `json:"prompt"`
-	// Type is the kind of task; default custom.
-	Type TaskType `json:"type"`
-	// AgentARole and AgentBRole are the agents' roles; default per Type (see DefaultRoles).
-	AgentARole string `json:"agentARole"`
-	AgentBRole string `json:"agentBRole"`
-	// Context is background material both agents see with the prompt.
-	Context string `json:"context,omitempty"`
-	// MaxRounds bounds the rounds; default Limits.DefaultMaxRounds, at most
-	// Limits.MaxRoundsCap, at least MinRounds.
-	MaxRounds int `json:"maxRounds"`
-	// Model is passed to the provider; empty means the provider's default.
-	Model string `json:"model,omitempty"`
-	// TokenBudget bounds the tokens the task may spend (Usage.Total); 0 means
-	// Limits.DefaultTokenBudget, and a zero default means no bound.
-	TokenBudget int64 `json:"tokenBudget,omitempty"`
-	// Timeout bounds Run's wall time; default Limits.DefaultTimeout, at most
-	// Limits.MaxTimeout.
-	Timeout time.Duration `json:"timeout,omitempty"`
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
@@ -22,13 +23,13 @@ func TestNewID_ValidUniqueAndInCreationOrder(t *testing.T) {
 	t.Parallel()
 	ids := make([]string, 1000)
 	for i := range ids {
-		ids[i] = tasks.NewID()
-		require.True(t, tasks.ValidID(ids[i]), ids[i])
+		ids[i] = taskspec.NewID()
+		require.True(t, taskspec.ValidID(ids[i]), ids[i])
 	}
 	require.LessOrEqual(t, ids[0][:16], ids[len(ids)-1][:16], "the time part never goes back")
 	require.Len(t, slices.Compact(slices.Sorted(slices.Values(ids))), len(ids))
 	for _, bad := range []string{"", "tsk_", "tsk_01a2.*>", "task_0123456789abcdef0123456789ab", ids[0] + "0", "TSK_" + ids[0][4:]} {
-		require.False(t, tasks.ValidID(bad), bad)
+		require.False(t, taskspec.ValidID(bad), bad)
 	}
 }
 
@@ -54,7 +55,7 @@ func TestAgentsOf_UsagePerAgent_TurnCutShortAfterABilledReplyIsOneCall(t *testin
 // newTask records a task as a converge.request's arrival does, for a tenant of its own.
 func newTask(t *testing.T, pool *pgxpool.Pool, _ *outbox.Outbox) (int64, string) {
 	t.Helper()
-	envID, id := rand.Int64N(1<<40)+1, tasks.NewID()
+	envID, id := rand.Int64N(1<<40)+1, taskspec.NewID()
 	req := tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}.Event(id, envID, 1)
 	require.NoError(t, tasks.NewStore(pool).Accept(t.Context(), req, ""))
 	return envID, id

@@ -14,11 +14,11 @@ type Status string
 
 // The statuses.
 const (
-	StatusQueued    Status = "queued"
-	StatusRunning   Status = "running"
-	StatusCompleted Status = "completed"
-	StatusFailed    Status = "failed"
-	StatusCancelled Status = "cancelled"
+	StatusQueued    Status = events.TaskQueued
+	StatusRunning   Status = events.TaskRunning
+	StatusCompleted Status = events.TaskCompleted
+	StatusFailed    Status = events.TaskFailed
+	StatusCancelled Status = events.TaskCancelled
 )
 
 // Finished reports whether s is an end state.

@@ -1,4 +1,4 @@
-package webhook
+package taskspec
 
 import (
 	"fmt"
@@ -7,17 +7,17 @@ import (
 	"strings"
 )
 
-// MaxURLLength bounds a webhook URL.
-const MaxURLLength = 2048
+// MaxWebhookURLLength bounds a webhook URL.
+const MaxWebhookURLLength = 2048
 
-// ValidateURL says what is wrong with a webhook URL, in words a caller can act on: it must be
-// an absolute http or https URL with a host, at most MaxURLLength bytes, without credentials
-// or a fragment. Whether the host may be dialled is decided at delivery time (see the package
-// documentation on request forgery).
-func ValidateURL(raw string) error {
+// ValidateWebhookURL says what is wrong with a webhook URL, in words a caller can act on: it
+// must be an absolute http or https URL with a host, at most MaxWebhookURLLength bytes, without
+// credentials or a fragment. Whether the host may be dialled is decided at delivery time (see
+// the converger's package webhook on request forgery).
+func ValidateWebhookURL(raw string) error {
 	const example = "e.g. https://example.com/hooks/convergence"
-	if len(raw) > MaxURLLength {
-		return fmt.Errorf("is %d bytes; use a URL of at most %d", len(raw), MaxURLLength)
+	if len(raw) > MaxWebhookURLLength {
+		return fmt.Errorf("is %d bytes; use a URL of at most %d", len(raw), MaxWebhookURLLength)
 	}
 	if strings.TrimSpace(raw) != raw || strings.ContainsAny(raw, " \t\r\n") {
 		return fmt.Errorf("must not contain spaces; give an absolute http or https URL, %s", example)

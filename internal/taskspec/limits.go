@@ -1,4 +1,4 @@
-package engine
+package taskspec
 
 import (
 	"errors"
@@ -64,7 +64,7 @@ func DefaultLimits() Limits {
 	}
 }
 
-func (l Limits) withDefaults() Limits {
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.DefaultMaxRounds <= 0 {
 		l.DefaultMaxRounds = d.DefaultMaxRounds
@@ -92,7 +92,7 @@ func (l Limits) withDefaults() Limits {
 
 // Validate says what is wrong with l.
 func (l Limits) Validate() error {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if l.MaxRoundsCap < MinRounds {
 		return fmt.Errorf("max rounds cap %d: must be at least %d", l.MaxRoundsCap, MinRounds)
 	}
@@ -113,7 +113,7 @@ func (l Limits) Validate() error {
 // invalid task returns a [*TaskError] naming the first wrong field. Normalize is pure, so the
 // API can run it to reject a request before queueing it.
 func (l Limits) Normalize(t Task) (Task, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	t.Prompt = strings.TrimSpace(t.Prompt)
 	t.Context = strings.TrimSpace(t.Context)
 	t.AgentARole = strings.TrimSpace(t.AgentARole)

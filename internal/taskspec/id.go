@@ -1,4 +1,4 @@
-package tasks
+package taskspec
 
 import (
 	"crypto/rand"
