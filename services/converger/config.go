@@ -37,7 +37,8 @@ type Config struct {
 	// Retry is how provider calls are retried and timed out.
 	Retry llm.RetryPolicy
 
-	// Concurrency is how many tasks one converger process runs at once. Default 1000.
+	// Concurrency is how many tasks one converger process runs at once. Default
+	// DefaultConcurrency.
 	Concurrency int
 	// AckWait is how long a request may go unacknowledged before JetStream redelivers it;
 	// heartbeats extend it while a task runs, so it is about how soon a dead converger's tasks
@@ -82,10 +83,15 @@ type SimulatedConfig struct {
 	Scenario string
 }
 
-// Defaults of the flags.
+// Defaults of the fields: the flags' values, and what a zero field in a config built in code
+// takes (those withDefaults fills).
 const (
 	defaultOpenAIModel    = "gpt-4o-mini"
 	defaultAnthropicModel = "claude-sonnet-4-5"
+	DefaultConcurrency    = 1000
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxDeliver     = 8
+	DefaultTaskTimeout    = 5 * time.Minute
 )
 
 // RegisterFlags registers the converger's flags on fs, prefixed "converger.". Provider keys
@@ -105,10 +111,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Simulated.Scenario, "converger.simulated.scenario", string(simulated.Converge), "default behaviour of the simulated agents: converge, stalemate, never, or flat")
 	fs.IntVar(&c.Retry.MaxAttempts, "converger.call-attempts", 4, "attempts per provider call on rate limits, server errors and timeouts")
 	fs.DurationVar(&c.Retry.CallTimeout, "converger.call-timeout", 2*time.Minute, "timeout of one provider call attempt")
-	fs.IntVar(&c.Concurrency, "converger.concurrency", 1000, "tasks one converger process runs at once")
-	fs.DurationVar(&c.AckWait, "converger.ack-wait", 30*time.Second, "how soon a dead converger's tasks are redelivered to another")
-	fs.IntVar(&c.MaxDeliver, "converger.max-deliver", 8, "deliveries of a request before its task is failed")
-	fs.DurationVar(&c.DefaultTimeout, "converger.task-timeout", 5*time.Minute, "time limit of a task that sets none, at most 30m")
+	fs.IntVar(&c.Concurrency, "converger.concurrency", DefaultConcurrency, "tasks one converger process runs at once")
+	fs.DurationVar(&c.AckWait, "converger.ack-wait", DefaultAckWait, "how soon a dead converger's tasks are redelivered to another")
+	fs.IntVar(&c.MaxDeliver, "converger.max-deliver", DefaultMaxDeliver, "deliveries of a request before its task is failed")
+	fs.DurationVar(&c.DefaultTimeout, "converger.task-timeout", DefaultTaskTimeout, "time limit of a task that sets none, at most 30m")
 	fs.Int64Var(&c.DefaultTokenBudget, "converger.token-budget", 0, "token budget of a task that sets none; 0 for no bound")
 	fs.DurationVar(&c.Webhook.Timeout, "converger.webhook.timeout", 10*time.Second, "timeout of one webhook delivery attempt")
 	fs.DurationVar(&c.Webhook.RetryFor, "converger.webhook.retry-for", 24*time.Hour, "how long a failing webhook delivery is retried")
@@ -154,13 +160,13 @@ func (c Config) withDefaults() Config {
 		c.Provider = ProviderAuto
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 1000
+		c.Concurrency = DefaultConcurrency
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = DefaultAckWait
 	}
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 8
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	return c
 }
