@@ -1,11 +1,10 @@
 // Package runtime runs tenant containers for the provisioner service.
 //
-// [Runtime] is the small interface the provisioner drives: make a tenant's container exist and
-// run ([Runtime.Ensure]), wait until it answers ([Runtime.WaitHealthy]), look at it
-// ([Runtime.Status], [Runtime.Inspect], [Runtime.Probe], [Runtime.Logs]), remove it
-// ([Runtime.Remove]), and watch and reconcile everything it owns ([Runtime.List],
-// [Runtime.Events]). [Docker] implements it on one Docker
-// engine through the Docker SDK; a Swarm or Kubernetes runtime can sit behind the same interface.
+// [Docker] is what the provisioner drives, on one Docker engine through the Docker SDK: make a
+// tenant's container exist and run ([Docker.Ensure]), wait until it answers
+// ([Docker.WaitHealthy]), look at it ([Docker.Status], [Docker.Inspect], [Docker.Probe],
+// [Docker.Logs]), remove it ([Docker.Remove]), and watch and reconcile everything it owns
+// ([Docker.List], [Docker.Events]). An interface over it waits for a second runtime (Swarm).
 //
 // A tenant is described by a [Spec]. Its container and its private bridge network have
 // deterministic names derived from the environment id, and carry the convergence.* labels

@@ -18,7 +18,11 @@ import (
 // even when the caller's ctx is already done.
 const cleanupTimeout = 30 * time.Second
 
-// Docker is the [Runtime] for one Docker engine, driven through the Docker SDK (never the CLI).
+// Docker runs tenant containers on one Docker engine, driven through the Docker SDK (never the
+// CLI). Every method takes a ctx that bounds it, and every method is safe for concurrent use on
+// different tenants. For one tenant, the caller serializes Ensure and Remove (the provisioner
+// handles one command per tenant at a time); concurrent Ensures of the same spec converge on
+// one container.
 type Docker struct {
 	cli     client.APIClient
 	cfg     DockerConfig
@@ -28,8 +32,6 @@ type Docker struct {
 	log        *slog.Logger
 	health     *http.Client
 }
-
-var _ Runtime = (*Docker)(nil)
 
 // NewDocker returns a runtime on the engine cli talks to. It starts nothing and makes no call
 // to the engine. The caller owns cli (create it with client.FromEnv and

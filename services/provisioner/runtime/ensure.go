@@ -11,9 +11,10 @@ import (
 	"github.com/docker/docker/api/types/network"
 )
 
-// Ensure makes the tenant's network and container exist, match spec, and run; see
-// [Runtime.Ensure]. Steps: check the image exists locally (it is never pulled), create or
-// adopt the network, create the container, inspect it and verify the hardening, start it.
+// Ensure makes the tenant's network and container exist, match spec, and run. It is
+// idempotent: a container of the same spec hash is only started if it is not running, one of
+// another hash is replaced. Steps: check the image exists locally (it is never pulled), create
+// or adopt the network, create the container, inspect it and verify the hardening, start it.
 // Any failure after the first object was created removes what this call created, even when
 // ctx is done, and the error wraps [ErrImageNotFound], [ErrHardeningNotApplied],
 // [ErrPortUnavailable] or [ErrInvalidSpec] where one applies.

@@ -27,13 +27,11 @@ func Example() {
 	}
 	defer func() { _ = cli.Close() }()
 
-	var rt runtime.Runtime
-	docker, err := runtime.NewDocker(cli, runtime.DockerConfig{}, log)
+	rt, err := runtime.NewDocker(cli, runtime.DockerConfig{}, log)
 	if err != nil {
 		log.Error("runtime", "err", err)
 		return
 	}
-	rt = docker
 
 	spec := runtime.Spec{
 		EnvID: 1, OrgID: 1, Name: "acme-corp-ai",
@@ -62,7 +60,7 @@ func Example() {
 	}
 	fmt.Printf("%s, %.1f%% cpu, %d of %d bytes\n", st.State, st.CPUPercent, st.MemoryBytes, st.MemoryLimitBytes)
 
-	compose, err := docker.ComposeFile(spec)
+	compose, err := rt.ComposeFile(spec)
 	if err != nil {
 		log.Error("compose file", "err", err)
 		return

@@ -32,7 +32,8 @@ const (
 	exitLogMaxLines    = 500 // read at most this many lines of logs
 )
 
-// WaitHealthy blocks until GET /health on hostPort answers 200; see [Runtime.WaitHealthy].
+// WaitHealthy blocks until GET /health on hostPort answers 200, probing from outside the
+// container.
 // The probe goes to the configured host IP (127.0.0.1 when tenants publish on all
 // interfaces), from outside the container, so it also proves the port is published. Between
 // failed probes it inspects the container (at most every 200 ms) and returns an [*ExitError]
@@ -81,7 +82,8 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 	}
 }
 
-// Probe GETs /health on hostPort once; see [Runtime.Probe].
+// Probe GETs /health on hostPort once, from outside the container, and returns nil when it
+// answers 200, or an error saying what it saw instead.
 func (d *Docker) Probe(ctx context.Context, hostPort int) error {
 	url := d.healthURL(hostPort)
 	if last := d.probe(ctx, url); last != "" {

@@ -13,7 +13,7 @@ import (
 )
 
 // List returns every container (in any state) and network carrying this runtime's labels,
-// containers first, each group ordered by env id; see [Runtime.List]. Objects whose id
+// containers first, each group ordered by env id; for the reconciler. Objects whose id
 // labels are missing or malformed are included with zero ids, for the reconciler to judge.
 func (d *Docker) List(ctx context.Context) ([]Object, error) {
 	f := d.labelFilters()

@@ -1,52 +1,8 @@
 package runtime
 
-import (
-	"context"
-	"io"
-	"time"
-)
+import "time"
 
-// Runtime runs tenant containers. Every method takes a ctx that bounds it, and every method is
-// safe for concurrent use on different tenants. For one tenant, the caller serializes Ensure
-// and Remove (the provisioner handles one command per tenant at a time); concurrent Ensures of
-// the same spec converge on one container.
-type Runtime interface {
-	// Ensure makes the tenant's network and container exist, match spec and run. It is
-	// idempotent: when a container with the same spec hash exists it is only started if it
-	// is not running. A container with another hash is replaced. On any error nothing that
-	// this call created is left behind.
-	Ensure(ctx context.Context, spec Spec) (Instance, error)
-	// WaitHealthy blocks until GET /health on the tenant's published hostPort answers 200,
-	// probing from outside the container. It fails fast with an [*ExitError] when the
-	// container exits or restarts meanwhile, and otherwise when ctx is done.
-	WaitHealthy(ctx context.Context, envID int64, hostPort int) error
-	// Status reports the tenant's live state and resource use. A tenant without a container
-	// has State [StateMissing] and no error.
-	Status(ctx context.Context, envID int64) (Status, error)
-	// Inspect is Status without the resource use, which takes a sample over about a second:
-	// it reports state, health, exit, restarts and uptime with one quick engine call.
-	Inspect(ctx context.Context, envID int64) (Status, error)
-	// Probe GETs /health on the tenant's published hostPort once, from outside the container,
-	// and returns nil when it answers 200, or an error saying what it saw instead.
-	Probe(ctx context.Context, hostPort int) error
-	// Logs returns the tenant's output, stdout and stderr merged as plain text. The caller
-	// must close the reader; with Follow it streams until the container stops, ctx is done,
-	// or it is closed. It wraps [ErrNotFound] when the tenant has no container.
-	Logs(ctx context.Context, envID int64, opts LogOptions) (io.ReadCloser, error)
-	// Remove stops the tenant's container (SIGTERM, then SIGKILL after grace), keeps its last
-	// log lines in the returned [Removal] for archiving, and removes the container and the
-	// network. It is idempotent: a tenant with nothing left is removed successfully.
-	Remove(ctx context.Context, envID int64, grace time.Duration) (Removal, error)
-	// List returns every container and network this runtime manages, for the reconciler.
-	List(ctx context.Context) ([]Object, error)
-	// Events streams lifecycle events of managed containers until ctx is done. Both channels
-	// close when the stream ends; the error channel yields one error first when the stream
-	// broke for another reason than ctx (the engine restarted, say), after which the caller
-	// subscribes again and reconciles with List to cover the gap.
-	Events(ctx context.Context) (<-chan Event, <-chan error)
-}
-
-// Instance is what [Runtime.Ensure] made or found.
+// Instance is what [Docker.Ensure] made or found.
 type Instance struct {
 	EnvID         int64
 	ContainerID   string
@@ -131,7 +87,7 @@ type LogOptions struct {
 	Timestamps bool
 }
 
-// Removal is what [Runtime.Remove] found and removed.
+// Removal is what [Docker.Remove] found and removed.
 type Removal struct {
 	// Existed is false when there was no container (the call was a repeat).
 	Existed     bool
@@ -151,7 +107,7 @@ const (
 	KindNetwork   ObjectKind = "network"
 )
 
-// Object is one managed container or network, as [Runtime.List] reports it. Ids read from
+// Object is one managed container or network, as [Docker.List] reports it. Ids read from
 // labels are zero when a label is missing or malformed.
 type Object struct {
 	Kind       ObjectKind

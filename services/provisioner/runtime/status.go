@@ -11,7 +11,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 )
 
-// Status reports the tenant's live state; see [Runtime.Status]. For a running container it
+// Status reports the tenant's live state and resource use; a tenant without a container has
+// State [StateMissing] and no error. For a running container it
 // also takes one stats sample from the engine, which carries the previous sample as well, so
 // CPU use is the delta over the engine's sampling interval. That makes the call take about a
 // second.
@@ -31,7 +32,8 @@ func (d *Docker) Status(ctx context.Context, envID int64) (Status, error) {
 	return st, nil
 }
 
-// Inspect reports the tenant's live state without resource use; see [Runtime.Inspect].
+// Inspect is Status without the resource use, which takes a sample over about a second: it
+// reports state, health, exit, restarts and uptime with one quick engine call.
 func (d *Docker) Inspect(ctx context.Context, envID int64) (Status, error) {
 	c, err := d.inspect(ctx, envID)
 	if errors.Is(err, ErrNotFound) {
