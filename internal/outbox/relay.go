@@ -195,9 +195,9 @@ type inFlight struct {
 	atomic bool
 }
 
-// publish sends batch and returns the ids of the rows JetStream stored. The rows bound for a
-// stream that accepts atomic batches go as one batch, stored with a single fsync; the other
-// rows go one message at a time. A refused batch (one of its events was published before, by
+// publish sends batch and returns the ids of the rows JetStream stored. Two rows or more bound
+// for a stream that accepts atomic batches go as one batch, stored with a single fsync; the
+// other rows go one message at a time. A refused batch (one of its events was published before, by
 // a relay that died before marking it) is sent again message by message, in order, and
 // JetStream drops the repeats by their Nats-Msg-Id.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error) {
@@ -207,7 +207,9 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error)
 	groups, singles := byStream(batch)
 	var flights []inFlight
 	for stream, rows := range groups {
-		if !r.acceptsAtomic(ctx, stream) {
+		// One message gains nothing from a batch, which costs the server a batch store of its
+		// own: it goes alone.
+		if len(rows) == 1 || !r.acceptsAtomic(ctx, stream) {
 			singles = append(singles, rows...)
 			continue
 		}

@@ -33,7 +33,7 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 
 	require.NoError(t, store.Accept(t.Context(), events.ConvergeRequest{TaskID: id, EnvID: envID, OrgID: 1, Type: "custom",
 		Prompt: "Quiet one.", AgentARole: "A", AgentBRole: "B", MaxRounds: 4}, ""))
-	claim, err := store.Claim(t.Context(), id)
+	claim, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
 	require.NoError(t, err)
 	var rounds []engine.Round
 	for n := 1; n <= 2; n++ {
@@ -75,7 +75,7 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 		return c.Pool.QueryRow(t.Context(), `SELECT request FROM api.tasks WHERE id <> $1`, id).Scan(&second) == nil
 	}, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, store.Accept(t.Context(), second, ""))
-	claim, err = store.Claim(t.Context(), second.TaskID)
+	claim, err = store.Claim(t.Context(), events.ConvergeRequest{TaskID: second.TaskID}, "")
 	require.NoError(t, err)
 	require.NoError(t, store.Finish(t.Context(), outbox.New(c.convPool), claim, tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(engine.Result{StopReason: engine.StopBudgetExhausted}, "")}))
 	select {

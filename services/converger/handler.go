@@ -43,10 +43,7 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	defer cancelRun(nil)
 	defer s.running.add(id, cancelRun)()
 
-	if err := s.store.Accept(ctx, ev.Data, ev.Envelope.RequestID); err != nil {
-		return err
-	}
-	claim, err := s.store.Claim(ctx, id)
+	claim, err := s.store.Claim(ctx, ev.Data, ev.Envelope.RequestID)
 	if errors.Is(err, tasks.ErrNotClaimable) {
 		log.Debug("task already finished; request acknowledged without running it")
 		s.metrics.skipped.Inc()

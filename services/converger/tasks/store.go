@@ -235,34 +235,48 @@ type Claim struct {
 	Turns []engine.Turn
 }
 
-// Claim moves a queued task to running, or takes a running one over from a run that lost it
-// (its converger died, or its message was redelivered), and returns the claim with the next
-// run number. A finished or unknown task returns ErrNotClaimable: its provider calls are not
-// made again.
-func (s *Store) Claim(ctx context.Context, id string) (Claim, error) {
+// Claim records the task a converge.request asks for as running, unless it is recorded
+// already; moves a queued one to running; or takes a running one over from a run that lost it
+// (its converger died, or its message was redelivered). It returns the claim with the next run
+// number, in one statement that also reads the turns the run resumes from. A finished task
+// returns ErrNotClaimable: its provider calls are not made again. A task that names a webhook
+// URL makes sure its tenant has a webhook secret.
+func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID string) (Claim, error) {
+	id := e.TaskID
 	c := Claim{TaskID: id}
+	request, err := json.Marshal(RequestOfEvent(e))
+	if err != nil {
+		return Claim{}, fmt.Errorf("encode request: %w", err)
+	}
 	var req, turns []byte
-	var requestID *string
-	// One statement: the claim and the turns it resumes from, seen at the same instant.
-	err := s.queryRow(ctx, `
-		UPDATE convergence_tasks SET status = 'running', run = run + 1,
-			started_at = coalesce(started_at, now()), updated_at = now()
-		WHERE id = $1 AND status IN ('queued', 'running')
+	var storedRequestID *string
+	err = s.queryRow(ctx, `
+		INSERT INTO convergence_tasks AS t (id, env_id, org_id, type, status, request, request_id, run, started_at)
+		VALUES ($1, $2, $3, $4, 'running', $5, NULLIF($6, ''), 1, now())
+		ON CONFLICT (id) DO UPDATE SET status = 'running', run = t.run + 1,
+			started_at = coalesce(t.started_at, now()), updated_at = now()
+		WHERE t.status IN ('queued', 'running')
 		RETURNING run, env_id, org_id, request, request_id, started_at, cancel_requested_at IS NOT NULL,
 			(SELECT coalesce(json_agg(turn ORDER BY seq), '[]') FROM convergence_turns WHERE task_id = $1)`,
-		[]any{id}, &c.Run, &c.EnvID, &c.OrgID, &req, &requestID, &c.StartedAt, &c.CancelRequested, &turns)
+		[]any{id, e.EnvID, e.OrgID, e.Type, request, requestID},
+		&c.Run, &c.EnvID, &c.OrgID, &req, &storedRequestID, &c.StartedAt, &c.CancelRequested, &turns)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Claim{}, ErrNotClaimable
 	}
 	if err != nil {
 		return Claim{}, fmt.Errorf("claim task %s: %w", id, err)
 	}
-	c.RequestID = deref(requestID)
+	c.RequestID = deref(storedRequestID)
 	if err := json.Unmarshal(req, &c.Request); err != nil {
 		return Claim{}, fmt.Errorf("decode task %s request: %w", id, err)
 	}
 	if err := json.Unmarshal(turns, &c.Turns); err != nil {
 		return Claim{}, fmt.Errorf("decode task %s turns: %w", id, err)
+	}
+	if c.Request.WebhookURL != "" {
+		if _, err := webhook.EnsureSecret(ctx, s.pool, c.EnvID); err != nil {
+			return Claim{}, err
+		}
 	}
 	return c, nil
 }

@@ -77,12 +77,12 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	envID, id := newTask(t, pool, ob)
 	ctx := context.Background()
 
-	first, err := store.Claim(ctx, id)
+	first, err := store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "")
 	require.NoError(t, err)
 	a1 := engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 10, OutputTokens: 5}}
 	require.NoError(t, store.SaveTurn(ctx, first, a1))
 
-	second, err := store.Claim(ctx, id) // The request was redelivered to another converger.
+	second, err := store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "") // The request was redelivered to another converger.
 	require.NoError(t, err)
 	require.Equal(t, first.Run+1, second.Run)
 	require.Equal(t, first.StartedAt, second.StartedAt, "the timeout keeps counting from the first start")
@@ -101,7 +101,7 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, store.Finish(ctx, ob, second, done))
 	require.Equal(t, 1, resultEvents(t, pool))
-	_, err = store.Claim(ctx, id)
+	_, err = store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "")
 	require.ErrorIs(t, err, tasks.ErrNotClaimable, "a finished task is not claimed again")
 
 	rec, err := store.Get(ctx, envID, id)

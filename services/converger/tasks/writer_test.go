@@ -10,6 +10,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
@@ -34,7 +35,7 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 	for i := range claims {
 		_, id := newTask(t, pool, ob)
 		var err error
-		claims[i], err = store.Claim(t.Context(), id)
+		claims[i], err = store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
 		require.NoError(t, err)
 	}
 	turn := engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 7, OutputTokens: 3}}
@@ -59,7 +60,7 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 	}
 
 	// The fence holds through the writer.
-	later, err := store.Claim(t.Context(), claims[1].TaskID)
+	later, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: claims[1].TaskID}, "")
 	require.NoError(t, err)
 	second := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}
 	_, err = store.SaveRound(t.Context(), claims[1], second, []byte(`{"round":1}`), 40)
@@ -79,6 +80,6 @@ func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
 	require.NoError(t, w.Run(ctx))
 	store := tasks.NewStore(pool).GroupCommit(w)
 	_, id := newTask(t, pool, ob)
-	_, err := store.Claim(t.Context(), id)
+	_, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
 	require.ErrorContains(t, err, "task writer stopped")
 }
