@@ -71,6 +71,18 @@ func newTestAPI(t *testing.T) *testAPI {
 	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv}
 }
 
+// runUntilEnd runs run until the test ends, then stops it and requires a clean stop.
+func runUntilEnd(t testing.TB, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
 // startProvisioner runs a provisioner that admits tenants and answers for them on the bus but
 // runs none (ServeQueries: no container is made), until the test ends, and returns its sealing
 // key.
@@ -89,13 +101,7 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: a.db.For(a.t, pgrole.Provisioner), Outbox: outbox.New(a.db.For(a.t, pgrole.Provisioner)),
 		NC: nc, JS: js, Docker: cli, Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.ServeQueries(ctx) }()
-	a.t.Cleanup(func() {
-		cancel()
-		require.NoError(a.t, <-done)
-	})
+	runUntilEnd(a.t, svc.ServeQueries)
 	require.Eventually(a.t, func() bool {
 		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](a.t.Context(), nc, events.SubjectTenantGet, events.TenantQuery{EnvID: 1})
 		return !errors.Is(err, natsrpc.ErrUnavailable)
@@ -116,13 +122,7 @@ func (a *testAPI) startConverger() {
 	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
 		NC: nc, JS: js, Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.ServeQueries(ctx) }()
-	a.t.Cleanup(func() {
-		cancel()
-		require.NoError(a.t, <-done)
-	})
+	runUntilEnd(a.t, svc.ServeQueries)
 	require.Eventually(a.t, func() bool {
 		_, err := natsrpc.Call[events.KnownTasksQuery, events.KnownTasks](a.t.Context(), nc, events.SubjectTasksKnown, events.KnownTasksQuery{})
 		return err == nil
@@ -139,13 +139,7 @@ func (a *testAPI) startMetering() {
 	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: a.db.For(a.t, pgrole.Metering), NC: nc, JS: js,
 		Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	a.t.Cleanup(func() {
-		cancel()
-		require.NoError(a.t, <-done)
-	})
+	runUntilEnd(a.t, svc.Run)
 	require.Eventually(a.t, func() bool {
 		_, err := natsrpc.Call[events.UnpricedQuery, events.UnpricedModels](a.t.Context(), nc, events.SubjectUsageUnpriced, events.UnpricedQuery{})
 		return err == nil
