@@ -35,7 +35,7 @@ func TestEnsureStreams_Twice_Idempotent(t *testing.T) {
 	}
 }
 
-func TestConsumeLifecycle_IntegratorSeesFactsInOrderAndResumesAfterRestart(t *testing.T) {
+func TestLifecycle_IntegratorSeesFactsInOrderAndResumesAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	js := srv.JetStream()

@@ -1,13 +1,14 @@
-// Package keyring hands tenant API keys to the provisioner without the platform ever storing
+// Package keyring keeps tenant API keys for the provisioner without the platform ever storing
 // one in plaintext.
 //
-// The API keeps only a key's SHA-256 digest, which is all that authentication needs. The
+// Authentication needs only a key's SHA-256 digest, which is what the API keeps. The
 // provisioner, though, must put the key itself into the tenant's container, and again whenever
-// it recreates that container. So the API seals each new key ([Seal]) to every provisioner
-// public key registered in the database, with HPKE (RFC 9180: X25519, HKDF-SHA256, AES-256-GCM)
-// bound to the tenant's env id, and only a provisioner, which holds the private key in its key
-// file ([LoadOrCreate]), can open it ([Keyring.OpenFor]). Every replica of the provisioner must
-// use the same key file; a new key file only opens keys sealed after it was registered.
+// it recreates that container. So when it admits a tenant it seals the new key ([Seal]) to
+// every provisioner public key registered in the database, with HPKE (RFC 9180: X25519,
+// HKDF-SHA256, AES-256-GCM) bound to the tenant's env id, and only a provisioner, which holds
+// the private key in its key file ([LoadOrCreate]), can open it ([Keyring.OpenFor]). Every
+// replica of the provisioner must use the same key file; a new key file only opens keys sealed
+// after it was registered.
 package keyring
 
 import (
@@ -150,7 +151,7 @@ func load(path string) (*Keyring, error) {
 // ID identifies the key: a digest of its public half.
 func (k *Keyring) ID() string { return k.id }
 
-// Register records the public key in the database so the API seals new tenant keys to it.
+// Register records the public key in the database, so new tenant keys are sealed to it.
 // It is idempotent.
 func (k *Keyring) Register(ctx context.Context, db DB) error {
 	_, err := db.Exec(ctx, `
