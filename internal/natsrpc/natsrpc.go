@@ -104,13 +104,14 @@ type Server struct {
 	handlers map[string]func(context.Context, []byte) []byte
 	sem      chan struct{}
 	wg       sync.WaitGroup
+	serving  chan struct{} // closed once the subscriptions are in place
 }
 
 // NewServer returns a server on nc whose subscriptions join queue group queue; it starts
 // nothing.
 func NewServer(nc *nats.Conn, queue string, log *slog.Logger) *Server {
 	return &Server{nc: nc, queue: queue, log: log, handlers: map[string]func(context.Context, []byte) []byte{},
-		sem: make(chan struct{}, maxInFlight)}
+		sem: make(chan struct{}, maxInFlight), serving: make(chan struct{})}
 }
 
 // Handle makes s answer requests on subject with fn, each within timeout. A request that does
@@ -160,8 +161,19 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("flush subscriptions: %w", err)
 	}
+	close(s.serving)
 	<-ctx.Done()
 	return nil
+}
+
+// Serving reports whether Run has its subscriptions in place, for a service's readiness.
+func (s *Server) Serving() error {
+	select {
+	case <-s.serving:
+		return nil
+	default:
+		return errors.New("not yet answering on the bus")
+	}
 }
 
 // serve answers m in a goroutine of its own, once a place among maxInFlight is free.

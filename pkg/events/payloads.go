@@ -62,6 +62,18 @@ type TenantLifecycle struct {
 	At        time.Time   `json:"at"`
 }
 
+// TenantKeyIssued (type TypeTenantKeyIssued, subject KeyIssuedSubject(EnvID)) is the fact
+// that the provisioner gave tenant EnvID a key: its SHA-256 digest, never the key. The API
+// authenticates the tenant's calls with it.
+type TenantKeyIssued struct {
+	EnvID     int64     `json:"envId"`
+	OrgID     int64     `json:"orgId"`
+	Name      string    `json:"name"`
+	KeyDigest []byte    `json:"keyDigest"`
+	KeyPrefix string    `json:"keyPrefix"`
+	IssuedAt  time.Time `json:"issuedAt"`
+}
+
 // ConvergeRequest (type TypeConvergeRequest, subject SubjectConvergeRequest) asks the converger
 // to run a task: the request as the API accepted it, validated, with the type, roles and max
 // rounds filled in. It carries all the converger needs; the converger records the task when

@@ -55,6 +55,8 @@ func TestSchemas_PayloadsOfTheGoTypesValidate(t *testing.T) {
 			StopReason: "converged", ConvergenceScore: 91.5, Rounds: 2, Usage: usage, Agents: agents, FinishedAt: at},
 		events.TypeConvergeFailed: events.ConvergeFailed{TaskID: task, EnvID: 1, OrgID: 1, Type: "design",
 			StopReason: "error", Error: "the provider failed", Rounds: 1, Usage: usage, Agents: agents, FinishedAt: at},
+		events.TypeTenantKeyIssued: events.TenantKeyIssued{EnvID: 1, OrgID: 1, Name: "acme", KeyDigest: make([]byte, 32),
+			KeyPrefix: "sk_tenant_abcd…", IssuedAt: at},
 	} {
 		env, err := events.NewEnvelope("convergence/test", typ, "s", "req-1", data)
 		require.NoError(t, err)

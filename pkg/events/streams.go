@@ -15,6 +15,7 @@ const (
 	StreamConvergeCommands = "CONVERGE_COMMANDS"
 	StreamConvergeResults  = "CONVERGE_RESULTS"
 	StreamDeadLetter       = "DEAD_LETTER"
+	StreamTenantKeys       = "TENANT_KEYS"
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id to drop a repeated publish.
@@ -62,6 +63,15 @@ func Streams() []jetstream.StreamConfig {
 			Storage:     jetstream.FileStorage,
 			MaxAge:      90 * 24 * time.Hour,
 			Duplicates:  DuplicateWindow,
+		},
+		{
+			Name: StreamTenantKeys,
+			Description: "Facts: the digests of the keys tenants were given, for the API to authenticate with; " +
+				"kept, so an API database can be rebuilt from them.",
+			Subjects:   []string{SubjectTenantKeys},
+			Retention:  jetstream.LimitsPolicy,
+			Storage:    jetstream.FileStorage,
+			Duplicates: DuplicateWindow,
 		},
 		{
 			Name:        StreamDeadLetter,
@@ -116,4 +126,5 @@ const (
 	ConsumerConverger        = "converger"
 	ConsumerMeteringResults  = "metering-results"
 	ConsumerMeteringLifecyle = "metering-lifecycle"
+	ConsumerAPIKeys          = "api-keys"
 )

@@ -15,6 +15,7 @@ const (
 	SubjectConvergeFailed    = "converge.failed"
 	SubjectConvergeProgress  = "converge.progress.>" // converge.progress.<taskId>, core NATS
 	SubjectDeadLetter        = "deadletter.>"        // deadletter.<consumer>
+	SubjectTenantKeys        = "tenant.key.>"        // tenant.key.issued.<envId>
 )
 
 // Event types: reverse-DNS names with the payload version last.
@@ -26,6 +27,7 @@ const (
 	TypeConvergeCompleted = "dev.convergence.converge.completed.v1"
 	TypeConvergeFailed    = "dev.convergence.converge.failed.v1"
 	TypeConvergeProgress  = "dev.convergence.converge.progress.v1"
+	TypeTenantKeyIssued   = "dev.convergence.tenant.key.issued.v1"
 )
 
 // TenantState is a tenant's lifecycle state.
@@ -67,6 +69,9 @@ func LifecycleFilter(state TenantState, envID int64) string {
 	}
 	return "tenant.lifecycle." + st + "." + id
 }
+
+// KeyIssuedSubject is the subject of the fact that tenant envID was given a key.
+func KeyIssuedSubject(envID int64) string { return "tenant.key.issued." + strconv.FormatInt(envID, 10) }
 
 // ProgressSubject is the core-NATS subject on which a task's live progress is published.
 func ProgressSubject(taskID string) string { return "converge.progress." + taskID }

@@ -64,8 +64,9 @@ func newTestAPI(t *testing.T) *testAPI {
 	logger := testLogger()
 	e := httpx.NewEcho(logger)
 	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
-	_, err = api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
+	svc, err := api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
+	runUntilEnd(t, svc.Run)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
 	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv}
@@ -98,7 +99,10 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 	nc := a.nats.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
-	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: a.db.For(a.t, pgrole.Provisioner), Outbox: outbox.New(a.db.For(a.t, pgrole.Provisioner)),
+	pool := a.db.For(a.t, pgrole.Provisioner)
+	ob := outbox.New(pool)
+	runUntilEnd(a.t, outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry()).Run)
+	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: pool, Outbox: ob,
 		NC: nc, JS: js, Docker: cli, Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.ServeQueries)

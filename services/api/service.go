@@ -83,11 +83,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run blocks until ctx is done. The routes are served by the process's HTTP server; Run is
-// where the API's background work (result listeners) lives.
+// Run records the keys the provisioner issues (keyFacts) until ctx is done. The routes are
+// served by the process's HTTP server.
 func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("api ready")
-	<-ctx.Done()
+	if err := s.keyFacts().Run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
 	return nil
 }
 

@@ -176,9 +176,9 @@ func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (
 	if err != nil {
 		return events.TenantView{}, "", err
 	}
-	if _, err := h.s.deps.Pool.Exec(ctx, `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)`,
-		apikey.Digest(key), envID, orgID, sp.name, apikey.Display(key)); err != nil {
-		return events.TenantView{}, "", fmt.Errorf("record tenant key: %w", err)
+	if err := recordKey(ctx, h.s.deps.Pool, events.TenantKeyIssued{EnvID: envID, OrgID: orgID, Name: sp.name,
+		KeyDigest: apikey.Digest(key), KeyPrefix: apikey.Display(key)}); err != nil {
+		return events.TenantView{}, "", err
 	}
 	h.s.logger.Info("tenant spawn accepted", "envId", envID, "name", sp.name, "image", sp.image, "apiKey", apikey.Display(key), "request_id", requestID)
 	return adm.Tenant, key, nil

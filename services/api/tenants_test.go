@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
@@ -126,17 +128,22 @@ func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten
 		envs = append(envs, env)
 	}
 	require.NoError(t, rows.Err())
-	require.Equal(t, []string{events.SubjectTenantSpawn, events.LifecycleSubject(events.StateProvisioning, envID)}, subjects)
+	require.Equal(t, []string{events.SubjectTenantSpawn, events.KeyIssuedSubject(envID), events.LifecycleSubject(events.StateProvisioning, envID)}, subjects)
 	cmd, err := events.DataAs[events.TenantSpawn](envs[0])
 	require.NoError(t, err)
 	require.Equal(t, events.TenantSpawn{EnvID: envID, OrgID: 1, Name: "acme-corp-ai", Image: tenanttemplates.GoImage, Port: 3001, Generation: 1,
 		Limits: events.Limits{MemoryBytes: 64 << 20, NanoCPUs: 1e9, PIDs: 100}}, cmd)
-	require.NotContains(t, string(envs[0].Data), key[len(apikey.Prefix):], "the key never travels in an event")
-	fact, err := events.DataAs[events.TenantLifecycle](envs[1])
+	issued, err := events.DataAs[events.TenantKeyIssued](envs[1])
+	require.NoError(t, err)
+	require.Equal(t, apikey.Digest(key), issued.KeyDigest, "the key's digest goes to the API as a fact")
+	for _, env := range envs {
+		require.NotContains(t, string(env.Data), key[len(apikey.Prefix):], "the key never travels in an event")
+	}
+	fact, err := events.DataAs[events.TenantLifecycle](envs[2])
 	require.NoError(t, err)
 	require.Equal(t, events.StateProvisioning, fact.State)
 	require.NotEmpty(t, envs[0].RequestID)
-	require.Equal(t, envs[0].RequestID, envs[1].RequestID)
+	require.Equal(t, envs[0].RequestID, envs[2].RequestID)
 }
 
 func TestSpawn_SyncWithNoProvisionerRunning_202StillProvisioningAfterWait(t *testing.T) {
@@ -426,4 +433,30 @@ func TestList_FilterByOrgAndStatus_PagesWithCursor(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, code, q)
 		require.Contains(t, errorMessage(body), want, q)
 	}
+}
+
+func TestSpawn_APIStoppedBeforeRecordingTheKey_KeyWorksFromTheProvisionersFact(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	a.startProvisioner()
+	// An admission whose answer never reached the API's database, as when the API stops
+	// between the provisioner's answer and its own write.
+	recv, err := apikey.NewReceiver()
+	require.NoError(t, err)
+	adm, err := natsrpc.Call[events.TenantAdmission, events.TenantAdmitted](t.Context(), a.NC, events.SubjectTenantAdmit,
+		events.TenantAdmission{OrgID: 1, MaxTenants: 10, Name: "orphan-key", Image: tenanttemplates.GoImage, ReplyKey: recv.PublicKey(),
+			Limits: events.Limits{MemoryBytes: 64 << 20, NanoCPUs: 5e8, PIDs: 64}})
+	require.NoError(t, err)
+	key, err := recv.Open(adm.Tenant.EnvID, adm.SealedKey)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		code, _ := a.do(http.MethodGet, "/api/v1/me", key, nil)
+		return code == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond, "the key authenticates once the API has the provisioner's fact")
+
+	// A destroy revokes it, and the fact arriving again does not bring it back.
+	code, _ := a.do(http.MethodDelete, fmt.Sprintf("/api/v1/tenant/%d?async=true", adm.Tenant.EnvID), adminToken, nil)
+	require.Equal(t, http.StatusAccepted, code)
+	code, _ = a.do(http.MethodGet, "/api/v1/me", key, nil)
+	require.Equal(t, http.StatusUnauthorized, code)
 }

@@ -20,14 +20,20 @@ const queryTimeout = 10 * time.Second
 // ServeQueries answers the questions other services ask the converger on the bus (the API's
 // task and webhook endpoints) until ctx is done. Run serves them beside the runs; ServeQueries
 // alone keeps the records answered without running tasks, for tests that play the runs.
-func (s *Service) ServeQueries(ctx context.Context) error {
+func (s *Service) ServeQueries(ctx context.Context) error { return s.queries.Run(ctx) }
+
+// Ready reports whether the converger answers on the bus; the process's /readyz includes it.
+func (s *Service) Ready(context.Context) error { return s.queries.Serving() }
+
+// queryServer is the server of the converger's questions.
+func (s *Service) queryServer() *natsrpc.Server {
 	srv := natsrpc.NewServer(s.deps.NC, "converger", s.logger)
 	natsrpc.Handle(srv, events.SubjectTaskGet, queryTimeout, s.taskState)
 	natsrpc.Handle(srv, events.SubjectTaskCancel, queryTimeout, s.cancelTask)
 	natsrpc.Handle(srv, events.SubjectWebhookSecret, queryTimeout, s.webhookSecret)
 	natsrpc.Handle(srv, events.SubjectTasksFinished, queryTimeout, s.finishedTasks)
 	natsrpc.Handle(srv, events.SubjectTasksKnown, queryTimeout, s.knownTasks)
-	return srv.Run(ctx)
+	return srv
 }
 
 // taskState answers a TaskQuery.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -49,6 +50,7 @@ type Service struct {
 	deliverer    *webhook.Deliverer
 	running      *registry
 	metrics      *metrics
+	queries      *natsrpc.Server
 }
 
 // New wires the converger from its config and dependencies; it starts nothing and makes no
@@ -98,6 +100,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		AckWait:     cfg.AckWait,
 	}, s.handle, s.logger, telemetry.NewConsumerMetrics(deps.Registry))
 	s.deliverer = webhook.NewDeliverer(deps.Pool, cfg.Webhook, s.logger, deps.Registry)
+	s.queries = s.queryServer()
 	return s, nil
 }
 

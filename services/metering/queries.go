@@ -25,16 +25,19 @@ const (
 	reconcileTimeout = 5 * time.Minute
 )
 
-// serveQueries answers the usage questions other services ask on the bus (the API's usage
+// queryServer answers the usage questions other services ask on the bus (the API's usage
 // endpoints) until ctx is done. Every answer is summed from the rollups, never from a scan of
 // the ledger, except a reconciliation's.
-func (s *Service) serveQueries(ctx context.Context) error {
+func (s *Service) queryServer() *natsrpc.Server {
 	srv := natsrpc.NewServer(s.deps.NC, "metering", s.logger)
 	natsrpc.Handle(srv, events.SubjectUsageSummary, queryTimeout, s.summary)
 	natsrpc.Handle(srv, events.SubjectUsageUnpriced, queryTimeout, s.unpriced)
 	natsrpc.Handle(srv, events.SubjectUsageReconcile, reconcileTimeout, s.reconcileQuery)
-	return srv.Run(ctx)
+	return srv
 }
+
+// Ready reports whether the metering answers on the bus; the process's /readyz includes it.
+func (s *Service) Ready(context.Context) error { return s.queries.Serving() }
 
 // summary answers a UsageQuery.
 func (s *Service) summary(ctx context.Context, in events.UsageQuery) (events.UsageSummary, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
@@ -42,6 +43,7 @@ type Service struct {
 	table   *pricing.Table // as read at start; registered by Run
 	prices  atomic.Pointer[ledger.Prices]
 	hooks   hooks
+	queries *natsrpc.Server
 	// badPrices is the digest of the last price file that failed to load, so an unchanged bad
 	// file is reported once, not on every check.
 	badPrices [sha256.Size]byte
@@ -65,14 +67,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metering.prices: %w", err)
 	}
-	return &Service{
+	s := &Service{
 		cfg:     cfg,
 		deps:    deps,
 		logger:  deps.Logger.With("service", "metering"),
 		store:   ledger.NewStore(deps.Pool),
 		metrics: newMetrics(deps.Registry),
 		table:   table,
-	}, nil
+	}
+	s.queries = s.queryServer()
+	return s, nil
 }
 
 // Run registers the price table, then consumes results and lifecycle facts and answers usage
@@ -115,7 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return results.Run(gctx) })
 	g.Go(func() error { return lifecycle.Run(gctx) })
-	g.Go(func() error { return s.serveQueries(gctx) })
+	g.Go(func() error { return s.queries.Run(gctx) })
 	g.Go(func() error { s.watchPrices(gctx); return nil })
 	g.Go(func() error { s.mergeRollups(gctx); return nil })
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())

@@ -21,21 +21,22 @@ import (
 // queryTimeout bounds the answer to one question about tenants, an admission included.
 const queryTimeout = 15 * time.Second
 
-// serveQueries answers the questions other services ask the provisioner on the bus (the API's
+// queryServer answers the questions other services ask the provisioner on the bus (the API's
 // tenant endpoints) until ctx is done.
-func (s *Service) serveQueries(ctx context.Context) error {
+func (s *Service) queryServer() *natsrpc.Server {
 	srv := natsrpc.NewServer(s.deps.NC, "provisioner", s.log)
 	natsrpc.Handle(srv, events.SubjectTenantAdmit, queryTimeout, s.admit)
 	natsrpc.Handle(srv, events.SubjectTenantGet, queryTimeout, s.tenantView)
 	natsrpc.Handle(srv, events.SubjectTenantList, queryTimeout, s.tenantList)
 	natsrpc.Handle(srv, events.SubjectTenantArchive, queryTimeout, s.archive)
-	return srv.Run(ctx)
+	return srv
 }
 
 // admit admits a tenant: in one transaction, taken in turns per organization so its quota is
 // exact, it records the tenant as provisioning with the lowest free port and a new API key
 // (its digest, and the key sealed to this provisioner's keys for the container), and writes
-// the tenant.spawn command and the provisioning fact. The key goes back sealed to the asker's
+// the tenant.spawn command, the fact of the key's digest (for the API, which authenticates with
+// it) and the provisioning fact. The key goes back sealed to the asker's
 // reply key.
 func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.TenantAdmitted, error) {
 	if r.OrgID <= 0 || r.Name == "" || r.Image == "" || len(r.ReplyKey) == 0 {
@@ -91,7 +92,12 @@ func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.T
 		if err := writeEvent(ctx, tx, events.SubjectTenantSpawn, events.TypeTenantSpawn, envID, r.RequestID, cmd); err != nil {
 			return err
 		}
-		fact := events.TenantLifecycle{EnvID: envID, OrgID: r.OrgID, Name: r.Name, State: events.StateProvisioning, Port: port, At: time.Now().UTC()}
+		now := time.Now().UTC()
+		issued := events.TenantKeyIssued{EnvID: envID, OrgID: r.OrgID, Name: r.Name, KeyDigest: digest, KeyPrefix: apikey.Display(key), IssuedAt: now}
+		if err := writeEvent(ctx, tx, events.KeyIssuedSubject(envID), events.TypeTenantKeyIssued, envID, r.RequestID, issued); err != nil {
+			return err
+		}
+		fact := events.TenantLifecycle{EnvID: envID, OrgID: r.OrgID, Name: r.Name, State: events.StateProvisioning, Port: port, At: now}
 		return writeEvent(ctx, tx, events.LifecycleSubject(events.StateProvisioning, envID), events.TypeTenantLifecycle, envID, r.RequestID, fact)
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/live"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -65,6 +66,8 @@ type Service struct {
 	// started is set once Run has registered the sealing key and the port pool, from when
 	// the API can hand tenants' keys to this provisioner.
 	started atomic.Bool
+	// queries answers the other services' questions on the bus.
+	queries *natsrpc.Server
 	// hooks let tests stop the service at chosen points; nil in production.
 	hooks hooks
 }
@@ -96,7 +99,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	first, last, _ := parsePorts(cfg.Ports) // Validate checked it.
-	return &Service{
+	s := &Service{
 		cfg:       cfg,
 		deps:      deps,
 		log:       log,
@@ -105,7 +108,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		metrics:   newMetrics(deps.Registry),
 		portFirst: first,
 		portLast:  last,
-	}, nil
+	}
+	s.queries = s.queryServer()
+	return s, nil
 }
 
 // Runtime returns the Docker runtime the service drives.
@@ -150,7 +155,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return live.NewServer(s.deps.NC, liveSource{s.rt}, s.log).Run(gctx) })
-	g.Go(func() error { return s.serveQueries(gctx) })
+	g.Go(func() error { return s.queries.Run(gctx) })
 	g.Go(func() error { return w.run(gctx, evs, evErrs) })
 	g.Go(func() error {
 		s.reconcile(gctx, true)
@@ -179,16 +184,16 @@ func (s *Service) ServeQueries(ctx context.Context) error {
 		}
 		return err
 	}
-	return s.serveQueries(ctx)
+	return s.queries.Run(ctx)
 }
 
-// Ready reports whether the provisioner has started: its sealing key is registered, so a
-// spawn can hand it the tenant's key. The process's /readyz includes it.
+// Ready reports whether the provisioner has started (its sealing key registered, its port pool
+// in place) and answers admissions on the bus. The process's /readyz includes it.
 func (s *Service) Ready(context.Context) error {
 	if !s.started.Load() {
 		return errors.New("the provisioner is starting")
 	}
-	return nil
+	return s.queries.Serving()
 }
 
 // start prepares what the service needs before it takes work.

@@ -1,0 +1,45 @@
+package api
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/convergence-dev/convergence/internal/telemetry"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
+)
+
+// execer is what recordKey needs of a database handle.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// recordKey stores the digest of a tenant's key, which the API authenticates the tenant with.
+// It is idempotent, and never brings back a key revoked meanwhile: the spawn that admitted
+// the tenant records it at once, and the provisioner's tenant.key.issued fact records it again
+// in case the API stopped in between.
+func recordKey(ctx context.Context, db execer, k events.TenantKeyIssued) error {
+	if _, err := db.Exec(ctx, `
+		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (digest) DO NOTHING`, k.KeyDigest, k.EnvID, k.OrgID, k.Name, k.KeyPrefix); err != nil {
+		return fmt.Errorf("record tenant key: %w", err)
+	}
+	return nil
+}
+
+// keyFacts records the keys of the provisioner's tenant.key.issued facts, on a durable consumer
+// shared by every API replica.
+func (s *Service) keyFacts() *consumer.Consumer[events.TenantKeyIssued] {
+	return consumer.New(s.deps.JS, consumer.Config{
+		Name:     events.ConsumerAPIKeys,
+		Stream:   events.StreamTenantKeys,
+		Subjects: []string{events.SubjectTenantKeys},
+	}, func(ctx context.Context, e consumer.Event[events.TenantKeyIssued]) error {
+		if len(e.Data.KeyDigest) == 0 || e.Data.EnvID <= 0 {
+			return consumer.Permanent(fmt.Errorf("a key fact without a digest or tenant: %+v", e.Data))
+		}
+		return recordKey(ctx, s.deps.Pool, e.Data)
+	}, s.logger, telemetry.NewConsumerMetrics(s.deps.Registry))
+}
