@@ -103,8 +103,11 @@ type Server struct {
 	log      *slog.Logger
 	handlers map[string]func(context.Context, []byte) []byte
 	sem      chan struct{}
-	wg       sync.WaitGroup
 	serving  chan struct{} // closed once the subscriptions are in place
+
+	mu      sync.Mutex // orders the handlers' start against Run's end
+	stopped bool       // Run is ending: no handler starts any more
+	wg      sync.WaitGroup
 }
 
 // NewServer returns a server on nc whose subscriptions join queue group queue; it starts
@@ -146,7 +149,12 @@ func Handle[Req, Resp any](s *Server, subject string, timeout time.Duration, fn 
 // and returns once every request it took is answered. Handlers get a context that ends with
 // ctx.
 func (s *Server) Run(ctx context.Context) error {
-	defer s.wg.Wait()
+	defer func() {
+		s.mu.Lock()
+		s.stopped = true
+		s.mu.Unlock()
+		s.wg.Wait()
+	}()
 	for subject, handle := range s.handlers {
 		sub, err := s.nc.QueueSubscribe(subject, s.queue, func(m *nats.Msg) { s.serve(ctx, m, handle) })
 		if err != nil {
@@ -184,6 +192,12 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg, handle func(context.Con
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		<-s.sem
 		return
 	}
 	s.wg.Go(func() {
