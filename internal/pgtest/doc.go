@@ -8,10 +8,9 @@
 //
 // The databases live on one server per test binary. When TEST_DATABASE_URL is set, that server
 // is used: its role needs CREATEDB and CREATEROLE (the migrations make the services' roles),
-// and the server must be PostgreSQL 13 or newer. Otherwise
-// the first New starts a local server with internal/pglocal from the machine's own binaries,
-// in a directory under os.TempDir(), copying a cached initdb'd cluster so that a start takes a
-// fraction of a second. Each test binary migrates one template database once (goose, the
+// and the server must be PostgreSQL 13 or newer. Otherwise the first New starts a local server
+// with internal/pglocal from the machine's own binaries, in a directory under os.TempDir(),
+// copying a cached initdb'd cluster so that a start takes a fraction of a second. Each test binary migrates one template database once (goose, the
 // embedded migrations) and New clones it with CREATE DATABASE ... TEMPLATE, which takes
 // milliseconds. When the server is shared through TEST_DATABASE_URL, building the template is
 // serialized across processes by an advisory lock, and the template's name carries a hash of
