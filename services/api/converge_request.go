@@ -42,24 +42,18 @@ func decodeConvergeInput(c echo.Context) (convergeInput, error) {
 	return in, err
 }
 
-// validated is a request ready to queue: the task normalized by the converger's rules, with the
-// budget and timeout as the caller gave them (zero for the converger's defaults).
+// validated is a request ready to queue: the converge.request without its task and tenant,
+// and whether the caller asked for an answer at once.
 type validated struct {
-	task        taskspec.Task
-	tokenBudget int64
-	timeout     time.Duration
-	webhookURL  string
-	async       bool
+	request events.ConvergeRequest
+	async   bool
 }
 
 // event is the converge.request of v as task id of tenant t.
 func (v validated) event(id string, t Tenant) events.ConvergeRequest {
-	return events.ConvergeRequest{
-		TaskID: id, EnvID: t.EnvID, OrgID: t.OrgID, Type: string(v.task.Type), Prompt: v.task.Prompt,
-		AgentARole: v.task.AgentARole, AgentBRole: v.task.AgentBRole, Context: v.task.Context,
-		MaxRounds: v.task.MaxRounds, Model: v.task.Model, TokenBudget: v.tokenBudget,
-		TimeoutSeconds: v.timeout.Seconds(), WebhookURL: v.webhookURL,
-	}
+	e := v.request
+	e.TaskID, e.EnvID, e.OrgID = id, t.EnvID, t.OrgID
+	return e
 }
 
 // validate checks in against limits and returns the request to queue: type, roles and max
@@ -106,7 +100,7 @@ func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limi
 	if err != nil {
 		return validated{}, fmt.Errorf("validate request: %w", err)
 	}
-	return validated{task: t, tokenBudget: in.TokenBudget, timeout: timeout, webhookURL: in.WebhookURL, async: in.Async}, nil
+	return validated{request: taskspec.Request(t, in.TokenBudget, timeout, in.WebhookURL), async: in.Async}, nil
 }
 
 // preference is what a Prefer header (RFC 7240) asks of a converge request.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
@@ -160,9 +161,10 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	e := newEnv(b)
 	envID := e.tenant("bench")
 	ctx := context.Background()
-	req := tasks.Request{Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
+	req := events.ConvergeRequest{EnvID: envID, OrgID: 1, Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
 	for range total {
-		e.request(req.Event(taskspec.NewID(), envID, 1), "")
+		req.TaskID = taskspec.NewID()
+		e.request(req, "")
 	}
 	require.Eventually(b, func() bool {
 		var n int

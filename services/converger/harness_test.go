@@ -134,12 +134,12 @@ func (e *env) submit(envID int64, req tasks.Request) string {
 	e.t.Helper()
 	t, err := engine.DefaultLimits().Normalize(req.EngineTask(""))
 	require.NoError(e.t, err)
-	normalized := tasks.RequestOf(t, req.TokenBudget, req.Timeout(), req.WebhookURL)
-	id := taskspec.NewID()
-	e.request(normalized.Event(id, envID, 1), "req-"+id)
+	ev := taskspec.Request(t, req.TokenBudget, req.Timeout(), req.WebhookURL)
+	ev.TaskID, ev.EnvID, ev.OrgID = taskspec.NewID(), envID, 1
+	e.request(ev, "req-"+ev.TaskID)
 	// Recorded as the request's arrival records it, so the test reads it at once.
-	require.NoError(e.t, e.store.Accept(context.Background(), normalized.Event(id, envID, 1), "req-"+id))
-	return id
+	require.NoError(e.t, e.store.Accept(context.Background(), ev, "req-"+ev.TaskID))
+	return ev.TaskID
 }
 
 // request sends a converge.request through the outbox, as the API does.

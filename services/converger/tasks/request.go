@@ -9,9 +9,9 @@ import (
 )
 
 // Request is a convergence request as the API accepted it: validated, with the type, roles and
-// max rounds filled in. It arrives in a converge.request (Event, RequestOfEvent), is stored as
-// convergence_tasks.request, and is what the converger runs. TokenBudget and TimeoutSeconds stay zero unless the caller set them, so the
-// converger's configured defaults apply.
+// max rounds filled in. It arrives in a converge.request (RequestOfEvent), is stored as
+// convergence_tasks.request, and is what the converger runs. TokenBudget and TimeoutSeconds
+// stay zero unless the caller set them, so the converger's configured defaults apply.
 type Request struct {
 	Prompt         string  `json:"prompt"`
 	Type           string  `json:"type"`
@@ -43,42 +43,6 @@ func (r Request) EngineTask(id string) engine.Task {
 		Model:       r.Model,
 		TokenBudget: r.TokenBudget,
 		Timeout:     r.Timeout(),
-	}
-}
-
-// RequestOf is the request of a normalized engine task; budget and timeout are kept as the
-// caller gave them (zero for the converger's defaults), not as normalized.
-func RequestOf(t engine.Task, tokenBudget int64, timeout time.Duration, webhookURL string) Request {
-	return Request{
-		Prompt:         t.Prompt,
-		Type:           string(t.Type),
-		AgentARole:     t.AgentARole,
-		AgentBRole:     t.AgentBRole,
-		Context:        t.Context,
-		MaxRounds:      t.MaxRounds,
-		Model:          t.Model,
-		TokenBudget:    tokenBudget,
-		TimeoutSeconds: timeout.Seconds(),
-		WebhookURL:     webhookURL,
-	}
-}
-
-// Event is the converge.request that asks for the request as task taskID of tenant envID.
-func (r Request) Event(taskID string, envID, orgID int64) events.ConvergeRequest {
-	return events.ConvergeRequest{
-		TaskID:         taskID,
-		EnvID:          envID,
-		OrgID:          orgID,
-		Type:           r.Type,
-		Prompt:         r.Prompt,
-		AgentARole:     r.AgentARole,
-		AgentBRole:     r.AgentBRole,
-		Context:        r.Context,
-		MaxRounds:      r.MaxRounds,
-		Model:          r.Model,
-		TokenBudget:    r.TokenBudget,
-		TimeoutSeconds: r.TimeoutSeconds,
-		WebhookURL:     r.WebhookURL,
 	}
 }
 

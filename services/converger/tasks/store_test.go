@@ -56,7 +56,7 @@ func TestAgentsOf_UsagePerAgent_TurnCutShortAfterABilledReplyIsOneCall(t *testin
 func newTask(t *testing.T, pool *pgxpool.Pool, _ *outbox.Outbox) (int64, string) {
 	t.Helper()
 	envID, id := rand.Int64N(1<<40)+1, taskspec.NewID()
-	req := tasks.Request{Prompt: "p", Type: "custom", MaxRounds: 4}.Event(id, envID, 1)
+	req := events.ConvergeRequest{TaskID: id, EnvID: envID, OrgID: 1, Prompt: "p", Type: "custom", MaxRounds: 4}
 	require.NoError(t, tasks.NewStore(pool).Accept(t.Context(), req, ""))
 	return envID, id
 }
