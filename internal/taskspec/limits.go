@@ -64,6 +64,8 @@ func DefaultLimits() Limits {
 	}
 }
 
+// WithDefaults returns l with every zero or negative field set to its default from
+// DefaultLimits.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.DefaultMaxRounds <= 0 {
