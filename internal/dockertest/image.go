@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 	"github.com/docker/docker/client"
+
+	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
 // tenantImage memoizes the tenant image build for the test binary. It is this package's only

@@ -7,9 +7,10 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 // Connect connects to the NATS server at url, or in process to embedded when it is not nil.

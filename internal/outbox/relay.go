@@ -9,14 +9,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/convergence-dev/convergence/internal/telemetry"
-	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convergence-dev/convergence/internal/telemetry"
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 // RelayConfig tunes a Relay. Zero values take the defaults.

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 // Write records env, to be published on subject, inside tx. The event becomes visible to the

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/convergence-dev/convergence/internal/taskspec"
 	"net/http"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/convergence-dev/convergence/internal/taskspec"
 	"log/slog"
 	"time"
 
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/converger/engine"

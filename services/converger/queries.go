@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/convergence-dev/convergence/internal/taskspec"
 	"time"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 	"github.com/convergence-dev/convergence/services/converger/webhook"

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"time"
+
+	"github.com/convergence-dev/convergence/pkg/events/consumer"
 )
 
 // Config is what the metering reads at start.

@@ -16,8 +16,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 	"github.com/docker/docker/client"
+
+	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
 func main() {
