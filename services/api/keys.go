@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
@@ -27,6 +30,20 @@ func recordKey(ctx context.Context, db execer, k events.TenantKeyIssued) error {
 		return fmt.Errorf("record tenant key: %w", err)
 	}
 	return nil
+}
+
+// tenantOrg is the organization of tenant envID, as its keys say, revoked ones included; a
+// tenant the API has no key of is a 404.
+func (s *Service) tenantOrg(ctx context.Context, envID int64) (int64, error) {
+	var orgID int64
+	err := s.deps.Pool.QueryRow(ctx, `SELECT org_id FROM tenant_keys WHERE env_id = $1 LIMIT 1`, envID).Scan(&orgID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, httpx.NotFound(fmt.Sprintf("tenant %d", envID))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find tenant %d: %w", envID, err)
+	}
+	return orgID, nil
 }
 
 // keyFacts records the keys of the provisioner's tenant.key.issued facts, on a durable consumer

@@ -335,13 +335,9 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 		return err
 	}
 	requestID := httpx.RequestID(c)
-	var orgID int64
-	err = h.s.deps.Pool.QueryRow(ctx, `SELECT org_id FROM tenant_keys WHERE env_id = $1 LIMIT 1`, envID).Scan(&orgID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound(fmt.Sprintf("tenant %d", envID))
-	}
+	orgID, err := h.s.tenantOrg(ctx, envID)
 	if err != nil {
-		return fmt.Errorf("find tenant: %w", err)
+		return err
 	}
 	// A tenant destroyed already is answered at once; the command still goes, so the
 	// provisioner checks that nothing of it is left. Without the provisioner's answer, the

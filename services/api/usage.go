@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
@@ -68,12 +67,8 @@ func (s *Service) tenantUsage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	err = s.deps.Pool.QueryRow(c.Request().Context(), `SELECT org_id FROM tenant_keys WHERE env_id = $1 LIMIT 1`, envID).Scan(&q.OrgID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound(fmt.Sprintf("tenant %d", envID))
-	}
-	if err != nil {
-		return fmt.Errorf("find tenant: %w", err)
+	if q.OrgID, err = s.tenantOrg(c.Request().Context(), envID); err != nil {
+		return err
 	}
 	q.EnvID = envID
 	return s.answerUsage(c, q)
