@@ -127,11 +127,7 @@ func writeEvent(ctx context.Context, tx pgx.Tx, subject, typ string, envID int64
 
 // tenantView answers a TenantQuery.
 func (s *Service) tenantView(ctx context.Context, q events.TenantQuery) (events.TenantView, error) {
-	v, err := scanView(s.deps.Pool.QueryRow(ctx, `
-		SELECT id, org_id, name, status, desired_status, health, reason, port, coalesce(api_key_prefix, ''),
-			language, framework, coalesce(image, ''), coalesce(memory_bytes, 0), coalesce(nano_cpus, 0),
-			coalesce(pids_limit, 0), generation, container_name, created_at, updated_at, status_changed_at, destroyed_at
-		FROM environments WHERE id = $1`, q.EnvID))
+	v, err := scanView(s.deps.Pool.QueryRow(ctx, `SELECT `+viewColumns+` FROM environments WHERE id = $1`, q.EnvID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, natsrpc.Errorf(natsrpc.CodeNotFound, "tenant %d", q.EnvID)
 	}
@@ -147,9 +143,7 @@ func (s *Service) tenantList(ctx context.Context, q events.TenantListQuery) (eve
 		return events.TenantList{}, natsrpc.Errorf(natsrpc.CodeInvalid, "limit %d: use 1 to 1000", q.Limit)
 	}
 	rows, err := s.deps.Pool.Query(ctx, `
-		SELECT id, org_id, name, status, desired_status, health, reason, port, coalesce(api_key_prefix, ''),
-			language, framework, coalesce(image, ''), coalesce(memory_bytes, 0), coalesce(nano_cpus, 0),
-			coalesce(pids_limit, 0), generation, container_name, created_at, updated_at, status_changed_at, destroyed_at
+		SELECT `+viewColumns+`
 		FROM environments
 		WHERE ($1 = 0 OR org_id = $1) AND status = ANY($2) AND ($3 = 0 OR id < $3)
 		ORDER BY id DESC LIMIT $4`, q.OrgID, q.Statuses, q.Before, q.Limit+1)
@@ -167,6 +161,12 @@ func (s *Service) tenantList(ctx context.Context, q events.TenantListQuery) (eve
 	return out, nil
 }
 
+// viewColumns are the columns of environments that scanView reads, in its order.
+const viewColumns = `id, org_id, name, status, desired_status, health, reason, port, coalesce(api_key_prefix, ''),
+	language, framework, coalesce(image, ''), coalesce(memory_bytes, 0), coalesce(nano_cpus, 0),
+	coalesce(pids_limit, 0), generation, container_name, created_at, updated_at, status_changed_at, destroyed_at`
+
+// scanView reads a row of viewColumns.
 func scanView(row pgx.Row) (events.TenantView, error) {
 	var v events.TenantView
 	var mem, nano int64
