@@ -16,11 +16,11 @@ import (
 // wakes the process's relay after the commit; an event written with a bare Write is found by
 // the relay's next poll.
 func Write(ctx context.Context, tx pgx.Tx, subject string, env events.Envelope) error {
-	payload, err := encode(env)
+	row, err := NewRow(subject, env)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, insertEvent, env.ID, subject, payload); err != nil {
+	if _, err := tx.Exec(ctx, insertEvent, row.EventID, row.Subject, row.Payload); err != nil {
 		return fmt.Errorf("insert outbox event %s: %w", env.ID, err)
 	}
 	return nil
@@ -28,16 +28,24 @@ func Write(ctx context.Context, tx pgx.Tx, subject string, env events.Envelope) 
 
 const insertEvent = `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)`
 
-// encode checks env and returns the payload stored for it.
-func encode(env events.Envelope) ([]byte, error) {
+// Row is an event as the columns of its outbox row, for a statement that inserts the row
+// itself, as part of the change it records: INSERT INTO outbox (event_id, subject, payload).
+// Such a writer wakes the relay (Outbox.Wake) once the statement has committed.
+type Row struct {
+	EventID, Subject string
+	Payload          []byte
+}
+
+// NewRow checks env and returns its outbox row on subject.
+func NewRow(subject string, env events.Envelope) (Row, error) {
 	if err := env.Validate(); err != nil {
-		return nil, fmt.Errorf("outbox event: %w", err)
+		return Row{}, fmt.Errorf("outbox event: %w", err)
 	}
 	payload, err := json.Marshal(env)
 	if err != nil {
-		return nil, fmt.Errorf("encode outbox event: %w", err)
+		return Row{}, fmt.Errorf("encode outbox event: %w", err)
 	}
-	return payload, nil
+	return Row{EventID: env.ID, Subject: subject, Payload: payload}, nil
 }
 
 // Outbox runs transactions that write events and wakes the relay of this process when they
@@ -72,11 +80,11 @@ func (o *Outbox) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // one implicit transaction, so the change and its event commit together or not at all. It
 // suits changes that need no reads between statements; the rest use Tx.
 func (o *Outbox) Batch(ctx context.Context, b *pgx.Batch, subject string, env events.Envelope) error {
-	payload, err := encode(env)
+	row, err := NewRow(subject, env)
 	if err != nil {
 		return err
 	}
-	b.Queue(insertEvent, env.ID, subject, payload)
+	b.Queue(insertEvent, row.EventID, row.Subject, row.Payload)
 	if err := o.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("outbox batch: %w", err)
 	}

@@ -41,10 +41,9 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 			A:     engine.Turn{Agent: engine.AgentA, Round: n, Valid: true, Attempts: 1, Reply: engine.Reply{Proposal: "a", Agreement: 40 * n}, Usage: llm.Usage{InputTokens: 100, OutputTokens: 10}},
 			B:     engine.Turn{Agent: engine.AgentB, Round: n, Valid: true, Attempts: 1, Reply: engine.Reply{Proposal: "b", Agreement: 40 * n}, Usage: llm.Usage{InputTokens: 200, OutputTokens: 20}},
 			Score: engine.Score{Value: 30 * n, MethodVersion: engine.MethodVersion}}
-		require.NoError(t, store.SaveTurn(t.Context(), claim, rd.A))
 		view, err := json.Marshal(tasks.RoundViewOf(id, rd))
 		require.NoError(t, err)
-		_, err = store.SaveRound(t.Context(), claim, rd.B, view, rd.Score.Value)
+		_, err = store.SaveRound(t.Context(), claim, rd.Turns(), rd, view)
 		require.NoError(t, err)
 		rounds = append(rounds, rd)
 	}

@@ -37,7 +37,9 @@ type Config struct {
 	// Retry is how provider calls are retried and timed out.
 	Retry llm.RetryPolicy
 
-	// Concurrency is how many tasks one converger process runs at once. Default
+	// Concurrency is how many tasks one converger process runs at once: how many call its
+	// provider. Up to a quarter more are being claimed or finished around them, so that the
+	// database work between two tasks leaves no provider slot idle. Default
 	// DefaultConcurrency.
 	Concurrency int
 	// AckWait is how long a request may go unacknowledged before JetStream redelivers it;

@@ -55,20 +55,45 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	if claim.CancelRequested {
 		cancelRun(errCancelRequested)
 	}
-	s.metrics.inFlight.Inc()
-	defer s.metrics.inFlight.Dec()
 	r := &taskRun{s: s, claim: claim, cancel: cancelRun, log: log}
 	return r.run(ctx, runCtx, ev.Delivery)
 }
 
+// acquireSlot waits for one of the Concurrency slots of tasks that run their engine, and
+// returns its release.
+func (s *Service) acquireSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	s.metrics.inFlight.Inc()
+	return func() {
+		s.metrics.inFlight.Dec()
+		<-s.slots
+	}, nil
+}
+
 // taskRun is one run of a task: what its engine callbacks need.
+//
+// A run writes once per round: the round, its view and its two turns in one statement. The
+// write goes on while the engine makes its next call, and the run waits for it before the call
+// after, before the next write and before it ends, so the writes of a task stay in order and
+// a run that lost its task to a later one makes at most one call more before it stops. A crash
+// loses at most the turns of the round under way, which the next delivery calls again.
 type taskRun struct {
 	s      *Service
 	claim  tasks.Claim
 	cancel context.CancelCauseFunc
 	log    *slog.Logger
-	// pendingB is agent B's turn of the round being closed; SaveRound writes it with the round.
-	pendingB engine.Turn
+	// held are the turns taken since the last round went to its write: the round under way's,
+	// or the synthesis. They are written with their round, or when the run ends.
+	held []engine.Turn
+	// saving delivers the result of the round write in flight, if any.
+	saving chan error
+	// failed is the first write that failed. Nothing is written after it: turns that follow a
+	// lost round would not resume.
+	failed error
 }
 
 func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
@@ -83,9 +108,16 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	if len(c.Turns) > 0 {
 		r.log.Info("resuming task", "run", c.Run, "persisted_turns", len(c.Turns))
 	}
+	release, err := s.acquireSlot(ctx)
+	if err != nil {
+		return fmt.Errorf("task %s interrupted by shutdown before it ran: %w", c.TaskID, err)
+	}
 	r.publish(tasks.Progress{TaskID: c.TaskID, Kind: tasks.KindStarted, Status: string(tasks.StatusRunning)})
-
 	res, err := s.engine.Run(runCtx, task, engine.Options{Resume: c.Turns, OnTurn: r.onTurn, OnRound: r.onRound})
+	if werr := r.settle(); werr != nil && err == nil {
+		err = werr // A round the result holds is not stored: the next delivery runs it again.
+	}
+	release() // The slot goes to the next task while this one is recorded.
 	cause := context.Cause(runCtx)
 	switch {
 	case errors.Is(err, tasks.ErrFenced) || errors.Is(cause, tasks.ErrFenced):
@@ -93,6 +125,7 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 		return nil
 	case ctx.Err() != nil && (err != nil || (res.StopReason == engine.StopCancelled && !errors.Is(cause, errCancelRequested))):
 		// Shutting down: the next delivery resumes the task from its persisted turns.
+		r.saveHeld(ctx)
 		r.log.Info("shutting down; task left to its next delivery", "rounds", len(res.Rounds))
 		return fmt.Errorf("task %s interrupted by shutdown: %w", c.TaskID, context.Cause(ctx))
 	}
@@ -104,6 +137,7 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	case err == nil:
 		o = tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.ResultOf(res, "")}
 	case retryable(err) && delivery < uint64(s.cfg.MaxDeliver):
+		r.saveHeld(ctx)
 		r.log.Warn("task run failed; it resumes from its persisted turns on redelivery", "err", err, "rounds", len(res.Rounds))
 		return err
 	default:
@@ -113,7 +147,7 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	if err := s.store.Finish(fctx, s.deps.Outbox, c, o); err != nil {
+	if err := s.store.Finish(fctx, s.deps.Outbox, c, o, r.unsaved()...); err != nil {
 		if errors.Is(err, tasks.ErrFenced) {
 			r.log.Warn("a later run took the task over before it finished; its end is left to that run")
 			return nil
@@ -130,32 +164,36 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	return nil
 }
 
-// onTurn persists a turn before the engine makes its next call. B's turn is held back and
-// written with its round by onRound, one statement for both; nothing is called in between.
-func (r *taskRun) onTurn(ctx context.Context, t engine.Turn) error {
-	if t.Agent == engine.AgentB {
-		r.pendingB = t
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
-	defer cancel()
-	err := r.s.store.SaveTurn(ctx, r.claim, t)
-	if errors.Is(err, tasks.ErrFenced) {
-		r.cancel(tasks.ErrFenced)
-	}
-	return err
+// onTurn holds a new turn for its round's write, and stops the run before its next call if
+// the last round's write failed.
+func (r *taskRun) onTurn(_ context.Context, t engine.Turn) error {
+	r.held = append(r.held, t)
+	return r.settle()
 }
 
-// onRound persists the round and its B turn, streams it, and picks up a cancellation whose
-// core-NATS message did not reach this process.
+// onRound hands the round and its turns to a write that runs while the engine goes on. The
+// write streams the round once it is stored, and picks up a cancellation whose core-NATS
+// message did not reach this process.
 func (r *taskRun) onRound(ctx context.Context, rd engine.Round) error {
+	if err := r.settle(); err != nil {
+		return err
+	}
 	view, err := json.Marshal(tasks.RoundViewOf(r.claim.TaskID, rd))
 	if err != nil {
 		return fmt.Errorf("encode round: %w", err)
 	}
+	turns := r.held
+	r.held = nil
+	done := make(chan error, 1)
+	r.saving = done
+	go func() { done <- r.saveRound(ctx, turns, rd, view) }()
+	return nil
+}
+
+func (r *taskRun) saveRound(ctx context.Context, turns []engine.Turn, rd engine.Round, view []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
-	cancelRequested, err := r.s.store.SaveRound(ctx, r.claim, r.pendingB, view, rd.Score.Value)
+	cancelRequested, err := r.s.store.SaveRound(ctx, r.claim, turns, rd, view)
 	if err != nil {
 		if errors.Is(err, tasks.ErrFenced) {
 			r.cancel(tasks.ErrFenced)
@@ -168,6 +206,40 @@ func (r *taskRun) onRound(ctx context.Context, rd engine.Round) error {
 		r.cancel(errCancelRequested)
 	}
 	return nil
+}
+
+// settle waits for the round write in flight, if any, and returns the first write error of
+// the run.
+func (r *taskRun) settle() error {
+	if r.saving != nil {
+		if err := <-r.saving; err != nil && r.failed == nil {
+			r.failed = err
+		}
+		r.saving = nil
+	}
+	return r.failed
+}
+
+// unsaved returns the turns the run has not written: none once a write has failed.
+func (r *taskRun) unsaved() []engine.Turn {
+	if r.failed != nil {
+		return nil
+	}
+	return r.held
+}
+
+// saveHeld writes the turns of a run that stops before its end, so that the next delivery
+// resumes from them instead of calling for them again.
+func (r *taskRun) saveHeld(ctx context.Context) {
+	turns := r.unsaved()
+	if len(turns) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	if err := r.s.store.SaveTurns(ctx, r.claim, turns...); err != nil {
+		r.log.Warn("save the turns of an interrupted run; the next delivery calls for them again", "turns", len(turns), "err", err)
+	}
 }
 
 // publish sends a progress event of the run's task.

@@ -65,7 +65,8 @@ func TestConverger_KilledMidTaskAndRestarted_ResumesWithoutDoubleCountedUsage(t 
 
 	cfg := testConfig()
 	cfg.AckWait = time.Second // How soon the dead converger's task is redelivered.
-	// The first converger hangs in B's turn of round two, call 4: A1, B1 and A2 are persisted.
+	// The first converger hangs in B's turn of round two, call 4: round one (A1, B1) is
+	// persisted, and A2 is saved as the converger stops.
 	first := &counting{next: simulated.New(simulated.Config{}), block: func(n int64) bool { return n == 4 }}
 	stop, nc := e.startConvergerConn(cfg, first)
 	id := e.submit(acme, req)

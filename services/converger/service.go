@@ -49,8 +49,10 @@ type Service struct {
 	consumer     *consumer.Consumer[events.ConvergeRequest]
 	deliverer    *webhook.Deliverer
 	running      *registry
-	metrics      *metrics
-	queries      *natsrpc.Server
+	// slots holds a token for each task that runs its engine: Concurrency at most.
+	slots   chan struct{}
+	metrics *metrics
+	queries *natsrpc.Server
 }
 
 // New wires the converger from its config and dependencies; it starts nothing and makes no
@@ -73,6 +75,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		writer:  writer,
 		store:   tasks.NewStore(deps.Pool).GroupCommit(writer),
 		running: newRegistry(),
+		slots:   make(chan struct{}, cfg.Concurrency),
 		metrics: newMetrics(deps.Registry),
 	}
 	s.provider = deps.Provider
@@ -95,7 +98,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		Name:        events.ConsumerConverger,
 		Stream:      events.StreamConvergeCommands,
 		Subjects:    []string{events.SubjectConvergeRequest},
-		Concurrency: cfg.Concurrency,
+		Concurrency: cfg.Concurrency + max(1, cfg.Concurrency/4), // See Config.Concurrency.
 		MaxDeliver:  cfg.MaxDeliver,
 		AckWait:     cfg.AckWait,
 	}, s.handle, s.logger, telemetry.NewConsumerMetrics(deps.Registry))

@@ -6,11 +6,14 @@
 // # Life of a task
 //
 // The API validates a request and sends it as a converge.request, which carries all of it
-// ([Request.Event]). The converger records the task as queued when the request arrives
-// ([Store.Accept]; a cancel that comes first records it too), then [Store.Claim]s it, which moves it to running and increments its run, the fencing token every later write
-// of that run carries: [Store.SaveTurn] after each turn, [Store.SaveRound] after each round,
-// and [Store.Finish] at the end, which records the result and writes the converge.completed or
-// converge.failed event and the webhook delivery in one transaction. A write of a run that is
+// (taskspec.Request). The converger records the task as queued when the request arrives
+// ([Store.Accept]; a cancel that comes first records it too), then [Store.Claim]s it, which
+// moves it to running and increments its run, the fencing token every later write of that run
+// carries: [Store.SaveRound] after each round, with the round's turns, and [Store.Finish] at
+// the end, which records the result and the turns not saved yet (the synthesis, or a round's
+// first turn when the run stopped inside it), and writes the converge.completed or
+// converge.failed event and the webhook delivery in one transaction; [Store.SaveTurns] saves
+// the turns of a run that stops before its end. A write of a run that is
 // no longer the task's latest fails with [ErrFenced], so a converger that lost its task to a
 // redelivery can neither add turns nor finish it twice.
 //

@@ -229,6 +229,7 @@ type Claim struct {
 	EnvID, OrgID    int64
 	Request         Request
 	RequestID       string
+	CreatedAt       time.Time
 	StartedAt       time.Time
 	CancelRequested bool
 	// Turns are the persisted turns in the order the engine resumes from.
@@ -256,10 +257,10 @@ func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID s
 		ON CONFLICT (id) DO UPDATE SET status = 'running', run = t.run + 1,
 			started_at = coalesce(t.started_at, now()), updated_at = now()
 		WHERE t.status IN ('queued', 'running')
-		RETURNING run, env_id, org_id, request, request_id, started_at, cancel_requested_at IS NOT NULL,
+		RETURNING run, env_id, org_id, request, request_id, created_at, started_at, cancel_requested_at IS NOT NULL,
 			(SELECT coalesce(json_agg(turn ORDER BY seq), '[]') FROM convergence_turns WHERE task_id = $1)`,
 		[]any{id, e.EnvID, e.OrgID, e.Type, request, requestID},
-		&c.Run, &c.EnvID, &c.OrgID, &req, &storedRequestID, &c.StartedAt, &c.CancelRequested, &turns)
+		&c.Run, &c.EnvID, &c.OrgID, &req, &storedRequestID, &c.CreatedAt, &c.StartedAt, &c.CancelRequested, &turns)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Claim{}, ErrNotClaimable
 	}
@@ -293,59 +294,90 @@ func turnSeq(t engine.Turn) int {
 	}
 }
 
-// SaveTurn records a turn of c's run. It returns ErrFenced when a later run holds the task.
+// turnRows are turns as the columns of their convergence_turns rows: arrays that the
+// statements inserting them unnest, so that any number of turns go in one statement.
+type turnRows struct {
+	seq, round            []int32
+	agent, turn           []string
+	input, output, cached []int64
+}
+
+func rowsOf(turns []engine.Turn) (turnRows, error) {
+	var r turnRows
+	for _, t := range turns {
+		raw, err := json.Marshal(t)
+		if err != nil {
+			return turnRows{}, fmt.Errorf("encode turn %s%d: %w", t.Agent, t.Round, err)
+		}
+		r.seq = append(r.seq, int32(turnSeq(t)))
+		r.round = append(r.round, int32(t.Round))
+		r.agent = append(r.agent, string(t.Agent))
+		r.turn = append(r.turn, string(raw))
+		r.input = append(r.input, t.Usage.InputTokens)
+		r.output = append(r.output, t.Usage.OutputTokens)
+		r.cached = append(r.cached, t.Usage.CachedTokens)
+	}
+	return r, nil
+}
+
+// SaveTurns records turns of c's run, in one statement. It returns ErrFenced when a later run
+// holds the task.
 //
-// The fence is a share lock on the task's row, held while the turn is inserted: a claim (an
-// UPDATE) waits for it, or, having committed first, makes the check fail. No row version is
-// written, so a running task costs its row nothing per turn.
-func (s *Store) SaveTurn(ctx context.Context, c Claim, t engine.Turn) error {
-	raw, err := json.Marshal(t)
+// The fence is the UPDATE of the task's row in the same statement: it finds the row only while
+// c's run holds the task, and a claim (another UPDATE of the row) waits for it or, having
+// committed first, makes it find nothing.
+func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) error {
+	r, err := rowsOf(turns)
 	if err != nil {
-		return fmt.Errorf("encode turn: %w", err)
+		return err
 	}
 	n, err := s.exec(ctx, `
 		WITH t AS (
 			UPDATE convergence_tasks SET updated_at = now() WHERE id = $1 AND run = $2 AND status = 'running' RETURNING id)
 		INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
-		SELECT id, $3, $4, $5, $2, $6, $7, $8, $9 FROM t`,
-		c.TaskID, c.Run, turnSeq(t), t.Round, string(t.Agent), raw, t.Usage.InputTokens, t.Usage.OutputTokens, t.Usage.CachedTokens)
+		SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
+		FROM t, unnest($3::int2[], $4::int2[], $5::text[], $6::json[], $7::int8[], $8::int8[], $9::int8[])
+			AS x(seq, round, agent, turn, input, output, cached)`,
+		c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached)
 	if err != nil {
-		return fmt.Errorf("save turn %s%d of %s: %w", t.Agent, t.Round, c.TaskID, err)
+		return fmt.Errorf("save %d turns of %s: %w", len(turns), c.TaskID, err)
 	}
-	if n == 0 {
+	if n == 0 && len(turns) > 0 {
 		return ErrFenced
 	}
 	return nil
 }
 
-// SaveRound records a round of c's run: agent B's turn (the round's last, which the caller
-// holds back from SaveTurn so that one statement writes both) and the round's view. It reports
-// whether the task's cancellation was requested, and returns ErrFenced when a later run holds
-// the task.
-func (s *Store) SaveRound(ctx context.Context, c Claim, b engine.Turn, view []byte, score int) (cancelRequested bool, err error) {
-	raw, err := json.Marshal(b)
+// SaveRound records round rd of c's run, its view, and turns, the run's turns not saved yet
+// (the round's two, unless its A turn was saved before), in one statement. It reports whether
+// the task's cancellation was requested, and returns ErrFenced when a later run holds the
+// task.
+func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, view []byte) (cancelRequested bool, err error) {
+	r, err := rowsOf(turns)
 	if err != nil {
-		return false, fmt.Errorf("encode turn: %w", err)
+		return false, err
 	}
 	err = s.queryRow(ctx, `
 		WITH t AS (
 			UPDATE convergence_tasks SET updated_at = now()
 			WHERE id = $1 AND run = $2 AND status = 'running'
 			RETURNING id, cancel_requested_at IS NOT NULL AS cancel),
-		b AS (
+		turns AS (
 			INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
-			SELECT id, $4, $3, 'B', $2, $5, $6, $7, $8 FROM t),
+			SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
+			FROM t, unnest($3::int2[], $4::int2[], $5::text[], $6::json[], $7::int8[], $8::int8[], $9::int8[])
+				AS x(seq, round, agent, turn, input, output, cached)),
 		r AS (
 			INSERT INTO convergence_rounds (task_id, number, score, round)
-			SELECT id, $3, $9, $10 FROM t)
+			SELECT id, $10, $11, $12 FROM t)
 		SELECT cancel FROM t`,
-		[]any{c.TaskID, c.Run, b.Round, turnSeq(b), raw, b.Usage.InputTokens, b.Usage.OutputTokens, b.Usage.CachedTokens, score, view},
+		[]any{c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached, rd.Number, rd.Score.Value, view},
 		&cancelRequested)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, ErrFenced
 	}
 	if err != nil {
-		return false, fmt.Errorf("save round %d of %s: %w", b.Round, c.TaskID, err)
+		return false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err)
 	}
 	return cancelRequested, nil
 }
@@ -357,28 +389,133 @@ type Outcome struct {
 	Error  string
 }
 
-// Finish records the end of c's run: the task's status, result and exact usage, its
-// converge.completed or converge.failed event and, when it named a webhook URL, its webhook
-// delivery, in one transaction. It returns ErrFenced, writing nothing, when a later run holds
-// the task.
-func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcome) error {
-	return ob.Tx(ctx, func(tx pgx.Tx) error {
-		return finish(ctx, tx, c.TaskID, SourceConverger, o, &c.Run)
-	})
-}
-
-// finish records the task's end, and writes its result event and webhook delivery: the end of
-// run's run, which must still hold the task, or with run nil of a task that is still queued.
-// It returns ErrFenced when the task is not in that state.
-func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, run *int) error {
+// Finish records the end of c's run: the task's status, result and exact usage, the run's
+// turns not saved yet (turns), its converge.completed or converge.failed event and, when it
+// named a webhook URL, its webhook delivery, in one statement (through the group commit when
+// there is one), then wakes ob's relay. It returns ErrFenced, writing nothing, when a later run
+// holds the task.
+func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcome, turns ...engine.Turn) error {
+	finishedAt := time.Now().UTC().Truncate(time.Microsecond) // What the database keeps of it.
+	startedAt := c.StartedAt
+	e, err := endOf(Record{
+		ID: c.TaskID, EnvID: c.EnvID, OrgID: c.OrgID, Type: c.Request.Type, Status: o.Status, Request: c.Request,
+		Result: &o.Result, Rounds: o.Result.Rounds, Usage: o.Result.Usage, Error: o.Error, RequestID: c.RequestID,
+		CreatedAt: c.CreatedAt, StartedAt: &startedAt, FinishedAt: &finishedAt,
+	}, SourceConverger)
+	if err != nil {
+		return err
+	}
+	event, err := outbox.NewRow(e.subject, e.event)
+	if err != nil {
+		return err
+	}
+	var hook webhook.Delivery
+	var body []byte
+	if e.hook != nil {
+		hook = *e.hook
+		if body, err = hook.Body(); err != nil {
+			return err
+		}
+	}
+	rows, err := rowsOf(turns)
+	if err != nil {
+		return err
+	}
 	result, err := json.Marshal(o.Result)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	var score *float64
-	if o.Status == StatusCompleted {
-		v := float64(o.Result.ConvergenceScore)
-		score = &v
+	u := o.Result.Usage
+	n, err := s.exec(ctx, `
+		WITH t AS (
+			UPDATE convergence_tasks SET status = $3, result = $4, stop_reason = $5, convergence_score = $6,
+				rounds = $7, input_tokens = $8, output_tokens = $9, cached_tokens = $10, total_tokens = $11,
+				error = NULLIF($12, ''), finished_at = $13, updated_at = now()
+			WHERE id = $1 AND run = $2 AND status = 'running'
+			RETURNING id),
+		turns AS (
+			INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
+			SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
+			FROM t, unnest($14::int2[], $15::int2[], $16::text[], $17::json[], $18::int8[], $19::int8[], $20::int8[])
+				AS x(seq, round, agent, turn, input, output, cached)),
+		hook AS (
+			INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload)
+			SELECT $21, t.id, $22, $23, $24, $25 FROM t WHERE $23 <> ''
+			ON CONFLICT (task_id) DO NOTHING)
+		INSERT INTO outbox (event_id, subject, payload) SELECT $26, $27, $28 FROM t`,
+		c.TaskID, c.Run, o.Status, result, o.Result.StopReason, scoreOf(o), o.Result.Rounds,
+		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, finishedAt,
+		rows.seq, rows.round, rows.agent, rows.turn, rows.input, rows.output, rows.cached,
+		hook.ID, c.EnvID, hook.URL, hook.EventType, body,
+		event.EventID, event.Subject, event.Payload)
+	if err != nil {
+		return fmt.Errorf("finish task %s: %w", c.TaskID, err)
+	}
+	if n == 0 {
+		return ErrFenced
+	}
+	ob.Wake()
+	return nil
+}
+
+// scoreOf is the convergence score a task's row keeps: a completed task's, and none for the
+// others.
+func scoreOf(o Outcome) *float64 {
+	if o.Status != StatusCompleted {
+		return nil
+	}
+	v := float64(o.Result.ConvergenceScore)
+	return &v
+}
+
+// end is what a task's end writes beside its row: its result event and, when the task names a
+// webhook URL, its webhook delivery.
+type end struct {
+	subject string
+	event   events.Envelope
+	hook    *webhook.Delivery
+}
+
+// endOf returns the end of the finished task r, its event written by source.
+func endOf(r Record, source string) (end, error) {
+	o := r.Result
+	subject, typ := events.SubjectConvergeCompleted, events.TypeConvergeCompleted
+	var data any = events.ConvergeCompleted{
+		TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.StopReason,
+		ConvergenceScore: float64(o.ConvergenceScore), Rounds: o.Rounds,
+		Usage: o.Usage, Agents: o.Agents, FinishedAt: *r.FinishedAt,
+	}
+	if r.Status != StatusCompleted {
+		subject, typ = events.SubjectConvergeFailed, events.TypeConvergeFailed
+		data = events.ConvergeFailed{
+			TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.StopReason,
+			Error: r.Error, Rounds: o.Rounds, Usage: o.Usage, Agents: o.Agents, FinishedAt: *r.FinishedAt,
+		}
+	}
+	env, err := events.NewEnvelope(source, typ, r.ID, r.RequestID, data)
+	if err != nil {
+		return end{}, err
+	}
+	e := end{subject: subject, event: env}
+	if r.Request.WebhookURL != "" {
+		e.hook = &webhook.Delivery{
+			ID:        webhook.NewDeliveryID(),
+			TaskID:    r.ID,
+			EnvID:     r.EnvID,
+			URL:       r.Request.WebhookURL,
+			EventType: subject,
+			Data:      r.View(nil),
+		}
+	}
+	return e, nil
+}
+
+// finish records the end of a task that is still queued, in tx, and writes its result event
+// and webhook delivery. It returns ErrFenced when the task is not queued.
+func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome) error {
+	result, err := json.Marshal(o.Result)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
 	}
 	u := o.Result.Usage
 	var r Record
@@ -388,10 +525,10 @@ func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, run *i
 		UPDATE convergence_tasks SET status = $2, result = $3, stop_reason = $4, convergence_score = $5,
 			rounds = $6, input_tokens = $7, output_tokens = $8, cached_tokens = $9, total_tokens = $10,
 			error = NULLIF($11, ''), finished_at = now(), updated_at = now()
-		WHERE id = $1 AND CASE WHEN $12::int IS NULL THEN status = 'queued' ELSE run = $12 AND status = 'running' END
+		WHERE id = $1 AND status = 'queued'
 		RETURNING env_id, org_id, type, request, request_id, created_at, started_at, finished_at`,
-		id, o.Status, result, o.Result.StopReason, score, o.Result.Rounds,
-		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, run).
+		id, o.Status, result, o.Result.StopReason, scoreOf(o), o.Result.Rounds,
+		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error).
 		Scan(&r.EnvID, &r.OrgID, &r.Type, &req, &requestID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrFenced
@@ -403,38 +540,17 @@ func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome, run *i
 	if err := json.Unmarshal(req, &r.Request); err != nil {
 		return fmt.Errorf("decode task %s request: %w", id, err)
 	}
-
-	subject, typ := events.SubjectConvergeCompleted, events.TypeConvergeCompleted
-	var data any = events.ConvergeCompleted{
-		TaskID: id, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.Result.StopReason,
-		ConvergenceScore: float64(o.Result.ConvergenceScore), Rounds: o.Result.Rounds,
-		Usage: u, Agents: o.Result.Agents, FinishedAt: *r.FinishedAt,
-	}
-	if o.Status != StatusCompleted {
-		subject, typ = events.SubjectConvergeFailed, events.TypeConvergeFailed
-		data = events.ConvergeFailed{
-			TaskID: id, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.Result.StopReason,
-			Error: o.Error, Rounds: o.Result.Rounds, Usage: u, Agents: o.Result.Agents, FinishedAt: *r.FinishedAt,
-		}
-	}
-	env, err := events.NewEnvelope(source, typ, id, r.RequestID, data)
+	e, err := endOf(r, source)
 	if err != nil {
 		return err
 	}
-	if err := outbox.Write(ctx, tx, subject, env); err != nil {
+	if err := outbox.Write(ctx, tx, e.subject, e.event); err != nil {
 		return err
 	}
-	if r.Request.WebhookURL == "" {
+	if e.hook == nil {
 		return nil
 	}
-	return webhook.Enqueue(ctx, tx, webhook.Delivery{
-		ID:        webhook.NewDeliveryID(),
-		TaskID:    id,
-		EnvID:     r.EnvID,
-		URL:       r.Request.WebhookURL,
-		EventType: subject,
-		Data:      r.View(nil),
-	})
+	return webhook.Enqueue(ctx, tx, *e.hook)
 }
 
 // RequestCancel records that tenant envID wants task id cancelled and returns the task's
@@ -468,7 +584,7 @@ func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int6
 			Disputed:       []string{},
 			Agents:         []events.AgentUsage{},
 		}}
-		return finish(ctx, tx, id, SourceConverger, o, nil)
+		return finish(ctx, tx, id, SourceConverger, o)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

@@ -80,7 +80,7 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	first, err := store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "")
 	require.NoError(t, err)
 	a1 := engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 10, OutputTokens: 5}}
-	require.NoError(t, store.SaveTurn(ctx, first, a1))
+	require.NoError(t, store.SaveTurns(ctx, first, a1))
 
 	second, err := store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "") // The request was redelivered to another converger.
 	require.NoError(t, err)
@@ -89,18 +89,22 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	require.Len(t, second.Turns, 1, "it resumes from the first run's turn")
 	require.Equal(t, a1.Usage, second.Turns[0].Usage)
 
-	b1 := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}
-	require.ErrorIs(t, store.SaveTurn(ctx, first, a1), tasks.ErrFenced)
-	_, err = store.SaveRound(ctx, first, b1, []byte(`{}`), 50)
+	b1 := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 20, OutputTokens: 6}}
+	rd := engine.Round{Number: 1, A: a1, B: b1, Score: engine.Score{Value: 50}}
+	synthesis := engine.Turn{Agent: engine.AgentSynthesis, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 30, OutputTokens: 7}}
+	require.ErrorIs(t, store.SaveTurns(ctx, first, a1), tasks.ErrFenced)
+	_, err = store.SaveRound(ctx, first, []engine.Turn{b1}, rd, []byte(`{}`))
 	require.ErrorIs(t, err, tasks.ErrFenced)
 	done := tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.Result{StopReason: "converged", Rounds: 1, Disputed: []string{}}}
-	require.ErrorIs(t, store.Finish(ctx, ob, first, done), tasks.ErrFenced)
+	require.ErrorIs(t, store.Finish(ctx, ob, first, done, synthesis), tasks.ErrFenced)
 	require.Zero(t, resultEvents(t, pool), "a fenced run writes no result event")
+	require.Equal(t, 1, turnCount(t, pool, id), "a fenced run writes no turn")
 
-	_, err = store.SaveRound(ctx, second, b1, []byte(`{"round":1}`), 50)
+	_, err = store.SaveRound(ctx, second, []engine.Turn{b1}, rd, []byte(`{"round":1}`))
 	require.NoError(t, err)
-	require.NoError(t, store.Finish(ctx, ob, second, done))
+	require.NoError(t, store.Finish(ctx, ob, second, done, synthesis))
 	require.Equal(t, 1, resultEvents(t, pool))
+	require.Equal(t, 3, turnCount(t, pool, id), "the round saves its B turn and the finish the synthesis")
 	_, err = store.Claim(ctx, events.ConvergeRequest{TaskID: id}, "")
 	require.ErrorIs(t, err, tasks.ErrNotClaimable, "a finished task is not claimed again")
 
@@ -110,4 +114,11 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	require.Equal(t, 1, rec.Rounds)
 	_, err = store.Get(ctx, envID+1, id)
 	require.ErrorIs(t, err, tasks.ErrNotFound, "another tenant's task is not found")
+}
+
+func turnCount(t *testing.T, pool *pgxpool.Pool, taskID string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM convergence_turns WHERE task_id = $1`, taskID).Scan(&n))
+	return n
 }

@@ -44,9 +44,9 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 	var wg sync.WaitGroup
 	ok := make([]bool, n)
 	for i := range claims {
-		wg.Go(func() { ok[i] = store.SaveTurn(t.Context(), claims[i], turn) == nil })
+		wg.Go(func() { ok[i] = store.SaveTurns(t.Context(), claims[i], turn) == nil })
 		if i%10 == 0 {
-			wg.Go(func() { _ = store.SaveTurn(t.Context(), claims[i], turn) })
+			wg.Go(func() { _ = store.SaveTurns(t.Context(), claims[i], turn) })
 		}
 	}
 	wg.Wait()
@@ -62,10 +62,10 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 	// The fence holds through the writer.
 	later, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: claims[1].TaskID}, "")
 	require.NoError(t, err)
-	second := engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}
-	_, err = store.SaveRound(t.Context(), claims[1], second, []byte(`{"round":1}`), 40)
+	rd := engine.Round{Number: 1, B: engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}, Score: engine.Score{Value: 40}}
+	_, err = store.SaveRound(t.Context(), claims[1], []engine.Turn{rd.B}, rd, []byte(`{"round":1}`))
 	require.ErrorIs(t, err, tasks.ErrFenced)
-	cancelRequested, err := store.SaveRound(t.Context(), later, second, []byte(`{"round":1}`), 40)
+	cancelRequested, err := store.SaveRound(t.Context(), later, []engine.Turn{rd.B}, rd, []byte(`{"round":1}`))
 	require.NoError(t, err)
 	require.False(t, cancelRequested)
 }

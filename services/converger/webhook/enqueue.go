@@ -30,6 +30,15 @@ type payload struct {
 	Data      any       `json:"data"`
 }
 
+// Body is the body d sends, stamped now.
+func (d Delivery) Body() ([]byte, error) {
+	body, err := json.Marshal(payload{Type: d.EventType, Timestamp: time.Now().UTC(), Data: d.Data})
+	if err != nil {
+		return nil, fmt.Errorf("encode webhook payload: %w", err)
+	}
+	return body, nil
+}
+
 // NewDeliveryID returns a new delivery ID.
 func NewDeliveryID() string { return "msg_" + events.NewID() }
 
@@ -37,9 +46,9 @@ func NewDeliveryID() string { return "msg_" + events.NewID() }
 // secret to sign it with. A task has at most one delivery: enqueueing another for the same
 // task does nothing.
 func Enqueue(ctx context.Context, tx pgx.Tx, d Delivery) error {
-	body, err := json.Marshal(payload{Type: d.EventType, Timestamp: time.Now().UTC(), Data: d.Data})
+	body, err := d.Body()
 	if err != nil {
-		return fmt.Errorf("encode webhook payload: %w", err)
+		return err
 	}
 	if _, err := EnsureSecret(ctx, tx, d.EnvID); err != nil {
 		return err
