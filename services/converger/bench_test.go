@@ -3,13 +3,17 @@ package converger_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -37,11 +41,12 @@ func (g *gauge) Complete(ctx context.Context, req llm.Request) (llm.Response, er
 	return resp, err
 }
 
-// sample is the gauge at one instant.
+// sample is the gauge at one instant, with the process's resident memory.
 type sample struct {
 	at          time.Time
 	done        int64
 	outstanding int64
+	rss         int64 // bytes
 }
 
 // sampler records the gauge every 10ms until stopped.
@@ -61,7 +66,7 @@ func sampleGauge(g *gauge) (stop func() []sample) {
 				return
 			case now := <-t.C:
 				mu.Lock()
-				samples = append(samples, sample{now, g.done.Load(), g.outstanding.Load()})
+				samples = append(samples, sample{now, g.done.Load(), g.outstanding.Load(), residentBytes()})
 				mu.Unlock()
 			}
 		}
@@ -73,6 +78,21 @@ func sampleGauge(g *gauge) (stop func() []sample) {
 	}
 }
 
+// residentBytes is the resident set of this process: the converger or the engine under test,
+// with the benchmark's own buffers and, for the service, its embedded NATS server. 0 when
+// /proc cannot tell.
+func residentBytes() int64 {
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident int64
+	if _, err := fmt.Sscan(string(statm), &size, &resident); err != nil {
+		return 0
+	}
+	return resident * int64(os.Getpagesize())
+}
+
 // steady is the throughput of a run in its steady state: after the first wave of calls (the
 // ramp: the first `slots` calls) and before the last `slots` tasks' calls (the tail, when the
 // queue is empty and slots fall idle one by one).
@@ -80,6 +100,7 @@ type steady struct {
 	callsPerSec float64
 	inFlight    float64 // mean calls outstanding: tasks waiting on the provider
 	window      time.Duration
+	peakRSS     int64 // bytes, over the whole run
 }
 
 func steadyState(samples []sample, slots, totalCalls, callsPerTask int64) steady {
@@ -94,64 +115,73 @@ func steadyState(samples []sample, slots, totalCalls, callsPerTask int64) steady
 		sum += s.outstanding
 	}
 	w := samples[last].at.Sub(samples[first].at)
+	var peak int64
+	for _, s := range samples {
+		peak = max(peak, s.rss)
+	}
 	return steady{
 		callsPerSec: float64(samples[last].done-samples[first].done) / w.Seconds(),
 		inFlight:    float64(sum) / float64(last-first+1),
 		window:      w,
+		peakRSS:     peak,
 	}
 }
 
-func (s steady) report(b *testing.B, slots int, latency time.Duration) {
-	ideal := float64(slots) / latency.Seconds()
-	b.ReportMetric(s.inFlight, "in-flight")
-	b.ReportMetric(s.callsPerSec, "calls/s")
+// run aggregates b.N runs of one variant, reports them, and returns their ideal ratio.
+func (c throughputCase) run(b *testing.B, variant func(b *testing.B, slots, total int, latency time.Duration) steady) float64 {
+	var agg steady
+	for range b.N {
+		debug.FreeOSMemory() // What an earlier run left is not counted in this one's rss-MiB.
+		s := variant(b, c.slots, 3*c.slots, c.latency)
+		agg.callsPerSec += s.callsPerSec / float64(b.N)
+		agg.inFlight += s.inFlight / float64(b.N)
+		agg.window += s.window / time.Duration(b.N)
+		agg.peakRSS = max(agg.peakRSS, s.peakRSS)
+	}
+	ideal := float64(c.slots) / c.latency.Seconds()
+	ratio := agg.callsPerSec / ideal
+	b.ReportMetric(agg.inFlight, "in-flight")
+	b.ReportMetric(agg.callsPerSec, "calls/s")
 	b.ReportMetric(ideal, "ideal-calls/s")
-	b.ReportMetric(s.callsPerSec/ideal, "ideal-ratio")
-	b.ReportMetric(s.window.Seconds(), "window-s")
+	b.ReportMetric(ratio, "ideal-ratio")
+	b.ReportMetric(agg.window.Seconds(), "window-s")
+	b.ReportMetric(float64(agg.peakRSS)/(1<<20), "rss-MiB")
+	return ratio
+}
+
+type throughputCase struct {
+	slots   int
+	latency time.Duration
 }
 
 // BenchmarkServiceThroughput measures how many tasks one converger process keeps in flight,
 // and what fraction of the ideal throughput it reaches, through the real service path: the
 // requests in JetStream, the durable consumer with Concurrency = in-flight, a claim, every
-// turn and round persisted in PostgreSQL with its progress event, the result and its
+// round persisted in PostgreSQL with its turns and its progress event, the result and its
 // converge.completed event committed through the outbox. The provider is the simulated one at
 // a fixed latency per call; ideal is in-flight ÷ latency calls per second, every task always
 // waiting on exactly one call.
 //
 // Each iteration queues 3 × in-flight converging tasks (7 calls each) before the converger
 // starts, and measures the steady state between the ramp and the tail (see steadyState). The
-// engine variant is the baseline measured in the same run: in-flight workers running the same
-// tasks on the engine alone, no consumer and no database.
+// engine variant is the baseline, measured first in the same run: in-flight workers running
+// the same tasks on the engine alone, no consumer and no database. The service variant reports
+// its ideal ratio over the engine's (x-engine; goal 0.9). Both report the peak resident memory
+// of the process (rss-MiB; goal 1 GiB at 10,000 in flight).
 func BenchmarkServiceThroughput(b *testing.B) {
-	for _, c := range []struct {
-		slots   int
-		latency time.Duration
-	}{
+	for _, c := range []throughputCase{
 		{1000, time.Second},
 		{1000, 500 * time.Millisecond},
 		{1000, 250 * time.Millisecond},
+		{10000, time.Second},
 	} {
 		name := fmt.Sprintf("in-flight=%d/latency=%s", c.slots, c.latency)
-		total := 3 * c.slots
+		var engineRatio float64
+		b.Run(name+"/engine", func(b *testing.B) { engineRatio = c.run(b, engineRun) })
 		b.Run(name+"/service", func(b *testing.B) {
-			var agg steady
-			for range b.N {
-				s := serviceRun(b, c.slots, total, c.latency)
-				agg.callsPerSec += s.callsPerSec / float64(b.N)
-				agg.inFlight += s.inFlight / float64(b.N)
-				agg.window += s.window / time.Duration(b.N)
+			if ratio := c.run(b, serviceRun); engineRatio > 0 {
+				b.ReportMetric(ratio/engineRatio, "x-engine")
 			}
-			agg.report(b, c.slots, c.latency)
-		})
-		b.Run(name+"/engine", func(b *testing.B) {
-			var agg steady
-			for range b.N {
-				s := engineRun(b, c.slots, total, c.latency)
-				agg.callsPerSec += s.callsPerSec / float64(b.N)
-				agg.inFlight += s.inFlight / float64(b.N)
-				agg.window += s.window / time.Duration(b.N)
-			}
-			agg.report(b, c.slots, c.latency)
 		})
 	}
 }
@@ -162,10 +192,20 @@ func serviceRun(b *testing.B, slots, total int, latency time.Duration) steady {
 	envID := e.tenant("bench")
 	ctx := context.Background()
 	req := events.ConvergeRequest{EnvID: envID, OrgID: 1, Prompt: "Design a rate limiter for a multi-tenant API. [sim:converge]", Type: "design", AgentARole: "Solution Architect", AgentBRole: "Security and Reliability Reviewer", MaxRounds: 4}
+	var queued errgroup.Group
+	queued.SetLimit(8)
 	for range total {
-		req.TaskID = taskspec.NewID()
-		e.request(req, "")
+		r := req
+		r.TaskID = taskspec.NewID()
+		queued.Go(func() error {
+			env, err := events.NewEnvelope("convergence/api", events.TypeConvergeRequest, r.TaskID, "", r)
+			if err != nil {
+				return err
+			}
+			return e.ob.Batch(ctx, &pgx.Batch{}, events.SubjectConvergeRequest, env)
+		})
 	}
+	require.NoError(b, queued.Wait())
 	require.Eventually(b, func() bool {
 		var n int
 		require.NoError(b, e.pool.QueryRow(ctx, `SELECT count(*) FROM converger.outbox WHERE published_at IS NULL`).Scan(&n))
