@@ -25,6 +25,7 @@ type convergeAPI struct {
 	cfg     ConvergeConfig
 	limits  taskspec.Limits
 	limiter *limiter
+	backlog *backlog
 }
 
 // pollInterval is how often a waiting request or a progress stream reads the task's record,
@@ -47,6 +48,7 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 		cfg:     cfg,
 		limits:  taskspec.DefaultLimits(),
 		limiter: newLimiter(s.deps.Pool, cfg.RateLimit),
+		backlog: newBacklog(s.deps.JS, cfg.MaxBacklog),
 	}
 	create, read := h.limiter.middleware(classCreate), h.limiter.middleware(classRead)
 	tenant.POST("/converge", h.create(""), create)
@@ -82,6 +84,9 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 			return err
 		}
 		ctx := c.Request().Context()
+		if err := h.backlog.admit(ctx); err != nil {
+			return err
+		}
 		t := tenantOf(c)
 		pref := parsePrefer(c.Request().Header)
 		wait := h.cfg.SyncWait

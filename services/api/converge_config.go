@@ -17,6 +17,9 @@ type ConvergeConfig struct {
 	SyncWait time.Duration
 	// RateLimit bounds each tenant's requests.
 	RateLimit RateLimits
+	// MaxBacklog is how many convergence tasks the platform holds at once, queued or
+	// running; beyond it a new task is refused with 429. Default 20000.
+	MaxBacklog int
 }
 
 // MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
@@ -35,7 +38,8 @@ type RateLimits struct {
 // DefaultConvergeConfig returns the defaults the flags also have.
 func DefaultConvergeConfig() ConvergeConfig {
 	return ConvergeConfig{
-		SyncWait: time.Minute,
+		SyncWait:   time.Minute,
+		MaxBacklog: 20000,
 		RateLimit: RateLimits{
 			CreatePerMinute: 60,
 			CreateBurst:     30,
@@ -49,6 +53,7 @@ func DefaultConvergeConfig() ConvergeConfig {
 func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
 	d := DefaultConvergeConfig()
 	fs.DurationVar(&c.SyncWait, "api.converge.sync-wait", d.SyncWait, "how long a converge request waits for its result before answering 202 with the task ID")
+	fs.IntVar(&c.MaxBacklog, "api.converge.max-backlog", d.MaxBacklog, "convergence tasks the platform holds at once, queued or running, before it answers 429")
 	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained")
 	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once")
 	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
@@ -60,6 +65,8 @@ func (c ConvergeConfig) Validate() error {
 	switch {
 	case c.SyncWait < 0 || c.SyncWait > MaxSyncWait:
 		return fmt.Errorf("api.converge.sync-wait %s: use up to %s", c.SyncWait, MaxSyncWait)
+	case c.MaxBacklog < 0:
+		return fmt.Errorf("api.converge.max-backlog %d: use 1 or more", c.MaxBacklog)
 	case c.RateLimit.CreatePerMinute < 0 || c.RateLimit.ReadPerMinute < 0:
 		return errors.New("api.ratelimit.*-per-minute must be positive")
 	case c.RateLimit.CreateBurst < 0 || c.RateLimit.ReadBurst < 0:
@@ -73,6 +80,9 @@ func (c ConvergeConfig) withDefaults() ConvergeConfig {
 	d := DefaultConvergeConfig()
 	if c.SyncWait == 0 {
 		c.SyncWait = d.SyncWait
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = d.MaxBacklog
 	}
 	if c.RateLimit.CreatePerMinute == 0 {
 		c.RateLimit.CreatePerMinute = d.RateLimit.CreatePerMinute

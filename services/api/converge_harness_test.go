@@ -124,6 +124,12 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 // server, and returns its URL.
 func (c *convergeEnv) serveAPI() string {
 	c.t.Helper()
+	return c.serveAPIWith(api.ConvergeConfig{})
+}
+
+// serveAPIWith is serveAPI with the convergence endpoints configured by cfg.
+func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
+	c.t.Helper()
 	nc := c.nats.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(c.t, err)
@@ -146,7 +152,7 @@ func (c *convergeEnv) serveAPI() string {
 		}
 		return ec.JSON(http.StatusOK, map[string]any{"success": true, "result": tasks.ResultOf(res, "")})
 	})
-	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}, api.Deps{
+	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Converge: cfg}, api.Deps{
 		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
 	})
 	require.NoError(c.t, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
@@ -284,6 +285,38 @@ func TestConverge_RateLimit_429WithRetryAfter_SharedByAPIReplicas(t *testing.T) 
 	// Another tenant has its own bucket; reads have theirs.
 	require.Equal(t, http.StatusAccepted, c.call(t, http.MethodPost, "/api/v1/converge", otherKey, body).Status)
 	require.Equal(t, http.StatusOK, c.call(t, http.MethodGet, "/api/v1/webhooks/secret", key, nil).Status)
+}
+
+func TestConverge_BacklogFull_429UntilTasksLeave(t *testing.T) {
+	t.Parallel()
+	c := newConvergeEnv(t, time.Hour) // Every task stays running until it is cancelled.
+	_, key := c.insertTenant("acme", "running")
+	base := c.serveAPIWith(api.ConvergeConfig{MaxBacklog: 3})
+	body := map[string]any{"prompt": "x [sim:converge]", "async": true}
+	var ids []string
+	for i := range 3 {
+		a := call(t, base, http.MethodPost, "/api/v1/converge", key, body, nil)
+		require.Equal(t, http.StatusAccepted, a.Status, "request %d: %s", i, a.Raw)
+		ids = append(ids, a.task(t).TaskID)
+	}
+	a := call(t, base, http.MethodPost, "/api/v1/design", key, body, nil)
+	require.Equal(t, http.StatusTooManyRequests, a.Status, "%s", a.Raw)
+	require.Equal(t, "backlog_full", errorCode(a.Body))
+	require.Equal(t, "1", a.Header.Get("Retry-After"))
+	require.Contains(t, a.Body["error"].(map[string]any)["message"], "holds 3 convergence tasks")
+	var n int
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks`).Scan(&n))
+	require.Equal(t, 3, n, "a refused request queues nothing")
+
+	// Once the tasks leave, the converger's consumer holds none and new ones are admitted.
+	for _, id := range ids {
+		require.Equal(t, http.StatusOK, call(t, base, http.MethodDelete, "/api/v1/converge/"+id, key, nil, nil).Status)
+	}
+	require.Eventually(t, func() bool {
+		a := call(t, base, http.MethodPost, "/api/v1/converge", key, body, nil)
+		require.Contains(t, []int{http.StatusAccepted, http.StatusTooManyRequests}, a.Status, "%s", a.Raw)
+		return a.Status == http.StatusAccepted
+	}, 10*time.Second, 100*time.Millisecond)
 }
 
 func TestConverge_Async200TasksFromTwoTenants_EachCompletesExactlyOnce(t *testing.T) {
