@@ -2,9 +2,11 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -173,3 +176,101 @@ func rate(n int, op func(i int) error) float64 {
 	}
 	return float64(n) / time.Since(start).Seconds()
 }
+
+// BenchmarkRelayLatency measures how long an event takes from its commit to its delivery by a
+// JetStream consumer, the wait a sync request or a spawn answer sits through, with
+// benchConcurrency writers of one event each: each writer commits its event through
+// Outbox.Batch, waits until a consumer of the stream receives it, then writes the next. The
+// consumer receives an event once JetStream has stored it, about when the relay has its
+// PubAck. The baseline, measured in the same run, is the same writers publishing their events
+// to JetStream directly, timed from the publish to the same delivery. Both report p50-ms and p99-ms. Goal: relay p50 ≤
+// 5 ms.
+func BenchmarkRelayLatency(b *testing.B) {
+	pool := durablePool(b)
+	srv := natstest.Start(b)
+	js := srv.JetStream()
+	ctx := b.Context()
+
+	// arrivals signals the writer waiting for each event id.
+	var arrivals sync.Map // event id → chan struct{}
+	cons, err := js.OrderedConsumer(ctx, events.StreamConvergeResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectConvergeCompleted}, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	require.NoError(b, err)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if ch, ok := arrivals.Load(m.Headers().Get(jetstream.MsgIDHeader)); ok {
+			close(ch.(chan struct{}))
+		}
+	})
+	require.NoError(b, err)
+	defer cc.Stop()
+
+	// latencies writes b.N events over benchConcurrency writers with send, and returns how long
+	// each took from the instant send returns to its delivery.
+	latencies := func(send func(env events.Envelope) (time.Time, error)) []time.Duration {
+		var mu sync.Mutex
+		var out []time.Duration
+		rate(b.N, func(i int) error {
+			env, err := events.NewEnvelope("bench", events.TypeConvergeCompleted, "", "", events.ConvergeCompleted{TaskID: fmt.Sprint(i)})
+			if err != nil {
+				return err
+			}
+			arrived := make(chan struct{})
+			arrivals.Store(env.ID, arrived)
+			defer arrivals.Delete(env.ID)
+			from, err := send(env)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-arrived:
+			case <-time.After(30 * time.Second):
+				return fmt.Errorf("event %s not delivered within 30s", env.ID)
+			}
+			mu.Lock()
+			out = append(out, time.Since(from))
+			mu.Unlock()
+			return nil
+		})
+		return out
+	}
+
+	// From the publish, which waits for the PubAck.
+	bare := latencies(func(env events.Envelope) (time.Time, error) {
+		payload, err := json.Marshal(env)
+		if err != nil {
+			return time.Time{}, err
+		}
+		start := time.Now()
+		_, err = js.Publish(ctx, events.SubjectConvergeCompleted, payload, jetstream.WithMsgID(env.ID))
+		return start, err
+	})
+
+	ob := outbox.New(pool)
+	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
+	rctx, stop := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- relay.Run(rctx) }()
+	// From the commit.
+	relayed := latencies(func(env events.Envelope) (time.Time, error) {
+		err := ob.Batch(ctx, &pgx.Batch{}, events.SubjectConvergeCompleted, env)
+		return time.Now(), err
+	})
+	stop()
+	require.NoError(b, <-relayDone)
+
+	b.ReportMetric(ms(percentile(relayed, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(relayed, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(bare, 50)), "bare-p50-ms")
+	b.ReportMetric(ms(percentile(bare, 99)), "bare-p99-ms")
+	b.Logf("%d writers, %d events: commit to delivery p50 %.2f ms, p99 %.2f ms; bare publish to delivery p50 %.2f ms, p99 %.2f ms (goal: p50 <= 5 ms)",
+		benchConcurrency, b.N, ms(percentile(relayed, 50)), ms(percentile(relayed, 99)), ms(percentile(bare, 50)), ms(percentile(bare, 99)))
+}
+
+// percentile returns the p-th percentile of d, which it sorts.
+func percentile(d []time.Duration, p int) time.Duration {
+	slices.Sort(d)
+	return d[(len(d)-1)*p/100]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
