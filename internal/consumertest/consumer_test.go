@@ -117,13 +117,15 @@ func TestConsumer_PoisonMessage_DeadLetteredWhileOthersFlow(t *testing.T) {
 	require.Zero(t, ci.NumAckPending)
 }
 
-func TestConsumer_HandlerLongerThanAckWait_HeartbeatsPreventRedelivery(t *testing.T) {
+func TestConsumer_HandlersLongerThanAckWait_HeartbeatsPreventRedelivery(t *testing.T) {
 	t.Parallel()
 	js := natstest.Start(t).JetStream()
 
+	const n = 20 // Handled at once, all kept alive by the consumer's one heartbeat loop.
 	var calls atomic.Int32
-	done := make(chan struct{})
-	start(t, js, consumer.Config{Name: "slow", AckWait: 600 * time.Millisecond},
+	var wg sync.WaitGroup
+	wg.Add(n)
+	start(t, js, consumer.Config{Name: "slow", AckWait: 600 * time.Millisecond, Concurrency: n},
 		func(ctx context.Context, e consumer.Event[events.ConvergeCompleted]) error {
 			calls.Add(1)
 			select {
@@ -131,16 +133,54 @@ func TestConsumer_HandlerLongerThanAckWait_HeartbeatsPreventRedelivery(t *testin
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			close(done)
+			wg.Done()
 			return nil
 		})
-	publish(t, js, "slow")
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("handler did not finish")
+	for i := range n {
+		publish(t, js, fmt.Sprint("slow-", i))
 	}
-	require.EqualValues(t, 1, calls.Load(), "no redelivery while the handler works")
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(15 * time.Second):
+		t.Fatal("handlers did not finish")
+	}
+	require.EqualValues(t, n, calls.Load(), "no redelivery while the handlers work")
+}
+
+func TestBatch_HandlerLongerThanAckWait_HeartbeatsPreventRedelivery(t *testing.T) {
+	t.Parallel()
+	js := natstest.Start(t).JetStream()
+	var handled, batches atomic.Int32
+	b := consumer.NewBatch(js, consumer.BatchConfig{
+		Config: consumer.Config{Name: "slow-batch", Stream: events.StreamConvergeResults, Subjects: []string{events.SubjectConvergeCompleted},
+			AckWait: 600 * time.Millisecond},
+		BatchSize: 10, IdleWait: 50 * time.Millisecond,
+	}, func(ctx context.Context, batch []consumer.Event[events.ConvergeCompleted]) error {
+		if batches.Add(1) == 1 { // The first batch is slow; a redelivery would be handled at once.
+			select {
+			case <-time.After(2 * time.Second): // Over three ack deadlines.
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		handled.Add(int32(len(batch)))
+		return nil
+	}, discard, nil)
+	for i := range 10 {
+		publish(t, js, fmt.Sprint("slow-", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool { return handled.Load() >= 10 }, 15*time.Second, 10*time.Millisecond)
+	time.Sleep(time.Second) // A redelivery, had the heartbeats stopped, would come within an ack deadline.
+	require.EqualValues(t, 10, handled.Load(), "no redelivery while the handler works")
 }
 
 func TestExponentialBackoff_DoublesUpToLimit(t *testing.T) {

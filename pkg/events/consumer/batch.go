@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +54,7 @@ type Batch[T any] struct {
 	handler  BatchHandler[T]
 	logger   *slog.Logger
 	observer Observer
+	beats    *heartbeats
 }
 
 // NewBatch wires a batch consumer; it starts nothing. observer (nil for none) is told the
@@ -68,7 +68,7 @@ func NewBatch[T any](js jetstream.JetStream, cfg BatchConfig, h BatchHandler[T],
 	if cfg.IdleWait <= 0 {
 		cfg.IdleWait = 5 * time.Second
 	}
-	return &Batch[T]{js: js, cfg: cfg, handler: h, logger: logger.With("consumer", cfg.Name), observer: observer}
+	return &Batch[T]{js: js, cfg: cfg, handler: h, logger: logger.With("consumer", cfg.Name), observer: observer, beats: newHeartbeats()}
 }
 
 // held is a decoded batch on its way to the handler. Its messages are kept from redelivery
@@ -95,6 +95,10 @@ func (b *Batch[T]) Run(ctx context.Context) error {
 	}
 	b.logger.Info("consumer started", "stream", b.cfg.Stream, "subjects", b.cfg.Subjects, "batch_size", b.cfg.BatchSize)
 
+	// The heartbeats outlive the pulls: they go on until the last batch is handled or released.
+	beatsCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBeats()
+	go b.beats.run(beatsCtx, b.cfg.AckWait/3)
 	ready := make(chan *held[T], 1)
 	pulled := make(chan struct{})
 	go func() {
@@ -227,7 +231,7 @@ func (b *Batch[T]) decodeAll(ctx context.Context, msgs []jetstream.Msg) *held[T]
 	if len(h.events) == 0 {
 		return nil
 	}
-	h.stop = b.heartbeat(h.msgs)
+	h.stop = b.beats.hold(h.msgs...)
 	return h
 }
 
@@ -330,31 +334,6 @@ func (b *Batch[T]) release(msgs []jetstream.Msg) {
 		_ = m.NakWithDelay(0)
 	}
 	b.observe(OutcomeRetried, len(msgs), 0)
-}
-
-// heartbeat keeps msgs from being redelivered while they are held, however long the handler
-// takes, until the returned stop is called.
-func (b *Batch[T]) heartbeat(msgs []jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(b.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
 }
 
 // deadLetter copies m to the consumer's dead-letter subject with why, then terminates it. If

@@ -87,6 +87,7 @@ type Consumer[T any] struct {
 	handler  Handler[T]
 	logger   *slog.Logger
 	observer Observer
+	beats    *heartbeats
 }
 
 // New wires a consumer; it starts nothing. observer (nil for none) may be shared by every
@@ -99,6 +100,7 @@ func New[T any](js jetstream.JetStream, cfg Config, h Handler[T], logger *slog.L
 		handler:  h,
 		logger:   logger.With("consumer", cfg.Name),
 		observer: observer,
+		beats:    newHeartbeats(),
 	}
 }
 
@@ -132,6 +134,10 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 
 	handlerCtx, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHandlers()
+	// The heartbeats outlive the pulls: they go on until the last handler has returned.
+	beatsCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBeats()
+	go c.beats.run(beatsCtx, c.cfg.AckWait/3)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, c.cfg.Concurrency)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
@@ -212,20 +218,7 @@ func (c *Consumer[T]) handle(ctx context.Context, msg jetstream.Msg) {
 
 // runHandler calls the handler with heartbeats running and a panic turned into an error.
 func (c *Consumer[T]) runHandler(ctx context.Context, msg jetstream.Msg, e Event[T]) (err error) {
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	defer stopHeartbeat()
-	go func() {
-		t := time.NewTicker(c.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
+	defer c.beats.hold(msg)()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panic: %v", r)
