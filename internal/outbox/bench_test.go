@@ -142,7 +142,7 @@ func BenchmarkOutboxThroughput(b *testing.B) {
 	b.ReportMetric(batchRelayed, "batch_relayed_ev/s")
 	b.ReportMetric(txRelayed/rawCommit, "tx/raw_commit")
 	b.ReportMetric(batchRelayed/rawCommit, "batch/raw_commit")
-	b.Logf("concurrency %d, %d events each: raw commit %.0f/s, raw publish %.0f/s", benchConcurrency, n, rawCommit, rawPublish)
+	b.Logf("%d writers, %d events in all: raw commit %.0f/s, raw publish %.0f/s", benchConcurrency, n, rawCommit, rawPublish)
 	b.Logf("  outbox via Tx:    committed %.0f/s, relayed %.0f/s = %.2fx raw commit, %.2fx raw publish", txCommitted, txRelayed, txRelayed/rawCommit, txRelayed/rawPublish)
 	b.Logf("  outbox via Batch: committed %.0f/s, relayed %.0f/s = %.2fx raw commit, %.2fx raw publish (goal >= 0.5x raw commit)", batchCommitted, batchRelayed, batchRelayed/rawCommit, batchRelayed/rawPublish)
 }
