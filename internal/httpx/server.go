@@ -93,15 +93,27 @@ func (s *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if path == "/metrics" || path == "/healthz" || path == "/readyz" {
 			return nil
 		}
-		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "http request",
+		attrs := []slog.Attr{
 			slog.String("request_id", RequestID(c)),
 			slog.String("method", c.Request().Method),
 			slog.String("route", path),
 			slog.Int("status", c.Response().Status),
-			slog.Duration("duration", time.Since(start)))
+			slog.Duration("duration", time.Since(start)),
+		}
+		if envID, ok := c.Get(tenantKey).(int64); ok {
+			attrs = append(attrs, slog.Int64("env_id", envID))
+		}
+		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "http request", attrs...)
 		return nil
 	}
 }
+
+// tenantKey is where SetTenant keeps the tenant of a request.
+const tenantKey = "httpx.tenant"
+
+// SetTenant records which tenant a request is from, once its key is checked, for the access
+// log. The tenant's ID goes there, never its key.
+func SetTenant(c echo.Context, envID int64) { c.Set(tenantKey, envID) }
 
 // Listen opens addr, with an error that says what to do when the port is taken.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {

@@ -72,6 +72,7 @@ func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		c.Set("tenant", t)
+		httpx.SetTenant(c, t.EnvID)
 		return next(c)
 	}
 }
