@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/llm/anthropic"
@@ -197,8 +199,9 @@ func (c Config) engineConfig() engine.Config {
 	return engine.Config{Limits: engine.Limits{DefaultTimeout: c.DefaultTimeout, DefaultTokenBudget: c.DefaultTokenBudget}}
 }
 
-// newProvider builds the configured provider, wrapped in retries. It makes no request.
-func (c Config) newProvider(kind string, logger *slog.Logger) (llm.Provider, error) {
+// newProvider builds the configured provider, each attempt counted in reg's metrics, wrapped in
+// retries. It makes no request.
+func (c Config) newProvider(kind string, logger *slog.Logger, reg prometheus.Registerer) (llm.Provider, error) {
 	var p llm.Provider
 	switch kind {
 	case ProviderOpenAI:
@@ -222,5 +225,5 @@ func (c Config) newProvider(kind string, logger *slog.Logger) (llm.Provider, err
 	default:
 		p = simulated.New(simulated.Config{Latency: c.Simulated.Latency, Scenario: simulated.Scenario(c.Simulated.Scenario)})
 	}
-	return llm.NewRetrying(p, c.Retry, logger), nil
+	return llm.NewRetrying(llm.Instrumented(p, reg), c.Retry, logger), nil
 }

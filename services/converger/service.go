@@ -85,7 +85,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.provider, err = cfg.newProvider(kind, s.logger); err != nil {
+		if s.provider, err = cfg.newProvider(kind, s.logger, deps.Registry); err != nil {
 			return nil, fmt.Errorf("converger: %w", err)
 		}
 		s.providerKind = kind
