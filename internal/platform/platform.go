@@ -94,7 +94,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			return err
 		})
 	}
+	reg.MustRegister(ready.Collector())
 	e := httpx.NewEcho(logger)
+	e.Use(httpx.Metrics(reg))
 	opsRoutes(e, reg, ready)
 
 	type runner interface{ Run(context.Context) error }

@@ -29,8 +29,11 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 	}
 }
 
-// Observe counts n messages of consumer and their outcome, handled in took.
+// Observe counts n messages of consumer and their outcome, handled in took. n = 0 only makes
+// the outcome's series exist.
 func (m *ConsumerMetrics) Observe(consumer, outcome string, n int, took time.Duration) {
 	m.handled.WithLabelValues(consumer, outcome).Add(float64(n))
-	m.duration.WithLabelValues(consumer).Observe(took.Seconds())
+	if n > 0 {
+		m.duration.WithLabelValues(consumer).Observe(took.Seconds())
+	}
 }

@@ -82,3 +82,34 @@ func (r *Readiness) Failures(ctx context.Context) map[string]string {
 	}
 	return failed
 }
+
+// checkUp is the metric the readiness collector reports.
+var checkUp = prometheus.NewDesc(Namespace+"_check_up",
+	"Whether a readiness check passes (1) or fails (0), run at each scrape: the process's database, NATS and Docker connections and its services.",
+	[]string{"check"}, nil)
+
+// Collector returns a collector that runs the checks at each scrape and reports each one as
+// convergence_check_up{check}, so that alerts see a dependency go down without polling
+// /readyz.
+func (r *Readiness) Collector() prometheus.Collector { return readinessCollector{r} }
+
+type readinessCollector struct{ r *Readiness }
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- checkUp }
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	failed := c.r.Failures(context.Background())
+	c.r.mu.Lock()
+	names := make([]string, 0, len(c.r.checks))
+	for name := range c.r.checks {
+		names = append(names, name)
+	}
+	c.r.mu.Unlock()
+	for _, name := range names {
+		up := 1.0
+		if _, down := failed[name]; down {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(checkUp, prometheus.GaugeValue, up, name)
+	}
+}

@@ -35,7 +35,7 @@ const (
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	const ns, sub = telemetry.Namespace, "metering"
-	return &metrics{
+	m := &metrics{
 		events: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "events_total",
 			Help: "Source events handled, by source (results, lifecycle) and outcome (recorded, duplicate, conflict, dead_lettered, retried).",
@@ -92,4 +92,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Merges of the pending rollup deltas that failed; the deltas stay pending, and reads stay right.",
 		})),
 	}
+	// The series alerts watch exist from the start, so the first conflict shows as a change.
+	for _, source := range []string{"results", "lifecycle"} {
+		m.events.WithLabelValues(source, outcomeConflict)
+		m.events.WithLabelValues(source, outcomeDeadLettered)
+	}
+	return m
 }

@@ -16,8 +16,18 @@ type metrics struct {
 	tenants          *prometheus.GaugeVec
 }
 
+// Repairs the reconciler makes, the values of reconcile_actions_total's action label.
+const (
+	actionRecreate                = "recreate"
+	actionRemoveDestroyedLeftover = "remove_destroyed_leftover"
+	actionRemoveOrphan            = "remove_orphan"
+	actionDestroy                 = "destroy"
+	actionResume                  = "resume"
+	actionFailStuck               = "fail_stuck"
+)
+
 func newMetrics(reg prometheus.Registerer) *metrics {
-	return &metrics{
+	m := &metrics{
 		spawnSeconds: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "spawn_duration_seconds",
 			Help:    "Time from taking a spawn to its outcome (running or error), by outcome.",
@@ -41,4 +51,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Tenants that are not destroyed, by status, as of the last reconcile.",
 		}, []string{"status"})),
 	}
+	// Every repair's series exists from the start, so an alert sees the first one.
+	for _, action := range []string{actionRecreate, actionRemoveDestroyedLeftover, actionRemoveOrphan, actionDestroy, actionResume, actionFailStuck} {
+		m.reconcileActions.WithLabelValues(action)
+	}
+	return m
 }

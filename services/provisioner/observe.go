@@ -76,7 +76,7 @@ func (s *Service) observe(ctx context.Context, t tenant) error {
 			return pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error { return ports.Release(ctx, tx, t.ID) })
 		}
 		s.log.Warn("tenant container missing; recreating it", "envId", t.ID, "status", t.Status)
-		s.metrics.reconcileActions.WithLabelValues("recreate").Inc()
+		s.metrics.reconcileActions.WithLabelValues(actionRecreate).Inc()
 		return s.provision(ctx, t, "")
 	}
 

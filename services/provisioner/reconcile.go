@@ -106,7 +106,7 @@ func (s *Service) reconcileOnce(ctx context.Context, atStart bool) error {
 		work(envID, func(t tenant, found bool) error {
 			switch {
 			case found && t.Status == events.StateDestroyed:
-				s.metrics.reconcileActions.WithLabelValues("remove_destroyed_leftover").Inc()
+				s.metrics.reconcileActions.WithLabelValues(actionRemoveDestroyedLeftover).Inc()
 				s.log.Warn("removing what is left of a destroyed tenant", "envId", envID)
 				return s.destroy(ctx, t, "")
 			case found:
@@ -114,7 +114,7 @@ func (s *Service) reconcileOnce(ctx context.Context, atStart bool) error {
 			case youngest(objs) < s.cfg.OrphanGrace:
 				return nil
 			}
-			s.metrics.reconcileActions.WithLabelValues("remove_orphan").Inc()
+			s.metrics.reconcileActions.WithLabelValues(actionRemoveOrphan).Inc()
 			s.log.Warn("removing labelled objects of a tenant the database does not know", "envId", envID, "objects", len(objs))
 			if _, err := s.rt.Remove(ctx, envID, 0); err != nil {
 				return err
@@ -173,17 +173,17 @@ func (s *Service) reconcileTenant(ctx context.Context, t tenant, atStart bool) e
 		if !atStart && time.Since(t.UpdatedAt) < s.cfg.StuckAfter {
 			return nil // Its destroy command is on the way.
 		}
-		s.metrics.reconcileActions.WithLabelValues("destroy").Inc()
+		s.metrics.reconcileActions.WithLabelValues(actionDestroy).Inc()
 		return s.destroy(ctx, t, "")
 	case t.Status == events.StateProvisioning:
 		age := time.Since(t.StatusChangedAt)
 		switch {
 		case atStart:
-			s.metrics.reconcileActions.WithLabelValues("resume").Inc()
+			s.metrics.reconcileActions.WithLabelValues(actionResume).Inc()
 			s.log.Info("resuming a spawn a previous run left unfinished", "envId", t.ID, "age", age.Round(time.Second))
 			return s.provision(ctx, t, t.RequestID)
 		case age >= s.cfg.StuckAfter:
-			s.metrics.reconcileActions.WithLabelValues("fail_stuck").Inc()
+			s.metrics.reconcileActions.WithLabelValues(actionFailStuck).Inc()
 			return s.fail(ctx, t, t.RequestID, fmt.Sprintf("still provisioning after %s: no provisioner finished the spawn", age.Round(time.Second)))
 		}
 		return nil

@@ -90,7 +90,7 @@ type Deliverer struct {
 // NewDeliverer wires a deliverer; it starts nothing.
 func NewDeliverer(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Deliverer {
 	cfg = cfg.withDefaults()
-	return &Deliverer{
+	d := &Deliverer{
 		pool:   pool,
 		cfg:    cfg,
 		client: guardedClient(cfg.Timeout, cfg.AllowPrivateTargets),
@@ -106,6 +106,10 @@ func NewDeliverer(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, reg prome
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 8),
 		})),
 	}
+	for _, outcome := range []string{"delivered", "retried", "failed"} {
+		d.outcomes.WithLabelValues(outcome) // Each series exists from the start, for alerts.
+	}
+	return d
 }
 
 // Wake tells the deliverer that deliveries were committed. It never blocks.
