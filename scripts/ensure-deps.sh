@@ -19,6 +19,25 @@ if ! have_postgres; then
   have_postgres || fail "PostgreSQL server binaries (initdb, postgres) not found: apt-get install postgresql, or set DATABASE_URL / TEST_DATABASE_URL."
 fi
 
+# promtool checks and unit-tests the alert rules (deploy/prometheus). It is unpacked from
+# Debian's prometheus package into bin/tools rather than installed: the installed package
+# would also run a Prometheus service on this machine.
+if ! command -v promtool >/dev/null && [ ! -x bin/tools/promtool ]; then
+  command -v apt-get >/dev/null || fail "promtool not found: put Prometheus 2.x's promtool on PATH or in bin/tools."
+  echo "ensure-deps: unpacking promtool from Debian's prometheus package into bin/tools"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null
+    chown _apt "$work" 2>/dev/null || true # apt downloads as _apt when it can write there
+  fi
+  (cd "$work" && apt-get download -qq prometheus >/dev/null) ||
+    fail "apt-get download prometheus failed: run apt-get update as root, or put promtool on PATH"
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/package"
+  mkdir -p bin/tools
+  cp "$work/package/usr/bin/promtool" bin/tools/promtool
+fi
+
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   # initdb refuses to run as root; the local server runs as this user.
   useradd --system --home-dir /var/lib/postgresql --shell /bin/false postgres

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +137,44 @@ func TestRun_AllTargets_ServesHealthReadyAndLintCleanMetrics(t *testing.T) {
 	problems, err := promlint.New(strings.NewReader(body)).Lint()
 	require.NoError(t, err)
 	require.Empty(t, problems)
+
+	// Every metric the alert rules name is served, before anything has happened that the
+	// rules watch for: an alert on a series that appears only with its first event would miss
+	// that event. The consumers announce their series once they start.
+	rules, err := os.ReadFile("../../deploy/prometheus/rules/convergence.yml")
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, line := range strings.Split(string(rules), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue // A comment, not a rule.
+		}
+		for _, name := range regexp.MustCompile(`\bconvergence_[a-z0-9_]+`).FindAllString(line, -1) {
+			names[name] = true
+		}
+	}
+	require.Contains(t, names, "convergence_http_requests_total", "the rules were read")
+	require.Eventually(t, func() bool {
+		_, body = get(t, "http://"+cfg.HTTPAddr+"/metrics")
+		for name := range names {
+			if !served(body, name) {
+				t.Logf("not served yet: %s", name)
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 250*time.Millisecond, "every metric the alert rules name is in /metrics")
+	require.Contains(t, body, `convergence_check_up{check="postgres-api"} 1`)
+}
+
+// served reports whether the Prometheus text exposition body has a sample of name, or
+// declares the family name (a histogram's _bucket and _count samples are its family's).
+func served(body, name string) bool {
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, "# TYPE "+name+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 func TestRun_NoDatabaseURL_LocalPostgresStopsWithProcessAndRestartsOnSameData(t *testing.T) {
