@@ -207,3 +207,53 @@ func TestConverger_CancelQueuedTask_NeverRuns(t *testing.T) {
 	_, err = e.store.RequestCancel(t.Context(), e.ob, other, id)
 	require.ErrorIs(t, err, tasks.ErrNotFound)
 }
+
+func TestConverger_DeadLetteredRequest_TaskFailsAndBillsTheRecordedTurns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	acme := e.tenant("acme")
+	// The run hangs in A's turn of round two, call 3: round one is recorded.
+	p := &counting{next: simulated.New(simulated.Config{}), block: func(n int64) bool { return n == 3 }}
+	e.startConverger(testConfig(), p)
+	id := e.submit(acme, tasks.Request{Prompt: "Design a rate limiter. [sim:converge]", Type: "design"})
+	require.Eventually(t, func() bool {
+		rec, err := e.store.Get(t.Context(), acme, id)
+		return err == nil && rec.Rounds == 1 && p.calls.Load() == 3
+	}, 10*time.Second, 5*time.Millisecond)
+
+	// The consumer gives up on the request: its copy goes to the dead-letter subject.
+	stream, err := e.js.Stream(t.Context(), events.StreamConvergeCommands)
+	require.NoError(t, err)
+	request, err := stream.GetLastMsgForSubject(t.Context(), events.SubjectConvergeRequest)
+	require.NoError(t, err)
+	_, err = e.js.Publish(t.Context(), events.DeadLetterSubject(events.ConsumerConverger), request.Data)
+	require.NoError(t, err)
+
+	rec := e.waitFinished(acme, id, 10*time.Second)
+	require.Equal(t, tasks.StatusFailed, rec.Status)
+	require.Contains(t, rec.Error, "gave up on it")
+	require.Equal(t, tasks.StopError, rec.Result.StopReason)
+	require.Equal(t, 1, rec.Result.Rounds)
+	require.Positive(t, rec.Usage.TotalTokens)
+	require.Equal(t, e.persistedUsage(id), rec.Usage, "the recorded turns are billed, nothing else")
+	requireAgentsAddUp(t, rec.Result)
+	ev := decodeData[events.ConvergeFailed](t, e.waitResultEvent(id))
+	require.Equal(t, rec.Usage, ev.Usage)
+	require.EqualValues(t, 3, p.calls.Load(), "ending the task called the provider for nothing")
+
+	// A dead letter for a task that has ended changes nothing.
+	_, err = e.js.Publish(t.Context(), events.DeadLetterSubject(events.ConsumerConverger), request.Data)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c, err := e.js.Consumer(t.Context(), events.StreamDeadLetter, "converger-dead-letters")
+		if err != nil {
+			return false
+		}
+		info := c.CachedInfo()
+		return info.AckFloor.Consumer == 2 && info.NumAckPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "both dead letters handled")
+	require.Len(t, e.resultEvents()[id], 1)
+	again, err := e.store.Get(t.Context(), acme, id)
+	require.NoError(t, err)
+	require.Equal(t, rec.FinishedAt, again.FinishedAt)
+}
