@@ -127,4 +127,6 @@ const (
 	ConsumerMeteringResults  = "metering-results"
 	ConsumerMeteringLifecyle = "metering-lifecycle"
 	ConsumerAPIKeys          = "api-keys"
+	// ConsumerConvergerTenants: the converger, for the destroyed tenants whose tasks it cancels.
+	ConsumerConvergerTenants = "converger-tenants"
 )

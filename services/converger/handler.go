@@ -45,9 +45,8 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 
 	claim, err := s.store.Claim(ctx, ev.Data, ev.Envelope.RequestID)
 	if errors.Is(err, tasks.ErrNotClaimable) {
-		log.Debug("task already finished; request acknowledged without running it")
 		s.metrics.skipped.Inc()
-		return nil
+		return s.notClaimable(ctx, ev, log)
 	}
 	if err != nil {
 		return err
@@ -57,6 +56,20 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	}
 	r := &taskRun{s: s, claim: claim, cancel: cancelRun, log: log}
 	return r.run(ctx, runCtx, ev.Delivery)
+}
+
+// notClaimable acknowledges a request whose task is not to be run: it has finished, or its
+// tenant was destroyed, and then the task is cancelled (recorded first if need be), so that
+// it does not stay queued.
+func (s *Service) notClaimable(ctx context.Context, ev consumer.Event[events.ConvergeRequest], log *slog.Logger) error {
+	destroyed, err := s.store.Destroyed(ctx, ev.Data.EnvID)
+	if err != nil || !destroyed {
+		log.Debug("task already finished; request acknowledged without running it")
+		return err
+	}
+	log.Info("the task's tenant was destroyed; the task is cancelled without running")
+	_, err = s.cancel(ctx, ev.Data, ev.Envelope.RequestID)
+	return err
 }
 
 // acquireSlot waits for one of the Concurrency slots of tasks that run their engine, and

@@ -1,6 +1,7 @@
 package converger_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -256,4 +257,39 @@ func TestConverger_DeadLetteredRequest_TaskFailsAndBillsTheRecordedTurns(t *test
 	again, err := e.store.Get(t.Context(), acme, id)
 	require.NoError(t, err)
 	require.Equal(t, rec.FinishedAt, again.FinishedAt)
+}
+
+func TestConverger_TenantDestroyed_ItsTasksCancelledAndLateOnesNeverRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	acme, globex := e.tenant("acme"), e.tenant("globex")
+	// The first call hangs until its run is cancelled.
+	p := &counting{next: simulated.New(simulated.Config{}), block: func(n int64) bool { return n == 1 }}
+	e.startConverger(testConfig(), p)
+	running := e.submit(acme, tasks.Request{Prompt: "Design a rate limiter. [sim:converge]", Type: "design"})
+	require.Eventually(t, func() bool { return p.calls.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	fact, err := events.NewEnvelope("convergence/provisioner", events.TypeTenantLifecycle, "", "req-destroy",
+		events.TenantLifecycle{EnvID: acme, OrgID: 1, Name: "acme", State: events.StateDestroyed, PrevState: events.StateRunning, At: time.Now().UTC()})
+	require.NoError(t, err)
+	payload, err := json.Marshal(fact)
+	require.NoError(t, err)
+	_, err = e.js.Publish(t.Context(), events.LifecycleSubject(events.StateDestroyed, acme), payload)
+	require.NoError(t, err)
+
+	rec := e.waitFinished(acme, running, 10*time.Second)
+	require.Equal(t, tasks.StatusCancelled, rec.Status)
+	require.Equal(t, rec.Usage, e.persistedUsage(running))
+
+	// A request of the destroyed tenant's that was still on its way is cancelled, not run.
+	late := e.submit(acme, tasks.Request{Prompt: "Plan a launch. [sim:converge]", Type: "plan"})
+	rec = e.waitFinished(acme, late, 10*time.Second)
+	require.Equal(t, tasks.StatusCancelled, rec.Status)
+	require.Zero(t, rec.Usage.TotalTokens)
+	require.Len(t, e.resultEvents()[late], 1, "its converge.failed says so, with no usage")
+
+	// Another tenant's task runs as ever.
+	other := e.submit(globex, tasks.Request{Prompt: "Plan a launch. [sim:converge]", Type: "plan"})
+	require.Equal(t, tasks.StatusCompleted, e.waitFinished(globex, other, 10*time.Second).Status)
+	require.EqualValues(t, 1+7, p.calls.Load(), "nothing was called for the destroyed tenant's late task")
 }

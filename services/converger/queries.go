@@ -77,35 +77,45 @@ func (s *Service) taskState(ctx context.Context, q events.TaskQuery) (events.Tas
 	return st, nil
 }
 
-// cancelTask answers a TaskCancel: a task that has not started is cancelled at once (recorded
-// first if its converge.request has not arrived yet), a running one is asked to stop at its
-// next step, a finished one is left as it is. The answer is the task's status after it.
+// cancelTask answers a TaskCancel (see cancel) with the task's status after it.
 func (s *Service) cancelTask(ctx context.Context, c events.TaskCancel) (events.TaskState, error) {
 	id := c.Request.TaskID
 	if !taskspec.ValidID(id) {
 		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %q", id)
 	}
-	if err := s.store.Accept(ctx, c.Request, c.RequestID); err != nil {
-		return events.TaskState{}, err
-	}
-	status, err := s.store.RequestCancel(ctx, s.deps.Outbox, c.Request.EnvID, id)
+	status, err := s.cancel(ctx, c.Request, c.RequestID)
 	if errors.Is(err, tasks.ErrNotFound) {
 		return events.TaskState{}, natsrpc.Errorf(natsrpc.CodeNotFound, "task %s", id)
 	}
 	if err != nil {
 		return events.TaskState{}, err
 	}
+	return events.TaskState{Status: string(status)}, nil
+}
+
+// cancel cancels the task of req: one that has not started at once (recorded first if its
+// converge.request has not arrived yet), a running one at its next step, and it leaves a
+// finished one as it is. It returns the task's status after it.
+func (s *Service) cancel(ctx context.Context, req events.ConvergeRequest, requestID string) (tasks.Status, error) {
+	id := req.TaskID
+	if err := s.store.Accept(ctx, req, requestID); err != nil {
+		return "", err
+	}
+	status, err := s.store.RequestCancel(ctx, s.deps.Outbox, req.EnvID, id)
+	if err != nil {
+		return "", err
+	}
 	switch status {
 	case tasks.StatusCancelled:
 		// Cancelled before it started: nobody runs it to say it ended.
-		s.publishProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: string(status)}, c.RequestID)
+		s.publishProgress(tasks.Progress{TaskID: id, Kind: tasks.KindFinished, Status: string(status)}, requestID)
 	case tasks.StatusQueued, tasks.StatusRunning:
 		// The replica that runs it stops it; the recorded request is its fallback.
 		if err := s.deps.NC.Publish(tasks.CancelSubject(id), nil); err != nil {
 			s.logger.Warn("publish cancel request; the run picks it up at its next round", "task_id", id, "err", err)
 		}
 	}
-	return events.TaskState{Status: string(status)}, nil
+	return status, nil
 }
 
 // webhookSecret answers a WebhookSecretRequest.

@@ -138,6 +138,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(gctx) })
 	g.Go(func() error { return s.deadLetters().Run(gctx) })
+	g.Go(func() error { return s.destroyedTenants().Run(gctx) })
 	g.Go(func() error { return s.deliverer.Run(gctx) })
 	g.Go(func() error { return s.ServeQueries(gctx) })
 	s.logger.Info("converger ready", "provider", s.provider.Name(), "concurrency", s.cfg.Concurrency)

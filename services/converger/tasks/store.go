@@ -239,8 +239,9 @@ type Claim struct {
 // Claim records the task a converge.request asks for as running, unless it is recorded
 // already; moves a queued one to running; or takes a running one over from a run that lost it
 // (its converger died, or its message was redelivered). It returns the claim with the next run
-// number, in one statement that also reads the turns the run resumes from. A finished task
-// returns ErrNotClaimable: its provider calls are not made again. A task that names a webhook
+// number, in one statement that also reads the turns the run resumes from. A finished task,
+// or one of a destroyed tenant, returns ErrNotClaimable: its provider calls are not made
+// (again). A task that names a webhook
 // URL makes sure its tenant has a webhook secret.
 func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID string) (Claim, error) {
 	id := e.TaskID
@@ -253,10 +254,11 @@ func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID s
 	var storedRequestID *string
 	err = s.queryRow(ctx, `
 		INSERT INTO convergence_tasks AS t (id, env_id, org_id, type, status, request, request_id, run, started_at)
-		VALUES ($1, $2, $3, $4, 'running', $5, NULLIF($6, ''), 1, now())
+		SELECT $1, $2, $3, $4, 'running', $5, NULLIF($6, ''), 1, now()
+		WHERE NOT EXISTS (SELECT 1 FROM destroyed_tenants WHERE env_id = $2)
 		ON CONFLICT (id) DO UPDATE SET status = 'running', run = t.run + 1,
 			started_at = coalesce(t.started_at, now()), updated_at = now()
-		WHERE t.status IN ('queued', 'running')
+		WHERE t.status IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM destroyed_tenants WHERE env_id = t.env_id)
 		RETURNING run, env_id, org_id, request, request_id, created_at, started_at, cancel_requested_at IS NOT NULL,
 			(SELECT coalesce(json_agg(turn ORDER BY seq), '[]') FROM convergence_turns WHERE task_id = $1)`,
 		[]any{id, e.EnvID, e.OrgID, e.Type, request, requestID},
@@ -603,6 +605,35 @@ func emptyBreakdown() engine.Breakdown {
 		Stability:  engine.Component{Weight: engine.WeightStability, Input: 1},
 		Overlap:    engine.Component{Weight: engine.WeightOverlap},
 	}
+}
+
+// TenantDestroyed records that tenant envID was destroyed and returns its tasks that have not
+// finished, for the caller to cancel. A converge request of the tenant's that arrives later
+// is not claimable: [Store.Destroyed] says why.
+func (s *Store) TenantDestroyed(ctx context.Context, envID int64) ([]string, error) {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO destroyed_tenants (env_id) VALUES ($1) ON CONFLICT (env_id) DO NOTHING`, envID)
+	var ids []string
+	b.Queue(`SELECT id FROM convergence_tasks WHERE env_id = $1 AND status IN ('queued', 'running') ORDER BY id`, envID).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("record tenant %d destroyed: %w", envID, err)
+	}
+	return ids, nil
+}
+
+// Destroyed reports whether tenant envID was destroyed.
+func (s *Store) Destroyed(ctx context.Context, envID int64) (bool, error) {
+	var destroyed bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM destroyed_tenants WHERE env_id = $1)`, envID).Scan(&destroyed)
+	if err != nil {
+		return false, fmt.Errorf("look up tenant %d: %w", envID, err)
+	}
+	return destroyed, nil
 }
 
 // Finished returns a page of the tasks that finished in [q.From, q.To), in order of finish time
