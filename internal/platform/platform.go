@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -97,7 +98,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	reg.MustRegister(ready.Collector())
 	e := httpx.NewEcho(logger)
 	e.Use(httpx.Metrics(reg))
-	opsRoutes(e, reg, ready)
+	opsRoutes(e, reg, ready, cfg.API.AdminToken)
 
 	type runner interface{ Run(context.Context) error }
 	var services []runner
@@ -148,15 +149,24 @@ func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *s
 	return nil, fmt.Errorf("unknown target %q", target)
 }
 
-func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness) {
+// opsRoutes serves /healthz, /readyz and /metrics. /readyz tells anyone whether the process
+// is ready, and only a caller with the admin token (adminToken, empty when this process serves
+// no API) which checks fail and why: their errors name internal hosts and ports.
+func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness, adminToken string) {
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"status": "ok"})
 	})
 	e.GET("/readyz", func(c echo.Context) error {
-		if failed := ready.Failures(c.Request().Context()); len(failed) > 0 {
-			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": failed})
+		failed := ready.Failures(c.Request().Context())
+		if len(failed) == 0 {
+			return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 		}
-		return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
+		body := map[string]any{"status": "not ready"}
+		if token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer "); ok &&
+			adminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(adminToken)) == 1 {
+			body["failing"] = failed
+		}
+		return c.JSON(http.StatusServiceUnavailable, body)
 	})
 	e.GET("/metrics", echo.WrapHandler(telemetry.MetricsHandler(reg)))
 }
