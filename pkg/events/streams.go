@@ -127,6 +127,8 @@ const (
 	ConsumerMeteringResults  = "metering-results"
 	ConsumerMeteringLifecyle = "metering-lifecycle"
 	ConsumerAPIKeys          = "api-keys"
+	// ConsumerAPITaskEnds: the API, for when its tasks ended (tenants' caps count the rest).
+	ConsumerAPITaskEnds = "api-task-ends"
 	// ConsumerConvergerTenants: the converger, for the destroyed tenants whose tasks it cancels.
 	ConsumerConvergerTenants = "converger-tenants"
 )

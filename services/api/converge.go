@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
@@ -153,10 +154,22 @@ func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, re
 	if err != nil {
 		return err
 	}
+	// record_task (migration 00009) checks the tenant's cap and records the task; over the cap
+	// it raises, which rolls the batch's implicit transaction back, event included.
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO tasks (id, env_id, org_id, request, request_id) VALUES ($1, $2, $3, $4, NULLIF($5, ''))`,
-		req.TaskID, req.EnvID, req.OrgID, env.Data, requestID)
-	if err := h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env); err != nil {
+	b.Queue(`SELECT record_task($1, $2, $3, $4, $5, $6)`, req.TaskID, req.EnvID, req.OrgID, env.Data, requestID, h.cfg.MaxTenantTasks)
+	err = h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "CV429" {
+		return &httpx.Error{
+			Status: http.StatusTooManyRequests,
+			Code:   "too_many_tasks",
+			Message: fmt.Sprintf("this tenant has %d unfinished convergence tasks, its limit; retry once some have finished, or cancel some",
+				h.cfg.MaxTenantTasks),
+			RetryAfter: 5 * time.Second,
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("record task: %w", err)
 	}
 	return nil

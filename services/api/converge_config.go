@@ -20,6 +20,10 @@ type ConvergeConfig struct {
 	// MaxBacklog is how many convergence tasks the platform holds at once, queued or
 	// running; beyond it a new task is refused with 429. Default 20000.
 	MaxBacklog int
+	// MaxTenantTasks is how many unfinished tasks one tenant may have at once; beyond it the
+	// tenant's new tasks are refused with 429, so that one tenant cannot fill the queue that
+	// every tenant shares. Default 100.
+	MaxTenantTasks int
 }
 
 // MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
@@ -38,8 +42,9 @@ type RateLimits struct {
 // DefaultConvergeConfig returns the defaults the flags also have.
 func DefaultConvergeConfig() ConvergeConfig {
 	return ConvergeConfig{
-		SyncWait:   time.Minute,
-		MaxBacklog: 20000,
+		SyncWait:       time.Minute,
+		MaxBacklog:     20000,
+		MaxTenantTasks: 100,
 		RateLimit: RateLimits{
 			CreatePerMinute: 60,
 			CreateBurst:     30,
@@ -54,6 +59,7 @@ func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
 	d := DefaultConvergeConfig()
 	fs.DurationVar(&c.SyncWait, "api.converge.sync-wait", d.SyncWait, "how long a converge request waits for its result before answering 202 with the task ID")
 	fs.IntVar(&c.MaxBacklog, "api.converge.max-backlog", d.MaxBacklog, "convergence tasks the platform holds at once, queued or running, before it answers 429")
+	fs.IntVar(&c.MaxTenantTasks, "api.converge.max-tenant-tasks", d.MaxTenantTasks, "unfinished convergence tasks one tenant may have at once before it is answered 429")
 	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained")
 	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once")
 	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
@@ -67,6 +73,8 @@ func (c ConvergeConfig) Validate() error {
 		return fmt.Errorf("api.converge.sync-wait %s: use up to %s", c.SyncWait, MaxSyncWait)
 	case c.MaxBacklog < 0:
 		return fmt.Errorf("api.converge.max-backlog %d: use 1 or more", c.MaxBacklog)
+	case c.MaxTenantTasks < 0:
+		return fmt.Errorf("api.converge.max-tenant-tasks %d: use 1 or more", c.MaxTenantTasks)
 	case c.RateLimit.CreatePerMinute < 0 || c.RateLimit.ReadPerMinute < 0:
 		return errors.New("api.ratelimit.*-per-minute must be positive")
 	case c.RateLimit.CreateBurst < 0 || c.RateLimit.ReadBurst < 0:
@@ -83,6 +91,9 @@ func (c ConvergeConfig) withDefaults() ConvergeConfig {
 	}
 	if c.MaxBacklog == 0 {
 		c.MaxBacklog = d.MaxBacklog
+	}
+	if c.MaxTenantTasks == 0 {
+		c.MaxTenantTasks = d.MaxTenantTasks
 	}
 	if c.RateLimit.CreatePerMinute == 0 {
 		c.RateLimit.CreatePerMinute = d.RateLimit.CreatePerMinute

@@ -152,10 +152,11 @@ func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
 		}
 		return ec.JSON(http.StatusOK, map[string]any{"success": true, "result": tasks.ResultOf(res, "")})
 	})
-	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Converge: cfg}, api.Deps{
+	svc, err := api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Converge: cfg}, api.Deps{
 		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
 	})
 	require.NoError(c.t, err)
+	c.goRun(svc.Run) // Its consumers: the keys issued, the tasks ended.
 	hs := httptest.NewServer(e)
 	c.t.Cleanup(hs.Close)
 	return hs.URL

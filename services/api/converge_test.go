@@ -319,6 +319,42 @@ func TestConverge_BacklogFull_429UntilTasksLeave(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond)
 }
 
+func TestConverge_TenantTaskCap_429UntilItsTasksEnd_OtherTenantsUnaffected(t *testing.T) {
+	t.Parallel()
+	c := newConvergeEnv(t, time.Hour) // Every task stays running until it is cancelled.
+	acme, key := c.insertTenant("acme", "running")
+	_, otherKey := c.insertTenant("globex", "running")
+	base := c.serveAPIWith(api.ConvergeConfig{MaxTenantTasks: 2})
+	body := map[string]any{"prompt": "x [sim:converge]", "async": true}
+	var ids []string
+	for i := range 2 {
+		a := call(t, base, http.MethodPost, "/api/v1/converge", key, body, nil)
+		require.Equal(t, http.StatusAccepted, a.Status, "request %d: %s", i, a.Raw)
+		ids = append(ids, a.task(t).TaskID)
+	}
+	a := call(t, base, http.MethodPost, "/api/v1/plan", key, body, nil)
+	require.Equal(t, http.StatusTooManyRequests, a.Status, "%s", a.Raw)
+	require.Equal(t, "too_many_tasks", errorCode(a.Body))
+	require.Equal(t, "5", a.Header.Get("Retry-After"))
+	require.Contains(t, a.Body["error"].(map[string]any)["message"], "2 unfinished convergence tasks")
+	var recorded, sent int
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks WHERE env_id = $1`, acme).Scan(&recorded))
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.outbox`).Scan(&sent))
+	require.Equal(t, 2, recorded, "a refused request records nothing")
+	require.Equal(t, 2, sent, "and sends the converger nothing")
+
+	require.Equal(t, http.StatusAccepted, call(t, base, http.MethodPost, "/api/v1/converge", otherKey, body, nil).Status,
+		"another tenant has its own cap")
+
+	// Once one of its tasks has ended, the tenant may create another.
+	require.Equal(t, http.StatusOK, call(t, base, http.MethodDelete, "/api/v1/converge/"+ids[0], key, nil, nil).Status)
+	require.Eventually(t, func() bool {
+		a := call(t, base, http.MethodPost, "/api/v1/converge", key, body, nil)
+		require.Contains(t, []int{http.StatusAccepted, http.StatusTooManyRequests}, a.Status, "%s", a.Raw)
+		return a.Status == http.StatusAccepted
+	}, 10*time.Second, 100*time.Millisecond)
+}
+
 func TestConverge_Async200TasksFromTwoTenants_EachCompletesExactlyOnce(t *testing.T) {
 	t.Parallel()
 	c := newConvergeEnv(t, 5*time.Millisecond)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,6 +45,28 @@ func (s *Service) tenantOrg(ctx context.Context, envID int64) (int64, error) {
 		return 0, fmt.Errorf("find tenant %d: %w", envID, err)
 	}
 	return orgID, nil
+}
+
+// taskEnd is what the API reads of a converge.completed or converge.failed.
+type taskEnd struct {
+	TaskID     string    `json:"taskId"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// taskEnds records when the API's tasks ended, from the converger's result events, on a
+// durable consumer shared by every API replica: a tenant's unfinished tasks count against its
+// cap (api.converge.max-tenant-tasks).
+func (s *Service) taskEnds() *consumer.Consumer[taskEnd] {
+	return consumer.New(s.deps.JS, consumer.Config{
+		Name:        events.ConsumerAPITaskEnds,
+		Stream:      events.StreamConvergeResults,
+		Subjects:    []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed},
+		Concurrency: 8,
+	}, func(ctx context.Context, e consumer.Event[taskEnd]) error {
+		_, err := s.deps.Pool.Exec(ctx, `UPDATE tasks SET finished_at = $2 WHERE id = $1 AND finished_at IS NULL`,
+			e.Data.TaskID, e.Data.FinishedAt)
+		return err
+	}, s.logger, telemetry.NewConsumerMetrics(s.deps.Registry))
 }
 
 // keyFacts records the keys of the provisioner's tenant.key.issued facts, on a durable consumer

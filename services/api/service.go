@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/outbox"
@@ -83,11 +84,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run records the keys the provisioner issues (keyFacts) until ctx is done. The routes are
-// served by the process's HTTP server.
+// Run records the keys the provisioner issues (keyFacts) and when tasks end (taskEnds) until
+// ctx is done. The routes are served by the process's HTTP server.
 func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("api ready")
-	if err := s.keyFacts().Run(ctx); err != nil && ctx.Err() == nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.keyFacts().Run(gctx) })
+	g.Go(func() error { return s.taskEnds().Run(gctx) })
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
