@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
@@ -90,3 +92,79 @@ func parallel(b *testing.B, clients int, fn func()) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkFairShare measures what a flood from one tenant does to another tenant's sync
+// converges: tenant B's median latency (p50-ms) while tenant A keeps as many async tasks in
+// flight as its cap lets it (sixteen callers that create tasks without pause, taking the
+// 429s), as a ratio of B's median alone, measured first in the same run (x-alone; goal 2).
+// flood-uncapped is the same flood through an API replica without the tenant cap.
+//
+// The simulated provider answers each call in 20 ms, so a task holds its converger slot for
+// about 140 ms, as a real one holds it for seconds, and the converger runs 50 tasks at once, as
+// one whose provider allows 50 concurrent calls does: A's flood is more than it can run.
+func BenchmarkFairShare(b *testing.B) {
+	c := newAPIEnv(b, 20*time.Millisecond)
+	c.goRun(c.convergerWith(b, 50).Run)
+	tenantA, keyA := c.insertTenant("flooder", "running")
+	tenantB, keyB := c.insertTenant("bystander", "running")
+	c.unlimited(tenantA)
+	c.unlimited(tenantB)
+	syncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design"}
+	asyncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design", "async": true}
+	converge := func() {
+		if a := call(b, c.URL, http.MethodPost, "/api/v1/converge", keyB, syncBody, nil); a.Status != http.StatusOK {
+			b.Fatalf("converge: %d %s", a.Status, a.Raw)
+		}
+	}
+
+	// flood has sixteen callers create A's tasks through the API at base until stop is closed.
+	flood := func(b *testing.B, base string) (stop func()) {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		var created, refused atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					switch a := call(b, base, http.MethodPost, "/api/v1/converge", keyA, asyncBody, nil); a.Status {
+					case http.StatusAccepted:
+						created.Add(1)
+					case http.StatusTooManyRequests:
+						refused.Add(1)
+						time.Sleep(10 * time.Millisecond)
+					default:
+						b.Errorf("flood: %d %s", a.Status, a.Raw)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Second) // A's tasks pile up.
+		return func() {
+			close(done)
+			wg.Wait()
+			b.ReportMetric(float64(created.Load()), "flood-created")
+			b.ReportMetric(float64(refused.Load()), "flood-refused")
+		}
+	}
+
+	var alone time.Duration
+	b.Run("alone", func(b *testing.B) { alone = parallel(b, 1, converge) })
+	b.Run("flood", func(b *testing.B) {
+		stop := flood(b, c.URL)
+		p50 := parallel(b, 1, converge)
+		stop()
+		b.ReportMetric(float64(p50)/float64(alone), "x-alone")
+	})
+	// The same flood through an API replica without the tenant cap: what the cap prevents.
+	b.Run("flood-uncapped", func(b *testing.B) {
+		stop := flood(b, c.serveAPIWith(api.ConvergeConfig{MaxTenantTasks: 1 << 30}))
+		p50 := parallel(b, 1, converge)
+		stop()
+		b.ReportMetric(float64(p50)/float64(alone), "x-alone")
+	})
+}

@@ -74,13 +74,20 @@ func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 // own outbox relayed) and JetStream; it starts nothing.
 func (c *convergeEnv) converger(t testing.TB) *converger.Service {
 	t.Helper()
+	return c.convergerWith(t, 0)
+}
+
+// convergerWith is converger running at most concurrency tasks at once (0: the default).
+func (c *convergeEnv) convergerWith(t testing.TB, concurrency int) *converger.Service {
+	t.Helper()
 	nc := c.nats.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	cfg := converger.Config{
-		Retry:      llm.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
-		AckWait:    5 * time.Second,
-		MaxDeliver: 4,
+		Retry:       llm.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
+		AckWait:     5 * time.Second,
+		MaxDeliver:  4,
+		Concurrency: concurrency,
 	}
 	cfg.Webhook.AllowPrivateTargets = true
 	ob := outbox.New(c.convPool)
