@@ -27,6 +27,8 @@ type convergeAPI struct {
 	limits  taskspec.Limits
 	limiter *limiter
 	backlog *backlog
+	waits   *tenantSlots
+	streams *tenantSlots
 }
 
 // pollInterval is how often a waiting request or a progress stream reads the task's record,
@@ -50,6 +52,8 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 		limits:  taskspec.DefaultLimits(),
 		limiter: newLimiter(s.deps.Pool, cfg.RateLimit),
 		backlog: newBacklog(s.deps.JS, cfg.MaxBacklog),
+		waits:   newTenantSlots("sync waits", cfg.MaxTenantWaits),
+		streams: newTenantSlots("progress streams", cfg.MaxTenantStreams),
 	}
 	create, read := h.limiter.middleware(classCreate), h.limiter.middleware(classRead)
 	tenant.POST("/converge", h.create(""), create)
@@ -99,6 +103,12 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 		id := taskspec.NewID()
 		var sub *nats.Subscription
 		if !async {
+			// Held before the task is recorded, so a refused wait records nothing.
+			release, err := h.waits.take(t.EnvID)
+			if err != nil {
+				return err
+			}
+			defer release()
 			// Subscribed before the task exists, so its end cannot be missed.
 			if sub, err = h.s.deps.NC.SubscribeSync(events.ProgressSubject(id)); err != nil {
 				return httpx.Unavailable("the message bus")

@@ -24,6 +24,10 @@ type ConvergeConfig struct {
 	// tenant's new tasks are refused with 429, so that one tenant cannot fill the queue that
 	// every tenant shares. Default 100.
 	MaxTenantTasks int
+	// MaxTenantWaits and MaxTenantStreams bound the sync waits and the progress streams one
+	// tenant holds open on one API replica at once; beyond them it gets 429. Defaults 50, 20.
+	MaxTenantWaits   int
+	MaxTenantStreams int
 }
 
 // MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
@@ -42,9 +46,11 @@ type RateLimits struct {
 // DefaultConvergeConfig returns the defaults the flags also have.
 func DefaultConvergeConfig() ConvergeConfig {
 	return ConvergeConfig{
-		SyncWait:       time.Minute,
-		MaxBacklog:     20000,
-		MaxTenantTasks: 100,
+		SyncWait:         time.Minute,
+		MaxBacklog:       20000,
+		MaxTenantTasks:   100,
+		MaxTenantWaits:   50,
+		MaxTenantStreams: 20,
 		RateLimit: RateLimits{
 			CreatePerMinute: 60,
 			CreateBurst:     30,
@@ -60,6 +66,8 @@ func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SyncWait, "api.converge.sync-wait", d.SyncWait, "how long a converge request waits for its result before answering 202 with the task ID")
 	fs.IntVar(&c.MaxBacklog, "api.converge.max-backlog", d.MaxBacklog, "convergence tasks the platform holds at once, queued or running, before it answers 429")
 	fs.IntVar(&c.MaxTenantTasks, "api.converge.max-tenant-tasks", d.MaxTenantTasks, "unfinished convergence tasks one tenant may have at once before it is answered 429")
+	fs.IntVar(&c.MaxTenantWaits, "api.converge.max-tenant-waits", d.MaxTenantWaits, "sync waits one tenant may hold open on one API replica before it is answered 429")
+	fs.IntVar(&c.MaxTenantStreams, "api.converge.max-tenant-streams", d.MaxTenantStreams, "progress streams one tenant may hold open on one API replica before it is answered 429")
 	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained")
 	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once")
 	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
@@ -75,6 +83,8 @@ func (c ConvergeConfig) Validate() error {
 		return fmt.Errorf("api.converge.max-backlog %d: use 1 or more", c.MaxBacklog)
 	case c.MaxTenantTasks < 0:
 		return fmt.Errorf("api.converge.max-tenant-tasks %d: use 1 or more", c.MaxTenantTasks)
+	case c.MaxTenantWaits < 0 || c.MaxTenantStreams < 0:
+		return errors.New("api.converge.max-tenant-waits and max-tenant-streams: use 1 or more")
 	case c.RateLimit.CreatePerMinute < 0 || c.RateLimit.ReadPerMinute < 0:
 		return errors.New("api.ratelimit.*-per-minute must be positive")
 	case c.RateLimit.CreateBurst < 0 || c.RateLimit.ReadBurst < 0:
@@ -94,6 +104,12 @@ func (c ConvergeConfig) withDefaults() ConvergeConfig {
 	}
 	if c.MaxTenantTasks == 0 {
 		c.MaxTenantTasks = d.MaxTenantTasks
+	}
+	if c.MaxTenantWaits == 0 {
+		c.MaxTenantWaits = d.MaxTenantWaits
+	}
+	if c.MaxTenantStreams == 0 {
+		c.MaxTenantStreams = d.MaxTenantStreams
 	}
 	if c.RateLimit.CreatePerMinute == 0 {
 		c.RateLimit.CreatePerMinute = d.RateLimit.CreatePerMinute

@@ -40,6 +40,11 @@ func (h *convergeAPI) events(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	envID := tenantOf(c).EnvID
+	release, err := h.streams.take(envID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if _, err := h.state(ctx, envID, id, events.TaskQuery{}); err != nil {
 		return err
 	}

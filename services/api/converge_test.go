@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -353,6 +354,74 @@ func TestConverge_TenantTaskCap_429UntilItsTasksEnd_OtherTenantsUnaffected(t *te
 		require.Contains(t, []int{http.StatusAccepted, http.StatusTooManyRequests}, a.Status, "%s", a.Raw)
 		return a.Status == http.StatusAccepted
 	}, 10*time.Second, 100*time.Millisecond)
+}
+
+func TestConverge_TenantOpenWaitsAndStreamsCapped_PerReplica(t *testing.T) {
+	t.Parallel()
+	c := newConvergeEnv(t, time.Hour) // Every task stays running.
+	acme, key := c.insertTenant("acme", "running")
+	_, otherKey := c.insertTenant("globex", "running")
+	base := c.serveAPIWith(api.ConvergeConfig{MaxTenantWaits: 1, MaxTenantStreams: 1})
+	body := map[string]any{"prompt": "x [sim:converge]"}
+
+	// One sync wait is held open; a second is refused at once and records nothing.
+	first := make(chan int, 1) // The held wait's status; the request is made apart from the test's goroutine.
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/converge", strings.NewReader(`{"prompt":"x [sim:converge]"}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Prefer", "wait=3")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks WHERE env_id = $1`, acme).Scan(&n))
+		return n == 1
+	}, 5*time.Second, 10*time.Millisecond, "the first wait holds its slot once its task is recorded")
+	refused := call(t, base, http.MethodPost, "/api/v1/converge", key, body, map[string]string{"Prefer": "wait=3"})
+	require.Equal(t, http.StatusTooManyRequests, refused.Status, "%s", refused.Raw)
+	require.Equal(t, "too_many_open", errorCode(refused.Body))
+	require.Contains(t, refused.Body["error"].(map[string]any)["message"], "1 sync waits open")
+	async := call(t, base, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "x [sim:converge]", "async": true}, nil)
+	require.Equal(t, http.StatusAccepted, async.Status, "async creates hold nothing open")
+	require.Equal(t, http.StatusAccepted, call(t, base, http.MethodPost, "/api/v1/converge", otherKey, body, map[string]string{"Prefer": "wait=1"}).Status,
+		"another tenant waits on its own slots")
+	require.Equal(t, http.StatusAccepted, <-first, "the held wait answered 202 when it ran out")
+	var n int
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks`).Scan(&n))
+	require.Equal(t, 3, n, "the refused wait recorded no task")
+
+	// One progress stream is held open; a second is refused until the first closes.
+	id := async.task(t).TaskID
+	stream := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/converge/"+id+"/events", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		return resp, cancel
+	}
+	open, closeOpen := stream()
+	require.Equal(t, http.StatusOK, open.StatusCode)
+	second, closeSecond := stream()
+	require.Equal(t, http.StatusTooManyRequests, second.StatusCode)
+	_ = second.Body.Close()
+	closeSecond()
+	closeOpen()
+	_ = open.Body.Close()
+	require.Eventually(t, func() bool {
+		again, closeAgain := stream()
+		defer closeAgain()
+		defer again.Body.Close()
+		return again.StatusCode == http.StatusOK
+	}, 5*time.Second, 20*time.Millisecond, "a closed stream frees its slot")
 }
 
 func TestConverge_Async200TasksFromTwoTenants_EachCompletesExactlyOnce(t *testing.T) {
