@@ -7,10 +7,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ensureDatabase creates the role and the database named Database, unless they exist. The role
-// may log in, create databases (which a test harness needs) and create roles (which the
-// migrations need); it is not a superuser.
-func ensureDatabase(ctx context.Context, conn *pgx.Conn) error {
+// ensureDatabase creates the role and the database named Database, unless they exist, and sets
+// the role's password when there is one (Config.Password). The role may log in, create
+// databases (which a test harness needs) and create roles (which the migrations need); it is
+// not a superuser.
+func ensureDatabase(ctx context.Context, conn *pgx.Conn, password string) error {
 	ident := pgx.Identifier{Database}.Sanitize()
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", Database).Scan(&exists); err != nil {
@@ -24,6 +25,13 @@ func ensureDatabase(ctx context.Context, conn *pgx.Conn) error {
 	}
 	if _, err := conn.Exec(ctx, stmt); err != nil {
 		return fmt.Errorf("create role %s: %w", Database, err)
+	}
+	// The password before the database: clients and probes connect to the database, so none
+	// of them gets in before the password they are given works.
+	if password != "" {
+		if err := setPassword(ctx, conn, password); err != nil {
+			return err
+		}
 	}
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", Database).Scan(&exists); err != nil {
 		return fmt.Errorf("look up database %s: %w", Database, err)

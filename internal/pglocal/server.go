@@ -90,10 +90,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.removeSocketDir()
 		return nil, err
 	}
-	err = ensureDatabase(ctx, conn)
-	if err == nil && cfg.Password != "" {
-		err = setPassword(ctx, conn, cfg.Password)
-	}
+	err = ensureDatabase(ctx, conn, cfg.Password)
 	if closeErr := conn.Close(context.WithoutCancel(ctx)); err == nil {
 		err = closeErr
 	}
