@@ -63,9 +63,12 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 // it does not stay queued.
 func (s *Service) notClaimable(ctx context.Context, ev consumer.Event[events.ConvergeRequest], log *slog.Logger) error {
 	destroyed, err := s.store.Destroyed(ctx, ev.Data.EnvID)
-	if err != nil || !destroyed {
-		log.Debug("task already finished; request acknowledged without running it")
+	if err != nil {
 		return err
+	}
+	if !destroyed {
+		log.Debug("task already finished; request acknowledged without running it")
+		return nil
 	}
 	log.Info("the task's tenant was destroyed; the task is cancelled without running")
 	_, err = s.cancel(ctx, ev.Data, ev.Envelope.RequestID)

@@ -241,8 +241,7 @@ type Claim struct {
 // (its converger died, or its message was redelivered). It returns the claim with the next run
 // number, in one statement that also reads the turns the run resumes from. A finished task,
 // or one of a destroyed tenant, returns ErrNotClaimable: its provider calls are not made
-// (again). A task that names a webhook
-// URL makes sure its tenant has a webhook secret.
+// (again). A task that names a webhook URL makes sure its tenant has a webhook secret.
 func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID string) (Claim, error) {
 	id := e.TaskID
 	c := Claim{TaskID: id}
@@ -397,7 +396,9 @@ type Outcome struct {
 // there is one), then wakes ob's relay. It returns ErrFenced, writing nothing, when a later run
 // holds the task.
 func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcome, turns ...engine.Turn) error {
-	finishedAt := time.Now().UTC().Truncate(time.Microsecond) // What the database keeps of it.
+	// The end's time is taken here, so that the row, the event and the webhook carry the same
+	// instant (to the microsecond the database keeps).
+	finishedAt := time.Now().UTC().Truncate(time.Microsecond)
 	startedAt := c.StartedAt
 	e, err := endOf(Record{
 		ID: c.TaskID, EnvID: c.EnvID, OrgID: c.OrgID, Type: c.Request.Type, Status: o.Status, Request: c.Request,
