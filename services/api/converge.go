@@ -89,9 +89,6 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 			return err
 		}
 		ctx := c.Request().Context()
-		if err := h.backlog.admit(ctx); err != nil {
-			return err
-		}
 		t := tenantOf(c)
 		pref := parsePrefer(c.Request().Header)
 		wait := h.cfg.SyncWait
@@ -114,6 +111,10 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 				return httpx.Unavailable("the message bus")
 			}
 			defer func() { _ = sub.Unsubscribe() }()
+		}
+		// The platform's backlog last, so that it counts only tasks nothing else refuses.
+		if err := h.backlog.admit(ctx); err != nil {
+			return err
 		}
 		if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
 			return err
