@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -41,7 +40,7 @@ func NewRow(subject string, env events.Envelope) (Row, error) {
 	if err := env.Validate(); err != nil {
 		return Row{}, fmt.Errorf("outbox event: %w", err)
 	}
-	payload, err := json.Marshal(env)
+	payload, err := env.Encode()
 	if err != nil {
 		return Row{}, fmt.Errorf("encode outbox event: %w", err)
 	}

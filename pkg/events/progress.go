@@ -39,7 +39,7 @@ func EncodeProgress(source string, p ConvergeProgress, requestID string) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(env)
+	return env.Encode()
 }
 
 // DecodeProgress reads a progress event.
