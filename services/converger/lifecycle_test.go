@@ -286,7 +286,9 @@ func TestConverger_TenantDestroyed_ItsTasksCancelledAndLateOnesNeverRun(t *testi
 	rec = e.waitFinished(acme, late, 10*time.Second)
 	require.Equal(t, tasks.StatusCancelled, rec.Status)
 	require.Zero(t, rec.Usage.TotalTokens)
-	require.Len(t, e.resultEvents()[late], 1, "its converge.failed says so, with no usage")
+	ev := decodeData[events.ConvergeFailed](t, e.waitResultEvent(late))
+	require.Equal(t, "cancelled", ev.StopReason, "its converge.failed says so")
+	require.Zero(t, ev.Usage.TotalTokens, "with no usage")
 
 	// Another tenant's task runs as ever.
 	other := e.submit(globex, tasks.Request{Prompt: "Plan a launch. [sim:converge]", Type: "plan"})
