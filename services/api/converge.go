@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/pgerr"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
@@ -170,8 +170,7 @@ func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, re
 	b := &pgx.Batch{}
 	b.Queue(`SELECT record_task($1, $2, $3, $4, $5, $6)`, req.TaskID, req.EnvID, req.OrgID, env.Data, requestID, h.cfg.MaxTenantTasks)
 	err = h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "CV429" {
+	if pgerr.Is(err, "CV429") {
 		return &httpx.Error{
 			Status: http.StatusTooManyRequests,
 			Code:   "too_many_tasks",

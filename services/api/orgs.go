@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/pgerr"
 )
 
 // Organization plans, and the tenant quota a new organization gets by default.
@@ -92,7 +93,7 @@ func (s *Service) createOrg(c echo.Context) error {
 		WITH o AS (INSERT INTO organizations (name, plan, max_tenants) VALUES ($1, $2, $3)
 			RETURNING id, name, plan, max_tenants, created_at, updated_at)
 		SELECT id, name, plan, max_tenants, 0, created_at, updated_at FROM o`, req.Name, req.Plan, maxTenants))
-	if isUniqueViolation(err, "organizations_name_key") {
+	if pgerr.IsUniqueViolation(err, "organizations_name_key") {
 		return httpx.Conflict("an organization named %q already exists; pick another name", req.Name)
 	}
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 
@@ -490,10 +489,4 @@ func decodeCursor(s string) (int64, error) {
 // decodeBody decodes a JSON body strictly (httpx.DecodeJSON); the body is required.
 func decodeBody(c echo.Context, v any) error {
 	return httpx.DecodeJSON(c, v, "send a JSON object")
-}
-
-// isUniqueViolation reports whether err is PostgreSQL refusing a duplicate key of constraint.
-func isUniqueViolation(err error, constraint string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
 }

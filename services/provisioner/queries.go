@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/pgerr"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
@@ -70,7 +70,7 @@ func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.T
 			RETURNING id`,
 			r.OrgID, r.Name, language, framework, r.Image, r.Limits.MemoryBytes, r.Limits.NanoCPUs, r.Limits.PIDs,
 			digest, apikey.Display(key), r.RequestID).Scan(&envID)
-		if isUniqueViolation(err, "environments_live_name") {
+		if pgerr.IsUniqueViolation(err, "environments_live_name") {
 			return &natsrpc.Error{Code: natsrpc.CodeConflict, Reason: events.ReasonNameTaken,
 				Message: fmt.Sprintf("a tenant named %q already exists in organization %d; pick another name, or destroy that tenant first", r.Name, r.OrgID)}
 		}
@@ -186,10 +186,4 @@ func (s *Service) archive(ctx context.Context, q events.ArchiveQuery) (events.Ar
 		return a, fmt.Errorf("read archived logs: %w", err)
 	}
 	return a, nil
-}
-
-// isUniqueViolation reports whether err is PostgreSQL refusing a duplicate key of constraint.
-func isUniqueViolation(err error, constraint string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
 }

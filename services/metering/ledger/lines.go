@@ -2,16 +2,11 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// uniqueViolation is the SQLSTATE of a taken unique key.
-const uniqueViolation = "23505"
 
 // line is one ledger row. Empty strings and the zero time are NULL in the columns that allow
 // it; so are score and cost when hasScore and priced are false.
@@ -104,12 +99,6 @@ func copyLines(ctx context.Context, tx pgx.Tx, s *lineSource) error {
 		return fmt.Errorf("insert ledger lines: %w", err)
 	}
 	return nil
-}
-
-// isUniqueViolation reports whether err is a taken unique key.
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation
 }
 
 // insertHeads inserts line-0 rows, skipping those whose key (event or task) is already in the

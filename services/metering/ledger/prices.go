@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/convergence-dev/convergence/internal/pgerr"
 	"github.com/convergence-dev/convergence/services/metering/pricing"
 )
 
@@ -46,8 +46,7 @@ func RegisterPrices(ctx context.Context, db DB, t *pricing.Table) (Prices, error
 			ON CONFLICT (digest) DO UPDATE SET activated_at = now()
 			RETURNING id`,
 			t.Label(), t.Digest(), t.Currency(), int64(t.ContainerSecond()), t.Canonical()).Scan(&id)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		if pgerr.IsUniqueViolation(err, "") {
 			return fmt.Errorf("price version %q is already registered with other prices; give the changed table a new \"version\"", t.Label())
 		}
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/convergence-dev/convergence/internal/pgerr"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/metering/pricing"
 )
@@ -96,7 +97,7 @@ func (s *Store) RecordTasks(ctx context.Context, prices Prices, batch []TaskUsag
 		return sendBatch(ctx, tx, b)
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { return record(tx, false) })
-	if isUniqueViolation(err) {
+	if pgerr.IsUniqueViolation(err, "") {
 		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { return record(tx, true) })
 	}
 	if err != nil {
