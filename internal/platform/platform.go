@@ -2,7 +2,6 @@ package platform
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -162,8 +161,7 @@ func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readines
 			return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 		}
 		body := map[string]any{"status": "not ready"}
-		if token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer "); ok &&
-			adminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(adminToken)) == 1 {
+		if token, ok := httpx.Bearer(c.Request()); ok && adminToken != "" && httpx.SameSecret(token, adminToken) {
 			body["failing"] = failed
 		}
 		return c.JSON(http.StatusServiceUnavailable, body)

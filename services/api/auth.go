@@ -1,11 +1,8 @@
 package api
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
@@ -14,31 +11,18 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 )
 
-// requireAdmin admits requests carrying the admin token as a bearer token. The comparison is
-// of SHA-256 digests in constant time, so neither the token's length nor its content leaks
-// through timing.
+// requireAdmin admits requests carrying the admin token as a bearer token (httpx.SameSecret).
 func (s *Service) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		token, ok := bearer(c.Request())
+		token, ok := httpx.Bearer(c.Request())
 		if !ok {
 			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <admin token>")
 		}
-		sum := sha256.Sum256([]byte(token))
-		if subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+		if !httpx.SameSecret(token, s.cfg.AdminToken) {
 			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "invalid admin token")
 		}
 		return next(c)
 	}
-}
-
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get(echo.HeaderAuthorization)
-	const prefix = "bearer "
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return "", false
-	}
-	return strings.TrimSpace(h[len(prefix):]), true
 }
 
 // Tenant is the caller behind a tenant API key.
@@ -53,7 +37,7 @@ type Tenant struct {
 // digest; a malformed key is refused without a lookup.
 func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		key, ok := bearer(c.Request())
+		key, ok := httpx.Bearer(c.Request())
 		if !ok {
 			return httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <tenant API key>")
 		}

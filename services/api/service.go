@@ -6,7 +6,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"log/slog"
@@ -63,10 +62,9 @@ type Deps struct {
 
 // Service is the HTTP API. Its routes are served by the process's HTTP server.
 type Service struct {
-	cfg       Config
-	deps      Deps
-	logger    *slog.Logger
-	adminHash [sha256.Size]byte
+	cfg    Config
+	deps   Deps
+	logger *slog.Logger
 }
 
 // New wires the API and registers its routes on deps.Echo; it starts nothing.
@@ -75,10 +73,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg:       cfg,
-		deps:      deps,
-		logger:    deps.Logger.With("service", "api"),
-		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
+		cfg:    cfg,
+		deps:   deps,
+		logger: deps.Logger.With("service", "api"),
 	}
 	s.routes(deps.Echo)
 	return s, nil
