@@ -34,7 +34,8 @@ func TestConverge_SyncWithSimulatedAgents_EachStopReasonWithAConsistentScore(t *
 		{"stalemate", map[string]any{"prompt": "Pick a database. [sim:stalemate]", "maxRounds": 8}, "stalemate", false, func(n int) bool { return n == 3 }},
 		{"max rounds", map[string]any{"prompt": "Name the product. [sim:never]", "maxRounds": 3}, "max_rounds", false, func(n int) bool { return n == 3 }},
 		{"budget exhausted", map[string]any{"prompt": "Write a spec. [sim:converge]", "tokenBudget": 6000}, "budget_exhausted", false, func(n int) bool { return n >= 1 && n < 3 }},
-		{"timeout", map[string]any{"prompt": "Plan a year. [sim:never]", "maxRounds": 10, "timeoutSeconds": 0.05}, "timeout", false, func(n int) bool { return n < 10 }},
+		// Ten rounds are twenty 2 ms calls: 40 ms of provider time alone, twice the timeout.
+		{"timeout", map[string]any{"prompt": "Plan a year. [sim:never]", "maxRounds": 10, "timeoutSeconds": 0.02}, "timeout", false, func(n int) bool { return n < 10 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
