@@ -131,4 +131,7 @@ const (
 	ConsumerAPITaskEnds = "api-task-ends"
 	// ConsumerConvergerTenants: the converger, for the destroyed tenants whose tasks it cancels.
 	ConsumerConvergerTenants = "converger-tenants"
+	// ConsumerConvergerDeadLetters: the converger, for the converge requests its consumer gave
+	// up on, whose tasks it fails.
+	ConsumerConvergerDeadLetters = "converger-dead-letters"
 )

@@ -16,6 +16,7 @@ const (
 	SubjectConvergeProgress  = "converge.progress.>" // converge.progress.<taskId>, core NATS
 	SubjectDeadLetter        = "deadletter.>"        // deadletter.<consumer>
 	SubjectTenantKeys        = "tenant.key.>"        // tenant.key.issued.<envId>
+	SubjectConvergeCancel    = "converge.cancel.*"   // converge.cancel.<taskId>, core NATS, between convergers
 )
 
 // Event types: reverse-DNS names with the payload version last.

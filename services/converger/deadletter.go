@@ -12,14 +12,10 @@ import (
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
-// consumerDeadLetters is the durable consumer of the converge requests the converger gave up
-// on.
-const consumerDeadLetters = "converger-dead-letters"
-
 // deadLetters consumes the converge requests the converger's consumer dead-lettered.
 func (s *Service) deadLetters() *consumer.Consumer[events.ConvergeRequest] {
 	return consumer.New(s.deps.JS, consumer.Config{
-		Name:        consumerDeadLetters,
+		Name:        events.ConsumerConvergerDeadLetters,
 		Stream:      events.StreamDeadLetter,
 		Subjects:    []string{events.DeadLetterSubject(events.ConsumerConverger)},
 		Concurrency: 4,

@@ -21,12 +21,12 @@ func EncodeProgress(p Progress, requestID string) ([]byte, error) {
 	return events.EncodeProgress(SourceConverger, p, requestID)
 }
 
-// cancelPrefix starts the cancel subjects.
+// cancelPrefix starts the cancel subjects, events.SubjectConvergeCancel.
 const cancelPrefix = "converge.cancel."
 
 // CancelSubjects is the core-NATS subject filter every converger subscribes to for the cancel
 // requests of the tasks it runs.
-const CancelSubjects = cancelPrefix + "*"
+const CancelSubjects = events.SubjectConvergeCancel
 
 // CancelSubject is the core-NATS subject on which a running task's cancellation is requested.
 // The message has no body; the converger running the task cancels it, the others ignore it.
