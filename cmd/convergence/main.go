@@ -8,6 +8,7 @@
 //	convergence usage [-from DAY] [-to DAY] [-group-by ...]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
+//	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
 //	convergence version
 //
@@ -53,7 +54,7 @@ commands:
   org       create, list organizations (admin API)
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
-  nats      run a standalone NATS server with JetStream
+  nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user
   postgres  run a standalone PostgreSQL from this machine's server binaries
   version   print the version
 
@@ -74,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer stop()
 		return cli.Run(ctx, append([]string{cmd}, args...), os.LookupEnv, stdout, stderr)
 	case "nats":
-		return runNATS(args, stderr)
+		return runNATS(args, stdout, stderr)
 	case "postgres":
 		return runPostgres(args, stderr)
 	case "serve", "migrate", "reconcile":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,9 +11,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsx"
 )
 
@@ -24,17 +30,25 @@ type natsConfig struct {
 	StoreDir string
 	// Monitor is the HTTP address of /healthz, /varz, /jsz and /metrics; empty serves none.
 	Monitor string
+	// AuthDir holds the authority whose users alone may connect (internal/natsauth); made
+	// there on first start.
+	AuthDir string
 }
 
 // runNATS runs a standalone NATS server with JetStream until SIGINT or SIGTERM: the same
-// embedded server `serve` runs without NATS_URL (file storage, fsync on every write), for the
-// compose stack, where the services share one. With -probe it only checks a URL and exits.
-func runNATS(args []string, stderr io.Writer) error {
+// embedded server `serve` runs without NATS_URL (file storage, fsync on every write, only the
+// users of its authority), for the compose stack, where the services share one. With -probe
+// it only checks a URL and exits; `nats creds` issues a user instead.
+func runNATS(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "creds" {
+		return runNATSCreds(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("convergence nats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg natsConfig
 	fs.StringVar(&cfg.Listen, "nats.listen", "127.0.0.1:4222", "where clients connect, host:port (0.0.0.0 for every interface)")
 	fs.StringVar(&cfg.StoreDir, "nats.store-dir", ".convergence/jetstream", "directory of the JetStream file store")
+	fs.StringVar(&cfg.AuthDir, "nats.auth-dir", ".convergence/nats-auth", "directory of the keys that sign the server's accounts and users (made on first start)")
 	fs.StringVar(&cfg.Monitor, "nats.monitor", "127.0.0.1:8222", "HTTP address of /healthz, /varz, /jsz and /metrics; empty for none")
 	probe := fs.String("probe", "", "instead of running a server, GET this URL and exit 0 if it answers 2xx "+
 		"(the healthcheck of the stack's FROM-scratch containers, which have no curl)")
@@ -70,13 +84,21 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 		}
 		defer monitor.Close()
 	}
-	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: cfg.StoreDir, Host: host, Port: port}, logger)
+	auth, err := natsauth.LoadOrCreate(cfg.AuthDir)
+	if err != nil {
+		return err
+	}
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: cfg.StoreDir, Host: host, Port: port, Auth: auth}, logger)
 	if err != nil {
 		return err
 	}
 	defer emb.Shutdown()
 	// The embedded server logs nothing by default; a standalone one is worth hearing from.
 	emb.Server().SetLoggerV2(natsLogger{logger.With("component", "nats-server")}, false, false, false)
+	// The services may not manage streams; the server's own process keeps them.
+	if err := ensureStreams(ctx, emb, auth, logger); err != nil {
+		return err
+	}
 
 	monitorErr := make(chan error, 1)
 	if monitor != nil {
@@ -96,6 +118,105 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 	case err := <-monitorErr:
 		return fmt.Errorf("nats monitor: %w", err)
 	}
+}
+
+// ensureStreams creates or updates the platform's streams through an in-process admin user.
+func ensureStreams(ctx context.Context, emb *natsx.Embedded, auth *natsauth.Authority, logger *slog.Logger) error {
+	opts, err := auth.Connect(natsauth.Admin, "convergence-streams")
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect("", emb, "convergence-streams", logger, opts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return natsx.EnsureStreams(sctx, js)
+}
+
+// runNATSCreds writes a credentials file for a new user of a role, issued by the authority of
+// a data dir (that of `make run`) or of a standalone server.
+func runNATSCreds(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convergence nats creds", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: convergence nats creds [flags] ROLE\n\nROLE is one of %s.\n"+
+			"integrator may read tenant lifecycle events and convergence results, and nothing else.\n\n", roleNames())
+		fs.PrintDefaults()
+	}
+	dataDir := fs.String("data-dir", ".convergence", "the platform's data dir, whose nats-auth folder holds the authority")
+	authDir := fs.String("nats.auth-dir", "", "the authority's directory; empty is <data-dir>/nats-auth")
+	out := fs.String("o", "-", "file to write (mode 0600), or - for standard output")
+	name := fs.String("name", "", "the user's name, as the server shows it; empty is the role")
+	expires := fs.Duration("expires", 0, "how long the credentials are valid, e.g. 720h; 0 is forever")
+	// The role may come before or after the flags.
+	var role string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		role, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if role == "" && fs.NArg() > 0 {
+		role = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("nats creds: unexpected argument %q", fs.Arg(0))
+	}
+	if err := bindEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	if role == "" {
+		fs.Usage()
+		return errors.New("nats creds: name a role")
+	}
+	r, err := natsauth.ParseRole(role)
+	if err != nil {
+		return err
+	}
+	if *expires < 0 {
+		return errors.New("nats creds: -expires must not be negative")
+	}
+	dir := *authDir
+	if dir == "" {
+		dir = filepath.Join(*dataDir, "nats-auth")
+	}
+	auth, err := natsauth.Load(dir)
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		*name = string(r)
+	}
+	creds, err := auth.Creds(r, *name, *expires)
+	if err != nil {
+		return err
+	}
+	if *out == "-" {
+		_, err := stdout.Write(creds)
+		return err
+	}
+	if err := os.WriteFile(*out, creds, 0o600); err != nil { //nolint:gosec // The operator names the file to write.
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	// WriteFile keeps the mode of a file that was there already.
+	return os.Chmod(*out, 0o600)
+}
+
+func roleNames() string {
+	var names []string
+	for _, r := range natsauth.Roles() {
+		names = append(names, string(r))
+	}
+	return strings.Join(names, ", ")
 }
 
 // natsLogger passes the NATS server's log lines to slog. Traces are dropped: the server only

@@ -7,14 +7,19 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/natsauth"
+	"github.com/convergence-dev/convergence/pkg/events"
 )
 
 func TestServeNATS_JetStreamOnFileStoreAndMonitorAnswers(t *testing.T) {
@@ -25,6 +30,7 @@ func TestServeNATS_JetStreamOnFileStoreAndMonitorAnswers(t *testing.T) {
 		Listen:   "127.0.0.1:" + strconv.Itoa(clientPort),
 		StoreDir: store,
 		Monitor:  "127.0.0.1:" + strconv.Itoa(monitorPort),
+		AuthDir:  t.TempDir(),
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -33,11 +39,17 @@ func TestServeNATS_JetStreamOnFileStoreAndMonitorAnswers(t *testing.T) {
 	require.Eventually(t, func() bool { return probeHTTP(t.Context(), monitor+"/healthz") == nil }, 20*time.Second, 50*time.Millisecond,
 		"/healthz answers 200 once JetStream is up")
 
-	nc, err := nats.Connect("nats://" + cfg.Listen)
+	_, err := nats.Connect("nats://" + cfg.Listen)
+	require.ErrorContains(t, err, "Authorization Violation", "nobody connects without a user")
+	creds := filepath.Join(t.TempDir(), "admin.creds")
+	require.NoError(t, runNATS([]string{"creds", "admin", "-nats.auth-dir", cfg.AuthDir, "-o", creds}, io.Discard, io.Discard))
+	nc, err := nats.Connect("nats://"+cfg.Listen, nats.UserCredentials(creds))
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
+	_, err = js.Stream(t.Context(), events.StreamConvergeResults)
+	require.NoError(t, err, "the server made the platform's streams")
 	s, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}})
 	require.NoError(t, err)
 	require.Equal(t, jetstream.FileStorage, s.CachedInfo().Config.Storage)
@@ -48,11 +60,12 @@ func TestServeNATS_JetStreamOnFileStoreAndMonitorAnswers(t *testing.T) {
 	require.NotEmpty(t, matches, "the stream lives in the store directory")
 
 	metrics := get(t, monitor+"/metrics")
-	require.Contains(t, metrics, "convergence_nats_jetstream_streams 1")
+	streams := strconv.Itoa(len(events.Streams()) + 1)
+	require.Contains(t, metrics, "convergence_nats_jetstream_streams "+streams)
 	require.Contains(t, metrics, "convergence_nats_jetstream_messages 1")
 	require.Contains(t, metrics, "convergence_nats_connections 1")
 	jsz := get(t, monitor+"/jsz")
-	require.Contains(t, jsz, `"streams":1`)
+	require.Contains(t, jsz, `"streams":`+streams)
 	require.Contains(t, jsz, `"sync_always":true`, "every write is fsynced")
 
 	cancel()
@@ -70,7 +83,7 @@ func TestServeNATS_MonitorPortTaken_ErrorNamesTheSetting(t *testing.T) {
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	cfg := natsConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Monitor: ln.Addr().String()}
+	cfg := natsConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Monitor: ln.Addr().String(), AuthDir: t.TempDir()}
 	err = serveNATS(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "CONVERGENCE_NATS_MONITOR")
 }
@@ -84,10 +97,10 @@ func TestRunNATS_Probe(t *testing.T) {
 	}))
 	defer failing.Close()
 
-	require.NoError(t, runNATS([]string{"-probe", ok.URL}, io.Discard))
-	require.ErrorContains(t, runNATS([]string{"-probe", failing.URL}, io.Discard), "503 Service Unavailable: {\"status\":\"not ready\"}")
-	require.ErrorContains(t, runNATS([]string{"-probe", "http://127.0.0.1:1/readyz"}, io.Discard), "connection refused")
-	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard), "not an http(s) URL")
+	require.NoError(t, runNATS([]string{"-probe", ok.URL}, io.Discard, io.Discard))
+	require.ErrorContains(t, runNATS([]string{"-probe", failing.URL}, io.Discard, io.Discard), "503 Service Unavailable: {\"status\":\"not ready\"}")
+	require.ErrorContains(t, runNATS([]string{"-probe", "http://127.0.0.1:1/readyz"}, io.Discard, io.Discard), "connection refused")
+	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard, io.Discard), "not an http(s) URL")
 }
 
 func get(t *testing.T, url string) string {
@@ -111,4 +124,30 @@ func freeTCPPort(t *testing.T) int {
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	return port
+}
+
+func TestRunNATSCreds(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	err := runNATS([]string{"creds", "integrator", "-data-dir", dataDir}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "no NATS authority in "+filepath.Join(dataDir, "nats-auth"), "no authority is made for a user nobody can use")
+
+	_, err = natsauth.LoadOrCreate(filepath.Join(dataDir, "nats-auth"))
+	require.NoError(t, err)
+	var out strings.Builder
+	require.NoError(t, runNATS([]string{"creds", "-data-dir", dataDir, "integrator"}, &out, io.Discard), "the role after the flags")
+	require.Contains(t, out.String(), "-----BEGIN NATS USER JWT-----")
+	require.Contains(t, out.String(), "-----BEGIN USER NKEY SEED-----")
+
+	file := filepath.Join(t.TempDir(), "i.creds")
+	require.NoError(t, runNATS([]string{"creds", "integrator", "-data-dir", dataDir, "-o", file, "-expires", "1h"}, io.Discard, io.Discard))
+	info, err := os.Stat(file)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+	role, _, err := natsauth.FileOptions(file)
+	require.NoError(t, err)
+	require.Equal(t, natsauth.Integrator, role)
+
+	require.ErrorContains(t, runNATS([]string{"creds", "root", "-data-dir", dataDir}, io.Discard, io.Discard), `unknown nats role "root"`)
+	require.ErrorContains(t, runNATS([]string{"creds", "-data-dir", dataDir}, io.Discard, io.Discard), "name a role")
 }

@@ -1,4 +1,6 @@
-// Package natstest runs an embedded JetStream server for tests, with the platform's streams.
+// Package natstest runs an embedded JetStream server for tests, with the platform's streams and
+// its authentication: a test connects as the admin user, or as a service's own user to have
+// the server check what that service may do.
 package natstest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsx"
 )
 
@@ -20,14 +23,18 @@ type Server struct {
 	t        testing.TB
 	StoreDir string
 	Embedded *natsx.Embedded
-	port     int
+	// Auth issues the server's users.
+	Auth *natsauth.Authority
+	port int
 }
 
 // Start starts a server on a free loopback port with the platform's streams created. It is
 // shut down when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, StoreDir: t.TempDir(), port: -1}
+	auth, err := natsauth.LoadOrCreate(t.TempDir())
+	require.NoError(t, err)
+	s := &Server{t: t, StoreDir: t.TempDir(), Auth: auth, port: -1}
 	s.start()
 	t.Cleanup(s.Shutdown)
 	nc := s.Connect()
@@ -41,7 +48,7 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: s.StoreDir, Port: s.port}, slog.New(slog.DiscardHandler))
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: s.StoreDir, Port: s.port, Auth: s.Auth}, slog.New(slog.DiscardHandler))
 	require.NoError(s.t, err, "start embedded NATS")
 	s.Embedded = emb
 	// Keep the port across restarts so reconnecting clients find the server again.
@@ -51,19 +58,39 @@ func (s *Server) start() {
 // URL is the server's client URL.
 func (s *Server) URL() string { return s.Embedded.ClientURL() }
 
-// Connect opens a client connection that reconnects across restarts, closed when the test ends.
+// Connect opens a connection as the admin user, which may do anything. It reconnects across
+// restarts, and is closed when the test ends.
 func (s *Server) Connect() *nats.Conn {
 	s.t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return s.ConnectAs(natsauth.Admin)
+}
+
+// ConnectAs opens a connection as a new user of role, as Connect does.
+func (s *Server) ConnectAs(role natsauth.Role) *nats.Conn {
+	s.t.Helper()
+	opts, err := s.Auth.Connect(role, "test-"+string(role))
+	require.NoError(s.t, err)
+	opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		// A refused permission is only reported here; make it fail the test's logs loudly.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.t.Logf("nats error on a %s connection: %v", role, err)
+		}))
+	nc, err := nats.Connect(s.URL(), opts...)
 	require.NoError(s.t, err)
 	s.t.Cleanup(nc.Close)
 	return nc
 }
 
-// JetStream returns a JetStream context on a new connection.
+// JetStream returns a JetStream context on a new admin connection.
 func (s *Server) JetStream() jetstream.JetStream {
 	s.t.Helper()
-	js, err := jetstream.New(s.Connect())
+	return s.JetStreamAs(natsauth.Admin)
+}
+
+// JetStreamAs returns a JetStream context on a new connection as a user of role.
+func (s *Server) JetStreamAs(role natsauth.Role) jetstream.JetStream {
+	s.t.Helper()
+	js, err := jetstream.New(s.ConnectAs(role))
 	require.NoError(s.t, err)
 	return js
 }

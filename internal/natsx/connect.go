@@ -13,9 +13,11 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
-// Connect connects to the NATS server at url, or in process to embedded when it is not nil.
-// The connection reconnects forever; the caller closes it with Drain or Close.
-func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Logger) (*nats.Conn, error) {
+// Connect connects to the NATS server at url, or in process to embedded when it is not nil,
+// with extra options (its user's credentials, say). The connection reconnects forever; the
+// caller closes it with Drain or Close. Asynchronous errors, a permission the server refused
+// above all, are logged.
+func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -26,7 +28,15 @@ func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Log
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"err", err, "connection", name}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			logger.Error("nats", attrs...)
+		}),
 	}
+	opts = append(opts, extra...)
 	if embedded != nil {
 		opts = append(opts, nats.InProcessServer(embedded.Server()))
 		serverURL = ""

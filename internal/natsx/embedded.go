@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/convergence-dev/convergence/internal/natsauth"
 )
 
 // EmbeddedConfig configures the in-process NATS server.
@@ -23,6 +25,9 @@ type EmbeddedConfig struct {
 	Host       string
 	Port       int
 	DontListen bool
+	// Auth is the authority whose users alone may connect. Required: the server accepts no
+	// anonymous client.
+	Auth *natsauth.Authority
 }
 
 // Embedded is a NATS server with JetStream running inside this process.
@@ -31,11 +36,14 @@ type Embedded struct {
 }
 
 // StartEmbedded starts a NATS server with JetStream on file storage that fsyncs every write, so
-// an acknowledged publish survives a crash of the process. It returns once the server accepts
+// an acknowledged publish survives a crash of the process, serving only the users of cfg.Auth. It returns once the server accepts
 // connections; the caller must call Shutdown.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: no store directory")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("embedded nats: no authority to authenticate clients")
 	}
 	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded nats: create store directory: %w", err)
@@ -63,6 +71,9 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		SyncAlways: true,
 		NoSigs:     true,
 		NoLog:      true,
+	}
+	if err := cfg.Auth.Configure(opts); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

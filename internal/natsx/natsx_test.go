@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -52,8 +53,9 @@ func TestLifecycle_IntegratorSeesFactsInOrderAndResumesAfterRestart(t *testing.T
 	publish(events.StateRunning)
 
 	seen := make(chan events.TenantState, 10)
+	integrator := srv.JetStreamAs(natsauth.Integrator)
 	consume := func(ctx context.Context) error {
-		return consumer.Lifecycle(ctx, js, "integrator", events.LifecycleFilter("", 9),
+		return consumer.Lifecycle(ctx, integrator, "integrator", events.LifecycleFilter("", 9),
 			func(_ context.Context, e consumer.Event[events.TenantLifecycle]) error {
 				seen <- e.Data.State
 				return nil
@@ -94,7 +96,7 @@ func TestStartEmbedded_PortInUse_SaysWhatToDo(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = busy.Close() })
 	_, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
-		StoreDir: t.TempDir(), Host: "127.0.0.1", Port: busy.Addr().(*net.TCPAddr).Port,
+		StoreDir: t.TempDir(), Host: "127.0.0.1", Port: busy.Addr().(*net.TCPAddr).Port, Auth: authority(t),
 	}, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "is in use")
 	require.ErrorContains(t, err, "NATS_URL")
@@ -123,4 +125,12 @@ func TestSplitListen_HostPortOrFreePort(t *testing.T) {
 		require.Equal(t, tc.host, host)
 		require.Equal(t, tc.port, port)
 	}
+}
+
+// authority is a new NATS authority for a test's server.
+func authority(t *testing.T) *natsauth.Authority {
+	t.Helper()
+	a, err := natsauth.LoadOrCreate(t.TempDir())
+	require.NoError(t, err)
+	return a
 }

@@ -42,8 +42,12 @@ type Config struct {
 	// means DatabaseURL. Whatever the login, each service takes its own database role
 	// (internal/pgrole), so the login must be a member of that role.
 	ServiceDatabaseURLs ServiceDatabaseURLs
-	// NATSURL is the NATS server to use; empty runs an embedded one with its store in DataDir.
+	// NATSURL is the NATS server to use; empty runs an embedded one with its store in DataDir
+	// and its authority (natsauth) in DataDir/nats-auth, which issues each service its user.
 	NATSURL string
+	// NATSCreds is the credentials file the services connect to NATSURL with; empty connects
+	// anonymously, which only a server without authentication accepts.
+	NATSCreds string
 	// NATSListen is where the embedded NATS server listens for outside clients; empty serves
 	// this process only.
 	NATSListen string
@@ -67,6 +71,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ServiceDatabaseURLs.Converger, "converger.database-url", "", "PostgreSQL URL the converger logs in with; empty uses -database-url")
 	fs.StringVar(&c.ServiceDatabaseURLs.Metering, "metering.database-url", "", "PostgreSQL URL the metering logs in with; empty uses -database-url")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL (env NATS_URL); empty runs an embedded JetStream server")
+	fs.StringVar(&c.NATSCreds, "nats.creds", "", "NATS credentials file to connect to NATS_URL with (`convergence nats creds` writes one)")
 	fs.StringVar(&c.NATSListen, "nats.listen", "127.0.0.1:4222", "where the embedded NATS server listens for integrators; empty for in-process only")
 	fs.BoolVar(&c.Migrate, "migrate", true, "apply database migrations at start")
 	fs.StringVar(&c.API.AdminToken, "admin-token", "", "operator token for the admin API; empty reads or generates <data-dir>/admin-token")
@@ -107,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("data-dir is empty: set CONVERGENCE_DATA_DIR")
+	}
+	if c.NATSCreds != "" && c.NATSURL == "" {
+		return errors.New("nats.creds is set but NATS_URL is not: the embedded server issues its own users; set NATS_URL, or unset CONVERGENCE_NATS_CREDS")
 	}
 	if c.DatabaseURL == "" {
 		for _, svc := range serviceTargets {

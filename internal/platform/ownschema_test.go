@@ -12,6 +12,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
@@ -41,9 +42,7 @@ func startAlone(t *testing.T, service string) (*pgtest.DB, *nats.Conn, jetstream
 	cfg.Converger.Provider = converger.ProviderSimulated
 	cfg.Converger.Simulated.Latency = time.Millisecond
 	start(t, cfg)
-	nc, err := nats.Connect("nats://" + cfg.NATSListen)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc := connectAs(t, cfg, natsauth.Admin)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	return db, nc, js

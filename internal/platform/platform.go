@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pglocal"
@@ -83,8 +84,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		ready.Add("postgres-"+t, infra.pools[t].Ping)
 	}
 	ready.Add("nats", func(context.Context) error {
-		if s := infra.nc.Status(); s != nats.CONNECTED {
-			return fmt.Errorf("nats connection is %s", s)
+		for t, nc := range infra.conns {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("%s's nats connection is %s", t, s)
+			}
 		}
 		return nil
 	})
@@ -116,7 +119,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// Each service that writes events relays its own outbox, in its own schema.
 	for _, t := range targets {
 		if ob := infra.outboxes[t]; ob != nil {
-			relay := outbox.NewRelay(ob, infra.js, outbox.RelayConfig{}, logger.With("service", t),
+			relay := outbox.NewRelay(ob, infra.js[t], outbox.RelayConfig{}, logger.With("service", t),
 				prometheus.WrapRegistererWith(prometheus.Labels{"service": t}, reg))
 			g.Go(func() error { return relay.Run(gctx) })
 		}
@@ -134,16 +137,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 }
 
 func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
-	pool, ob := infra.pools[target], infra.outboxes[target]
+	pool, ob, nc, js := infra.pools[target], infra.outboxes[target], infra.conns[target], infra.js[target]
 	switch target {
 	case TargetAPI:
-		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Echo: e, Logger: logger, Registry: reg})
+		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Echo: e, Logger: logger, Registry: reg})
 	case TargetProvisioner:
-		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Docker: infra.docker, Logger: logger, Registry: reg})
+		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
-		return converger.New(cfg.Converger, converger.Deps{Pool: pool, Outbox: ob, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
+		return converger.New(cfg.Converger, converger.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Logger: logger, Registry: reg})
 	case TargetMetering:
-		return metering.New(cfg.Metering, metering.Deps{Pool: pool, NC: infra.nc, JS: infra.js, Logger: logger, Registry: reg})
+		return metering.New(cfg.Metering, metering.Deps{Pool: pool, NC: nc, JS: js, Logger: logger, Registry: reg})
 	}
 	return nil, fmt.Errorf("unknown target %q", target)
 }
@@ -184,16 +187,26 @@ func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // Reconcile compares the usage ledger with the converger's task records over a period, repairs
 // the gaps when asked, and writes the report to w. It returns metering.ErrUnreconciled when
 // gaps remain, so a scheduled run can exit non-zero. The converger answers for its records on
-// the running platform's NATS: NATS_URL, or the embedded server's -nats.listen address.
+// the running platform's NATS: NATS_URL (as -nats.creds's user), or the embedded server's
+// -nats.listen address (as a metering user of the data dir's authority).
 func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, w io.Writer, logger *slog.Logger) error {
 	natsURL := cfg.NATSURL
+	var auth *natsauth.Authority
 	if natsURL == "" {
 		if cfg.NATSListen == "" {
 			return errors.New("reconcile asks the running platform's converger for its task records: set NATS_URL, or -nats.listen to where the platform's embedded NATS listens")
 		}
 		natsURL = "nats://" + cfg.NATSListen
+		var err error
+		if auth, err = natsauth.LoadOrCreate(natsAuthDir(cfg)); err != nil {
+			return err
+		}
 	}
-	nc, err := natsx.Connect(natsURL, nil, "convergence-reconcile", logger)
+	_, nopts, err := natsOptions(cfg, auth, natsauth.Metering, "convergence-reconcile")
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect(natsURL, nil, "convergence-reconcile", logger, nopts...)
 	if err != nil {
 		return fmt.Errorf("%w; is the platform running?", err)
 	}
@@ -245,9 +258,10 @@ type infra struct {
 	// outboxes holds the outbox of each service the process runs that writes events.
 	outboxes map[string]*outbox.Outbox
 	embedded *natsx.Embedded // nil when NATS_URL is given
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	docker   *client.Client // nil unless the process runs the provisioner
+	// conns holds a NATS connection per service the process runs, each as that service's user.
+	conns  map[string]*nats.Conn
+	js     map[string]jetstream.JetStream
+	docker *client.Client // nil unless the process runs the provisioner
 }
 
 // eventWriters are the services that write events, each to the outbox in its own schema.
@@ -256,7 +270,8 @@ var eventWriters = []string{TargetAPI, TargetProvisioner, TargetConverger}
 // startInfra starts PostgreSQL and NATS, or connects to the ones configured, and opens a pool
 // for each service of targets. On error it stops what it had started.
 func startInfra(ctx context.Context, cfg Config, targets []string, logger *slog.Logger) (_ *infra, err error) {
-	in := &infra{pools: map[string]*pgxpool.Pool{}, outboxes: map[string]*outbox.Outbox{}}
+	in := &infra{pools: map[string]*pgxpool.Pool{}, outboxes: map[string]*outbox.Outbox{},
+		conns: map[string]*nats.Conn{}, js: map[string]jetstream.JetStream{}}
 	defer func() {
 		if err != nil {
 			in.stop(logger)
@@ -296,27 +311,8 @@ func startInfra(ctx context.Context, cfg Config, targets []string, logger *slog.
 		}
 	}
 
-	if cfg.NATSURL == "" {
-		ec := natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), DontListen: cfg.NATSListen == ""}
-		if cfg.NATSListen != "" {
-			if ec.Host, ec.Port, err = natsx.SplitListen(cfg.NATSListen); err != nil {
-				return nil, fmt.Errorf("nats.listen: %w", err)
-			}
-		}
-		if in.embedded, err = natsx.StartEmbedded(ec, logger); err != nil {
-			return nil, err
-		}
-	}
-	if in.nc, err = natsx.Connect(cfg.NATSURL, in.embedded, "convergence", logger); err != nil {
+	if err := in.startNATS(ctx, cfg, targets, logger); err != nil {
 		return nil, err
-	}
-	if in.js, err = jetstream.New(in.nc); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := natsx.EnsureStreams(sctx, in.js); err != nil {
-		return nil, fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
 	}
 	if slices.Contains(targets, TargetProvisioner) {
 		if in.docker, err = connectDocker(ctx); err != nil {
@@ -325,6 +321,84 @@ func startInfra(ctx context.Context, cfg Config, targets []string, logger *slog.
 	}
 	return in, nil
 }
+
+// startNATS starts the embedded NATS server, or finds the one configured, makes sure the
+// platform's streams exist, and connects each service of targets as its own user.
+func (in *infra) startNATS(ctx context.Context, cfg Config, targets []string, logger *slog.Logger) error {
+	var auth *natsauth.Authority
+	if cfg.NATSURL == "" {
+		var err error
+		if auth, err = natsauth.LoadOrCreate(natsAuthDir(cfg)); err != nil {
+			return err
+		}
+		ec := natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), DontListen: cfg.NATSListen == "", Auth: auth}
+		if cfg.NATSListen != "" {
+			if ec.Host, ec.Port, err = natsx.SplitListen(cfg.NATSListen); err != nil {
+				return fmt.Errorf("nats.listen: %w", err)
+			}
+		}
+		if in.embedded, err = natsx.StartEmbedded(ec, logger); err != nil {
+			return err
+		}
+	} else if cfg.NATSCreds == "" {
+		logger.Warn("connecting to NATS_URL without credentials: only a server without authentication accepts that, and every process on it may then do anything; set CONVERGENCE_NATS_CREDS")
+	}
+	// The streams, as the admin user when this process issues users, else as the configured
+	// user if it is an admin; a service user may not manage streams, and the NATS server's own
+	// process (`convergence nats`) keeps them instead.
+	role, opts, err := natsOptions(cfg, auth, natsauth.Admin, "convergence-streams")
+	if err != nil {
+		return err
+	}
+	if role == natsauth.Admin {
+		nc, err := natsx.Connect(cfg.NATSURL, in.embedded, "convergence-streams", logger, opts...)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := natsx.EnsureStreams(sctx, js); err != nil {
+			return fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
+		}
+	}
+	for _, t := range targets {
+		name := "convergence-" + t
+		_, opts, err := natsOptions(cfg, auth, natsauth.Role(t), name)
+		if err != nil {
+			return err
+		}
+		if in.conns[t], err = natsx.Connect(cfg.NATSURL, in.embedded, name, logger, opts...); err != nil {
+			return err
+		}
+		if in.js[t], err = jetstream.New(in.conns[t]); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+	}
+	return nil
+}
+
+// natsOptions returns how a connection of this process acting as role connects: as a user of
+// role issued by auth when the process holds the authority, else as the user of -nats.creds
+// (whatever its role), else anonymously (an admin's rights on a server without
+// authentication).
+func natsOptions(cfg Config, auth *natsauth.Authority, role natsauth.Role, name string) (natsauth.Role, []nats.Option, error) {
+	switch {
+	case auth != nil:
+		opts, err := auth.Connect(role, name)
+		return role, opts, err
+	case cfg.NATSCreds != "":
+		return natsauth.FileOptions(cfg.NATSCreds)
+	}
+	return natsauth.Admin, nil, nil
+}
+
+// natsAuthDir is where the embedded NATS server's authority is kept.
+func natsAuthDir(cfg Config) string { return filepath.Join(cfg.DataDir, "nats-auth") }
 
 // connectDB opens a pool acting as service's database role (none when service is empty) and
 // checks that the database answers, with an error that says what to do when it does not.
@@ -379,11 +453,13 @@ func (in *infra) stop(logger *slog.Logger) {
 	if in.docker != nil {
 		_ = in.docker.Close()
 	}
-	if in.nc != nil {
-		if err := in.nc.Drain(); err != nil {
-			in.nc.Close()
+	for _, nc := range in.conns {
+		if err := nc.Drain(); err != nil {
+			nc.Close()
 		}
-		for in.nc.IsDraining() {
+	}
+	for _, nc := range in.conns {
+		for nc.IsDraining() {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}

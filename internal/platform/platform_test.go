@@ -16,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/platform"
 )
@@ -105,6 +107,20 @@ func start(t *testing.T, cfg platform.Config) (stop func() error) {
 		return resp.StatusCode == http.StatusOK
 	}, 60*time.Second, 50*time.Millisecond)
 	return stop
+}
+
+// connectAs connects to the NATS server the platform of cfg runs (listening on cfg.NATSListen)
+// as a new user of role, issued by the authority in its data dir.
+func connectAs(t *testing.T, cfg platform.Config, role natsauth.Role) *nats.Conn {
+	t.Helper()
+	auth, err := natsauth.Load(filepath.Join(cfg.DataDir, "nats-auth"))
+	require.NoError(t, err)
+	opts, err := auth.Connect(role, "test-"+string(role))
+	require.NoError(t, err)
+	nc, err := nats.Connect("nats://"+cfg.NATSListen, opts...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -197,9 +197,7 @@ func getJSON(t *testing.T, url, token string, v any) {
 // runs none, until the test ends.
 func serveProvisionerQueries(t *testing.T, cfg platform.Config, db *pgtest.DB) {
 	t.Helper()
-	nc, err := nats.Connect("nats://" + cfg.NATSListen)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc := connectAs(t, cfg, natsauth.Provisioner)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	pool := db.For(t, pgrole.Provisioner)
@@ -215,8 +213,9 @@ func serveProvisionerQueries(t *testing.T, cfg platform.Config, db *pgtest.DB) {
 		cancel()
 		require.NoError(t, <-done)
 	})
+	asker := connectAs(t, cfg, natsauth.API)
 	require.Eventually(t, func() bool {
-		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](t.Context(), nc, events.SubjectTenantGet, events.TenantQuery{EnvID: 7})
+		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](t.Context(), asker, events.SubjectTenantGet, events.TenantQuery{EnvID: 7})
 		return err == nil
 	}, 20*time.Second, 20*time.Millisecond, "the provisioner answers")
 }

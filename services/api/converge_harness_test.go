@@ -26,6 +26,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -80,7 +81,7 @@ func (c *convergeEnv) converger(t testing.TB) *converger.Service {
 // convergerWith is converger running at most concurrency tasks at once (0: the default).
 func (c *convergeEnv) convergerWith(t testing.TB, concurrency int) *converger.Service {
 	t.Helper()
-	nc := c.nats.Connect()
+	nc := c.nats.ConnectAs(natsauth.Converger)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	cfg := converger.Config{
@@ -105,9 +106,7 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	db := pgtest.NewDB(t)
 	pool := db.For(t, pgrole.API)
 	srv := natstest.Start(t)
-	nc := srv.Connect()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := srv.JetStream()
 	ob := outbox.New(pool)
 	c := &convergeEnv{
 		t:        t,
@@ -122,7 +121,7 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	}
 	c.URL = c.serveAPI()
 
-	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry())
+	relay := outbox.NewRelay(ob, srv.JetStreamAs(natsauth.API), outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry())
 	c.goRun(relay.Run)
 	return c
 }
@@ -137,7 +136,7 @@ func (c *convergeEnv) serveAPI() string {
 // serveAPIWith is serveAPI with the convergence endpoints configured by cfg.
 func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
 	c.t.Helper()
-	nc := c.nats.Connect()
+	nc := c.nats.ConnectAs(natsauth.API)
 	js, err := jetstream.New(nc)
 	require.NoError(c.t, err)
 	e := httpx.NewEcho(testLogger())
@@ -174,7 +173,7 @@ func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
 // function that shuts it down and returns Serve's result.
 func (c *convergeEnv) serveAPIWithShutdown() (string, func() error) {
 	c.t.Helper()
-	nc := c.nats.Connect()
+	nc := c.nats.ConnectAs(natsauth.API)
 	js, err := jetstream.New(nc)
 	require.NoError(c.t, err)
 	e := httpx.NewEcho(testLogger())

@@ -22,6 +22,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
@@ -64,7 +65,10 @@ func newTestAPI(t *testing.T) *testAPI {
 	logger := testLogger()
 	e := httpx.NewEcho(logger)
 	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
-	svc, err := api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: nc, JS: js, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
+	apiNC := srv.ConnectAs(natsauth.API)
+	apiJS, err := jetstream.New(apiNC)
+	require.NoError(t, err)
+	svc, err := api.New(cfg, api.Deps{Pool: pool, Outbox: outbox.New(pool), NC: apiNC, JS: apiJS, Echo: e, Logger: logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	runUntilEnd(t, svc.Run)
 	hs := httptest.NewServer(e)
@@ -96,7 +100,7 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 		StateDir: a.t.TempDir(),
 		Ports:    "3001-3999", // never bound: no tenant runs
 	}
-	nc := a.nats.Connect()
+	nc := a.nats.ConnectAs(natsauth.Provisioner)
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
 	pool := a.db.For(a.t, pgrole.Provisioner)
@@ -107,7 +111,7 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.ServeQueries)
 	require.Eventually(a.t, func() bool {
-		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](a.t.Context(), nc, events.SubjectTenantGet, events.TenantQuery{EnvID: 1})
+		_, err := natsrpc.Call[events.TenantQuery, events.TenantView](a.t.Context(), a.NC, events.SubjectTenantGet, events.TenantQuery{EnvID: 1})
 		return !errors.Is(err, natsrpc.ErrUnavailable)
 	}, 20*time.Second, 20*time.Millisecond, "the provisioner answers")
 	keys, err := keyring.LoadOrCreate(filepath.Join(cfg.StateDir, "provisioner.key"))
@@ -119,7 +123,7 @@ func (a *testAPI) startProvisioner() *keyring.Keyring {
 // (ServeQueries), until the test ends.
 func (a *testAPI) startConverger() {
 	a.t.Helper()
-	nc := a.nats.Connect()
+	nc := a.nats.ConnectAs(natsauth.Converger)
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
 	pool := a.db.For(a.t, pgrole.Converger)
@@ -128,7 +132,7 @@ func (a *testAPI) startConverger() {
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.ServeQueries)
 	require.Eventually(a.t, func() bool {
-		_, err := natsrpc.Call[events.KnownTasksQuery, events.KnownTasks](a.t.Context(), nc, events.SubjectTasksKnown, events.KnownTasksQuery{})
+		_, err := natsrpc.Call[events.KnownTasksQuery, events.KnownTasks](a.t.Context(), a.NC, events.SubjectTasksKnown, events.KnownTasksQuery{})
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond, "the converger answers")
 }
@@ -137,7 +141,7 @@ func (a *testAPI) startConverger() {
 // answer the usage questions the API asks it.
 func (a *testAPI) startMetering() {
 	a.t.Helper()
-	nc := a.nats.Connect()
+	nc := a.nats.ConnectAs(natsauth.Metering)
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
 	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: a.db.For(a.t, pgrole.Metering), NC: nc, JS: js,
@@ -145,7 +149,7 @@ func (a *testAPI) startMetering() {
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.Run)
 	require.Eventually(a.t, func() bool {
-		_, err := natsrpc.Call[events.UnpricedQuery, events.UnpricedModels](a.t.Context(), nc, events.SubjectUsageUnpriced, events.UnpricedQuery{})
+		_, err := natsrpc.Call[events.UnpricedQuery, events.UnpricedModels](a.t.Context(), a.NC, events.SubjectUsageUnpriced, events.UnpricedQuery{})
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond, "the metering answers")
 }

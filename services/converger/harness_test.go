@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -62,6 +63,8 @@ func newEnv(t testing.TB) *env {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	e := &env{t: t, db: db, pool: db.Pool, convPool: pool, nats: srv, nc: nc, js: js, ob: outbox.New(pool), store: tasks.NewStore(pool)}
+	// The tests play the API through the converger's outbox (converge requests), so its relay
+	// publishes as admin; the converger's own user relays in the platform and e2e tests.
 	relay := outbox.NewRelay(e.ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, logger(), prometheus.NewRegistry())
 	e.goRun(relay.Run)
 	return e
@@ -108,7 +111,7 @@ func (e *env) startConverger(cfg converger.Config, p llm.Provider) (stop func())
 // startConvergerConn is startConverger that also returns the converger's NATS connection.
 func (e *env) startConvergerConn(cfg converger.Config, p llm.Provider) (stop func(), nc *nats.Conn) {
 	e.t.Helper()
-	nc = e.nats.Connect()
+	nc = e.nats.ConnectAs(natsauth.Converger)
 	js, err := jetstream.New(nc)
 	require.NoError(e.t, err)
 	svc, err := converger.New(cfg, converger.Deps{

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
@@ -72,7 +73,7 @@ type commitHook func(in *instance, source string, ids []string, deliveries []uin
 // start runs a metering replica until the test ends or Stop is called.
 func (p *platform) start(cfg metering.Config, hook commitHook) *instance {
 	p.t.Helper()
-	nc := p.NATS.Connect()
+	nc := p.NATS.ConnectAs(natsauth.Metering)
 	js, err := jetstream.New(nc)
 	require.NoError(p.t, err)
 	reg := prometheus.NewRegistry()
@@ -239,13 +240,14 @@ func (p *platform) drained(stream, durable string) {
 // no task, until the test ends, and returns a connection to ask it on.
 func (p *platform) serveConvergerRecords() *nats.Conn {
 	p.t.Helper()
-	nc := p.NATS.Connect()
-	js, err := jetstream.New(nc)
+	conv := p.NATS.ConnectAs(natsauth.Converger)
+	js, err := jetstream.New(conv)
 	require.NoError(p.t, err)
 	pool := p.db.For(p.t, pgrole.Converger)
 	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
-		NC: nc, JS: js, Logger: discard, Registry: prometheus.NewRegistry()})
+		NC: conv, JS: js, Logger: discard, Registry: prometheus.NewRegistry()})
 	require.NoError(p.t, err)
+	nc := p.NATS.ConnectAs(natsauth.Metering)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.ServeQueries(ctx) }()

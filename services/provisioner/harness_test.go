@@ -27,6 +27,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -53,8 +54,11 @@ type harness struct {
 	provPool *pgxpool.Pool
 	apiPool  *pgxpool.Pool // the API's role, with its outbox apiOb
 	apiOb    *outbox.Outbox
-	nc       *nats.Conn
-	js       jetstream.JetStream
+	nc       *nats.Conn          // the provisioner's connection, as its own user
+	js       jetstream.JetStream //
+	apiNC    *nats.Conn          // the API's
+	apiJS    jetstream.JetStream
+	nats     *natstest.Server
 	ob       *outbox.Outbox
 	cli      *client.Client
 	run      dockertest.Run
@@ -83,24 +87,27 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	h.apiPool = db.For(t, pgrole.API)
 
 	srv := natstest.Start(t)
-	h.nc = srv.Connect()
+	h.nats = srv
+	h.nc, h.apiNC = srv.ConnectAs(natsauth.Provisioner), srv.ConnectAs(natsauth.API)
 	var err error
 	h.js, err = jetstream.New(h.nc)
+	require.NoError(t, err)
+	h.apiJS, err = jetstream.New(h.apiNC)
 	require.NoError(t, err)
 	h.ob = outbox.New(h.provPool)
 	h.apiOb = outbox.New(h.apiPool)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	var relays sync.WaitGroup
-	for _, ob := range []*outbox.Outbox{h.ob, h.apiOb} {
+	for ob, js := range map[*outbox.Outbox]jetstream.JetStream{h.ob: h.js, h.apiOb: h.apiJS} {
 		relays.Go(func() {
-			_ = outbox.NewRelay(ob, h.js, outbox.RelayConfig{PollInterval: 100 * time.Millisecond}, h.logger, prometheus.NewRegistry()).Run(relayCtx)
+			_ = outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: 100 * time.Millisecond}, h.logger, prometheus.NewRegistry()).Run(relayCtx)
 		})
 	}
 	t.Cleanup(func() { stopRelay(); relays.Wait() })
 
 	e := httpx.NewEcho(h.logger)
 	_, err = api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20},
-		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
+		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.apiNC, JS: h.apiJS, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)

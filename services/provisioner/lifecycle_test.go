@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/provisioner"
@@ -68,7 +69,7 @@ func TestLifecycle_IntegratorConsumingPkgEvents_SeesProvisioningRunningDestroyed
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- consumer.Lifecycle(ctx, h.js, "integrator", "", func(_ context.Context, e consumer.Event[events.TenantLifecycle]) error {
+		done <- consumer.Lifecycle(ctx, h.nats.JetStreamAs(natsauth.Integrator), "integrator", "", func(_ context.Context, e consumer.Event[events.TenantLifecycle]) error {
 			facts <- e.Data
 			return nil
 		}, h.logger)

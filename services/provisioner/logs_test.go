@@ -105,17 +105,19 @@ func TestLogs_FollowClientLeaves_ProvisionerEndsTheStream(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	envID := envIDOf(h.spawn("quiet"))
-	idle := h.nc.NumSubscriptions()
+	// The API's inbox and the provisioner's control subscription.
+	subs := func() int { return h.nc.NumSubscriptions() + h.apiNC.NumSubscriptions() }
+	idle := subs()
 
 	ctx, cancel := context.WithCancel(t.Context())
 	lines := h.follow(ctx, envID).lines
 	waitLine(t, lines, "tenant listening")
-	require.Greater(t, h.nc.NumSubscriptions(), idle, "the stream's inbox and control subscriptions")
+	require.Greater(t, subs(), idle, "the stream's inbox and control subscriptions")
 	cancel()
 	for range lines {
 		// Drain until the reader goroutine ends.
 	}
-	require.Eventually(t, func() bool { return h.nc.NumSubscriptions() == idle }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return subs() == idle }, 10*time.Second, 20*time.Millisecond,
 		"both ends of the stream let go once the client left")
 }
 
@@ -148,7 +150,7 @@ func TestLogs_FollowWhileServerShutsDown_StreamEndsAndShutdownDoesNotWait(t *tes
 	// A second API instance on a server of the platform's own kind, to shut down.
 	e := httpx.NewEcho(h.logger)
 	_, err := api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20},
-		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.nc, JS: h.js, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
+		api.Deps{Pool: h.apiPool, Outbox: h.apiOb, NC: h.apiNC, JS: h.apiJS, Echo: e, Logger: h.logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)

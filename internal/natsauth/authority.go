@@ -1,0 +1,207 @@
+// Package natsauth gives every part of the platform its own identity on NATS, with NATS's
+// decentralized JWT authentication: an operator signs two accounts (the system account the
+// server needs for itself, and the platform's account, with JetStream), and the platform's
+// account signs one user per role. A user's JWT carries the subjects it may publish to and
+// subscribe on, so the server itself refuses what a role may not do; nobody connects without
+// a user.
+//
+// The three keys (operator, system account, platform account) are kept as seeds in a directory
+// ([LoadOrCreate]). Whoever holds them runs the server ([Authority.Configure]) and issues users
+// ([Authority.Creds], [Authority.Connect]); the services of `make run` and the tests hold them
+// in process, the compose stack's NATS container in its volume.
+package natsauth
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Authority holds the keys that sign the platform's accounts and users.
+type Authority struct {
+	operator, system, account nkeys.KeyPair
+}
+
+// The seed files in an authority's directory.
+const (
+	operatorFile = "operator.nk"
+	systemFile   = "system-account.nk"
+	accountFile  = "platform-account.nk"
+)
+
+// LoadOrCreate reads the authority kept in dir, or makes a new one there when dir holds none
+// (the directory is created with mode 0700, each seed file with 0600). An authority made once
+// stays: users issued from it keep working across restarts.
+func LoadOrCreate(dir string) (*Authority, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("nats auth dir: %w", err)
+	}
+	a := &Authority{}
+	keys := []struct {
+		file   string
+		kp     *nkeys.KeyPair
+		create func() (nkeys.KeyPair, error)
+	}{
+		{operatorFile, &a.operator, nkeys.CreateOperator},
+		{systemFile, &a.system, nkeys.CreateAccount},
+		{accountFile, &a.account, nkeys.CreateAccount},
+	}
+	for _, k := range keys {
+		kp, err := loadOrCreateKey(filepath.Join(dir, k.file), k.create)
+		if err != nil {
+			return nil, err
+		}
+		*k.kp = kp
+	}
+	return a, nil
+}
+
+// Load reads the authority kept in dir, and fails when there is none.
+func Load(dir string) (*Authority, error) {
+	if _, err := os.Stat(filepath.Join(dir, operatorFile)); err != nil {
+		return nil, fmt.Errorf("no NATS authority in %s (%w): it is made when the platform's NATS server first starts (make run, or `convergence nats`); point -data-dir or -nats.auth-dir at it", dir, err)
+	}
+	return LoadOrCreate(dir)
+}
+
+func loadOrCreateKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+	seed, err := os.ReadFile(path) //nolint:gosec // The path is the authority's own directory.
+	if err == nil {
+		kp, err := nkeys.FromSeed(seed)
+		if err != nil {
+			return nil, fmt.Errorf("nats auth key %s is damaged: %w; remove the directory to make a new authority (issued credentials then stop working)", path, err)
+		}
+		return kp, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read nats auth key: %w", err)
+	}
+	kp, err := create()
+	if err != nil {
+		return nil, fmt.Errorf("make nats key: %w", err)
+	}
+	if seed, err = kp.Seed(); err != nil {
+		return nil, fmt.Errorf("nats key seed: %w", err)
+	}
+	// O_EXCL: two processes making the same authority at once must not each write a key.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // As above.
+	if err != nil {
+		return nil, fmt.Errorf("write nats auth key: %w", err)
+	}
+	if _, err := f.Write(seed); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("write nats auth key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write nats auth key: %w", err)
+	}
+	return kp, nil
+}
+
+// Account names, as the server and the `nats` CLI show them.
+const (
+	systemAccountName   = "SYS"
+	platformAccountName = "CONVERGENCE"
+)
+
+// Configure makes opts trust the authority's operator and serve its two accounts, so that only
+// users it issued may connect. JetStream is enabled for the platform account only.
+func (a *Authority) Configure(opts *server.Options) error {
+	opPub, _ := a.operator.PublicKey()
+	sysPub, _ := a.system.PublicKey()
+	accPub, _ := a.account.PublicKey()
+
+	op := jwt.NewOperatorClaims(opPub)
+	op.Name = "convergence"
+	op.SystemAccount = sysPub
+	if _, err := op.Encode(a.operator); err != nil {
+		return fmt.Errorf("sign operator: %w", err)
+	}
+	sys := jwt.NewAccountClaims(sysPub)
+	sys.Name = systemAccountName
+	sysJWT, err := sys.Encode(a.operator)
+	if err != nil {
+		return fmt.Errorf("sign system account: %w", err)
+	}
+	acc := jwt.NewAccountClaims(accPub)
+	acc.Name = platformAccountName
+	acc.Limits.JetStreamLimits = jwt.JetStreamLimits{
+		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
+		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
+	}
+	accJWT, err := acc.Encode(a.operator)
+	if err != nil {
+		return fmt.Errorf("sign platform account: %w", err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(sysPub, sysJWT); err != nil {
+		return err
+	}
+	if err := resolver.Store(accPub, accJWT); err != nil {
+		return err
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{op}
+	opts.AccountResolver = resolver
+	opts.SystemAccount = sysPub
+	// A client's CONNECT line carries its JWT, permissions and all; the default limit of 4 KiB
+	// leaves the integrator's little room.
+	opts.MaxControlLine = max(opts.MaxControlLine, 16<<10)
+	return nil
+}
+
+// user issues a user of role named name, valid for ttl (forever when zero), and returns its JWT
+// and seed.
+func (a *Authority) user(role Role, name string, ttl time.Duration) (string, []byte, error) {
+	perms, err := permissions(role)
+	if err != nil {
+		return "", nil, err
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", nil, fmt.Errorf("make nats user key: %w", err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	accPub, _ := a.account.PublicKey()
+	uc := jwt.NewUserClaims(pub)
+	uc.Name = name
+	uc.IssuerAccount = accPub
+	uc.Permissions = perms
+	uc.Tags.Add("role:" + string(role))
+	if ttl > 0 {
+		uc.Expires = time.Now().Add(ttl).Unix()
+	}
+	token, err := uc.Encode(a.account)
+	if err != nil {
+		return "", nil, fmt.Errorf("sign nats user: %w", err)
+	}
+	return token, seed, nil
+}
+
+// Creds issues a user of role and returns it as a NATS credentials file, the form the `nats`
+// CLI's --creds and nats.UserCredentials read. ttl bounds how long it is valid; zero is forever.
+func (a *Authority) Creds(role Role, name string, ttl time.Duration) ([]byte, error) {
+	token, seed, err := a.user(role, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return jwt.FormatUserConfig(token, seed)
+}
+
+// Connect issues a user of role for a connection of this process and returns the options that
+// connect as it: its JWT, its signature of the server's nonce, and the inbox prefix its
+// permissions allow.
+func (a *Authority) Connect(role Role, name string) ([]nats.Option, error) {
+	token, seed, err := a.user(role, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	return []nats.Option{nats.UserJWTAndSeed(token, string(seed)), InboxPrefix(role)}, nil
+}

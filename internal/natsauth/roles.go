@@ -1,0 +1,225 @@
+package natsauth
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// Role is what a NATS user may do: one per service, read-only integrators, and admin.
+type Role string
+
+// The roles.
+const (
+	API         Role = "api"
+	Provisioner Role = "provisioner"
+	Converger   Role = "converger"
+	Metering    Role = "metering"
+	// Integrator reads the platform's facts (tenant lifecycle, convergence results) and nothing
+	// else: no commands, no prompts, no stream or platform consumer management.
+	Integrator Role = "integrator"
+	// Admin may do anything: it creates the streams, and is the operator's own tool.
+	Admin Role = "admin"
+)
+
+// Roles lists every role, services first.
+func Roles() []Role { return []Role{API, Provisioner, Converger, Metering, Integrator, Admin} }
+
+// ParseRole returns the role named s.
+func ParseRole(s string) (Role, error) {
+	if r := Role(s); slices.Contains(Roles(), r) {
+		return r, nil
+	}
+	names := make([]string, 0, len(Roles()))
+	for _, r := range Roles() {
+		names = append(names, string(r))
+	}
+	return "", fmt.Errorf("unknown nats role %q; one of %s", s, strings.Join(names, ", "))
+}
+
+// inbox is the prefix of a role's reply subjects. Each role subscribes only under its own, so
+// no user reads the answers another one was sent.
+func (r Role) inbox() string { return "_INBOX." + string(r) }
+
+// InboxPrefix is the connection option that makes replies to a user of role arrive where its
+// permissions let it subscribe.
+func InboxPrefix(r Role) nats.Option { return nats.CustomInboxPrefix(r.inbox()) }
+
+// durable is a platform consumer: the stream it reads and its name.
+type durable struct{ stream, name string }
+
+// platformDurables are the durable consumers the services own. Nobody else may read, ack,
+// change or delete them: that would take work or usage away from the service.
+func platformDurables() []durable {
+	return []durable{
+		{events.StreamTenantCommands, events.ConsumerProvisioner},
+		{events.StreamConvergeCommands, events.ConsumerConverger},
+		{events.StreamTenantLifecycle, events.ConsumerConvergerTenants},
+		{events.StreamDeadLetter, events.ConsumerConvergerDeadLetters},
+		{events.StreamConvergeResults, events.ConsumerMeteringResults},
+		{events.StreamTenantLifecycle, events.ConsumerMeteringLifecyle},
+		{events.StreamTenantKeys, events.ConsumerAPIKeys},
+		{events.StreamConvergeResults, events.ConsumerAPITaskEnds},
+	}
+}
+
+// grant is what a service role may do, in the platform's terms.
+type grant struct {
+	publish   []string  // subjects it writes (events, commands, core messages)
+	subscribe []string  // core subjects it listens on
+	serve     []string  // request subjects it answers (queue groups), with one reply each
+	call      []string  // request subjects it asks
+	consumes  []durable // its durable consumers
+	// inspects are consumers of other services whose state it may read.
+	inspects []durable
+}
+
+func grants() map[Role]grant {
+	dl := events.DeadLetterSubject
+	return map[Role]grant{
+		API: {
+			// The converge and destroy commands, relayed from its outbox.
+			publish: []string{events.SubjectTenantDestroy, events.SubjectConvergeRequest,
+				dl(events.ConsumerAPIKeys), dl(events.ConsumerAPITaskEnds),
+				// The control messages of a live log stream go to the provisioner's inbox.
+				Provisioner.inbox() + ".>"},
+			subscribe: []string{events.SubjectConvergeProgress},
+			call:      []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, "metering.usage.>"},
+			consumes: []durable{{events.StreamTenantKeys, events.ConsumerAPIKeys},
+				{events.StreamConvergeResults, events.ConsumerAPITaskEnds}},
+			// The converge backlog is the converger consumer's pending count.
+			inspects: []durable{{events.StreamConvergeCommands, events.ConsumerConverger}},
+		},
+		Provisioner: {
+			// The spawn command of a tenant it admitted, to its own work queue.
+			publish: []string{events.SubjectTenantSpawn, events.SubjectTenantLifecycle, events.SubjectTenantKeys, dl(events.ConsumerProvisioner),
+				// A live log stream sends many messages to the asking API's inbox.
+				API.inbox() + ".>"},
+			serve:    []string{"provisioner.>"},
+			consumes: []durable{{events.StreamTenantCommands, events.ConsumerProvisioner}},
+		},
+		Converger: {
+			// Only the converger reports finished tasks, and with them the usage that is billed.
+			publish: []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed, events.SubjectConvergeProgress,
+				events.SubjectConvergeCancel, dl(events.ConsumerConverger), dl(events.ConsumerConvergerTenants),
+				dl(events.ConsumerConvergerDeadLetters)},
+			subscribe: []string{events.SubjectConvergeCancel},
+			serve:     []string{"converger.>"},
+			consumes: []durable{{events.StreamConvergeCommands, events.ConsumerConverger},
+				{events.StreamTenantLifecycle, events.ConsumerConvergerTenants},
+				{events.StreamDeadLetter, events.ConsumerConvergerDeadLetters}},
+		},
+		Metering: {
+			publish: []string{dl(events.ConsumerMeteringResults), dl(events.ConsumerMeteringLifecyle)},
+			serve:   []string{"metering.>"},
+			call:    []string{events.SubjectTasksFinished, events.SubjectTasksKnown},
+			consumes: []durable{{events.StreamConvergeResults, events.ConsumerMeteringResults},
+				{events.StreamTenantLifecycle, events.ConsumerMeteringLifecyle}},
+		},
+	}
+}
+
+// integratorStreams are the fact streams an integrator may read.
+func integratorStreams() []string {
+	return []string{events.StreamTenantLifecycle, events.StreamConvergeResults}
+}
+
+// permissions returns the NATS permissions of role.
+func permissions(role Role) (jwt.Permissions, error) {
+	var p jwt.Permissions
+	switch role {
+	case Admin:
+		p.Pub.Allow.Add(">")
+		p.Sub.Allow.Add(">")
+		return p, nil
+	case Integrator:
+		p.Sub.Allow.Add(events.SubjectTenantLifecycle, events.SubjectConvergeCompleted, events.SubjectConvergeFailed, role.inbox()+".>")
+		p.Pub.Allow.Add("$JS.API.INFO")
+		for _, s := range integratorStreams() {
+			// Its own consumers, named or durable, on the fact streams. The legacy ephemeral
+			// create ($JS.API.CONSUMER.CREATE.<stream>) is not allowed: it takes the consumer's
+			// name from the request body, past the denials below.
+			p.Pub.Allow.Add("$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s,
+				"$JS.API.CONSUMER.LIST."+s, "$JS.API.CONSUMER.NAMES."+s,
+				"$JS.API.CONSUMER.*."+s+".*", "$JS.API.CONSUMER.*."+s+".*.>", "$JS.API.CONSUMER.*.*."+s+".*",
+				"$JS.ACK."+s+".>")
+		}
+		for _, d := range platformDurables() {
+			if slices.Contains(integratorStreams(), d.stream) {
+				p.Pub.Deny.Add(consumerSubjects(d)...)
+			}
+		}
+		return p, nil
+	}
+	g, ok := grants()[role]
+	if !ok {
+		return p, fmt.Errorf("no permissions for nats role %q", role)
+	}
+	p.Pub.Allow.Add(g.publish...)
+	for _, subject := range g.publish {
+		// A publisher reads the stream's settings (the outbox relay, whether it takes atomic
+		// batches).
+		if stream, ok := events.StreamFor(subject); ok {
+			p.Pub.Allow.Add("$JS.API.STREAM.INFO." + stream)
+		}
+	}
+	p.Pub.Allow.Add(g.call...)
+	p.Pub.Allow.Add("$JS.API.INFO")
+	p.Sub.Allow.Add(g.subscribe...)
+	p.Sub.Allow.Add(g.serve...)
+	p.Sub.Allow.Add(role.inbox() + ".>")
+	for _, d := range g.consumes {
+		p.Pub.Allow.Add(consumerSubjects(d)...)
+		p.Pub.Allow.Add("$JS.API.STREAM.INFO." + d.stream)
+	}
+	for _, d := range g.inspects {
+		p.Pub.Allow.Add("$JS.API.CONSUMER.INFO." + d.stream + "." + d.name)
+	}
+	if len(g.serve) > 0 {
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
+	}
+	return p, nil
+}
+
+// consumerSubjects are the JetStream API subjects that create, read, inspect, ack, change or
+// delete durable consumer d.
+func consumerSubjects(d durable) []string {
+	s, n := d.stream, d.name
+	return []string{
+		"$JS.API.CONSUMER.*." + s + "." + n,        // CREATE, INFO, DELETE
+		"$JS.API.CONSUMER.*." + s + "." + n + ".>", // CREATE with a filter
+		"$JS.API.CONSUMER.*.*." + s + "." + n,      // DURABLE.CREATE, MSG.NEXT
+		"$JS.ACK." + s + "." + n + ".>",
+	}
+}
+
+// FileOptions returns the role of the user in credentials file path, as it was issued here,
+// and the options that connect as that user (with the role's inbox prefix).
+func FileOptions(path string) (Role, []nats.Option, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // The operator names the file.
+	if err != nil {
+		return "", nil, fmt.Errorf("nats credentials: %w", err)
+	}
+	token, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return "", nil, fmt.Errorf("nats credentials %s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return "", nil, fmt.Errorf("nats credentials %s: %w", path, err)
+	}
+	for _, tag := range uc.Tags {
+		if name, ok := strings.CutPrefix(tag, "role:"); ok {
+			if role, err := ParseRole(name); err == nil {
+				return role, []nats.Option{nats.UserCredentials(path), InboxPrefix(role)}, nil
+			}
+		}
+	}
+	return "", nil, fmt.Errorf("nats credentials %s were not issued by `convergence nats creds` (no role tag)", path)
+}
