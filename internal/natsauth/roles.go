@@ -89,7 +89,8 @@ func grants() map[Role]grant {
 				dl(events.ConsumerAPIKeys), dl(events.ConsumerAPITaskEnds),
 				// The control messages of a live log stream go to the provisioner's inbox.
 				Provisioner.inbox() + ".>"},
-			subscribe: []string{events.SubjectConvergeProgress},
+			// A task's progress; a tenant's lifecycle, while a spawn or destroy waits for it.
+			subscribe: []string{events.SubjectConvergeProgress, events.SubjectTenantLifecycle},
 			call:      []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, "metering.usage.>"},
 			consumes: []durable{{events.StreamTenantKeys, events.ConsumerAPIKeys},
 				{events.StreamConvergeResults, events.ConsumerAPITaskEnds}},

@@ -25,6 +25,7 @@ const refusalWait = 2 * time.Second
 func TestSecurity_AnonymousConnect_Refused(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
+	srv.ExpectRefusals()
 	_, err := nats.Connect(srv.URL())
 	require.ErrorContains(t, err, "Authorization Violation")
 }
@@ -32,6 +33,7 @@ func TestSecurity_AnonymousConnect_Refused(t *testing.T) {
 func TestSecurity_UserOfAnotherAuthority_Refused(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
+	srv.ExpectRefusals()
 	other, err := natsauth.LoadOrCreate(t.TempDir())
 	require.NoError(t, err)
 	opts, err := other.Connect(natsauth.Admin, "intruder")
@@ -43,6 +45,7 @@ func TestSecurity_UserOfAnotherAuthority_Refused(t *testing.T) {
 func TestSecurity_ServiceUsers_MayNotPublishOutsideTheirSubjects(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
+	srv.ExpectRefusals()
 	admin := srv.JetStream()
 	cases := []struct {
 		role    natsauth.Role
@@ -84,6 +87,7 @@ func TestSecurity_ServiceUsers_MayNotPublishOutsideTheirSubjects(t *testing.T) {
 func TestSecurity_ServiceUsers_MayNotTouchAnotherServicesConsumerOrTheStreams(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
+	srv.ExpectRefusals()
 	admin := srv.JetStream()
 	ctx := t.Context()
 	_, err := admin.CreateOrUpdateConsumer(ctx, events.StreamConvergeResults, jetstream.ConsumerConfig{
@@ -111,6 +115,7 @@ func TestSecurity_ServiceUsers_MayNotTouchAnotherServicesConsumerOrTheStreams(t 
 func TestSecurity_Integrator_ReadsFactsAndNothingElse(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
+	srv.ExpectRefusals()
 	admin := srv.JetStream()
 	ctx := t.Context()
 	lifecycle := events.LifecycleSubject(events.StateRunning, 7)

@@ -5,8 +5,12 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +30,8 @@ type Server struct {
 	// Auth issues the server's users.
 	Auth *natsauth.Authority
 	port int
+	// refusalsExpected: the test plays an attacker, whose refusals are not failures.
+	refusalsExpected atomic.Bool
 }
 
 // Start starts a server on a free loopback port with the platform's streams created. It is
@@ -65,21 +71,38 @@ func (s *Server) Connect() *nats.Conn {
 	return s.ConnectAs(natsauth.Admin)
 }
 
-// ConnectAs opens a connection as a new user of role, as Connect does.
+// ConnectAs opens a connection as a new user of role, as Connect does. Anything the server
+// refuses it fails the test when it ends, unless the test called ExpectRefusals: a service
+// connected this way must need no more than its role allows.
 func (s *Server) ConnectAs(role natsauth.Role) *nats.Conn {
 	s.t.Helper()
 	opts, err := s.Auth.Connect(role, "test-"+string(role))
 	require.NoError(s.t, err)
+	var mu sync.Mutex
+	var refused []string
 	opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-		// A refused permission is only reported here; make it fail the test's logs loudly.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			s.t.Logf("nats error on a %s connection: %v", role, err)
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				mu.Lock()
+				refused = append(refused, err.Error())
+				mu.Unlock()
+			}
 		}))
 	nc, err := nats.Connect(s.URL(), opts...)
 	require.NoError(s.t, err)
-	s.t.Cleanup(nc.Close)
+	s.t.Cleanup(func() {
+		nc.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(refused) > 0 && !s.refusalsExpected.Load() {
+			s.t.Errorf("the server refused what a %s user did: %s", role, strings.Join(refused, "; "))
+		}
+	})
 	return nc
 }
+
+// ExpectRefusals lets the test's connections be refused what their role may not do.
+func (s *Server) ExpectRefusals() { s.refusalsExpected.Store(true) }
 
 // JetStream returns a JetStream context on a new admin connection.
 func (s *Server) JetStream() jetstream.JetStream {
