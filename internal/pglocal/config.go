@@ -42,6 +42,15 @@ type Config struct {
 	// same key from it (SASLprep leaves printable ASCII unchanged).
 	Password string
 
+	// PasswordsDir, when set, puts the server in password mode: no connection gets in without
+	// a password, checked with scram-sha-256, over loopback and the Unix socket too (its
+	// pg_hba.conf has no trust line). The passwords are generated on first use and kept in
+	// PasswordsDir (mode 0700), one file per role (0600): the superuser's, the role named
+	// Database's, and those Server.Login makes. A cluster made without passwords gets them at
+	// its first start in password mode, its data kept. It serves loopback only, and excludes
+	// Password.
+	PasswordsDir string
+
 	// ServerLogLevel is the level at which the server's own log lines reach Logger. Nil is
 	// Debug; a server that is the whole point of its process (a container's) logs at Info.
 	ServerLogLevel slog.Leveler
@@ -77,6 +86,12 @@ func (cfg Config) validate() (Config, error) {
 	}
 	if cfg.ListenAddresses == "" {
 		cfg.ListenAddresses = loopbackIPv4
+	}
+	if cfg.Password != "" && cfg.PasswordsDir != "" {
+		return cfg, errors.New("config: set Password or PasswordsDir, not both")
+	}
+	if cfg.PasswordsDir != "" && !loopbackOnly(cfg.ListenAddresses) {
+		return cfg, fmt.Errorf("config: ListenAddresses %q reaches beyond loopback, which password mode does not serve; use Password", cfg.ListenAddresses)
 	}
 	if cfg.Password == "" && !loopbackOnly(cfg.ListenAddresses) {
 		return cfg, fmt.Errorf("config: ListenAddresses %q reaches beyond loopback: set Password, "+

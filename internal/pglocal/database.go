@@ -8,7 +8,7 @@ import (
 )
 
 // ensureDatabase creates the role and the database named Database, unless they exist, and sets
-// the role's password when there is one (Config.Password). The role may log in, create
+// the role's password when there is one (Config.Password, or password mode's). The role may log in, create
 // databases (which a test harness needs) and create roles (which the migrations need); it is
 // not a superuser.
 func ensureDatabase(ctx context.Context, conn *pgx.Conn, password string) error {
@@ -29,7 +29,7 @@ func ensureDatabase(ctx context.Context, conn *pgx.Conn, password string) error 
 	// The password before the database: clients and probes connect to the database, so none
 	// of them gets in before the password they are given works.
 	if password != "" {
-		if err := setPassword(ctx, conn, password); err != nil {
+		if err := setPassword(ctx, conn, Database, password); err != nil {
 			return err
 		}
 	}

@@ -17,8 +17,10 @@
 //
 // PostgreSQL refuses to run as root. When the calling process is root, the data directory is
 // owned by the "postgres" system user and initdb and postgres run as that user; otherwise they
-// run as the current user. Authentication is "trust": any local user may connect over
-// loopback, which is what a development or test server on one machine wants.
+// run as the current user. Authentication is "trust" by default: any local user may connect
+// over loopback, which is what a test server wants. In password mode (Config.PasswordsDir),
+// which `make run` uses, nothing gets in without a password, and the passwords are kept in
+// files only the calling user reads.
 //
 // A server in a container (`convergence postgres`, which the compose stack runs) also listens
 // beyond loopback (Config.ListenAddresses); it then needs Config.Password, which the

@@ -64,10 +64,11 @@ func hbaRules() string {
 		"host  all " + role + " ::/0      scram-sha-256\n"
 }
 
-// writeHBAFile writes hbaRules into the data directory for the owner to read.
-func writeHBAFile(dir string, o owner) (string, error) {
+// writeHBAFile writes rules as pglocal's pg_hba.conf into the data directory, for the owner
+// to read.
+func writeHBAFile(dir string, o owner, rules string) (string, error) {
 	path := filepath.Join(dir, hbaFileName)
-	if err := os.WriteFile(path, []byte(hbaRules()), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", hbaFileName, err)
 	}
 	if err := o.chown(path); err != nil {
@@ -76,10 +77,9 @@ func writeHBAFile(dir string, o owner) (string, error) {
 	return path, nil
 }
 
-// setPassword stores the SCRAM-SHA-256 verifier of password in the role named Database.
-// PostgreSQL keeps a string in this format as it is, so the password never reaches the server
-// or its log.
-func setPassword(ctx context.Context, conn *pgx.Conn, password string) error {
+// setPassword stores the SCRAM-SHA-256 verifier of password in role. PostgreSQL keeps a
+// string in this format as it is, so the password never reaches the server or its log.
+func setPassword(ctx context.Context, conn *pgx.Conn, role, password string) error {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
 		return fmt.Errorf("password salt: %w", err)
@@ -89,9 +89,9 @@ func setPassword(ctx context.Context, conn *pgx.Conn, password string) error {
 		return err
 	}
 	// A utility statement takes no parameters; the verifier holds only base64, '$' and ':'.
-	stmt := "ALTER ROLE " + pgx.Identifier{Database}.Sanitize() + " PASSWORD '" + verifier + "'"
+	stmt := "ALTER ROLE " + pgx.Identifier{role}.Sanitize() + " PASSWORD '" + verifier + "'"
 	if _, err := conn.Exec(ctx, stmt); err != nil {
-		return fmt.Errorf("set password of role %s: %w", Database, err)
+		return fmt.Errorf("set password of role %s: %w", role, err)
 	}
 	return nil
 }

@@ -31,8 +31,12 @@ type Server struct {
 	port    int
 	sockDir string // the Unix socket directory: the data directory, or a temporary one
 	ownsDir bool   // sockDir is temporary and Stop removes it
-	hbaFile string // pglocal's pg_hba.conf when cfg.Password is set, else empty
-	proc    *process
+	hbaFile string // pglocal's pg_hba.conf when cfg.Password or cfg.PasswordsDir is set, else empty
+	// superPassword is the superuser's password in password mode (cfg.PasswordsDir), and
+	// dbPassword that of the role named Database.
+	superPassword, dbPassword string
+	bootstrapping             bool // the superuser connects over the Unix socket, without a password
+	proc                      *process
 
 	signalOnce  sync.Once
 	exitedFirst bool // the server exited before Stop asked it to; set in signalOnce
@@ -76,21 +80,35 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	s := &Server{cfg: cfg}
-	if cfg.Password != "" {
-		if s.hbaFile, err = writeHBAFile(cfg.Dir, o); err != nil {
+	s := &Server{cfg: cfg, dbPassword: cfg.Password}
+	switch {
+	case cfg.PasswordsDir != "":
+		if s.superPassword, err = keptPassword(cfg.PasswordsDir, superuser); err != nil {
 			return nil, err
 		}
+		if s.dbPassword, err = keptPassword(cfg.PasswordsDir, Database); err != nil {
+			return nil, err
+		}
+		s.hbaFile, err = writeHBAFile(cfg.Dir, o, passwordHBARules())
+	case cfg.Password != "":
+		s.hbaFile, err = writeHBAFile(cfg.Dir, o, hbaRules())
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := s.makeSocketDir(o); err != nil {
 		return nil, err
 	}
 	conn, err := s.launch(ctx, bins, o)
+	if isPasswordRefused(err) && s.superPassword != "" {
+		// A cluster made before password mode: its superuser has no password yet.
+		conn, err = s.bootstrapPasswords(ctx, bins, o)
+	}
 	if err != nil {
 		s.removeSocketDir()
 		return nil, err
 	}
-	err = ensureDatabase(ctx, conn, cfg.Password)
+	err = ensureDatabase(ctx, conn, s.dbPassword)
 	if closeErr := conn.Close(context.WithoutCancel(ctx)); err == nil {
 		err = closeErr
 	}
@@ -100,17 +118,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		_ = s.Stop(stopCtx) // the set-up error is the one to report
 		return nil, err
 	}
-	cfg.Logger.InfoContext(ctx, "local PostgreSQL ready", "url", s.URL(), "dir", cfg.Dir,
-		"listen", listenAddresses(cfg.ListenAddresses), "password", cfg.Password != "",
+	cfg.Logger.InfoContext(ctx, "local PostgreSQL ready", "url", s.urlFor(Database, ""), "dir", cfg.Dir,
+		"listen", listenAddresses(cfg.ListenAddresses), "password", s.dbPassword != "",
 		"version", bins.version, "cluster", state.String(), "took", time.Since(begin).Round(time.Millisecond))
 	return s, nil
 }
 
-// URL is the connection URL for the role and database named Database, over TCP on 127.0.0.1,
-// without a password (the server trusts loopback connections, with or without
-// Config.Password). The role may create databases.
+// URL is the connection URL for the role and database named Database, over TCP on 127.0.0.1:
+// with the role's password in password mode (Config.PasswordsDir), and without one otherwise
+// (the server then trusts loopback connections, with or without Config.Password). The role may
+// create databases.
 func (s *Server) URL() string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", Database, s.port, Database)
+	if s.cfg.PasswordsDir != "" {
+		return s.urlFor(Database, s.dbPassword)
+	}
+	return s.urlFor(Database, "")
 }
 
 // Done is closed when the server process has exited, whether Stop stopped it or not.
@@ -197,7 +219,13 @@ func (s *Server) launch(ctx context.Context, bins binaries, o owner) (*pgx.Conn,
 		if err != nil {
 			return nil, err
 		}
-		conn, err := waitReady(ctx, p, port)
+		config, err := s.superuserConfig(port, s.bootstrapping)
+		if err != nil {
+			_ = p.cmd.Process.Kill() // fails only when it has just exited
+			<-p.done
+			return nil, err
+		}
+		conn, err := waitReady(ctx, p, config)
 		if err == nil {
 			s.port, s.proc = port, p
 			return conn, nil
@@ -284,12 +312,7 @@ func startProcess(postgres string, args []string, o owner, log *slog.Logger, lev
 // waitReady connects as the superuser until the server answers, and returns that connection.
 // If the server exits first, or ctx ends, it makes sure the server is gone and returns an
 // error quoting the server's log.
-func waitReady(ctx context.Context, p *process, port int) (*pgx.Conn, error) {
-	config, err := pgx.ParseConfig(fmt.Sprintf(
-		"postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=5", port))
-	if err != nil {
-		return nil, fmt.Errorf("connection config: %w", err)
-	}
+func waitReady(ctx context.Context, p *process, config *pgx.ConnConfig) (*pgx.Conn, error) {
 	for {
 		conn, err := pgx.ConnectConfig(ctx, config)
 		if err == nil {
@@ -301,7 +324,7 @@ func waitReady(ctx context.Context, p *process, port int) (*pgx.Conn, error) {
 		if errors.As(err, &pgErr) && pgErr.Code != cannotConnectNow {
 			_ = p.cmd.Process.Signal(os.Interrupt) // fails only when it has just exited
 			<-p.done
-			return nil, fmt.Errorf("connect to postgres as superuser postgres: %w", err)
+			return nil, fmt.Errorf("connect to postgres as superuser %s: %w", superuser, err)
 		}
 		select {
 		case <-p.done:

@@ -221,9 +221,10 @@ func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, 
 // service's database role; with service empty, as the login itself.
 func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, service string, fn func(dbURL string, pool *pgxpool.Pool) error) error {
 	dbURL := cfg.DatabaseURL
+	var pg *pglocal.Server
 	if dbURL == "" {
-		pg, err := pglocal.Start(ctx, localPostgres(cfg, logger))
-		if err != nil {
+		var err error
+		if pg, err = pglocal.Start(ctx, localPostgres(cfg, logger)); err != nil {
 			return fmt.Errorf("local postgres: %w", err)
 		}
 		defer func() { _ = pg.Stop(context.WithoutCancel(ctx)) }()
@@ -231,6 +232,12 @@ func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, service 
 	}
 	if u := cfg.ServiceDatabaseURLs.For(service); u != "" {
 		dbURL = u
+	}
+	if pg != nil && service != "" {
+		var err error
+		if dbURL, err = pg.Login(ctx, pgrole.Role(service)); err != nil {
+			return err
+		}
 	}
 	pool, err := connectDB(ctx, dbURL, cfg.DatabaseURL != "", service)
 	if err != nil {
@@ -240,11 +247,14 @@ func withDatabase(ctx context.Context, cfg Config, logger *slog.Logger, service 
 	return fn(dbURL, pool)
 }
 
-// localPostgres is the PostgreSQL started in the data dir when no DATABASE_URL is given.
+// localPostgres is the PostgreSQL started in the data dir when no DATABASE_URL is given. It
+// takes passwords only (scram-sha-256), kept in the data dir; each service logs in as its own
+// role with a password of its own.
 func localPostgres(cfg Config, logger *slog.Logger) pglocal.Config {
 	return pglocal.Config{
-		Dir:    filepath.Join(cfg.DataDir, "postgres"),
-		Logger: logger,
+		Dir:          filepath.Join(cfg.DataDir, "postgres"),
+		PasswordsDir: filepath.Join(cfg.DataDir, "postgres-passwords"),
+		Logger:       logger,
 		// Each service has a pool of its own, of up to 20 connections.
 		Settings: map[string]string{"max_connections": "200"},
 	}
@@ -302,6 +312,11 @@ func startInfra(ctx context.Context, cfg Config, targets []string, logger *slog.
 		u := cfg.ServiceDatabaseURLs.For(t)
 		if u == "" {
 			u = dbURL
+		}
+		if in.pg != nil {
+			if u, err = in.pg.Login(ctx, pgrole.Role(t)); err != nil {
+				return nil, fmt.Errorf("%s: %w", t, err)
+			}
 		}
 		if in.pools[t], err = connectDB(ctx, u, cfg.DatabaseURL != "", t); err != nil {
 			return nil, fmt.Errorf("%s: %w", t, err)
