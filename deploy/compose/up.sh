@@ -41,6 +41,26 @@ not_ready() {
     awk '$2 != "running" || $3 != "healthy" { sub(/^\//, "", $1); print $1, "(" $2 ", " $3 ")" }'
 }
 
+# NATS first: it makes its authority on first start, and issues each service its user. The
+# credentials go to ./secrets (mode 0700: only this user reads them here), each file mounted
+# into its one service; inside the container, the non-root service user must read it, hence 0644.
+say "starting NATS and issuing each service its NATS user"
+stack up -d nats || fail "compose up nats failed; see '${COMPOSE[*]} -p $project logs nats' in $compose_dir"
+secrets="$compose_dir/secrets"
+(umask 077 && mkdir -p "$secrets")
+chmod 0700 "$secrets"
+nats_deadline=$((SECONDS + ready_timeout))
+until [ "$(docker inspect -f '{{.State.Health.Status}}' "$(stack ps -q nats)" 2>/dev/null)" = healthy ]; do
+  [ "$SECONDS" -lt "$nats_deadline" ] || { stack logs --tail 30 nats >&2 || true; fail "NATS was not healthy within ${ready_timeout}s"; }
+  sleep 1
+done
+for service in api provisioner converger metering; do
+  stack exec -T nats /convergence nats creds "$service" -name "convergence-$service" >"$secrets/$service.creds.new" ||
+    fail "the NATS container did not issue the $service user; see '${COMPOSE[*]} -p $project logs nats'"
+  chmod 0644 "$secrets/$service.creds.new"
+  mv "$secrets/$service.creds.new" "$secrets/$service.creds"
+done
+
 say "starting the stack with '${COMPOSE[*]}' (project $project)"
 if ! stack up -d --remove-orphans; then
   stack ps >&2 || true
@@ -78,5 +98,6 @@ The stack is up (compose project "$project"):
   API         http://127.0.0.1:${api_port:-3000}   (admin token: CONVERGENCE_ADMIN_TOKEN in $env_file)
   Prometheus  http://127.0.0.1:$(env_value PROMETHEUS_PORT | grep . || echo 9090)
   PostgreSQL  127.0.0.1:$(env_value POSTGRES_PORT | grep . || echo 5432), NATS 127.0.0.1:$(env_value NATS_PORT | grep . || echo 4222)
+  NATS user   deploy/compose/nats-creds.sh integrator > integrator.creds   (read-only: lifecycle, results)
 make down removes it, its volumes and networks, and the tenants it started.
 EOF
