@@ -9,6 +9,7 @@
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
+//	convergence secrets new-key|reseal   rotate the key that seals webhook secrets
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
 //	convergence version
 //
@@ -32,6 +33,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/cli"
 	"github.com/convergence-dev/convergence/internal/platform"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/services/metering"
 )
 
@@ -55,6 +57,8 @@ commands:
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
   nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user
+  secrets   "secrets new-key" prints a key for the secrets keyring; "secrets reseal" moves every
+            sealed secret to the keyring's first key
   postgres  run a standalone PostgreSQL from this machine's server binaries
   version   print the version
 
@@ -79,6 +83,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "postgres":
 		return runPostgres(args, stderr)
 	case "serve", "migrate", "reconcile":
+	case "secrets":
+		if len(args) > 0 && args[0] == "new-key" {
+			fmt.Fprintln(stdout, seal.NewKeyLine())
+			return nil
+		}
+		if len(args) == 0 || args[0] != "reseal" {
+			return errors.New(`secrets: "secrets new-key" prints a new key line for the keyring; "secrets reseal [flags]" seals every webhook secret again under its first key`)
+		}
+		cmd, args = "secrets reseal", args[1:]
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -112,6 +125,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return platform.Migrate(ctx, cfg, logger)
 	case "reconcile":
 		return platform.Reconcile(ctx, cfg, reconcile, stdout, logger)
+	case "secrets reseal":
+		return platform.Reseal(ctx, cfg, stdout, logger)
 	}
 	logger.Info("starting convergence", "version", buildVersion(), "target", cfg.Target)
 	if err := platform.Run(ctx, cfg, logger); err != nil {

@@ -51,6 +51,10 @@ type Config struct {
 	// NATSListen is where the embedded NATS server listens for outside clients; empty serves
 	// this process only.
 	NATSListen string
+	// SecretsKeyFile is the keyring that seals the secrets the platform reads back (webhook
+	// signing secrets; internal/seal); empty keeps one in DataDir/secrets.keys, made on first
+	// use.
+	SecretsKeyFile string
 	// Migrate applies pending migrations at start.
 	Migrate bool
 
@@ -73,6 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL (env NATS_URL); empty runs an embedded JetStream server")
 	fs.StringVar(&c.NATSCreds, "nats.creds", "", "NATS credentials file to connect to NATS_URL with (`convergence nats creds` writes one)")
 	fs.StringVar(&c.NATSListen, "nats.listen", "127.0.0.1:4222", "where the embedded NATS server listens for integrators; empty for in-process only")
+	fs.StringVar(&c.SecretsKeyFile, "secrets.key-file", "", "keyring that seals webhook secrets in the database; empty keeps one in <data-dir>/secrets.keys")
 	fs.BoolVar(&c.Migrate, "migrate", true, "apply database migrations at start")
 	fs.StringVar(&c.API.AdminToken, "admin-token", "", "operator token for the admin API; empty reads or generates <data-dir>/admin-token")
 	c.API.RegisterFlags(fs)

@@ -28,10 +28,12 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pglocal"
 	"github.com/convergence-dev/convergence/internal/pgrole"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/migrations"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/provisioner"
 )
@@ -144,7 +146,11 @@ func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *s
 	case TargetProvisioner:
 		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
-		return converger.New(cfg.Converger, converger.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Logger: logger, Registry: reg})
+		keys, err := secretsKeyring(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return converger.New(cfg.Converger, converger.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Secrets: keys, Logger: logger, Registry: reg})
 	case TargetMetering:
 		return metering.New(cfg.Metering, metering.Deps{Pool: pool, NC: nc, JS: js, Logger: logger, Registry: reg})
 	}
@@ -214,6 +220,31 @@ func Reconcile(ctx context.Context, cfg Config, opts metering.ReconcileOptions, 
 	return withDatabase(ctx, cfg, logger, TargetMetering, func(_ string, pool *pgxpool.Pool) error {
 		return metering.Reconcile(ctx, cfg.Metering, pool, nc, opts, w)
 	})
+}
+
+// Reseal seals every webhook secret again under the first key of the secrets keyring, after a
+// new key was put first, and writes how many it changed to w.
+func Reseal(ctx context.Context, cfg Config, w io.Writer, logger *slog.Logger) error {
+	keys, err := secretsKeyring(cfg)
+	if err != nil {
+		return err
+	}
+	return withDatabase(ctx, cfg, logger, TargetConverger, func(_ string, pool *pgxpool.Pool) error {
+		n, err := webhook.NewSecrets(keys).Reseal(ctx, pool)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "resealed %d webhook secret rows under the keyring's first key; keys after it may now be removed\n", n)
+		return err
+	})
+}
+
+// secretsKeyring is the keyring of -secrets.key-file, or the one kept in the data dir.
+func secretsKeyring(cfg Config) (*seal.Keyring, error) {
+	if cfg.SecretsKeyFile != "" {
+		return seal.LoadFile(cfg.SecretsKeyFile)
+	}
+	return seal.LoadOrCreateFile(filepath.Join(cfg.DataDir, "secrets.keys"))
 }
 
 // withDatabase runs fn on the configured database, or on a local one it starts in the data dir

@@ -31,6 +31,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger"
@@ -54,6 +55,7 @@ type convergeEnv struct {
 	apiPool  *pgxpool.Pool  // the API's role
 	ob       *outbox.Outbox // the API's outbox
 	convPool *pgxpool.Pool  // the converger's role
+	secrets  *seal.Keyring  // every converger's, which seals the webhook secrets
 	provider *countingProvider
 }
 
@@ -93,7 +95,7 @@ func (c *convergeEnv) convergerWith(t testing.TB, concurrency int) *converger.Se
 	cfg.Webhook.AllowPrivateTargets = true
 	ob := outbox.New(c.convPool)
 	c.goRun(outbox.NewRelay(ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry()).Run)
-	conv, err := converger.New(cfg, converger.Deps{
+	conv, err := converger.New(cfg, converger.Deps{Secrets: c.secrets,
 		Pool: c.convPool, Outbox: ob, NC: nc, JS: js, Logger: testLogger(), Registry: prometheus.NewRegistry(), Provider: c.provider,
 	})
 	require.NoError(t, err)
@@ -117,6 +119,7 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 		apiPool:  pool,
 		ob:       ob,
 		convPool: db.For(t, pgrole.Converger),
+		secrets:  seal.Generate(),
 		provider: &countingProvider{next: simulated.New(simulated.Config{Latency: latency})},
 	}
 	c.URL = c.serveAPI()

@@ -13,6 +13,7 @@ import (
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 )
 
 // These tests play the converger's runs through the task store and publish no progress at all,
@@ -24,7 +25,7 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 	c := newAPIEnv(t, 0)
 	c.goRun(c.converger(t).ServeQueries)
 	envID, key := c.insertTenant("acme", "running")
-	store := tasks.NewStore(c.convPool)
+	store := tasks.NewStore(c.convPool, webhook.NewSecrets(c.secrets))
 
 	a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Quiet one.", "async": true})
 	require.Equal(t, http.StatusAccepted, a.Status)

@@ -28,6 +28,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger"
@@ -127,7 +128,7 @@ func (a *testAPI) startConverger() {
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
 	pool := a.db.For(a.t, pgrole.Converger)
-	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
+	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool), Secrets: seal.Generate(),
 		NC: nc, JS: js, Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.ServeQueries)

@@ -22,12 +22,14 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 )
 
 // logger is silent unless CONVERGENCE_TEST_LOG is set.
@@ -52,6 +54,9 @@ type env struct {
 	js       jetstream.JetStream
 	ob       *outbox.Outbox
 	store    *tasks.Store
+	// secrets is the keyring of every converger of the env; webhooks its secrets on it.
+	secrets  *seal.Keyring
+	webhooks *webhook.Secrets
 }
 
 func newEnv(t testing.TB) *env {
@@ -62,7 +67,10 @@ func newEnv(t testing.TB) *env {
 	nc := srv.Connect()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	e := &env{t: t, db: db, pool: db.Pool, convPool: pool, nats: srv, nc: nc, js: js, ob: outbox.New(pool), store: tasks.NewStore(pool)}
+	e := &env{t: t, db: db, pool: db.Pool, convPool: pool, nats: srv, nc: nc, js: js, ob: outbox.New(pool)}
+	e.secrets = seal.Generate()
+	e.webhooks = webhook.NewSecrets(e.secrets)
+	e.store = tasks.NewStore(pool, e.webhooks)
 	// The tests play the API through the converger's outbox (converge requests), so its relay
 	// publishes as admin; the converger's own user relays in the platform and e2e tests.
 	relay := outbox.NewRelay(e.ob, js, outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, logger(), prometheus.NewRegistry())
@@ -114,7 +122,7 @@ func (e *env) startConvergerConn(cfg converger.Config, p llm.Provider) (stop fun
 	nc = e.nats.ConnectAs(natsauth.Converger)
 	js, err := jetstream.New(nc)
 	require.NoError(e.t, err)
-	svc, err := converger.New(cfg, converger.Deps{
+	svc, err := converger.New(cfg, converger.Deps{Secrets: e.secrets,
 		Pool: e.convPool, Outbox: e.ob, NC: nc, JS: js, Logger: logger(), Registry: prometheus.NewRegistry(), Provider: p,
 	})
 	require.NoError(e.t, err)

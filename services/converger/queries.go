@@ -123,9 +123,9 @@ func (s *Service) webhookSecret(ctx context.Context, r events.WebhookSecretReque
 	var sec webhook.Secret
 	var err error
 	if r.Rotate {
-		sec, err = webhook.Rotate(ctx, s.deps.Pool, r.EnvID, webhook.RotationGrace)
+		sec, err = s.secrets.Rotate(ctx, s.deps.Pool, r.EnvID, webhook.RotationGrace)
 	} else {
-		sec, err = webhook.EnsureSecret(ctx, s.deps.Pool, r.EnvID)
+		sec, err = s.secrets.Ensure(ctx, s.deps.Pool, r.EnvID)
 	}
 	if err != nil {
 		return events.WebhookSecret{}, err

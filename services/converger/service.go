@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
@@ -31,6 +32,8 @@ type Deps struct {
 	JS       jetstream.JetStream
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// Secrets is the keyring that seals the tenants' webhook signing secrets in the database.
+	Secrets *seal.Keyring
 	// Provider, when set, is used instead of the configured one, as is: wrap it in
 	// llm.Retrying to have it retried. For tests and for programs that embed the converger.
 	Provider llm.Provider
@@ -45,6 +48,7 @@ type Service struct {
 	provider     llm.Provider
 	engine       *engine.Engine
 	writer       *tasks.Writer
+	secrets      *webhook.Secrets
 	store        *tasks.Store
 	consumer     *consumer.Consumer[events.ConvergeRequest]
 	deliverer    *webhook.Deliverer
@@ -61,19 +65,21 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Pool == nil || deps.Outbox == nil || deps.NC == nil || deps.JS == nil || deps.Logger == nil || deps.Registry == nil {
+	if deps.Pool == nil || deps.Outbox == nil || deps.NC == nil || deps.JS == nil || deps.Logger == nil || deps.Registry == nil || deps.Secrets == nil {
 		return nil, errors.New("converger: every dependency but Provider is required")
 	}
 	cfg = cfg.withDefaults()
 	// Batches of up to 256 writes, four in flight: at a thousand tasks in flight the writes of
 	// a burst go out in a handful of transactions on a handful of connections.
 	writer := tasks.NewWriter(deps.Pool, 256, 4)
+	secrets := webhook.NewSecrets(deps.Secrets)
 	s := &Service{
 		cfg:     cfg,
 		deps:    deps,
 		logger:  deps.Logger.With("service", "converger"),
 		writer:  writer,
-		store:   tasks.NewStore(deps.Pool).GroupCommit(writer),
+		secrets: secrets,
+		store:   tasks.NewStore(deps.Pool, secrets).GroupCommit(writer),
 		running: newRegistry(),
 		slots:   make(chan struct{}, cfg.Concurrency),
 		metrics: newMetrics(deps.Registry),
@@ -102,7 +108,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		MaxDeliver:  cfg.MaxDeliver,
 		AckWait:     cfg.AckWait,
 	}, s.handle, s.logger, telemetry.NewConsumerMetrics(deps.Registry))
-	s.deliverer = webhook.NewDeliverer(deps.Pool, cfg.Webhook, s.logger, deps.Registry)
+	s.deliverer = webhook.NewDeliverer(deps.Pool, secrets, cfg.Webhook, s.logger, deps.Registry)
 	s.queries = s.queryServer()
 	return s, nil
 }

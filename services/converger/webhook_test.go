@@ -12,6 +12,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 	"github.com/convergence-dev/convergence/services/converger/webhook"
@@ -89,7 +90,7 @@ func TestConverger_Webhook_SignedResultDeliveredOnceAfterRetries(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, rec.Webhook.LastStatusCode)
 	got := recv.received()
 	require.Len(t, got, 3, "two failures retried, then delivered, then never again")
-	secret, err := webhook.EnsureSecret(t.Context(), e.pool, acme)
+	secret, err := e.webhooks.Ensure(t.Context(), e.pool, acme)
 	require.NoError(t, err)
 	verifier, err := standardwebhooks.NewWebhook(secret.Current)
 	require.NoError(t, err)
@@ -128,9 +129,9 @@ func TestConverger_Webhook_AfterRotation_SignedWithBothSecrets(t *testing.T) {
 	quickWebhooks(&cfg.Webhook)
 	e.startConverger(cfg, simulated.New(simulated.Config{}))
 
-	old, err := webhook.EnsureSecret(t.Context(), e.pool, acme)
+	old, err := e.webhooks.Ensure(t.Context(), e.pool, acme)
 	require.NoError(t, err)
-	rotated, err := webhook.Rotate(t.Context(), e.pool, acme, webhook.RotationGrace)
+	rotated, err := e.webhooks.Rotate(t.Context(), e.pool, acme, webhook.RotationGrace)
 	require.NoError(t, err)
 	require.NotEqual(t, old.Current, rotated.Current)
 	require.Equal(t, old.Current, rotated.Previous)
@@ -144,6 +145,68 @@ func TestConverger_Webhook_AfterRotation_SignedWithBothSecrets(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, v.Verify(got[0].body, got[0].header), "receivers on either secret accept it during the grace period")
 	}
+}
+
+func TestWebhookSecrets_SealedAtRest_OpenAfterKeyRotationAndResealed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	acme, beta := e.tenant("acme"), e.tenant("beta")
+	oldLine := seal.NewKeyLine()
+	oldKeys, err := seal.Parse([]byte(oldLine))
+	require.NoError(t, err)
+	before := webhook.NewSecrets(oldKeys)
+	first, err := before.Ensure(ctx, e.pool, acme)
+	require.NoError(t, err)
+	second, err := before.Rotate(ctx, e.pool, acme, webhook.RotationGrace)
+	require.NoError(t, err)
+	// A secret stored before sealing existed.
+	legacy := webhook.NewSecret()
+	_, err = e.pool.Exec(ctx, `INSERT INTO converger.webhook_secrets (env_id, secret) VALUES ($1, $2)`, beta, legacy)
+	require.NoError(t, err)
+
+	stored := func(envID int64) (current string, previous *string) {
+		require.NoError(t, e.pool.QueryRow(ctx, `SELECT secret, previous_secret FROM converger.webhook_secrets WHERE env_id = $1`, envID).
+			Scan(&current, &previous))
+		return current, previous
+	}
+	cur, prev := stored(acme)
+	require.NotContains(t, cur, second.Current, "the database holds no secret in the clear")
+	require.NotNil(t, prev)
+	require.NotContains(t, *prev, first.Current)
+
+	// A new key first: everything still opens, and a reseal moves every row to it.
+	newLine := seal.NewKeyLine()
+	rotatedKeys, err := seal.Parse([]byte(newLine + "\n" + oldLine))
+	require.NoError(t, err)
+	after := webhook.NewSecrets(rotatedKeys)
+	got, err := after.Ensure(ctx, e.pool, acme)
+	require.NoError(t, err)
+	require.Equal(t, second.Current, got.Current)
+	require.Equal(t, first.Current, got.Previous)
+	n, err := after.Reseal(ctx, e.pool)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "acme's two secrets under the old key and beta's from before sealing")
+	n, err = after.Reseal(ctx, e.pool)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing left to reseal")
+	cur, _ = stored(beta)
+	require.NotContains(t, cur, legacy)
+
+	// The old key can go now.
+	newOnly, err := seal.Parse([]byte(newLine))
+	require.NoError(t, err)
+	final := webhook.NewSecrets(newOnly)
+	for envID, want := range map[int64]string{acme: second.Current, beta: legacy} {
+		got, err := final.Ensure(ctx, e.pool, envID)
+		require.NoError(t, err)
+		require.Equal(t, want, got.Current)
+	}
+	// And a row copied to another tenant does not open there.
+	_, err = e.pool.Exec(ctx, `UPDATE converger.webhook_secrets SET secret = (SELECT secret FROM converger.webhook_secrets WHERE env_id = $1) WHERE env_id = $2`, acme, beta)
+	require.NoError(t, err)
+	_, err = final.Ensure(ctx, e.pool, beta)
+	require.ErrorContains(t, err, "does not open")
 }
 
 func TestConverger_Webhook_LoopbackTargetRefusedByDefault(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/metering"
@@ -244,7 +245,7 @@ func (p *platform) serveConvergerRecords() *nats.Conn {
 	js, err := jetstream.New(conv)
 	require.NoError(p.t, err)
 	pool := p.db.For(p.t, pgrole.Converger)
-	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool),
+	svc, err := converger.New(converger.Config{Provider: converger.ProviderSimulated}, converger.Deps{Pool: pool, Outbox: outbox.New(pool), Secrets: seal.Generate(),
 		NC: conv, JS: js, Logger: discard, Registry: prometheus.NewRegistry()})
 	require.NoError(p.t, err)
 	nc := p.NATS.ConnectAs(natsauth.Metering)

@@ -33,12 +33,15 @@ const (
 
 // Store reads and writes tasks on one database. It is safe for concurrent use.
 type Store struct {
-	pool   *pgxpool.Pool
-	writer *Writer // nil: every write is its own transaction
+	pool    *pgxpool.Pool
+	secrets *webhook.Secrets // the tenants' webhook signing secrets, made with their first webhook
+	writer  *Writer          // nil: every write is its own transaction
 }
 
 // NewStore returns a Store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool, secrets *webhook.Secrets) *Store {
+	return &Store{pool: pool, secrets: secrets}
+}
 
 // GroupCommit returns a Store that sends SaveTurn and SaveRound through w, so that the writes
 // of concurrent runs share batches. w must run (Writer.Run) for as long as they are called.
@@ -64,7 +67,7 @@ func (s *Store) Accept(ctx context.Context, e events.ConvergeRequest, requestID 
 		ON CONFLICT (id) DO NOTHING`,
 		e.TaskID, e.EnvID, e.OrgID, e.Type, req, requestID)
 	if e.WebhookURL != "" {
-		webhook.QueueSecret(b, e.EnvID)
+		s.secrets.Queue(b, e.EnvID)
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("accept task %s: %w", e.TaskID, err)
@@ -276,7 +279,7 @@ func (s *Store) Claim(ctx context.Context, e events.ConvergeRequest, requestID s
 		return Claim{}, fmt.Errorf("decode task %s turns: %w", id, err)
 	}
 	if c.Request.WebhookURL != "" {
-		if _, err := webhook.EnsureSecret(ctx, s.pool, c.EnvID); err != nil {
+		if _, err := s.secrets.Ensure(ctx, s.pool, c.EnvID); err != nil {
 			return Claim{}, err
 		}
 	}
@@ -515,7 +518,7 @@ func endOf(r Record, source string) (end, error) {
 
 // finish records the end of a task that is still queued, in tx, and writes its result event
 // and webhook delivery. It returns ErrFenced when the task is not queued.
-func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome) error {
+func (s *Store) finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome) error {
 	result, err := json.Marshal(o.Result)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
@@ -553,7 +556,7 @@ func finish(ctx context.Context, tx pgx.Tx, id, source string, o Outcome) error 
 	if e.hook == nil {
 		return nil
 	}
-	return webhook.Enqueue(ctx, tx, *e.hook)
+	return webhook.Enqueue(ctx, tx, s.secrets, *e.hook)
 }
 
 // RequestCancel records that tenant envID wants task id cancelled and returns the task's
@@ -587,7 +590,7 @@ func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int6
 			Disputed:       []string{},
 			Agents:         []events.AgentUsage{},
 		}}
-		return finish(ctx, tx, id, SourceConverger, o)
+		return s.finish(ctx, tx, id, SourceConverger, o)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

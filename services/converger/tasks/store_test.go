@@ -12,11 +12,13 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 )
 
 func TestNewID_ValidUniqueAndInCreationOrder(t *testing.T) {
@@ -57,7 +59,7 @@ func newTask(t *testing.T, pool *pgxpool.Pool, _ *outbox.Outbox) (int64, string)
 	t.Helper()
 	envID, id := rand.Int64N(1<<40)+1, taskspec.NewID()
 	req := events.ConvergeRequest{TaskID: id, EnvID: envID, OrgID: 1, Prompt: "p", Type: "custom", MaxRounds: 4}
-	require.NoError(t, tasks.NewStore(pool).Accept(t.Context(), req, ""))
+	require.NoError(t, tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).Accept(t.Context(), req, ""))
 	return envID, id
 }
 
@@ -73,7 +75,7 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.NewFor(t, pgrole.Converger)
 	ob := outbox.New(pool)
-	store := tasks.NewStore(pool)
+	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate()))
 	envID, id := newTask(t, pool, ob)
 	ctx := context.Background()
 

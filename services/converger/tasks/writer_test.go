@@ -10,10 +10,12 @@ import (
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
+	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/converger/webhook"
 )
 
 func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T) {
@@ -28,7 +30,7 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 		cancel()
 		require.NoError(t, <-done)
 	}()
-	store := tasks.NewStore(pool).GroupCommit(w)
+	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).GroupCommit(w)
 
 	const n = 40
 	claims := make([]tasks.Claim, n)
@@ -78,7 +80,7 @@ func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, w.Run(ctx))
-	store := tasks.NewStore(pool).GroupCommit(w)
+	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).GroupCommit(w)
 	_, id := newTask(t, pool, ob)
 	_, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
 	require.ErrorContains(t, err, "task writer stopped")

@@ -77,25 +77,27 @@ func (c Config) Validate() error {
 // attempt past its timeout, so no two attempt a delivery at once, and one that dies leaves the
 // row to another.
 type Deliverer struct {
-	pool   *pgxpool.Pool
-	cfg    Config
-	client *http.Client
-	log    *slog.Logger
-	wake   chan struct{}
+	pool    *pgxpool.Pool
+	secrets *Secrets
+	cfg     Config
+	client  *http.Client
+	log     *slog.Logger
+	wake    chan struct{}
 
 	outcomes *prometheus.CounterVec
 	duration prometheus.Histogram
 }
 
 // NewDeliverer wires a deliverer; it starts nothing.
-func NewDeliverer(pool *pgxpool.Pool, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Deliverer {
+func NewDeliverer(pool *pgxpool.Pool, secrets *Secrets, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Deliverer {
 	cfg = cfg.withDefaults()
 	d := &Deliverer{
-		pool:   pool,
-		cfg:    cfg,
-		client: guardedClient(cfg.Timeout, cfg.AllowPrivateTargets),
-		log:    logger.With("component", "webhook"),
-		wake:   make(chan struct{}, 1),
+		pool:    pool,
+		secrets: secrets,
+		cfg:     cfg,
+		client:  guardedClient(cfg.Timeout, cfg.AllowPrivateTargets),
+		log:     logger.With("component", "webhook"),
+		wake:    make(chan struct{}, 1),
 		outcomes: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: telemetry.Namespace, Subsystem: "webhook", Name: "attempts_total",
 			Help: "Webhook delivery attempts, by outcome (delivered, retried, failed).",
@@ -234,9 +236,9 @@ func (d *Deliverer) attempt(ctx context.Context, j job) {
 
 // post makes one attempt and returns the answer's status.
 func (d *Deliverer) post(ctx context.Context, j job) (int, error) {
-	secret, err := loadSecret(ctx, d.pool, j.envID)
+	secret, err := d.secrets.load(ctx, d.pool, j.envID)
 	if errors.Is(err, errNoSecret) {
-		secret, err = EnsureSecret(ctx, d.pool, j.envID)
+		secret, err = d.secrets.Ensure(ctx, d.pool, j.envID)
 	}
 	if err != nil {
 		return 0, err

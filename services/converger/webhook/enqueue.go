@@ -45,12 +45,12 @@ func NewDeliveryID() string { return "msg_" + events.NewID() }
 // Enqueue records d in tx, to be delivered once tx commits, and makes sure the tenant has a
 // secret to sign it with. A task has at most one delivery: enqueueing another for the same
 // task does nothing.
-func Enqueue(ctx context.Context, tx pgx.Tx, d Delivery) error {
+func Enqueue(ctx context.Context, tx pgx.Tx, secrets *Secrets, d Delivery) error {
 	body, err := d.Body()
 	if err != nil {
 		return err
 	}
-	if _, err := EnsureSecret(ctx, tx, d.EnvID); err != nil {
+	if _, err := secrets.Ensure(ctx, tx, d.EnvID); err != nil {
 		return err
 	}
 	_, err = tx.Exec(ctx, `
