@@ -61,6 +61,17 @@ for service in api provisioner converger metering; do
   mv "$secrets/$service.creds.new" "$secrets/$service.creds"
 done
 
+# The keyring that seals webhook secrets in the database: made once, and kept (without it the
+# sealed secrets do not open). Rotate it as README.md says.
+if [ ! -s "$secrets/secrets.keys" ]; then
+  { echo "# Secrets keyring: the first key seals, every key opens (README.md, Security model)."
+    stack exec -T nats /convergence secrets new-key; } >"$secrets/secrets.keys.new" ||
+    fail "could not make the secrets keyring"
+  chmod 0644 "$secrets/secrets.keys.new"
+  mv "$secrets/secrets.keys.new" "$secrets/secrets.keys"
+  say "wrote $secrets/secrets.keys (keep it: the webhook secrets in the database open only with it)"
+fi
+
 say "starting the stack with '${COMPOSE[*]}' (project $project)"
 if ! stack up -d --remove-orphans; then
   stack ps >&2 || true

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +34,30 @@ type stack struct {
 	// Pool is a pool on the platform's database, for what only an operator's SQL can set
 	// (a tenant's rate limits).
 	Pool *pgxpool.Pool
+	// logs holds every line the platform logged, at debug level and up.
+	logs *syncBuffer
 }
+
+// syncBuffer is a bytes.Buffer that many goroutines may write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Logs returns what the platform has logged so far.
+func (s *stack) Logs() string { return s.logs.String() }
 
 // startStack runs the whole platform in-process until the test ends and waits until it is
 // ready. The API listens on every interface, so tenant containers reach it as
@@ -67,7 +91,9 @@ func startStack(t *testing.T) *stack {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- platform.Run(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { done <- platform.Run(ctx, cfg, logger) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -78,7 +104,7 @@ func startStack(t *testing.T) *stack {
 		}
 	})
 
-	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool}
+	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool, logs: logs}
 	require.Eventually(t, func() bool {
 		select {
 		case err := <-done:
@@ -156,6 +182,8 @@ type tenant struct {
 	Port   int    `json:"port"`
 	APIKey string `json:"apiKey"`
 	Image  string `json:"image"`
+	// ContainerName is the tenant's container on the Docker engine.
+	ContainerName string `json:"containerName"`
 }
 
 // spawn spawns a tenant of the default template named name and, unless async, waits until the
