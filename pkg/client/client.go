@@ -48,11 +48,13 @@ func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua
 // WithEnvID records the tenant's environment ID, for logs; the API knows it from the key.
 func WithEnvID(id string) Option { return func(c *Client) { c.envID = id } }
 
-// Environment variables FromEnv reads; the provisioner sets them in every tenant container.
+// Environment variables FromEnv reads. The provisioner sets every one but EnvAPIKey in every
+// tenant container: the key is a file there, which EnvAPIKeyFile names.
 const (
-	EnvAPIURL = "CONVERGENCE_API_URL"
-	EnvAPIKey = "CONVERGENCE_API_KEY"
-	EnvEnvID  = "CONVERGENCE_ENV_ID"
+	EnvAPIURL     = "CONVERGENCE_API_URL"
+	EnvAPIKey     = "CONVERGENCE_API_KEY"
+	EnvAPIKeyFile = "CONVERGENCE_API_KEY_FILE"
+	EnvEnvID      = "CONVERGENCE_ENV_ID"
 )
 
 // New returns a client for the API at baseURL (such as http://localhost:3000) with a tenant
@@ -79,12 +81,20 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// FromEnv returns a client configured from CONVERGENCE_API_URL, CONVERGENCE_API_KEY and
-// CONVERGENCE_ENV_ID, with opts applied after them.
+// FromEnv returns a client configured from CONVERGENCE_API_URL, the key in the file
+// CONVERGENCE_API_KEY_FILE names (or else CONVERGENCE_API_KEY) and CONVERGENCE_ENV_ID, with
+// opts applied after them.
 func FromEnv(opts ...Option) (*Client, error) {
 	base, key := os.Getenv(EnvAPIURL), os.Getenv(EnvAPIKey)
+	if path := os.Getenv(EnvAPIKeyFile); path != "" {
+		b, err := os.ReadFile(path) //nolint:gosec // The file the environment names, as documented.
+		if err != nil {
+			return nil, fmt.Errorf("convergence: read the API key file %s: %w", EnvAPIKeyFile, err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
 	if base == "" || key == "" {
-		return nil, fmt.Errorf("convergence: set %s and %s", EnvAPIURL, EnvAPIKey)
+		return nil, fmt.Errorf("convergence: set %s, and %s (or %s)", EnvAPIURL, EnvAPIKeyFile, EnvAPIKey)
 	}
 	return New(base, key, append([]Option{WithEnvID(os.Getenv(EnvEnvID))}, opts...)...)
 }

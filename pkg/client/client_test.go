@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -172,5 +175,34 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv(client.EnvAPIKey, "sk_tenant_x")
 	if _, err := client.FromEnv(); err != nil {
 		t.Fatal(err)
+	}
+
+	// The key as a file, as the provisioner gives it, wins over the variable.
+	var seen string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Get("Authorization")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"success":true,"task":{"taskId":"tsk_1","status":"queued"}}`)
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "api-key")
+	if err := os.WriteFile(file, []byte("sk_tenant_from_file\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(client.EnvAPIURL, srv.URL)
+	t.Setenv(client.EnvAPIKeyFile, file)
+	c, err := client.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Task(t.Context(), "tsk_1"); err != nil {
+		t.Fatal(err)
+	}
+	if seen != "Bearer sk_tenant_from_file" {
+		t.Fatalf("Authorization = %q, want the key from the file", seen)
+	}
+	t.Setenv(client.EnvAPIKeyFile, filepath.Join(t.TempDir(), "missing"))
+	if _, err := client.FromEnv(); err == nil || !strings.Contains(err.Error(), client.EnvAPIKeyFile) {
+		t.Fatalf("err = %v, want one naming %s", err, client.EnvAPIKeyFile)
 	}
 }

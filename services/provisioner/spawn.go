@@ -23,13 +23,17 @@ const portAttempts = 3
 // spawn ran out of time.
 const cleanupTimeout = time.Minute
 
-// Environment variables every tenant gets.
+// Environment variables every tenant gets. The API key itself is a file (apiKeyFile in
+// runtime.SecretsDir), whose path EnvAPIKeyFile holds.
 const (
-	EnvAPIURL = "CONVERGENCE_API_URL"
-	EnvAPIKey = "CONVERGENCE_API_KEY"
-	EnvEnvID  = "CONVERGENCE_ENV_ID"
-	EnvOrgID  = "CONVERGENCE_ORG_ID"
+	EnvAPIURL     = "CONVERGENCE_API_URL"
+	EnvAPIKeyFile = "CONVERGENCE_API_KEY_FILE"
+	EnvEnvID      = "CONVERGENCE_ENV_ID"
+	EnvOrgID      = "CONVERGENCE_ORG_ID"
 )
+
+// apiKeyFile is the name of the tenant's API key file.
+const apiKeyFile = "api-key"
 
 // provision brings tenant t to a running, healthy container: a new tenant (provisioning), one
 // a previous run left half made, or a running tenant whose container went missing. It returns
@@ -149,11 +153,14 @@ func (s *Service) spec(t tenant, apiKey string) runtime.Spec {
 		Image:    t.Image,
 		HostPort: t.Port,
 		Env: map[string]string{
-			EnvAPIURL: s.cfg.TenantAPIURL,
-			EnvAPIKey: apiKey,
-			EnvEnvID:  strconv.FormatInt(t.ID, 10),
-			EnvOrgID:  strconv.FormatInt(t.OrgID, 10),
+			EnvAPIURL:     s.cfg.TenantAPIURL,
+			EnvAPIKeyFile: runtime.SecretsDir + "/" + apiKeyFile,
+			EnvEnvID:      strconv.FormatInt(t.ID, 10),
+			EnvOrgID:      strconv.FormatInt(t.OrgID, 10),
 		},
+		// The key as a file, never in the environment (which `docker inspect` shows and
+		// child processes inherit).
+		Secrets:    map[string]string{apiKeyFile: apiKey},
 		Limits:     t.Limits,
 		Generation: t.Generation,
 	}

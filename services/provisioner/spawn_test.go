@@ -1,6 +1,8 @@
 package provisioner_test
 
 import (
+	"archive/tar"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/stretchr/testify/require"
 
@@ -60,8 +63,25 @@ func TestSpawn_Sync_RunsHardenedTenant_StatusLogsDestroyFreeEverything(t *testin
 	require.NotNil(t, c.HostConfig.PidsLimit)
 	require.Equal(t, int64(64), *c.HostConfig.PidsLimit)
 	require.Contains(t, c.HostConfig.Tmpfs["/tmp"], "noexec")
-	require.Empty(t, c.Mounts, "nothing mounted, least of all the Docker socket")
-	require.Contains(t, c.Config.Env, "CONVERGENCE_API_KEY="+key)
+	require.Len(t, c.Mounts, 1, "nothing of the host mounted, least of all the Docker socket: only the secrets volume")
+	require.Equal(t, mount.TypeVolume, c.Mounts[0].Type)
+	require.Equal(t, runtime.SecretsDir, c.Mounts[0].Destination)
+	for _, kv := range c.Config.Env {
+		require.NotContains(t, kv, key, "the key is not in the environment")
+	}
+	require.Contains(t, c.Config.Env, "CONVERGENCE_API_KEY_FILE="+runtime.SecretsDir+"/api-key")
+	// The key file: the key, readable by the tenant's user alone.
+	rc, stat, err := h.cli.CopyFromContainer(t.Context(), c.ID, runtime.SecretsDir+"/api-key")
+	require.NoError(t, err)
+	defer rc.Close()
+	require.Equal(t, os.FileMode(0o400), stat.Mode.Perm())
+	tr := tar.NewReader(rc)
+	hdr, err := tr.Next()
+	require.NoError(t, err)
+	require.Equal(t, 65532, hdr.Uid)
+	content, err := io.ReadAll(tr)
+	require.NoError(t, err)
+	require.Equal(t, key, string(content))
 	require.Contains(t, c.Config.Env, "CONVERGENCE_ENV_ID="+strconv.FormatInt(envID, 10))
 	require.Contains(t, c.Config.Env, "CONVERGENCE_API_URL=http://host.docker.internal:3000")
 	require.Contains(t, c.HostConfig.ExtraHosts, "host.docker.internal:host-gateway")
@@ -75,7 +95,8 @@ func TestSpawn_Sync_RunsHardenedTenant_StatusLogsDestroyFreeEverything(t *testin
 	require.Equal(t, http.StatusOK, status)
 	require.JSONEq(t, `{"status":"ok"}`, health)
 
-	// The compose file describes the same container and holds the key, so only we read it.
+	// The compose file describes the same container; it does not hold the key, and only we
+	// read it all the same.
 	composePath := h.svc.ComposeFilePath(envID)
 	info, err := os.Stat(composePath)
 	require.NoError(t, err)
@@ -84,6 +105,7 @@ func TestSpawn_Sync_RunsHardenedTenant_StatusLogsDestroyFreeEverything(t *testin
 	require.NoError(t, err)
 	require.Contains(t, string(compose), `container_name: "`+h.svc.Runtime().ContainerName(envID)+`"`)
 	require.Contains(t, string(compose), c.Config.Labels[runtime.LabelSpecHash])
+	require.NotContains(t, string(compose), key)
 
 	st := h.status(envID)
 	require.Equal(t, "running", st["status"])

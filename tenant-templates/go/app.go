@@ -211,7 +211,7 @@ func (a *app) platformError(w http.ResponseWriter, r *http.Request, err error) {
 
 func notConfigured(w http.ResponseWriter) {
 	writeError(w, http.StatusServiceUnavailable, "not_configured",
-		"this app does not know the platform: set "+client.EnvAPIURL+" and "+client.EnvAPIKey+" (the provisioner sets both in every tenant container)")
+		"this app does not know the platform: set "+client.EnvAPIURL+" and "+client.EnvAPIKeyFile+" (the provisioner sets both in every tenant container)")
 }
 
 // decodeJSON reads r's body, at most maxBodyBytes of one JSON object with known fields only,

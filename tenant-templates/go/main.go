@@ -1,7 +1,7 @@
 // Command tenant is the default tenant application: a static HTTP server on the tenant SDK
 // (pkg/client) that a tenant developer starts from. It calls the Convergence platform with the
-// tenant's own key, which the provisioner puts in its environment (CONVERGENCE_API_URL,
-// CONVERGENCE_API_KEY, CONVERGENCE_ENV_ID):
+// tenant's own key, which the provisioner gives it as a file (CONVERGENCE_API_KEY_FILE, with
+// CONVERGENCE_API_URL and CONVERGENCE_ENV_ID in its environment):
 //
 //	POST /api/converge          {"prompt", "agentARole", "agentBRole", "context", "maxRounds", "async", "type"}
 //	POST /api/design, /api/review, /api/decide   the same, with the type set by the path
@@ -95,7 +95,7 @@ func serve(ctx context.Context, log *slog.Logger, addr string) error {
 		"addr", ln.Addr().String(),
 		"envId", os.Getenv("CONVERGENCE_ENV_ID"),
 		"apiUrl", os.Getenv("CONVERGENCE_API_URL"),
-		"apiKeySet", os.Getenv("CONVERGENCE_API_KEY") != "")
+		"apiKeySet", platform != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -1,11 +1,16 @@
 package runtime
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -143,6 +148,9 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 	if problems := verifyHardening(cs, got); len(problems) > 0 {
 		return Instance{}, fmt.Errorf("container %s: %w: %s", cs.name, ErrHardeningNotApplied, strings.Join(problems, "; "))
 	}
+	if err := d.putSecrets(engine, containerID, spec.Secrets); err != nil {
+		return Instance{}, fmt.Errorf("container %s: %w", cs.name, err)
+	}
 
 	if err := d.cli.ContainerStart(ctx, containerID, container.StartOptions{}); err != nil {
 		if isPortInUse(err) {
@@ -161,6 +169,48 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 		SpecHash:      hash,
 		Created:       true,
 	}, nil
+}
+
+// putSecrets writes secrets as files into the container's secrets volume, owned by the
+// tenant's user with mode 0400, before the container starts.
+func (d *Docker) putSecrets(ctx context.Context, containerID string, secrets map[string]string) error {
+	if len(secrets) == 0 {
+		return nil
+	}
+	uid, gid, err := userIDs(d.cfg.User)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		hdr := &tar.Header{Name: name, Mode: 0o400, Size: int64(len(secrets[name])), Uid: uid, Gid: gid, ModTime: time.Now()}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("secrets archive: %w", err)
+		}
+		if _, err := tw.Write([]byte(secrets[name])); err != nil {
+			return fmt.Errorf("secrets archive: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("secrets archive: %w", err)
+	}
+	if err := d.cli.CopyToContainer(ctx, containerID, SecretsDir, &buf, container.CopyToContainerOptions{}); err != nil {
+		return fmt.Errorf("put secrets: %w", err)
+	}
+	return nil
+}
+
+// userIDs reads a numeric uid:gid.
+func userIDs(user string) (uid, gid int, err error) {
+	u, g, _ := strings.Cut(user, ":")
+	if uid, err = strconv.Atoi(u); err == nil {
+		gid, err = strconv.Atoi(g)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("tenant user %q must be a numeric uid:gid to own its secret files", user)
+	}
+	return uid, gid, nil
 }
 
 // ensureNetwork returns the tenant's network, creating it unless a managed one with the same

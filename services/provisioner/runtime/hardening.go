@@ -34,10 +34,19 @@ func (d *Docker) tmpfsOptions() string {
 }
 
 // containerSpec builds the hardened container for spec (defaults applied) on network netName.
-// Nothing is mounted: no volume, no bind, never the Docker socket.
+// Nothing of the host is mounted: no bind, never the Docker socket; only a volume of the
+// container's own for its secrets, when it has any.
 func (d *Docker) containerSpec(spec Spec, hash, netName string) containerSpec {
 	port := nat.Port(strconv.Itoa(spec.ContainerPort) + "/tcp")
 	pids := spec.Limits.PIDs
+	labels := specLabels(spec, hash, d.cfg.Labels)
+	var mounts []mount.Mount
+	if len(spec.Secrets) > 0 {
+		// Anonymous: made with the container and removed with it (RemoveVolumes). Writable,
+		// since the engine copies into a container's volumes only; the root filesystem stays
+		// read-only.
+		mounts = []mount.Mount{{Type: mount.TypeVolume, Target: SecretsDir, VolumeOptions: &mount.VolumeOptions{Labels: labels}}}
+	}
 	return containerSpec{
 		name: d.ContainerName(spec.EnvID),
 		config: &container.Config{
@@ -45,7 +54,7 @@ func (d *Docker) containerSpec(spec Spec, hash, netName string) containerSpec {
 			User:         d.cfg.User,
 			Env:          spec.env(),
 			ExposedPorts: nat.PortSet{port: {}},
-			Labels:       specLabels(spec, hash, d.cfg.Labels),
+			Labels:       labels,
 		},
 		host: &container.HostConfig{
 			NetworkMode: container.NetworkMode(netName),
@@ -66,6 +75,7 @@ func (d *Docker) containerSpec(spec Spec, hash, netName string) containerSpec {
 			},
 			ReadonlyRootfs: true,
 			Tmpfs:          map[string]string{tmpDir: d.tmpfsOptions()},
+			Mounts:         mounts,
 			CapDrop:        []string{capDropAll},
 			SecurityOpt:    []string{noNewPrivileges},
 			ExtraHosts:     slices.Clone(d.cfg.ExtraHosts),

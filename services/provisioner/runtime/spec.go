@@ -28,6 +28,8 @@ const (
 	maxNameLength   = 63         // a DNS label
 	specHashVersion = 1          // bump when the meaning of a spec changes
 	envPort         = "PORT"     // set by the runtime, never by the spec
+	maxSecrets      = 8
+	maxSecretBytes  = 64 << 10
 )
 
 // Limits caps what one tenant container may use. A zero field takes its default
@@ -61,12 +63,21 @@ type Spec struct {
 	// Env is the app's environment, such as CONVERGENCE_API_URL, CONVERGENCE_API_KEY and
 	// CONVERGENCE_ENV_ID. PORT is set by the runtime and may not appear here.
 	Env map[string]string `json:"env"`
+	// Secrets are files put in [SecretsDir] inside the container (the tenant's API key, say),
+	// by name: readable by the tenant's user only (mode 0400), on a volume of the container's
+	// own, never in the environment or a generated compose file.
+	Secrets map[string]string `json:"secrets,omitempty"`
 	// Limits caps the container's resources.
 	Limits Limits `json:"limits"`
 	// Generation counts the provisioner's attempts at this tenant. It is part of the hash, so
 	// bumping it makes [Runtime.Ensure] replace the container even if nothing else changed.
 	Generation int64 `json:"generation"`
 }
+
+// SecretsDir is where a tenant container finds its [Spec.Secrets].
+const SecretsDir = "/run/secrets"
+
+var secretName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // WithDefaults returns the spec with every zero field that has a default filled in. Every
 // runtime method applies it first; it is exported so callers can see what will run.
@@ -123,6 +134,17 @@ func (s Spec) Validate() error {
 			problems = append(problems, fmt.Sprintf("env %s must not contain a NUL byte", k))
 		}
 	}
+	if len(s.Secrets) > maxSecrets {
+		problems = append(problems, fmt.Sprintf("%d secret files, at most %d", len(s.Secrets), maxSecrets))
+	}
+	for name, v := range s.Secrets {
+		switch {
+		case !secretName.MatchString(name):
+			problems = append(problems, fmt.Sprintf("secret file name %q must be lowercase letters, digits, '.', '_' and '-', starting with a letter or digit", name))
+		case len(v) > maxSecretBytes:
+			problems = append(problems, fmt.Sprintf("secret file %s holds %d bytes, at most %d", name, len(v), maxSecretBytes))
+		}
+	}
 	if s.Limits.MemoryBytes < minMemoryBytes {
 		problems = append(problems, fmt.Sprintf("memory limit %d bytes is below the minimum of %d", s.Limits.MemoryBytes, minMemoryBytes))
 	}
@@ -145,7 +167,7 @@ func (s Spec) Validate() error {
 
 // SpecHash returns a hex SHA-256 over the spec with defaults applied. It is stable across
 // processes and map orders, and changes whenever anything that decides the container changes,
-// including Generation. The hash covers the API key inside Env without revealing it. The
+// including Generation. The hash covers the secrets without revealing them. The
 // runtime's own settings ([DockerConfig]) are not part of it: changing them shapes containers
 // created afterwards and leaves running ones alone.
 func (s Spec) SpecHash() string {
