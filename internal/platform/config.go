@@ -28,9 +28,15 @@ var serviceTargets = []string{TargetAPI, TargetProvisioner, TargetConverger, Tar
 type Config struct {
 	// Target is "all" or a comma list of services to run in this process.
 	Target string
-	// HTTPAddr is where the process serves the API (if it runs it) and /healthz, /readyz and
-	// /metrics (always).
+	// HTTPAddr is where the process serves the API (if it runs it), /healthz, and /readyz that
+	// says only ready or not ready.
 	HTTPAddr string
+	// OpsAddr is the operators' listener: /metrics, /healthz, and /readyz with the failing
+	// checks and their errors. Bound to loopback by default, where tenants cannot reach it.
+	OpsAddr string
+	// AdminAddr, when set, serves the API's admin routes there instead of on HTTPAddr, so that
+	// the address tenants call answers only their own routes.
+	AdminAddr string
 	// DataDir holds what the process keeps on disk in development: the local PostgreSQL
 	// cluster, the embedded JetStream store, the generated admin token, tenant compose files.
 	DataDir string
@@ -67,7 +73,9 @@ type Config struct {
 // RegisterFlags registers every flag of the process and its services on fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Target, "target", TargetAll, "services to run: all, or a comma list of "+strings.Join(serviceTargets, ", "))
-	fs.StringVar(&c.HTTPAddr, "http.addr", ":3000", "address of the HTTP server (API, /healthz, /readyz, /metrics)")
+	fs.StringVar(&c.HTTPAddr, "http.addr", ":3000", "address of the HTTP server (API, /healthz, /readyz)")
+	fs.StringVar(&c.OpsAddr, "ops.addr", "127.0.0.1:9464", "address of the operators' listener: /metrics, and /readyz with the failing checks")
+	fs.StringVar(&c.AdminAddr, "admin.addr", "", "address of the API's admin routes; empty serves them on -http.addr")
 	fs.StringVar(&c.DataDir, "data-dir", ".convergence", "directory for local state: PostgreSQL, JetStream, admin token")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (env DATABASE_URL); empty starts a local PostgreSQL in the data dir")
 	fs.StringVar(&c.ServiceDatabaseURLs.API, "api.database-url", "", "PostgreSQL URL the API logs in with; empty uses -database-url")
@@ -114,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPAddr == "" {
 		return errors.New("http.addr is empty: set CONVERGENCE_HTTP_ADDR, e.g. :3000")
+	}
+	if c.OpsAddr == "" {
+		return errors.New("ops.addr is empty: set CONVERGENCE_OPS_ADDR, e.g. 127.0.0.1:9464 (metrics and readiness details)")
 	}
 	if c.DataDir == "" {
 		return errors.New("data-dir is empty: set CONVERGENCE_DATA_DIR")

@@ -15,33 +15,34 @@ import (
 	"github.com/convergence-dev/convergence/internal/telemetry"
 )
 
-func TestReadyz_DetailsOnlyWithTheAdminToken(t *testing.T) {
+func TestReadyz_DetailsOnlyOnTheOpsListener(t *testing.T) {
 	t.Parallel()
 	ready := &telemetry.Readiness{}
 	ready.Add("postgres-api", func(context.Context) error { return errors.New("dial tcp 10.1.2.3:5432: connection refused") })
-	e := httpx.NewEcho(slog.New(slog.DiscardHandler))
-	opsRoutes(e, prometheus.NewRegistry(), ready, "admin-token-0123456789")
+	public, ops := httpx.NewEcho(slog.New(slog.DiscardHandler)), httpx.NewEcho(slog.New(slog.DiscardHandler))
+	healthRoutes(public, ready)
+	opsRoutes(ops, prometheus.NewRegistry(), ready)
 
-	for _, c := range []struct {
-		name, auth string
-		details    bool
-	}{
-		{"anonymous", "", false},
-		{"a wrong token", "Bearer not-the-admin-token", false},
-		{"the admin token", "Bearer admin-token-0123456789", true},
-	} {
-		req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
-		if c.auth != "" {
-			req.Header.Set("Authorization", c.auth)
+	get := func(e http.Handler, path, auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
 		}
 		rec := httptest.NewRecorder()
 		e.ServeHTTP(rec, req)
-		require.Equal(t, http.StatusServiceUnavailable, rec.Code, c.name)
-		require.Contains(t, rec.Body.String(), `"status":"not ready"`, c.name)
-		if c.details {
-			require.Contains(t, rec.Body.String(), "10.1.2.3:5432", c.name)
-		} else {
-			require.NotContains(t, rec.Body.String(), "postgres", "%s sees no check names or errors", c.name)
-		}
+		return rec
 	}
+	for _, auth := range []string{"", "Bearer admin-token-0123456789"} {
+		rec := get(public, "/readyz", auth)
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		require.JSONEq(t, `{"status":"not ready"}`, rec.Body.String(), "no check names or errors, whoever asks")
+	}
+	require.Equal(t, http.StatusNotFound, get(public, "/metrics", "").Code, "no metrics where tenants reach")
+
+	rec := get(ops, "/readyz", "")
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Contains(t, rec.Body.String(), "10.1.2.3:5432")
+	require.Equal(t, http.StatusOK, get(ops, "/metrics", "").Code)
+	require.Equal(t, http.StatusOK, get(ops, "/healthz", "").Code)
+	require.Equal(t, http.StatusOK, get(public, "/healthz", "").Code)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -66,13 +67,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			return err
 		}
 	}
-	// Bind the HTTP port first: a port in use is the most common start-up failure, and it is
+	// Bind the HTTP ports first: a port in use is the most common start-up failure, and it is
 	// better reported before a database is started.
 	ln, err := httpx.Listen(ctx, cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	opsLn, err := httpx.Listen(ctx, cfg.OpsAddr)
+	if err != nil {
+		return fmt.Errorf("ops.addr: %w", err)
+	}
+	defer opsLn.Close()
+	var adminLn net.Listener
+	if cfg.AdminAddr != "" && slices.Contains(targets, TargetAPI) {
+		if adminLn, err = httpx.Listen(ctx, cfg.AdminAddr); err != nil {
+			return fmt.Errorf("admin.addr: %w", err)
+		}
+		defer adminLn.Close()
+	}
 
 	infra, err := startInfra(ctx, cfg, targets, logger)
 	if err != nil {
@@ -100,14 +113,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		})
 	}
 	reg.MustRegister(ready.Collector())
+	measured := httpx.Metrics(reg)
 	e := httpx.NewEcho(logger)
-	e.Use(httpx.Metrics(reg))
-	opsRoutes(e, reg, ready, cfg.API.AdminToken)
+	e.Use(measured)
+	healthRoutes(e, ready)
+	ops := httpx.NewEcho(logger)
+	opsRoutes(ops, reg, ready)
+	servers := map[net.Listener]*echo.Echo{ln: e, opsLn: ops}
+	var admin *echo.Echo // nil: the admin routes are on e
+	if adminLn != nil {
+		admin = httpx.NewEcho(logger)
+		admin.Use(measured)
+		servers[adminLn] = admin
+	}
 
 	type runner interface{ Run(context.Context) error }
 	var services []runner
 	for _, t := range targets {
-		svc, err := newService(t, cfg, infra, e, logger, reg)
+		svc, err := newService(t, cfg, infra, e, admin, logger, reg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t, err)
 		}
@@ -117,7 +140,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpx.Serve(gctx, e, ln) })
+	for l, srv := range servers {
+		g.Go(func() error { return httpx.Serve(gctx, srv, l) })
+	}
 	// Each service that writes events relays its own outbox, in its own schema.
 	for _, t := range targets {
 		if ob := infra.outboxes[t]; ob != nil {
@@ -134,15 +159,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			return nil
 		})
 	}
-	logger.Info("convergence started", "targets", targets, "http", ln.Addr().String())
+	logger.Info("convergence started", "targets", targets, "http", ln.Addr().String(), "ops", opsLn.Addr().String(), "admin", cfg.AdminAddr)
 	return g.Wait()
 }
 
-func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
+func newService(target string, cfg Config, infra *infra, e, admin *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
 	pool, ob, nc, js := infra.pools[target], infra.outboxes[target], infra.conns[target], infra.js[target]
 	switch target {
 	case TargetAPI:
-		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Echo: e, Logger: logger, Registry: reg})
+		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Echo: e, AdminEcho: admin, Logger: logger, Registry: reg})
 	case TargetProvisioner:
 		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
@@ -157,26 +182,34 @@ func newService(target string, cfg Config, infra *infra, e *echo.Echo, logger *s
 	return nil, fmt.Errorf("unknown target %q", target)
 }
 
-// opsRoutes serves /healthz, /readyz and /metrics. /readyz tells anyone whether the process
-// is ready, and only a caller with the admin token (adminToken, empty when this process serves
-// no API) which checks fail and why: their errors name internal hosts and ports.
-func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness, adminToken string) {
-	e.GET("/healthz", func(c echo.Context) error {
-		return c.JSON(http.StatusOK, map[string]any{"status": "ok"})
+// healthRoutes serves /healthz and /readyz on the listener everyone reaches, tenants included:
+// /readyz says only whether the process is ready, since the reasons name internal hosts and
+// ports.
+func healthRoutes(e *echo.Echo, ready *telemetry.Readiness) {
+	e.GET("/healthz", healthz)
+	e.GET("/readyz", func(c echo.Context) error {
+		if len(ready.Failures(c.Request().Context())) > 0 {
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready"})
+		}
+		return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 	})
+}
+
+// opsRoutes serves the operators' listener: /healthz, /readyz with the checks that fail and
+// why, and /metrics.
+func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness) {
+	e.GET("/healthz", healthz)
 	e.GET("/readyz", func(c echo.Context) error {
 		failed := ready.Failures(c.Request().Context())
-		if len(failed) == 0 {
-			return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
+		if len(failed) > 0 {
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": failed})
 		}
-		body := map[string]any{"status": "not ready"}
-		if token, ok := httpx.Bearer(c.Request()); ok && adminToken != "" && httpx.SameSecret(token, adminToken) {
-			body["failing"] = failed
-		}
-		return c.JSON(http.StatusServiceUnavailable, body)
+		return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 	})
 	e.GET("/metrics", echo.WrapHandler(telemetry.MetricsHandler(reg)))
 }
+
+func healthz(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"status": "ok"}) }
 
 // Migrate applies pending migrations to the configured database (a local one in the data dir
 // when none is configured) and returns.

@@ -60,6 +60,7 @@ func testConfig(t *testing.T) platform.Config {
 	cfg.RegisterFlags(fs)
 	require.NoError(t, fs.Parse(nil))
 	cfg.HTTPAddr = freeAddr(t)
+	cfg.OpsAddr = freeAddr(t)
 	cfg.NATSListen = ""
 	cfg.API.AdminToken = "test-admin-token-0123456789"
 	// The provisioner's objects are scoped to this test, so it never takes another
@@ -145,7 +146,9 @@ func TestRun_AllTargets_ServesHealthReadyAndLintCleanMetrics(t *testing.T) {
 	code, _ = get(t, "http://"+cfg.HTTPAddr+"/readyz")
 	require.Equal(t, http.StatusOK, code)
 
-	code, body := get(t, "http://"+cfg.HTTPAddr+"/metrics")
+	code, _ = get(t, "http://"+cfg.HTTPAddr+"/metrics")
+	require.Equal(t, http.StatusNotFound, code, "metrics only on the ops listener")
+	code, body := get(t, "http://"+cfg.OpsAddr+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, "convergence_outbox_published_total")
 	require.Contains(t, body, "go_goroutines")
@@ -170,7 +173,7 @@ func TestRun_AllTargets_ServesHealthReadyAndLintCleanMetrics(t *testing.T) {
 	}
 	require.Contains(t, names, "convergence_http_requests_total", "the rules were read")
 	require.Eventually(t, func() bool {
-		_, body = get(t, "http://"+cfg.HTTPAddr+"/metrics")
+		_, body = get(t, "http://"+cfg.OpsAddr+"/metrics")
 		for name := range names {
 			if !served(body, name) {
 				t.Logf("not served yet: %s", name)
@@ -202,7 +205,7 @@ func TestRun_NoDatabaseURL_LocalPostgresStopsWithProcessAndRestartsOnSameData(t 
 	require.Empty(t, postgresProcessesIn(t, filepath.Join(cfg.DataDir, "postgres")), "no PostgreSQL left running")
 
 	// A second start on the same data dir reuses the cluster, the store and the admin token.
-	cfg.HTTPAddr = freeAddr(t)
+	cfg.HTTPAddr, cfg.OpsAddr = freeAddr(t), freeAddr(t)
 	stop = start(t, cfg)
 	require.NoError(t, stop())
 	require.Empty(t, postgresProcessesIn(t, filepath.Join(cfg.DataDir, "postgres")))
@@ -222,7 +225,7 @@ func TestRun_NoAdminToken_GeneratesOneAndKeepsIt(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 
-	cfg.HTTPAddr = freeAddr(t)
+	cfg.HTTPAddr, cfg.OpsAddr = freeAddr(t), freeAddr(t)
 	start(t, cfg)
 	req, err := http.NewRequest(http.MethodGet, "http://"+cfg.HTTPAddr+"/api/v1/whoami", nil)
 	require.NoError(t, err)
@@ -231,6 +234,30 @@ func TestRun_NoAdminToken_GeneratesOneAndKeepsIt(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the saved token still admits the operator")
+}
+
+func TestRun_AdminAddr_AdminRoutesOnlyThere(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Target = platform.TargetAPI
+	cfg.DatabaseURL = pgtest.NewDB(t).URL
+	cfg.DataDir = t.TempDir()
+	cfg.AdminAddr = freeAddr(t)
+	start(t, cfg)
+	asAdmin := func(addr, path string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+cfg.API.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, asAdmin(cfg.AdminAddr, "/api/v1/whoami"))
+	require.NotEqual(t, http.StatusOK, asAdmin(cfg.HTTPAddr, "/api/v1/whoami"), "the address tenants call has no admin routes")
+	require.Equal(t, http.StatusNotFound, asAdmin(cfg.AdminAddr, "/api/v1/me"), "and the admin listener no tenant routes")
+	code, _ := get(t, "http://"+cfg.HTTPAddr+"/api/v1/me")
+	require.Equal(t, http.StatusUnauthorized, code, "the tenant routes are where they were")
 }
 
 func TestRun_BadConfiguration_FailsAtStartWithOneClearLine(t *testing.T) {

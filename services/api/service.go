@@ -51,13 +51,16 @@ func (c Config) Validate() error {
 
 // Deps are the API's dependencies; the caller owns and closes them.
 type Deps struct {
-	Pool     *pgxpool.Pool
-	Outbox   *outbox.Outbox
-	NC       *nats.Conn
-	JS       jetstream.JetStream
-	Echo     *echo.Echo
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Pool   *pgxpool.Pool
+	Outbox *outbox.Outbox
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Echo   *echo.Echo
+	// AdminEcho, when set, serves the operators' routes instead of Echo: a listener of their
+	// own (-admin.addr), which tenants need not reach.
+	AdminEcho *echo.Echo
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
 }
 
 // Service is the HTTP API. Its routes are served by the process's HTTP server.
@@ -67,7 +70,8 @@ type Service struct {
 	logger *slog.Logger
 }
 
-// New wires the API and registers its routes on deps.Echo; it starts nothing.
+// New wires the API and registers its routes on deps.Echo (and deps.AdminEcho); it starts
+// nothing.
 func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -95,10 +99,14 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // routes registers every endpoint. Operators authenticate with the admin token; tenants with
-// their API key. The groups share one path space, so each route says which it belongs to.
+// their API key. The groups share one path space (unless the admin routes have a listener of
+// their own), so each route says which it belongs to.
 func (s *Service) routes(e *echo.Echo) {
 	v1 := e.Group("/api/v1", bodyLimit(s.cfg.MaxBodyBytes))
 	admin := v1.Group("", s.requireAdmin)
+	if s.deps.AdminEcho != nil {
+		admin = s.deps.AdminEcho.Group("/api/v1", bodyLimit(s.cfg.MaxBodyBytes), s.requireAdmin)
+	}
 	tenant := v1.Group("", s.requireTenant)
 
 	admin.GET("/whoami", func(c echo.Context) error {
