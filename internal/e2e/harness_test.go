@@ -34,6 +34,8 @@ type stack struct {
 	// Pool is a pool on the platform's database, for what only an operator's SQL can set
 	// (a tenant's rate limits).
 	Pool *pgxpool.Pool
+	// Config is the platform's configuration, addresses included.
+	Config platform.Config
 	// logs holds every line the platform logged, at debug level and up.
 	logs *syncBuffer
 }
@@ -60,10 +62,10 @@ func (b *syncBuffer) String() string {
 func (s *stack) Logs() string { return s.logs.String() }
 
 // startStack runs the whole platform in-process until the test ends and waits until it is
-// ready. The API listens on every interface, so tenant containers reach it as
+// ready; options change its configuration before it starts. The API listens on every interface, so tenant containers reach it as
 // host.docker.internal (the Docker host's gateway address); the provisioner's containers,
 // networks and ports are scoped to this test.
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	t.Helper()
 	var cfg platform.Config
 	fs := flag.NewFlagSet("e2e", flag.ContinueOnError)
@@ -73,6 +75,7 @@ func startStack(t *testing.T) *stack {
 
 	port := freePort(t)
 	cfg.HTTPAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(port))
+	cfg.OpsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	cfg.NATSListen = ""
 	cfg.DataDir = t.TempDir()
 	db := pgtest.NewDB(t)
@@ -88,6 +91,9 @@ func startStack(t *testing.T) *stack {
 	cfg.Provisioner.Ports = fmt.Sprintf("%d-%d", first, last)
 	cfg.Provisioner.TenantAPIURL = fmt.Sprintf("http://host.docker.internal:%d", port)
 	cfg.Provisioner.DestroyGrace = 2 * time.Second
+	for _, o := range options {
+		o(&cfg)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -104,7 +110,7 @@ func startStack(t *testing.T) *stack {
 		}
 	})
 
-	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool, logs: logs}
+	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool, Config: cfg, logs: logs}
 	require.Eventually(t, func() bool {
 		select {
 		case err := <-done:
@@ -132,7 +138,11 @@ func freePort(t *testing.T) int {
 // status and the body. A failed connection is answered as status 0.
 func (s *stack) do(t *testing.T, method, path, token string, body any) (int, []byte) {
 	t.Helper()
-	return call(t, method, s.API+path, token, body)
+	base := s.API
+	if token == adminToken && s.Config.AdminAddr != "" {
+		base = "http://" + s.Config.AdminAddr // the admin routes have a listener of their own
+	}
+	return call(t, method, base+path, token, body)
 }
 
 // admin sends a request with the admin token and decodes a JSON answer into out.
