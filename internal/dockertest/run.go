@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 )
 
@@ -51,8 +52,8 @@ func NewRun(t testing.TB, cli client.APIClient) Run {
 	return r
 }
 
-// RemoveLabelled force-removes every container (with its anonymous volumes) and then every
-// network that carries all of labels. With no labels it refuses, rather than remove every
+// RemoveLabelled force-removes every container (with its anonymous volumes), then every
+// network and volume that carries all of labels. With no labels it refuses, rather than remove every
 // object on the engine.
 func RemoveLabelled(ctx context.Context, cli client.APIClient, labels map[string]string) error {
 	if len(labels) == 0 {
@@ -79,6 +80,15 @@ func RemoveLabelled(ctx context.Context, cli client.APIClient, labels map[string
 	for _, n := range networks {
 		if err := cli.NetworkRemove(ctx, n.ID); err != nil && !client.IsErrNotFound(err) { //nolint:staticcheck // see above.
 			errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
+		}
+	}
+	volumes, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list volumes: %w", err))...)
+	}
+	for _, v := range volumes.Volumes {
+		if err := cli.VolumeRemove(ctx, v.Name, true); err != nil && !client.IsErrNotFound(err) { //nolint:staticcheck // see above.
+			errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -330,6 +331,22 @@ func (h *harness) waitStatus(envID int64, want string, within time.Duration) map
 		return last["status"] == want
 	}, within, 50*time.Millisecond, "tenant %d never became %s; last: %v", envID, want, last)
 	return last
+}
+
+// volumes lists the names of the test's volumes for one tenant.
+func (h *harness) volumes(envID int64) []string {
+	h.t.Helper()
+	f := filters.NewArgs(filters.Arg("label", runtime.LabelEnvID+"="+strconv.FormatInt(envID, 10)))
+	for k, v := range h.run.Labels {
+		f.Add("label", k+"="+v)
+	}
+	list, err := h.cli.VolumeList(context.Background(), volume.ListOptions{Filters: f})
+	require.NoError(h.t, err)
+	var names []string
+	for _, v := range list.Volumes {
+		names = append(names, v.Name)
+	}
+	return names
 }
 
 // objects lists the test's containers and networks for one tenant (envID 0: all of them).

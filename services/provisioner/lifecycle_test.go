@@ -141,6 +141,8 @@ func TestHealthWatcher_ContainerRemovedOutsideThePlatform_RecreatedOnItsPort(t *
 	require.InDelta(t, port, st["port"], 0)
 	containers, _ := h.objects(envID)
 	require.Len(t, containers, 1)
+	require.Equal(t, []string{h.svc.Runtime().VolumeName(envID)}, h.volumes(envID),
+		"the removed container's secrets volume is used again, not left behind")
 }
 
 func TestDestroy_WhileSpawning_DestroyedWithNothingLeft(t *testing.T) {
@@ -158,6 +160,7 @@ func TestDestroy_WhileSpawning_DestroyedWithNothingLeft(t *testing.T) {
 	containers, networks := h.objects(envID)
 	require.Empty(t, containers)
 	require.Empty(t, networks)
+	require.Empty(t, h.volumes(envID), "the secrets volume went with the tenant")
 	require.Zero(t, h.leasedPort(envID))
 	_, err := os.Stat(h.svc.ComposeFilePath(envID))
 	require.True(t, os.IsNotExist(err), "compose file removed: %v", err)
@@ -186,6 +189,7 @@ func TestSpawn_AppCrashesAtStart_ErrorWithExitReasonAndArchivedLogs(t *testing.T
 	containers, networks := h.objects(envID)
 	require.Empty(t, containers, "nothing left running")
 	require.Empty(t, networks)
+	require.Empty(t, h.volumes(envID))
 
 	logs := h.raw(http.MethodGet, tenantPath(envID, "/logs"), nil)
 	require.Equal(t, http.StatusOK, logs.code)

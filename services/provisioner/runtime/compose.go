@@ -62,6 +62,7 @@ func (d *Docker) ComposeFile(spec Spec) ([]byte, error) {
 	if len(spec.Secrets) > 0 {
 		w(2, "volumes:")
 		w(3, "- type: volume")
+		w(3, "  source: secrets")
 		w(3, "  target: %s", q(SecretsDir))
 	}
 	w(2, "cap_drop:")
@@ -110,6 +111,13 @@ func (d *Docker) ComposeFile(spec Spec) ([]byte, error) {
 	}
 	w(2, "labels:")
 	writeMap(w, 3, labels)
+	if len(spec.Secrets) > 0 {
+		w(0, "volumes:")
+		w(1, "secrets:")
+		w(2, "name: %s", q(d.VolumeName(spec.EnvID)))
+		w(2, "labels:")
+		writeMap(w, 3, labels)
+	}
 	return b.Bytes(), nil
 }
 

@@ -22,7 +22,8 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 	h := newHarness(t)
 	ctx := t.Context()
 	spec := h.spec(120)
-	spec.Env["CONVERGENCE_API_KEY"] = "sk_tenant_$not_a_variable"
+	spec.Env["CONVERGENCE_API_URL"] = "http://api:3000/$not_a_variable"
+	spec.Secrets = map[string]string{"api-key": "sk_tenant_never_in_the_file"}
 
 	// The container the runtime makes, as the reference.
 	inst := h.start(ctx, spec)
@@ -33,6 +34,7 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 
 	file, err := h.rt.ComposeFile(spec)
 	require.NoError(t, err)
+	require.NotContains(t, string(file), "sk_tenant_never_in_the_file", "secrets stay out of the file")
 	path := filepath.Join(t.TempDir(), "docker-compose.yml")
 	require.NoError(t, os.WriteFile(path, file, 0o600))
 	project := h.run.Prefix + "-compose"
@@ -56,7 +58,9 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 	require.Equal(t, want.Config.Image, got.Config.Image)
 	require.Equal(t, want.Config.User, got.Config.User)
 	require.ElementsMatch(t, want.Config.Env, got.Config.Env)
-	require.Contains(t, got.Config.Env, "CONVERGENCE_API_KEY=sk_tenant_$not_a_variable", "no interpolation")
+	require.Contains(t, got.Config.Env, "CONVERGENCE_API_URL=http://api:3000/$not_a_variable", "no interpolation")
+	require.Len(t, got.Mounts, 1)
+	require.Equal(t, h.rt.VolumeName(spec.EnvID), got.Mounts[0].Name, "the secrets volume the runtime would make")
 	for k, v := range want.Config.Labels {
 		require.Equal(t, v, got.Config.Labels[k], "label %s", k)
 	}
@@ -75,7 +79,6 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 	require.Equal(t, w.NetworkMode, g.NetworkMode)
 	require.Equal(t, w.Privileged, g.Privileged)
 	require.Empty(t, g.CapAdd)
-	require.Empty(t, got.Mounts)
 	n, err := h.cli.NetworkInspect(ctx, string(g.NetworkMode), network.InspectOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "120", n.Labels[runtime.LabelEnvID])

@@ -77,6 +77,11 @@ func (d *Docker) NetworkName(envID int64) string {
 	return d.ContainerName(envID) + "-net"
 }
 
+// VolumeName returns the name of the tenant's secrets volume ([Spec.Secrets]).
+func (d *Docker) VolumeName(envID int64) string {
+	return d.ContainerName(envID) + "-secrets"
+}
+
 // healthURL returns the URL WaitHealthy probes for a tenant published on hostPort.
 func (d *Docker) healthURL(hostPort int) string {
 	host := d.cfg.HostIP

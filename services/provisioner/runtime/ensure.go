@@ -111,6 +111,11 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 				log.Error("remove network after failed ensure", "err", rerr)
 			}
 		}
+		if len(spec.Secrets) > 0 {
+			if rerr := d.removeVolume(cctx, spec.EnvID); rerr != nil {
+				log.Error("remove secrets volume after failed ensure", "err", rerr)
+			}
+		}
 	}()
 
 	if ctx.Err() != nil {

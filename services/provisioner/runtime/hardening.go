@@ -42,10 +42,12 @@ func (d *Docker) containerSpec(spec Spec, hash, netName string) containerSpec {
 	labels := specLabels(spec, hash, d.cfg.Labels)
 	var mounts []mount.Mount
 	if len(spec.Secrets) > 0 {
-		// Anonymous: made with the container and removed with it (RemoveVolumes). Writable,
-		// since the engine copies into a container's volumes only; the root filesystem stays
-		// read-only.
-		mounts = []mount.Mount{{Type: mount.TypeVolume, Target: SecretsDir, VolumeOptions: &mount.VolumeOptions{Labels: labels}}}
+		// Named, so that a container someone removed without its volumes leaves nothing
+		// nameless behind (Remove and the reconciler remove it by name), and labelled like the
+		// container. Writable, since the engine copies only into a container's volumes; the
+		// root filesystem stays read-only.
+		mounts = []mount.Mount{{Type: mount.TypeVolume, Source: d.VolumeName(spec.EnvID), Target: SecretsDir,
+			VolumeOptions: &mount.VolumeOptions{Labels: labels}}}
 	}
 	return containerSpec{
 		name: d.ContainerName(spec.EnvID),

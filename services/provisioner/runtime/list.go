@@ -10,10 +10,11 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 )
 
-// List returns every container (in any state) and network carrying this runtime's labels,
-// containers first, each group ordered by env id; for the reconciler. Objects whose id
+// List returns every container (in any state), network and volume carrying this runtime's
+// labels, containers first, each group ordered by env id; for the reconciler. Objects whose id
 // labels are missing or malformed are included with zero ids, for the reconciler to judge.
 func (d *Docker) List(ctx context.Context) ([]Object, error) {
 	f := d.labelFilters()
@@ -35,6 +36,14 @@ func (d *Docker) List(ctx context.Context) ([]Object, error) {
 	}
 	for _, n := range networks {
 		out = append(out, object(KindNetwork, n.ID, n.Name, n.Labels, n.Created, ""))
+	}
+	volumes, err := d.cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	for _, v := range volumes.Volumes {
+		created, _ := time.Parse(time.RFC3339, v.CreatedAt) // zero, and so old, when unreadable
+		out = append(out, object(KindVolume, v.Name, v.Name, v.Labels, created, ""))
 	}
 	slices.SortStableFunc(out, func(a, b Object) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.EnvID, b.EnvID), cmp.Compare(a.Name, b.Name))

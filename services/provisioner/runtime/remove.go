@@ -11,11 +11,11 @@ import (
 	"github.com/docker/docker/api/types/network"
 )
 
-// Remove stops and removes the tenant's container and network; see [Runtime.Remove]. The
+// Remove stops and removes the tenant's container, network and secrets volume; see [Runtime.Remove]. The
 // container gets SIGTERM and grace to exit (rounded up to whole seconds; zero kills at once)
 // before SIGKILL. Its last DockerConfig.ArchiveLogLines log lines are read after it stopped,
 // so they include its shutdown; failing to read them is logged and does not stop the
-// removal. Anonymous volumes go with the container. A missing container or network counts as
+// removal. Its secrets volume goes with it. A missing container or network counts as
 // removed, so repeating the call is safe.
 func (d *Docker) Remove(ctx context.Context, envID int64, grace time.Duration) (Removal, error) {
 	log := d.log.With("envId", envID, "container", d.ContainerName(envID))
@@ -50,10 +50,32 @@ func (d *Docker) Remove(ctx context.Context, envID int64, grace time.Duration) (
 	if err := d.removeNetwork(ctx, envID); err != nil {
 		return Removal{}, err
 	}
+	if err := d.removeVolume(ctx, envID); err != nil {
+		return Removal{}, err
+	}
 	if out.Existed {
 		log.Info("tenant container removed", "exitCode", out.ExitCode, "archivedLogBytes", len(out.LastLogs))
 	}
 	return out, nil
+}
+
+// removeVolume removes the tenant's secrets volume if it exists and is managed.
+func (d *Docker) removeVolume(ctx context.Context, envID int64) error {
+	name := d.VolumeName(envID)
+	v, err := d.cli.VolumeInspect(ctx, name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect volume %s: %w", name, err)
+	}
+	if !managedBy(v.Labels, d.cfg.Labels) {
+		return fmt.Errorf("volume %s: %w", name, ErrNotManaged)
+	}
+	if err := d.cli.VolumeRemove(ctx, name, true); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	return nil
 }
 
 // removeNetwork removes the tenant's network if it exists and is managed.

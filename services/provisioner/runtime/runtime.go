@@ -98,16 +98,17 @@ type Removal struct {
 	LastLogs []byte
 }
 
-// ObjectKind tells containers from networks in [Object].
+// ObjectKind tells containers, networks and volumes apart in [Object].
 type ObjectKind string
 
 // Object kinds.
 const (
 	KindContainer ObjectKind = "container"
 	KindNetwork   ObjectKind = "network"
+	KindVolume    ObjectKind = "volume"
 )
 
-// Object is one managed container or network, as [Docker.List] reports it. Ids read from
+// Object is one managed container, network or volume, as [Docker.List] reports it. Ids read from
 // labels are zero when a label is missing or malformed.
 type Object struct {
 	Kind       ObjectKind
@@ -117,7 +118,7 @@ type Object struct {
 	OrgID      int64
 	Generation int64
 	SpecHash   string
-	// State is the container's state; it is empty for networks.
+	// State is the container's state; it is empty for networks and volumes.
 	State   State
 	Labels  map[string]string
 	Created time.Time
