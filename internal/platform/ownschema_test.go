@@ -1,6 +1,7 @@
 package platform_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -90,10 +91,22 @@ func TestServices_EachRunsOnADatabaseWithOnlyItsOwnSchema(t *testing.T) {
 
 	t.Run("metering", func(t *testing.T) {
 		t.Parallel()
-		db, _, js := startAlone(t, pgrole.Metering)
+		db, nc, js := startAlone(t, pgrole.Metering)
 		usage := events.Usage{InputTokens: 10, OutputTokens: 5, TotalTokens: 15}
+		id := taskspec.NewID()
+		// The converger's part on the bus: its record of the task, which metering asks for
+		// before it bills the result.
+		records := natsrpc.NewServer(nc, "converger", discard)
+		natsrpc.Handle(records, events.SubjectTasksKnown, 5*time.Second, func(context.Context, events.KnownTasksQuery) (events.KnownTasks, error) {
+			return events.KnownTasks{TaskIDs: []string{id}, Records: []events.FinishedTask{
+				{TaskID: id, EnvID: 1, OrgID: 1, Status: "completed", Usage: usage, FinishedAt: time.Now()}}}, nil
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- records.Run(ctx) }()
+		t.Cleanup(func() { cancel(); require.NoError(t, <-served) })
 		publish(t, js, events.SubjectConvergeCompleted, events.TypeConvergeCompleted, events.ConvergeCompleted{
-			TaskID: taskspec.NewID(), EnvID: 1, OrgID: 1, Type: "design", StopReason: "converged", ConvergenceScore: 90,
+			TaskID: id, EnvID: 1, OrgID: 1, Type: "design", StopReason: "converged", ConvergenceScore: 90,
 			Rounds: 2, Usage: usage, FinishedAt: time.Now().UTC(),
 			Agents: []events.AgentUsage{{Agent: "A", Provider: "simulated", Model: "sim", Calls: 1, Usage: usage}}})
 		require.Eventually(t, func() bool {

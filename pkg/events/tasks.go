@@ -120,13 +120,20 @@ type FinishedTask struct {
 	Agents           []AgentUsage `json:"agents,omitempty"`
 }
 
-// KnownTasksQuery (on SubjectTasksKnown) asks which of TaskIDs the converger has a record of,
-// answered by KnownTasks.
+// MaxPage bounds a page of FinishedTasks and the TaskIDs of a KnownTasksQuery, so that an
+// answer stays far below NATS's message size limit.
+const MaxPage = 1000
+
+// KnownTasksQuery (on SubjectTasksKnown) asks which of TaskIDs (at most MaxPage) the converger
+// has a record of, answered by KnownTasks.
 type KnownTasksQuery struct {
 	TaskIDs []string `json:"taskIds"`
 }
 
-// KnownTasks lists the task IDs of a KnownTasksQuery that the converger knows.
+// KnownTasks lists the task IDs of a KnownTasksQuery that the converger knows, and the record
+// of each: its tenant, status and exact usage (FinishedAt is zero for a task not finished).
+// Metering bills a result only when the record vouches for it.
 type KnownTasks struct {
-	TaskIDs []string `json:"taskIds"`
+	TaskIDs []string       `json:"taskIds"`
+	Records []FinishedTask `json:"records,omitempty"`
 }

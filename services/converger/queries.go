@@ -146,23 +146,26 @@ func (s *Service) publishProgress(p tasks.Progress, requestID string) {
 	}
 }
 
-// maxPage bounds a page of finished tasks and a look-up of known ones, so an answer stays far
-// below NATS's payload limit.
-const maxPage = 1000
-
 // finishedTasks answers a FinishedTasksQuery.
 func (s *Service) finishedTasks(ctx context.Context, q events.FinishedTasksQuery) (events.FinishedTasks, error) {
-	if q.Limit < 1 || q.Limit > maxPage {
-		return events.FinishedTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "limit %d: use 1 to %d", q.Limit, maxPage)
+	if q.Limit < 1 || q.Limit > events.MaxPage {
+		return events.FinishedTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "limit %d: use 1 to %d", q.Limit, events.MaxPage)
 	}
 	return s.store.Finished(ctx, q)
 }
 
 // knownTasks answers a KnownTasksQuery.
 func (s *Service) knownTasks(ctx context.Context, q events.KnownTasksQuery) (events.KnownTasks, error) {
-	if len(q.TaskIDs) > maxPage {
-		return events.KnownTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "%d task IDs: ask for at most %d at a time", len(q.TaskIDs), maxPage)
+	if len(q.TaskIDs) > events.MaxPage {
+		return events.KnownTasks{}, natsrpc.Errorf(natsrpc.CodeInvalid, "%d task IDs: ask for at most %d at a time", len(q.TaskIDs), events.MaxPage)
 	}
 	known, err := s.store.Known(ctx, q.TaskIDs)
-	return events.KnownTasks{TaskIDs: known}, err
+	if err != nil {
+		return events.KnownTasks{}, err
+	}
+	out := events.KnownTasks{TaskIDs: make([]string, len(known)), Records: known}
+	for i, t := range known {
+		out.TaskIDs[i] = t.TaskID
+	}
+	return out, nil
 }

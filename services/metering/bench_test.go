@@ -294,6 +294,10 @@ func BenchmarkIngestThroughJetStream(b *testing.B) {
 		}
 		futures = futures[:0]
 	}
+	// The converger's records of the tasks, which metering asks for before it bills them.
+	for _, u := range tasks {
+		p.insertTask(u.TaskID, u.EnvID, u.OrgID, "completed", u.Usage)
+	}
 	for _, u := range tasks {
 		env, err := events.NewEnvelope("bench", events.TypeConvergeCompleted, u.TaskID, "", events.ConvergeCompleted{
 			TaskID: u.TaskID, EnvID: u.EnvID, OrgID: u.OrgID, ConvergenceScore: *u.Score, Usage: u.Usage, Agents: u.Agents, FinishedAt: u.FinishedAt})

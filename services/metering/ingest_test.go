@@ -1,6 +1,7 @@
 package metering_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -144,9 +145,12 @@ func TestIngest_PoisonMessages_DeadLetteredWhileTheRestIsRecorded(t *testing.T) 
 	p.publish(events.SubjectConvergeCompleted, negative, "")
 	noTenant := completed("no-tenant", 0, 1, t0, sonnet("A", 5, 1))
 	p.publish(events.SubjectConvergeCompleted, noTenant, "")
-	// Valid to the decoder, refused by PostgreSQL (text cannot hold NUL): the batch fails, and
-	// the events are recorded one by one to find the culprit.
-	nul := completed("nul\x00task", 7, 1, t0, sonnet("A", 5, 1))
+	// Valid to the decoder and vouched for by the converger, refused by PostgreSQL (text
+	// cannot hold NUL): the batch fails, and the events are recorded one by one to find the
+	// culprit.
+	nulModel := sonnet("A", 5, 1)
+	nulModel.Model = "claude\x00sonnet"
+	nul := completed("nul-model", 7, 1, t0, nulModel)
 	p.publish(events.SubjectConvergeCompleted, nul, "")
 	for i := range 5 {
 		p.publish(events.SubjectConvergeCompleted, completed(fmt.Sprintf("after-%d", i), 7, 1, t0, sonnet("A", 10, 1)), "")
@@ -226,4 +230,41 @@ func TestIngest_InvalidLifecycleFacts_DeadLettered(t *testing.T) {
 	require.Eventually(t, func() bool { return in.events("lifecycle", "dead_lettered") == 2 }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, 1, in.events("lifecycle", "recorded"))
 	require.EqualValues(t, 1, p.count(`SELECT count(*) FROM metering_runtime WHERE last_up`))
+}
+
+func TestIngest_ResultsTheConvergerDoesNotVouchFor_RefusedCountedNeverBilled(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	// What the converger recorded.
+	usage := func(in int64) events.Usage {
+		return events.Usage{InputTokens: in, OutputTokens: 1, TotalTokens: in + 1}
+	}
+	p.insertTask("tsk-other-tenant", 8, 1, "completed", usage(10))
+	p.insertTask("tsk-inflated", 7, 1, "completed", usage(10))
+	p.insertTask("tsk-still-running", 7, 1, "running", usage(10))
+	p.insertTask("tsk-failed", 7, 1, "failed", usage(10))
+
+	// Results that a holder of the converger's identity might forge, sent as they are.
+	send := func(env events.Envelope) {
+		data, err := json.Marshal(env)
+		require.NoError(t, err)
+		p.publishRaw(events.SubjectConvergeCompleted, data, env.ID)
+	}
+	send(completed("tsk-never-recorded", 7, 1, t0, sonnet("A", 1_000_000, 1)))
+	send(completed("tsk-other-tenant", 7, 1, t0, sonnet("A", 10, 1)))
+	send(completed("tsk-inflated", 7, 1, t0, sonnet("A", 1_000_000, 1)))
+	send(completed("tsk-still-running", 7, 1, t0, sonnet("A", 10, 1)))
+	send(completed("tsk-failed", 7, 1, t0, sonnet("A", 10, 1)))
+	// And one the converger vouches for.
+	p.publish(events.SubjectConvergeCompleted, completed("tsk-honest", 7, 1, t0, sonnet("A", 10, 1)), "")
+
+	in := p.start(testConfig(), nil)
+	p.drained(events.StreamConvergeResults, events.ConsumerMeteringResults)
+	require.EqualValues(t, 1, p.count(`SELECT count(*) FROM metering_ledger`), "only the honest result is billed")
+	require.EqualValues(t, 1, p.count(`SELECT count(*) FROM metering_ledger WHERE task_id = 'tsk-honest'`))
+	for _, reason := range []string{"unknown_task", "foreign_task", "usage_mismatch", "unfinished_task", "status_mismatch"} {
+		require.InDelta(t, 1, in.metric("convergence_metering_results_refused_total", "reason", reason), 0, reason)
+	}
+	require.Equal(t, 5, in.events("results", "refused"))
+	require.Zero(t, in.events("results", "dead_lettered"), "refused, not retried or dead-lettered")
 }

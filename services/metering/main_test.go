@@ -43,13 +43,18 @@ type platform struct {
 	db   *pgtest.DB
 	NATS *natstest.Server
 	JS   jetstream.JetStream
+	// Records is a metering connection to ask the converger for its task records on, which
+	// a converger of the platform answers, as metering does before it bills a result.
+	Records *nats.Conn
 }
 
 func newPlatform(t testing.TB) *platform {
 	t.Helper()
 	srv := natstest.Start(t)
 	db := pgtest.NewDB(t)
-	return &platform{t: t, Pool: db.Pool, db: db, NATS: srv, JS: srv.JetStream()}
+	p := &platform{t: t, Pool: db.Pool, db: db, NATS: srv, JS: srv.JetStream()}
+	p.Records = p.serveConvergerRecords()
+	return p
 }
 
 // instance is one running metering replica with its own NATS connection and metrics.
@@ -147,12 +152,47 @@ func (in *instance) events(source, outcome string) int {
 }
 
 // publish publishes env on subject with msgID as its Nats-Msg-Id (env.ID when empty), and
-// reports whether JetStream took it as a duplicate.
+// reports whether JetStream took it as a duplicate. A convergence result's task is first
+// recorded in the converger's table as the converger would have recorded it (recordTask), so
+// that metering finds its record.
 func (p *platform) publish(subject string, env events.Envelope, msgID string) bool {
 	p.t.Helper()
+	if subject == events.SubjectConvergeCompleted || subject == events.SubjectConvergeFailed {
+		p.recordTask(env)
+	}
 	data, err := json.Marshal(env)
 	require.NoError(p.t, err)
 	return p.publishRaw(subject, data, cmpOr(msgID, env.ID))
+}
+
+// recordTask records the task of a result event in the converger's table, finished with the
+// event's tenant, status and usage, unless it is there already. An event that is not a result
+// records nothing: it is there to be refused by its decoding.
+func (p *platform) recordTask(env events.Envelope) {
+	p.t.Helper()
+	status := "completed"
+	r, err := events.DataAs[events.ConvergeCompleted](env)
+	if env.Type == events.TypeConvergeFailed {
+		status = "failed"
+		var f events.ConvergeFailed
+		f, err = events.DataAs[events.ConvergeFailed](env)
+		r = events.ConvergeCompleted{TaskID: f.TaskID, EnvID: f.EnvID, OrgID: f.OrgID, Usage: f.Usage, FinishedAt: f.FinishedAt}
+	}
+	if err != nil || r.TaskID == "" || strings.ContainsRune(r.TaskID, 0) {
+		return // not one PostgreSQL can hold, nor metering decode
+	}
+	p.insertTask(r.TaskID, r.EnvID, r.OrgID, status, r.Usage)
+}
+
+// insertTask records a task in the converger's table, unless it is there already.
+func (p *platform) insertTask(id string, envID, orgID int64, status string, u events.Usage) {
+	p.t.Helper()
+	_, err := p.Pool.Exec(context.Background(), `
+		INSERT INTO converger.convergence_tasks (id, env_id, org_id, type, status, request, input_tokens, output_tokens,
+			cached_tokens, total_tokens, finished_at)
+		VALUES ($1, $2, $3, 'design', $4, '{}', $5, $6, $7, $8, CASE WHEN $4 IN ('queued', 'running') THEN NULL ELSE now() END)
+		ON CONFLICT (id) DO NOTHING`, id, envID, orgID, status, u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens)
+	require.NoError(p.t, err)
 }
 
 func (p *platform) publishRaw(subject string, data []byte, msgID string) bool {

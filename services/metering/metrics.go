@@ -10,6 +10,7 @@ import (
 // outcome, never a tenant, a model or anything else an event chooses.
 type metrics struct {
 	events            *prometheus.CounterVec
+	refused           *prometheus.CounterVec
 	lines             *prometheus.CounterVec
 	batchMessages     *prometheus.HistogramVec
 	batchDuration     *prometheus.HistogramVec
@@ -31,6 +32,7 @@ const (
 	outcomeConflict     = "conflict"
 	outcomeDeadLettered = "dead_lettered"
 	outcomeRetried      = "retried"
+	outcomeRefused      = "refused"
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,8 +40,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		events: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "events_total",
-			Help: "Source events handled, by source (results, lifecycle) and outcome (recorded, duplicate, conflict, dead_lettered, retried).",
+			Help: "Source events handled, by source (results, lifecycle) and outcome (recorded, duplicate, conflict, refused, dead_lettered, retried).",
 		}, []string{"source", "outcome"})),
+		refused: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "results_refused_total",
+			Help: "Convergence results not billed because the converger's task record does not vouch for them, by reason.",
+		}, []string{"reason"})),
 		lines: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "ledger_lines_total",
 			Help: "Ledger lines written, by source.",
@@ -96,6 +102,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, source := range []string{"results", "lifecycle"} {
 		m.events.WithLabelValues(source, outcomeConflict)
 		m.events.WithLabelValues(source, outcomeDeadLettered)
+	}
+	for _, reason := range refusalReasons() {
+		m.refused.WithLabelValues(reason)
 	}
 	return m
 }

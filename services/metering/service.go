@@ -106,7 +106,11 @@ func (s *Service) Run(ctx context.Context) error {
 		config(events.ConsumerMeteringResults, events.StreamConvergeResults, []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed},
 			func(env events.Envelope) (any, error) { return decodeResult(env) }),
 		ingest(s, "results", func(ctx context.Context, batch []ledger.TaskUsage) (ledger.Result, error) {
-			return s.store.RecordTasks(ctx, *s.prices.Load(), batch)
+			kept, err := s.vouched(ctx, batch)
+			if err != nil || len(kept) == 0 {
+				return ledger.Result{}, err
+			}
+			return s.store.RecordTasks(ctx, *s.prices.Load(), kept)
 		}, func(res ledger.Result) { s.countUnpriced(ctx, res) }),
 		s.logger, ingestObserver{s.metrics, "results"})
 	lifecycle := consumer.NewBatch(s.deps.JS,

@@ -16,11 +16,8 @@ type convergerRecords struct {
 	nc *nats.Conn
 }
 
-// recordsPage is how many tasks one answer of the converger holds.
-const recordsPage = 1000
-
 func (c convergerRecords) Finished(ctx context.Context, from, end time.Time, page func([]events.FinishedTask) error) error {
-	q := events.FinishedTasksQuery{From: from, To: end, Limit: recordsPage}
+	q := events.FinishedTasksQuery{From: from, To: end, Limit: events.MaxPage}
 	for {
 		ans, err := natsrpc.Call[events.FinishedTasksQuery, events.FinishedTasks](ctx, c.nc, events.SubjectTasksFinished, q)
 		if err != nil {

@@ -249,7 +249,7 @@ func TestConfig_Validate(t *testing.T) {
 func TestReconcile_Command_ReportsAndRepairs(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
-	nc := p.serveConvergerRecords()
+	nc := p.Records
 	ctx := t.Context()
 	env := int64(1)
 	_, err := p.Pool.Exec(ctx, `

@@ -640,12 +640,28 @@ func (s *Store) Destroyed(ctx context.Context, envID int64) (bool, error) {
 	return destroyed, nil
 }
 
+// finishedColumns are the columns scanFinished reads.
+const finishedColumns = `id, env_id, org_id, status, coalesce(finished_at, '0001-01-01'), input_tokens, output_tokens,
+	cached_tokens, total_tokens, convergence_score, coalesce(request->>'model', ''), coalesce(result->'agents', '[]')`
+
+// scanFinished reads a task's record, as finishedColumns select it.
+func scanFinished(r pgx.CollectableRow) (events.FinishedTask, error) {
+	var t events.FinishedTask
+	var agents []byte
+	err := r.Scan(&t.TaskID, &t.EnvID, &t.OrgID, &t.Status, &t.FinishedAt, &t.Usage.InputTokens, &t.Usage.OutputTokens,
+		&t.Usage.CachedTokens, &t.Usage.TotalTokens, &t.ConvergenceScore, &t.Model, &agents)
+	if err == nil {
+		err = json.Unmarshal(agents, &t.Agents)
+	}
+	t.FinishedAt = t.FinishedAt.UTC()
+	return t, err
+}
+
 // Finished returns a page of the tasks that finished in [q.From, q.To), in order of finish time
 // and ID, after the one q names.
 func (s *Store) Finished(ctx context.Context, q events.FinishedTasksQuery) (events.FinishedTasks, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT id, env_id, org_id, status, finished_at, input_tokens, output_tokens, cached_tokens, total_tokens,
-			convergence_score, coalesce(request->>'model', ''), coalesce(result->'agents', '[]')
+		SELECT `+finishedColumns+`
 		FROM convergence_tasks
 		WHERE finished_at >= $1 AND finished_at < $2 AND status IN ('completed', 'failed', 'cancelled')
 			AND (finished_at, id) > ($3, $4)
@@ -654,17 +670,7 @@ func (s *Store) Finished(ctx context.Context, q events.FinishedTasksQuery) (even
 	if err != nil {
 		return events.FinishedTasks{}, fmt.Errorf("read finished tasks: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (events.FinishedTask, error) {
-		var t events.FinishedTask
-		var agents []byte
-		err := r.Scan(&t.TaskID, &t.EnvID, &t.OrgID, &t.Status, &t.FinishedAt, &t.Usage.InputTokens, &t.Usage.OutputTokens,
-			&t.Usage.CachedTokens, &t.Usage.TotalTokens, &t.ConvergenceScore, &t.Model, &agents)
-		if err == nil {
-			err = json.Unmarshal(agents, &t.Agents)
-		}
-		t.FinishedAt = t.FinishedAt.UTC()
-		return t, err
-	})
+	list, err := pgx.CollectRows(rows, scanFinished)
 	if err != nil {
 		return events.FinishedTasks{}, fmt.Errorf("read finished tasks: %w", err)
 	}
@@ -675,13 +681,13 @@ func (s *Store) Finished(ctx context.Context, q events.FinishedTasksQuery) (even
 	return out, nil
 }
 
-// Known returns those of ids that name a recorded task.
-func (s *Store) Known(ctx context.Context, ids []string) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM convergence_tasks WHERE id = ANY($1)`, ids)
+// Known returns the records of those of ids that name a recorded task.
+func (s *Store) Known(ctx context.Context, ids []string) ([]events.FinishedTask, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+finishedColumns+` FROM convergence_tasks WHERE id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("look up tasks: %w", err)
 	}
-	known, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	known, err := pgx.CollectRows(rows, scanFinished)
 	if err != nil {
 		return nil, fmt.Errorf("look up tasks: %w", err)
 	}
