@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/convergence-dev/convergence/internal/natsauth"
 	"github.com/convergence-dev/convergence/internal/natsx"
 )
@@ -126,18 +124,7 @@ func ensureStreams(ctx context.Context, emb *natsx.Embedded, auth *natsauth.Auth
 	if err != nil {
 		return err
 	}
-	nc, err := natsx.Connect("", emb, "convergence-streams", logger, opts...)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return natsx.EnsureStreams(sctx, js)
+	return natsx.SetUpStreams(ctx, "", emb, logger, opts...)
 }
 
 // runNATSCreds writes a credentials file for a new user of a role, issued by the authority of

@@ -48,6 +48,23 @@ func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Log
 	return nc, nil
 }
 
+// SetUpStreams connects to the server at serverURL (or to embedded) with opts, the options of
+// a user that may manage streams, and ensures the platform's streams there.
+func SetUpStreams(ctx context.Context, serverURL string, embedded *Embedded, logger *slog.Logger, opts ...nats.Option) error {
+	nc, err := Connect(serverURL, embedded, "convergence-streams", logger, opts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return EnsureStreams(sctx, js)
+}
+
 // EnsureStreams creates every stream pkg/events defines, or updates one whose definition
 // changed. It is idempotent, so every process calls it at start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {

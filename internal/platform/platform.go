@@ -430,18 +430,7 @@ func (in *infra) startNATS(ctx context.Context, cfg Config, targets []string, lo
 		return err
 	}
 	if role == natsauth.Admin {
-		nc, err := natsx.Connect(cfg.NATSURL, in.embedded, "convergence-streams", logger, opts...)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return fmt.Errorf("jetstream: %w", err)
-		}
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if err := natsx.EnsureStreams(sctx, js); err != nil {
+		if err := natsx.SetUpStreams(ctx, cfg.NATSURL, in.embedded, logger, opts...); err != nil {
 			return fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
 		}
 	}
