@@ -23,17 +23,20 @@ stack down --volumes --remove-orphans --timeout 30
 # The provisioner is gone, so nothing recreates a tenant while they are removed.
 prefix="$(env_value TENANT_NAME_PREFIX)"
 prefix="${prefix:-convergence-stack}"
-mapfile -t containers < <(docker ps -aq --filter label=convergence.managed=true --filter "name=^/?${prefix}-env-[0-9]+$")
+# Names are <prefix>-<instance id>-env-<id>, or <prefix>-env-<id> for an installation from
+# before instance ids.
+names="${prefix}(-[a-z0-9]+)?-env-[0-9]+"
+mapfile -t containers < <(docker ps -aq --filter label=convergence.managed=true --filter "name=^/?${names}$")
 if [ "${#containers[@]}" -gt 0 ]; then
-  say "removing ${#containers[@]} tenant container(s) named ${prefix}-env-*"
+  say "removing ${#containers[@]} tenant container(s) named ${prefix}-*env-*"
   docker rm -f "${containers[@]}" >/dev/null
 fi
-mapfile -t networks < <(docker network ls -q --filter label=convergence.managed=true --filter "name=^${prefix}-env-[0-9]+-net$")
+mapfile -t networks < <(docker network ls -q --filter label=convergence.managed=true --filter "name=^${names}-net$")
 if [ "${#networks[@]}" -gt 0 ]; then
-  say "removing ${#networks[@]} tenant network(s) named ${prefix}-env-*-net"
+  say "removing ${#networks[@]} tenant network(s) named ${prefix}-*env-*-net"
   docker network rm "${networks[@]}" >/dev/null
 fi
-mapfile -t volumes < <(docker volume ls -q --filter label=convergence.managed=true --filter "name=^${prefix}-env-")
+mapfile -t volumes < <(docker volume ls -q --filter label=convergence.managed=true --filter "name=^${names}-secrets$")
 if [ "${#volumes[@]}" -gt 0 ]; then
   say "removing ${#volumes[@]} tenant volume(s)"
   docker volume rm "${volumes[@]}" >/dev/null

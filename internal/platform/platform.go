@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	type runner interface{ Run(context.Context) error }
 	var services []runner
 	for _, t := range targets {
-		svc, err := newService(t, cfg, infra, e, admin, logger, reg)
+		svc, err := newService(ctx, t, cfg, infra, e, admin, logger, reg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t, err)
 		}
@@ -163,12 +163,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	return g.Wait()
 }
 
-func newService(target string, cfg Config, infra *infra, e, admin *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
+func newService(ctx context.Context, target string, cfg Config, infra *infra, e, admin *echo.Echo, logger *slog.Logger, reg *prometheus.Registry) (interface{ Run(context.Context) error }, error) {
 	pool, ob, nc, js := infra.pools[target], infra.outboxes[target], infra.conns[target], infra.js[target]
 	switch target {
 	case TargetAPI:
 		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Echo: e, AdminEcho: admin, Logger: logger, Registry: reg})
 	case TargetProvisioner:
+		id, err := provisioner.Installation(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Provisioner.Runtime.Instance = id
 		return provisioner.New(cfg.Provisioner, provisioner.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Docker: infra.docker, Logger: logger, Registry: reg})
 	case TargetConverger:
 		keys, err := secretsKeyring(cfg)

@@ -170,7 +170,7 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	})
-	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir)
+	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir, "instance", s.cfg.Runtime.Instance)
 	return g.Wait()
 }
 

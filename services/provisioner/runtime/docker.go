@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -48,6 +49,13 @@ func NewDocker(cli client.APIClient, cfg DockerConfig, log *slog.Logger) (*Docke
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new docker runtime: %w", err)
 	}
+	if cfg.Instance != "" {
+		cfg.Labels = maps.Clone(cfg.Labels)
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		cfg.Labels[LabelInstance] = cfg.Instance
+	}
 	subnets, ownSubnets, err := parseSubnetPool(cfg.SubnetPool, cfg.SubnetBits)
 	if err != nil {
 		return nil, fmt.Errorf("new docker runtime: %w", err)
@@ -69,7 +77,11 @@ func NewDocker(cli client.APIClient, cfg DockerConfig, log *slog.Logger) (*Docke
 
 // ContainerName returns the deterministic name of the tenant's container.
 func (d *Docker) ContainerName(envID int64) string {
-	return d.cfg.NamePrefix + "-env-" + strconv.FormatInt(envID, 10)
+	prefix := d.cfg.NamePrefix
+	if d.cfg.Instance != "" {
+		prefix += "-" + d.cfg.Instance
+	}
+	return prefix + "-env-" + strconv.FormatInt(envID, 10)
 }
 
 // NetworkName returns the deterministic name of the tenant's network.

@@ -28,9 +28,15 @@ const (
 // DockerConfig is what the Docker runtime reads at start. Zero fields take the defaults above;
 // Validate says what is wrong with the rest.
 type DockerConfig struct {
-	// NamePrefix starts every object name: container <prefix>-env-<id>, network
-	// <prefix>-env-<id>-net. Two installations sharing an engine use different prefixes.
+	// NamePrefix starts every object name: container <prefix>-<instance>-env-<id>, network
+	// <prefix>-<instance>-env-<id>-net, volume <prefix>-<instance>-env-<id>-secrets.
 	NamePrefix string
+	// Instance is the installation's id (the provisioner keeps it in its database): part of
+	// every name and the LabelInstance of every object, which List, Events, Remove and Ensure
+	// require, so that installations sharing an engine never touch each other's objects, even
+	// with the same prefix. Empty, for an installation whose objects predate instance ids:
+	// names without it, and only objects without the label are its own.
+	Instance string
 	// HostIP is the host address tenant ports are published on. The default, 127.0.0.1,
 	// keeps tenants reachable only from the host (a reverse proxy or the API in front);
 	// "0.0.0.0" publishes them on every interface.
@@ -127,6 +133,7 @@ func (c DockerConfig) withDefaults() DockerConfig {
 
 var (
 	namePrefix = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,39}$`)
+	instanceID = regexp.MustCompile(`^[a-z0-9]{0,16}$`)
 	logSize    = regexp.MustCompile(`^[0-9]+[kmg]?$`)
 	uidGid     = regexp.MustCompile(`^([0-9]+)(:([0-9]+))?$`)
 	labelKey   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
@@ -138,6 +145,9 @@ func (c DockerConfig) Validate() error {
 	var errs []error
 	if !namePrefix.MatchString(c.NamePrefix) {
 		errs = append(errs, fmt.Errorf("name prefix %q must be 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit", c.NamePrefix))
+	}
+	if !instanceID.MatchString(c.Instance) {
+		errs = append(errs, fmt.Errorf("instance %q must be at most 16 lowercase letters and digits", c.Instance))
 	}
 	if _, err := netip.ParseAddr(c.HostIP); err != nil {
 		errs = append(errs, fmt.Errorf("host ip %q must be an IP address", c.HostIP))

@@ -42,8 +42,8 @@ func (d *Docker) Events(ctx context.Context) (<-chan Event, <-chan error) {
 				return
 			case m := <-msgs:
 				ev, ok := toEvent(m)
-				if !ok {
-					continue
+				if !ok || !managedBy(m.Actor.Attributes, d.cfg.Labels) {
+					continue // another instance's, which the label filter cannot leave out
 				}
 				select {
 				case out <- ev:

@@ -14,6 +14,8 @@ const (
 	LabelName       = "convergence.name"
 	LabelGeneration = "convergence.generation"
 	LabelSpecHash   = "convergence.spec_hash"
+	// LabelInstance names the installation whose runtime made the object (DockerConfig.Instance).
+	LabelInstance = "convergence.instance"
 )
 
 // specLabels returns the labels for a tenant's objects: the convergence.* labels of the spec
@@ -31,9 +33,15 @@ func specLabels(s Spec, hash string, extra map[string]string) map[string]string 
 }
 
 // managedBy reports whether labels mark an object as created by a runtime with these extra
-// labels: LabelManaged=true and every extra label with its value.
+// labels: LabelManaged=true and every extra label with its value (LabelInstance among them, or
+// absent from both).
 func managedBy(labels, extra map[string]string) bool {
 	if labels[LabelManaged] != "true" {
+		return false
+	}
+	// A runtime without an instance (an installation from before instance ids) owns only
+	// objects without one.
+	if _, ok := extra[LabelInstance]; !ok && labels[LabelInstance] != "" {
 		return false
 	}
 	for k, v := range extra {

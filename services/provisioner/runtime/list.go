@@ -45,6 +45,9 @@ func (d *Docker) List(ctx context.Context) ([]Object, error) {
 		created, _ := time.Parse(time.RFC3339, v.CreatedAt) // zero, and so old, when unreadable
 		out = append(out, object(KindVolume, v.Name, v.Name, v.Labels, created, ""))
 	}
+	// The engine filters by the labels present; an object with another instance's label is
+	// left out here (see managedBy).
+	out = slices.DeleteFunc(out, func(o Object) bool { return !managedBy(o.Labels, d.cfg.Labels) })
 	slices.SortStableFunc(out, func(a, b Object) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.EnvID, b.EnvID), cmp.Compare(a.Name, b.Name))
 	})
