@@ -24,6 +24,9 @@ const (
 	SubjectStatus = "provisioner.live.status"
 	SubjectLogs   = "provisioner.live.logs"
 	queueGroup    = "provisioner"
+	// controlPrefix starts the control subject of each log stream (a unique token follows), so
+	// that the API sends to the provisioner only under the provisioner's own subjects.
+	controlPrefix = "provisioner.live.control."
 )
 
 // Heartbeat is how often each side of a following log stream says it is still there.

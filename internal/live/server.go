@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 )
 
 // Source is what the server reads: the engine a tenant's container runs on, through the
@@ -159,7 +160,7 @@ func (s *Server) logs(ctx context.Context, m *nats.Msg) {
 	// The client's control messages: alive keeps a following stream going, stop ends it.
 	var lastAlive atomic.Int64
 	lastAlive.Store(time.Now().UnixNano())
-	control := s.nc.NewRespInbox()
+	control := controlPrefix + nuid.Next()
 	ctl, err := s.nc.Subscribe(control, func(cm *nats.Msg) {
 		switch string(cm.Data) {
 		case ctlStop:

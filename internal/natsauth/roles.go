@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
@@ -78,6 +79,9 @@ type grant struct {
 	consumes  []durable // its durable consumers
 	// inspects are consumers of other services whose state it may read.
 	inspects []durable
+	// streams: it answers some requests with a stream of messages (live logs), each to the
+	// reply subject of a request it received, for as long as a day.
+	streams bool
 }
 
 func grants() map[Role]grant {
@@ -86,12 +90,11 @@ func grants() map[Role]grant {
 		API: {
 			// The converge and destroy commands, relayed from its outbox.
 			publish: []string{events.SubjectTenantDestroy, events.SubjectConvergeRequest,
-				dl(events.ConsumerAPIKeys), dl(events.ConsumerAPITaskEnds),
-				// The control messages of a live log stream go to the provisioner's inbox.
-				Provisioner.inbox() + ".>"},
+				dl(events.ConsumerAPIKeys), dl(events.ConsumerAPITaskEnds)},
 			// A task's progress; a tenant's lifecycle, while a spawn or destroy waits for it.
 			subscribe: []string{events.SubjectConvergeProgress, events.SubjectTenantLifecycle},
-			call:      []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, "metering.usage.>"},
+			// provisioner.> includes the control subjects of live log streams.
+			call: []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, "metering.usage.>"},
 			consumes: []durable{{events.StreamTenantKeys, events.ConsumerAPIKeys},
 				{events.StreamConvergeResults, events.ConsumerAPITaskEnds}},
 			// The converge backlog is the converger consumer's pending count.
@@ -99,10 +102,9 @@ func grants() map[Role]grant {
 		},
 		Provisioner: {
 			// The spawn command of a tenant it admitted, to its own work queue.
-			publish: []string{events.SubjectTenantSpawn, events.SubjectTenantLifecycle, events.SubjectTenantKeys, dl(events.ConsumerProvisioner),
-				// A live log stream sends many messages to the asking API's inbox.
-				API.inbox() + ".>"},
+			publish:  []string{events.SubjectTenantSpawn, events.SubjectTenantLifecycle, events.SubjectTenantKeys, dl(events.ConsumerProvisioner)},
 			serve:    []string{"provisioner.>"},
+			streams:  true,
 			consumes: []durable{{events.StreamTenantCommands, events.ConsumerProvisioner}},
 		},
 		Converger: {
@@ -182,7 +184,10 @@ func permissions(role Role) (jwt.Permissions, error) {
 	for _, d := range g.inspects {
 		p.Pub.Allow.Add("$JS.API.CONSUMER.INFO." + d.stream + "." + d.name)
 	}
-	if len(g.serve) > 0 {
+	switch {
+	case g.streams:
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: -1, Expires: 24 * time.Hour}
+	case len(g.serve) > 0:
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
 	}
 	return p, nil
