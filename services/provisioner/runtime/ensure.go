@@ -223,9 +223,9 @@ func userIDs(user string) (uid, gid int, err error) {
 // reports whether this call created it.
 func (d *Docker) ensureNetwork(ctx context.Context, spec Spec, hash string) (id string, created bool, err error) {
 	name := d.NetworkName(spec.EnvID)
-	existing, err := d.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	existing, err := d.inspectNetwork(ctx, name)
 	switch {
-	case err == nil && existing.Name == name:
+	case err == nil:
 		if !managedBy(existing.Labels, d.cfg.Labels) {
 			return "", false, fmt.Errorf("network %s: %w", name, ErrNotManaged)
 		}
@@ -236,7 +236,7 @@ func (d *Docker) ensureNetwork(ctx context.Context, spec Spec, hash string) (id 
 		if err := d.cli.NetworkRemove(ctx, existing.ID); err != nil && !isNotFound(err) {
 			return "", false, fmt.Errorf("remove stale network %s: %w", name, err)
 		}
-	case err == nil, isNotFound(err):
+	case isNotFound(err):
 	default:
 		return "", false, fmt.Errorf("inspect network %s: %w", name, err)
 	}
@@ -252,7 +252,7 @@ func (d *Docker) ensureNetwork(ctx context.Context, spec Spec, hash string) (id 
 	if err != nil {
 		if isConflict(err) {
 			// A concurrent Ensure created it first; use theirs.
-			if n, ierr := d.cli.NetworkInspect(ctx, name, network.InspectOptions{}); ierr == nil && managedBy(n.Labels, d.cfg.Labels) {
+			if n, ierr := d.inspectNetwork(ctx, name); ierr == nil && managedBy(n.Labels, d.cfg.Labels) {
 				return n.ID, false, nil
 			}
 		}

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/errdefs"
 )
 
 // Remove stops and removes the tenant's container, network and secrets volume; see [Runtime.Remove]. The
@@ -81,8 +85,8 @@ func (d *Docker) removeVolume(ctx context.Context, envID int64) error {
 // removeNetwork removes the tenant's network if it exists and is managed.
 func (d *Docker) removeNetwork(ctx context.Context, envID int64) error {
 	name := d.NetworkName(envID)
-	n, err := d.cli.NetworkInspect(ctx, name, network.InspectOptions{})
-	if isNotFound(err) || (err == nil && n.Name != name) {
+	n, err := d.inspectNetwork(ctx, name)
+	if isNotFound(err) {
 		return nil
 	}
 	if err != nil {
@@ -95,4 +99,55 @@ func (d *Docker) removeNetwork(ctx context.Context, envID int64) error {
 		return fmt.Errorf("remove network %s: %w", name, err)
 	}
 	return nil
+}
+
+// inspectNetwork returns the network named name, as NetworkInspect by name does, except when
+// the engine holds several of that name (it allows it, and two installations racing, or
+// older versions, could leave them): then this runtime's empty ones are removed, since a
+// network with no container holds nothing, and the one left is returned. When more than one
+// is still left (in use, or not this runtime's), the error says which.
+func (d *Docker) inspectNetwork(ctx context.Context, name string) (network.Inspect, error) {
+	list, err := d.cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", "^"+regexp.QuoteMeta(name)+"$"))})
+	if err != nil {
+		return network.Inspect{}, fmt.Errorf("list networks named %s: %w", name, err)
+	}
+	var left []network.Inspect
+	for _, n := range list {
+		if n.Name != name {
+			continue
+		}
+		full, err := d.cli.NetworkInspect(ctx, n.ID, network.InspectOptions{})
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return network.Inspect{}, fmt.Errorf("inspect network %s (%s): %w", name, n.ID[:12], err)
+		}
+		left = append(left, full)
+	}
+	if len(left) > 1 {
+		kept := left[:0]
+		for _, n := range left {
+			if managedBy(n.Labels, d.cfg.Labels) && len(n.Containers) == 0 {
+				if err := d.cli.NetworkRemove(ctx, n.ID); err != nil && !isNotFound(err) {
+					return network.Inspect{}, fmt.Errorf("remove duplicate network %s (%s): %w", name, n.ID[:12], err)
+				}
+				d.log.Warn("removed an empty duplicate of a tenant network", "network", name, "id", n.ID[:12])
+				continue
+			}
+			kept = append(kept, n)
+		}
+		left = kept
+	}
+	switch len(left) {
+	case 0:
+		return network.Inspect{}, errdefs.NotFound(fmt.Errorf("no network named %s", name)) //nolint:staticcheck // see isNotFound.
+	case 1:
+		return left[0], nil
+	}
+	ids := make([]string, len(left))
+	for i, n := range left {
+		ids[i] = n.ID[:12]
+	}
+	return network.Inspect{}, fmt.Errorf("network name %s names %d networks in use or not this installation's (%s): remove the wrong ones with docker network rm", name, len(left), strings.Join(ids, ", "))
 }
