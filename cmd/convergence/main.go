@@ -9,6 +9,7 @@
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
+//	convergence nats revoke -creds FILE   the NATS server refuses that user from its next start
 //	convergence secrets new-key|reseal   rotate the key that seals webhook secrets
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
 //	convergence version
@@ -56,7 +57,8 @@ commands:
   org       create, list organizations (admin API)
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
-  nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user
+  nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user,
+            "nats revoke -creds FILE" revokes one
   secrets   "secrets new-key" prints a key for the secrets keyring; "secrets reseal" moves every
             sealed secret to the keyring's first key
   postgres  run a standalone PostgreSQL from this machine's server binaries

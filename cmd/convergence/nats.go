@@ -41,6 +41,9 @@ func runNATS(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "creds" {
 		return runNATSCreds(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "revoke" {
+		return runNATSRevoke(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("convergence nats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg natsConfig
@@ -196,6 +199,43 @@ func runNATSCreds(args []string, stdout, stderr io.Writer) error {
 	}
 	// WriteFile keeps the mode of a file that was there already.
 	return os.Chmod(*out, 0o600)
+}
+
+// runNATSRevoke revokes a user the authority issued: from the server's next start on, it is
+// refused, whatever its JWT says.
+func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convergence nats revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", ".convergence", "the platform's data dir, whose nats-auth folder holds the authority")
+	authDir := fs.String("nats.auth-dir", "", "the authority's directory; empty is <data-dir>/nats-auth")
+	creds := fs.String("creds", "", "the credentials file of the user to revoke")
+	user := fs.String("user", "", "or the user's public key (U...)")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if (*creds == "") == (*user == "") {
+		return errors.New("nats revoke: give -creds FILE or -user PUBLIC_KEY")
+	}
+	name := ""
+	if *creds != "" {
+		var err error
+		if *user, name, err = natsauth.UserOf(*creds); err != nil {
+			return err
+		}
+	}
+	dir := *authDir
+	if dir == "" {
+		dir = filepath.Join(*dataDir, "nats-auth")
+	}
+	auth, err := natsauth.Load(dir)
+	if err != nil {
+		return err
+	}
+	if err := auth.Revoke(*user); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "revoked NATS user %s %s; the NATS server refuses it from its next start on (restart it: make run, or docker compose restart nats)\n", *user, name)
+	return err
 }
 
 func roleNames() string {

@@ -148,6 +148,12 @@ func TestRunNATSCreds(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, natsauth.Integrator, role)
 
+	var revoked strings.Builder
+	require.NoError(t, runNATS([]string{"revoke", "-data-dir", dataDir, "-creds", file}, &revoked, io.Discard))
+	require.Contains(t, revoked.String(), "revoked NATS user U")
+	require.ErrorContains(t, runNATS([]string{"revoke", "-data-dir", dataDir}, io.Discard, io.Discard), "give -creds FILE or -user")
+	require.ErrorContains(t, runNATS([]string{"revoke", "-data-dir", dataDir, "-user", "nobody"}, io.Discard, io.Discard), "public key")
+
 	require.ErrorContains(t, runNATS([]string{"creds", "root", "-data-dir", dataDir}, io.Discard, io.Discard), `unknown nats role "root"`)
 	require.ErrorContains(t, runNATS([]string{"creds", "-data-dir", dataDir}, io.Discard, io.Discard), "name a role")
 }

@@ -12,6 +12,7 @@
 package natsauth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,8 +25,9 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// Authority holds the keys that sign the platform's accounts and users.
+// Authority holds the keys that sign the platform's accounts and users, in dir.
 type Authority struct {
+	dir                       string
 	operator, system, account nkeys.KeyPair
 }
 
@@ -34,6 +36,9 @@ const (
 	operatorFile = "operator.nk"
 	systemFile   = "system-account.nk"
 	accountFile  = "platform-account.nk"
+	// revokedFile lists the revoked users: public key to the time before which their JWTs
+	// no longer count (Unix seconds), as JSON.
+	revokedFile = "revoked-users.json"
 )
 
 // LoadOrCreate reads the authority kept in dir, or makes a new one there when dir holds none
@@ -43,7 +48,7 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("nats auth dir: %w", err)
 	}
-	a := &Authority{}
+	a := &Authority{dir: dir}
 	keys := []struct {
 		file   string
 		kp     *nkeys.KeyPair
@@ -132,6 +137,13 @@ func (a *Authority) Configure(opts *server.Options) error {
 	}
 	acc := jwt.NewAccountClaims(accPub)
 	acc.Name = platformAccountName
+	revoked, err := a.revoked()
+	if err != nil {
+		return err
+	}
+	for user, before := range revoked {
+		acc.RevokeAt(user, time.Unix(before, 0))
+	}
 	acc.Limits.JetStreamLimits = jwt.JetStreamLimits{
 		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
 		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
@@ -154,6 +166,75 @@ func (a *Authority) Configure(opts *server.Options) error {
 	// leaves the integrator's little room.
 	opts.MaxControlLine = max(opts.MaxControlLine, 16<<10)
 	return nil
+}
+
+// Revoke makes the server refuse user (a public key, as [UserOf] reads it from a credentials
+// file) and every JWT issued to it until now, from the server's next start on. It is kept in
+// the authority's directory.
+func (a *Authority) Revoke(user string) error {
+	if !nkeys.IsValidPublicUserKey(user) {
+		return fmt.Errorf("%q is not a NATS user's public key (U...)", user)
+	}
+	revoked, err := a.revoked()
+	if err != nil {
+		return err
+	}
+	revoked[user] = time.Now().Unix()
+	data, err := json.MarshalIndent(revoked, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(a.dir, revokedFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("keep revocation: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("keep revocation: %w", err)
+	}
+	return nil
+}
+
+// revoked reads the revoked users.
+func (a *Authority) revoked() (map[string]int64, error) {
+	out := map[string]int64{}
+	data, err := os.ReadFile(filepath.Join(a.dir, revokedFile)) //nolint:gosec // The authority's own file.
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read revoked users: %w", err)
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("revoked users file %s: %w", filepath.Join(a.dir, revokedFile), err)
+	}
+	return out, nil
+}
+
+// UserOf returns the public key and name of the user in a credentials file.
+func UserOf(path string) (user, name string, err error) {
+	uc, err := userClaims(path)
+	if err != nil {
+		return "", "", err
+	}
+	return uc.Subject, uc.Name, nil
+}
+
+// userClaims reads the user JWT of a credentials file.
+func userClaims(path string) (*jwt.UserClaims, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // The operator names the file.
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials: %w", err)
+	}
+	token, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials %s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials %s: %w", path, err)
+	}
+	return uc, nil
 }
 
 // user issues a user of role named name, valid for ttl (forever when zero), and returns its JWT

@@ -2,7 +2,6 @@ package natsauth
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -208,17 +207,9 @@ func consumerSubjects(d durable) []string {
 // FileOptions returns the role of the user in credentials file path, as it was issued here,
 // and the options that connect as that user (with the role's inbox prefix).
 func FileOptions(path string) (Role, []nats.Option, error) {
-	data, err := os.ReadFile(path) //nolint:gosec // The operator names the file.
+	uc, err := userClaims(path)
 	if err != nil {
-		return "", nil, fmt.Errorf("nats credentials: %w", err)
-	}
-	token, err := jwt.ParseDecoratedJWT(data)
-	if err != nil {
-		return "", nil, fmt.Errorf("nats credentials %s: %w", path, err)
-	}
-	uc, err := jwt.DecodeUserClaims(token)
-	if err != nil {
-		return "", nil, fmt.Errorf("nats credentials %s: %w", path, err)
+		return "", nil, err
 	}
 	for _, tag := range uc.Tags {
 		if name, ok := strings.CutPrefix(tag, "role:"); ok {

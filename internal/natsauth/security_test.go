@@ -2,6 +2,8 @@ package natsauth_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -40,6 +42,36 @@ func TestSecurity_UserOfAnotherAuthority_Refused(t *testing.T) {
 	require.NoError(t, err)
 	_, err = nats.Connect(srv.URL(), opts...)
 	require.ErrorContains(t, err, "Authorization Violation")
+}
+
+func TestSecurity_RevokedUser_RefusedOnceTheServerRestarts(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	issue := func(name string) string {
+		creds, err := srv.Auth.Creds(natsauth.Integrator, name, 0)
+		require.NoError(t, err)
+		path := filepath.Join(dir, name+".creds")
+		require.NoError(t, os.WriteFile(path, creds, 0o600))
+		return path
+	}
+	leaked, kept := issue("leaked"), issue("kept")
+	nc, err := nats.Connect(srv.URL(), nats.UserCredentials(leaked))
+	require.NoError(t, err)
+	nc.Close()
+
+	user, name, err := natsauth.UserOf(leaked)
+	require.NoError(t, err)
+	require.Equal(t, "leaked", name)
+	require.NoError(t, srv.Auth.Revoke(user))
+	require.ErrorContains(t, srv.Auth.Revoke("not-a-key"), "public key")
+	srv.Restart()
+
+	_, err = nats.Connect(srv.URL(), nats.UserCredentials(leaked))
+	require.ErrorContains(t, err, "Authorization Violation", "the revoked user is refused")
+	nc, err = nats.Connect(srv.URL(), nats.UserCredentials(kept))
+	require.NoError(t, err, "another integrator is not")
+	nc.Close()
 }
 
 func TestSecurity_ServiceUsers_MayNotPublishOutsideTheirSubjects(t *testing.T) {

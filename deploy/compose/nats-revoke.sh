@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Revokes a NATS user of the running stack, given its credentials file or its public key
+# (U...), then restarts the stack's NATS server, which refuses the user from then on; the
+# services reconnect.
+#   deploy/compose/nats-revoke.sh integrator.creds
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ $# -eq 1 ] || fail "usage: $0 CREDS_FILE|USER_PUBLIC_KEY"
+find_compose
+export_host_settings
+[ -n "$(stack ps -q nats 2>/dev/null)" ] || fail "the stack's NATS is not running: make up"
+if [ -f "$1" ]; then
+  stack exec -T nats /convergence nats revoke -creds /dev/stdin <"$1"
+else
+  stack exec -T nats /convergence nats revoke -user "$1"
+fi
+stack restart nats
