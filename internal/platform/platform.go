@@ -441,9 +441,12 @@ func (in *infra) startNATS(ctx context.Context, cfg Config, targets []string, lo
 	}
 	for _, t := range targets {
 		name := "convergence-" + t
-		_, opts, err := natsOptions(cfg, auth, natsauth.Role(t), name)
+		got, opts, err := natsOptions(cfg, auth, natsauth.Role(t), name)
 		if err != nil {
 			return err
+		}
+		if got != natsauth.Admin && got != natsauth.Role(t) {
+			return fmt.Errorf("nats.creds %s is a %s user, which may not do what %s does: give each target its own credentials (convergence nats creds %s)", cfg.NATSCreds, got, t, t)
 		}
 		if in.conns[t], err = natsx.Connect(cfg.NATSURL, in.embedded, name, logger, opts...); err != nil {
 			return err

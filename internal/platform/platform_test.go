@@ -23,6 +23,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/natsauth"
+	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/platform"
 )
@@ -310,4 +311,22 @@ func postgresProcessesIn(t *testing.T, dir string) []string {
 		}
 	}
 	return pids
+}
+
+func TestRun_NATSCredsOfAnotherService_RefusedAtStart(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	creds, err := srv.Auth.Creds(natsauth.Metering, "metering", 0)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "metering.creds")
+	require.NoError(t, os.WriteFile(file, creds, 0o600))
+	cfg := testConfig(t)
+	cfg.Target = platform.TargetConverger
+	cfg.DatabaseURL = pgtest.NewDB(t).URL
+	cfg.DataDir = t.TempDir()
+	cfg.NATSURL, cfg.NATSCreds = srv.URL(), file
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err = platform.Run(ctx, cfg, discard)
+	require.ErrorContains(t, err, "is a metering user, which may not do what converger does")
 }
