@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
 
 // metrics are the provisioner's own metrics; the consumer adapter counts commands. No metric
@@ -26,7 +27,11 @@ const (
 	actionFailStuck               = "fail_stuck"
 )
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
+	telemetry.Register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "duplicate_networks_removed_total",
+		Help: "Empty duplicates of a tenant network's name removed (the engine allows two networks of one name to clients that skip its check).",
+	}, func() float64 { return float64(rt.DuplicateNetworksRemoved()) }))
 	m := &metrics{
 		spawnSeconds: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "spawn_duration_seconds",

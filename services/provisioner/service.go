@@ -105,7 +105,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:       log,
 		rt:        rt,
 		locks:     newTenantLocks(),
-		metrics:   newMetrics(deps.Registry),
+		metrics:   newMetrics(deps.Registry, rt),
 		portFirst: first,
 		portLast:  last,
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -32,7 +33,13 @@ type Docker struct {
 	ownSubnets bool
 	log        *slog.Logger
 	health     *http.Client
+	// duplicatesRemoved counts the empty duplicate networks inspectNetwork removed.
+	duplicatesRemoved atomic.Uint64
 }
+
+// DuplicateNetworksRemoved is how many empty duplicates of tenant networks the runtime has
+// removed since it was made (see inspectNetwork).
+func (d *Docker) DuplicateNetworksRemoved() uint64 { return d.duplicatesRemoved.Load() }
 
 // NewDocker returns a runtime on the engine cli talks to. It starts nothing and makes no call
 // to the engine. The caller owns cli (create it with client.FromEnv and

@@ -132,6 +132,7 @@ func (d *Docker) inspectNetwork(ctx context.Context, name string) (network.Inspe
 				if err := d.cli.NetworkRemove(ctx, n.ID); err != nil && !isNotFound(err) {
 					return network.Inspect{}, fmt.Errorf("remove duplicate network %s (%s): %w", name, n.ID[:12], err)
 				}
+				d.duplicatesRemoved.Add(1)
 				d.log.Warn("removed an empty duplicate of a tenant network", "network", name, "id", n.ID[:12])
 				continue
 			}
