@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -140,8 +139,8 @@ func runNATSCreds(args []string, stdout, stderr io.Writer) error {
 			"integrator may read tenant lifecycle events and convergence results, and nothing else.\n\n", roleNames())
 		fs.PrintDefaults()
 	}
-	dataDir := fs.String("data-dir", ".convergence", "the platform's data dir, whose nats-auth folder holds the authority")
-	authDir := fs.String("nats.auth-dir", "", "the authority's directory; empty is <data-dir>/nats-auth")
+	var authority authorityFlags
+	authority.register(fs)
 	out := fs.String("o", "-", "file to write (mode 0600), or - for standard output")
 	name := fs.String("name", "", "the user's name, as the server shows it; empty is the role")
 	expires := fs.Duration("expires", 0, "how long the credentials are valid, e.g. 720h; 0 is forever")
@@ -175,11 +174,7 @@ func runNATSCreds(args []string, stdout, stderr io.Writer) error {
 	if *expires < 0 {
 		return errors.New("nats creds: -expires must not be negative")
 	}
-	dir := *authDir
-	if dir == "" {
-		dir = filepath.Join(*dataDir, "nats-auth")
-	}
-	auth, err := natsauth.Load(dir)
+	auth, err := authority.load()
 	if err != nil {
 		return err
 	}
@@ -201,13 +196,30 @@ func runNATSCreds(args []string, stdout, stderr io.Writer) error {
 	return os.Chmod(*out, 0o600)
 }
 
+// authorityFlags say which NATS authority a command issues or revokes users of: that of a
+// data dir (make run's), or the one in a directory of its own (a standalone server's).
+type authorityFlags struct{ dataDir, authDir string }
+
+func (a *authorityFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.dataDir, "data-dir", ".convergence", "the platform's data dir, whose nats-auth folder holds the authority")
+	fs.StringVar(&a.authDir, "nats.auth-dir", "", "the authority's directory; empty is <data-dir>/nats-auth")
+}
+
+// load reads the authority the flags name; it makes none.
+func (a *authorityFlags) load() (*natsauth.Authority, error) {
+	if a.authDir != "" {
+		return natsauth.Load(a.authDir)
+	}
+	return natsauth.Load(natsauth.DirIn(a.dataDir))
+}
+
 // runNATSRevoke revokes a user the authority issued: from the server's next start on, it is
 // refused, whatever its JWT says.
 func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convergence nats revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", ".convergence", "the platform's data dir, whose nats-auth folder holds the authority")
-	authDir := fs.String("nats.auth-dir", "", "the authority's directory; empty is <data-dir>/nats-auth")
+	var authority authorityFlags
+	authority.register(fs)
 	creds := fs.String("creds", "", "the credentials file of the user to revoke")
 	user := fs.String("user", "", "or the user's public key (U...)")
 	if help, err := parseFlags(fs, args); help || err != nil {
@@ -223,11 +235,7 @@ func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	dir := *authDir
-	if dir == "" {
-		dir = filepath.Join(*dataDir, "nats-auth")
-	}
-	auth, err := natsauth.Load(dir)
+	auth, err := authority.load()
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,9 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	return a, nil
 }
 
+// DirIn is where a data dir (`serve -data-dir`) keeps its NATS authority.
+func DirIn(dataDir string) string { return filepath.Join(dataDir, "nats-auth") }
+
 // Load reads the authority kept in dir, and fails when there is none.
 func Load(dir string) (*Authority, error) {
 	if _, err := os.Stat(filepath.Join(dir, operatorFile)); err != nil {

@@ -474,7 +474,7 @@ func natsOptions(cfg Config, auth *natsauth.Authority, role natsauth.Role, name 
 }
 
 // natsAuthDir is where the embedded NATS server's authority is kept.
-func natsAuthDir(cfg Config) string { return filepath.Join(cfg.DataDir, "nats-auth") }
+func natsAuthDir(cfg Config) string { return natsauth.DirIn(cfg.DataDir) }
 
 // connectDB opens a pool acting as service's database role (none when service is empty) and
 // checks that the database answers, with an error that says what to do when it does not.
