@@ -136,7 +136,7 @@ func runNATSCreds(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: convergence nats creds [flags] ROLE\n\nROLE is one of %s.\n"+
-			"integrator may read tenant lifecycle events and convergence results, and nothing else.\n\n", roleNames())
+			"integrator may read tenant lifecycle events and convergence results, and nothing else.\n\n", natsauth.RoleNames())
 		fs.PrintDefaults()
 	}
 	var authority authorityFlags
@@ -244,14 +244,6 @@ func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "revoked NATS user %s %s; the NATS server refuses it from its next start on (restart it: make run, or docker compose restart nats)\n", *user, name)
 	return err
-}
-
-func roleNames() string {
-	var names []string
-	for _, r := range natsauth.Roles() {
-		names = append(names, string(r))
-	}
-	return strings.Join(names, ", ")
 }
 
 // natsLogger passes the NATS server's log lines to slog. Traces are dropped: the server only

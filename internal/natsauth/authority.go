@@ -287,5 +287,5 @@ func (a *Authority) Connect(role Role, name string) ([]nats.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []nats.Option{nats.UserJWTAndSeed(token, string(seed)), InboxPrefix(role)}, nil
+	return []nats.Option{nats.UserJWTAndSeed(token, string(seed)), inboxPrefix(role)}, nil
 }

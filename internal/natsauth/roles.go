@@ -31,25 +31,30 @@ const (
 // Roles lists every role, services first.
 func Roles() []Role { return []Role{API, Provisioner, Converger, Metering, Integrator, Admin} }
 
+// RoleNames lists the roles' names, for messages.
+func RoleNames() string {
+	names := make([]string, 0, len(Roles()))
+	for _, r := range Roles() {
+		names = append(names, string(r))
+	}
+	return strings.Join(names, ", ")
+}
+
 // ParseRole returns the role named s.
 func ParseRole(s string) (Role, error) {
 	if r := Role(s); slices.Contains(Roles(), r) {
 		return r, nil
 	}
-	names := make([]string, 0, len(Roles()))
-	for _, r := range Roles() {
-		names = append(names, string(r))
-	}
-	return "", fmt.Errorf("unknown nats role %q; one of %s", s, strings.Join(names, ", "))
+	return "", fmt.Errorf("unknown nats role %q; one of %s", s, RoleNames())
 }
 
 // inbox is the prefix of a role's reply subjects. Each role subscribes only under its own, so
 // no user reads the answers another one was sent.
 func (r Role) inbox() string { return "_INBOX." + string(r) }
 
-// InboxPrefix is the connection option that makes replies to a user of role arrive where its
+// inboxPrefix is the connection option that makes replies to a user of role arrive where its
 // permissions let it subscribe.
-func InboxPrefix(r Role) nats.Option { return nats.CustomInboxPrefix(r.inbox()) }
+func inboxPrefix(r Role) nats.Option { return nats.CustomInboxPrefix(r.inbox()) }
 
 // durable is a platform consumer: the stream it reads and its name.
 type durable struct{ stream, name string }
@@ -214,7 +219,7 @@ func FileOptions(path string) (Role, []nats.Option, error) {
 	for _, tag := range uc.Tags {
 		if name, ok := strings.CutPrefix(tag, "role:"); ok {
 			if role, err := ParseRole(name); err == nil {
-				return role, []nats.Option{nats.UserCredentials(path), InboxPrefix(role)}, nil
+				return role, []nats.Option{nats.UserCredentials(path), inboxPrefix(role)}, nil
 			}
 		}
 	}
