@@ -59,3 +59,10 @@ export_host_settings() {
   fi
   export DOCKER_GID NETWORK_MTU
 }
+
+# stack_nats runs `convergence nats ARGS...` in the running stack's NATS container, which holds
+# the NATS authority, with this shell's standard input.
+stack_nats() {
+  [ -n "$(stack ps -q nats 2>/dev/null)" ] || fail "the stack's NATS is not running: make up"
+  stack exec -T nats /convergence nats "$@"
+}

@@ -9,5 +9,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ $# -ge 1 ] || fail "usage: $0 ROLE [-expires DURATION] [-name NAME] (ROLE: integrator, api, provisioner, converger, metering, admin)"
 find_compose
 export_host_settings
-[ -n "$(stack ps -q nats 2>/dev/null)" ] || fail "the stack's NATS is not running: make up"
-stack exec -T nats /convergence nats creds "$@"
+stack_nats creds "$@"

@@ -10,10 +10,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ $# -eq 1 ] || fail "usage: $0 CREDS_FILE|USER_PUBLIC_KEY"
 find_compose
 export_host_settings
-[ -n "$(stack ps -q nats 2>/dev/null)" ] || fail "the stack's NATS is not running: make up"
 if [ -f "$1" ]; then
-  stack exec -T nats /convergence nats revoke -creds /dev/stdin <"$1"
+  stack_nats revoke -creds /dev/stdin <"$1"
 else
-  stack exec -T nats /convergence nats revoke -user "$1"
+  stack_nats revoke -user "$1"
 fi
 stack restart nats

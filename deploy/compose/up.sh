@@ -55,7 +55,7 @@ until [ "$(docker inspect -f '{{.State.Health.Status}}' "$(stack ps -q nats)" 2>
   sleep 1
 done
 for service in api provisioner converger metering; do
-  stack exec -T nats /convergence nats creds "$service" -name "convergence-$service" >"$secrets/$service.creds.new" ||
+  stack_nats creds "$service" -name "convergence-$service" >"$secrets/$service.creds.new" ||
     fail "the NATS container did not issue the $service user; see '${COMPOSE[*]} -p $project logs nats'"
   chmod 0644 "$secrets/$service.creds.new"
   mv "$secrets/$service.creds.new" "$secrets/$service.creds"
