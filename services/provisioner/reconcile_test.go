@@ -17,10 +17,14 @@ import (
 func TestReconcile_LabelledContainerUnknownToDatabase_RemovedAfterGrace_UnlabelledOneUntouched(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, func(c *provisioner.Config) {
-		c.OrphanGrace = 3 * time.Second
+		c.OrphanGrace = 6 * time.Second
 		c.ReconcileInterval = 500 * time.Millisecond
 	})
 	ctx := t.Context()
+	// The objects are made while the provisioner is stopped: on a busy engine a pass between
+	// the network and the container would see a lone network, older than the grace period
+	// by the time the container comes, and rightly remove it.
+	h.stop()
 	// An orphan: a tenant container and network for an env id this database never had, as a
 	// provisioner whose database was restored from an older backup would find.
 	orphan := runtime.Spec{EnvID: 9001, OrgID: 1, Name: "orphan", Image: h.image, HostPort: dockertest.FreePort(t)}
@@ -31,6 +35,7 @@ func TestReconcile_LabelledContainerUnknownToDatabase_RemovedAfterGrace_Unlabell
 	bystander, err := h.cli.ContainerCreate(ctx, &container.Config{Image: h.image, Labels: h.run.Labels}, nil, nil, nil,
 		h.svc.Runtime().ContainerName(9002))
 	require.NoError(t, err)
+	h.start()
 
 	// Younger than the grace period: kept, since it may be another database's tenant.
 	time.Sleep(time.Second)
@@ -40,7 +45,7 @@ func TestReconcile_LabelledContainerUnknownToDatabase_RemovedAfterGrace_Unlabell
 	require.Eventually(t, func() bool {
 		containers, networks := h.objects(9001)
 		return len(containers) == 0 && len(networks) == 0
-	}, 15*time.Second, 100*time.Millisecond, "the orphan was not removed")
+	}, 20*time.Second, 100*time.Millisecond, "the orphan was not removed")
 	_, err = h.cli.ContainerInspect(ctx, bystander.ID)
 	require.NoError(t, err, "an object without our labels is never touched")
 }
