@@ -39,6 +39,9 @@ type TenantSpawn struct {
 	Port       int    `json:"port"`
 	Generation int64  `json:"generation"`
 	Limits     Limits `json:"limits"`
+	// Egress is one of EgressClasses; "" (a command from before egress classes) is
+	// EgressDefault.
+	Egress string `json:"egress,omitempty"`
 }
 
 // TenantDestroy (type TypeTenantDestroy, subject SubjectTenantDestroy) asks the provisioner to

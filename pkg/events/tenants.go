@@ -1,6 +1,11 @@
 package events
 
-import "time"
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
 
 // Subjects the provisioner answers on: core NATS request/reply, served by every provisioner
 // replica in one queue group. The API asks them for its tenant endpoints.
@@ -24,10 +29,41 @@ type TenantAdmission struct {
 	Framework  string `json:"framework,omitempty"`
 	Image      string `json:"image"`
 	Limits     Limits `json:"limits"`
+	// Egress is what the tenant's container may reach: one of EgressClasses; "" is
+	// EgressDefault.
+	Egress string `json:"egress,omitempty"`
 	// ReplyKey is the public key (X25519) the new tenant key is sealed to in the answer, so it
 	// never crosses the bus in clear.
 	ReplyKey  []byte `json:"replyKey"`
 	RequestID string `json:"requestId,omitempty"`
+}
+
+// Egress classes: what a tenant's container may reach besides the replies to requests it is
+// sent. The provisioner has the host's firewall enforce them.
+const (
+	// EgressPlatform reaches the platform's tenant API and nothing else.
+	EgressPlatform = "platform"
+	// EgressInternet reaches the platform's tenant API and the public internet, never a
+	// private, link-local or cloud metadata address.
+	EgressInternet = "internet"
+	// EgressNone reaches nothing.
+	EgressNone = "none"
+
+	EgressDefault = EgressPlatform
+)
+
+// EgressClasses lists the egress classes.
+var EgressClasses = []string{EgressPlatform, EgressInternet, EgressNone}
+
+// ParseEgress reads an egress class; "" is EgressDefault.
+func ParseEgress(s string) (string, error) {
+	if s == "" {
+		return EgressDefault, nil
+	}
+	if !slices.Contains(EgressClasses, s) {
+		return "", fmt.Errorf("egress %q is not known: use %s (default %s)", s, strings.Join(EgressClasses, ", "), EgressDefault)
+	}
+	return s, nil
 }
 
 // Reasons of a refused admission (natsrpc.Error.Reason).
@@ -91,6 +127,7 @@ type TenantView struct {
 	Framework       *string      `json:"framework,omitempty"`
 	Image           string       `json:"image"`
 	Limits          TenantLimits `json:"limits"`
+	Egress          string       `json:"egress"`
 	Generation      int64        `json:"generation"`
 	ContainerName   *string      `json:"containerName,omitempty"`
 	CreatedAt       time.Time    `json:"createdAt"`

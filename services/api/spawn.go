@@ -39,6 +39,7 @@ type spawnRequest struct {
 	Image     string       `json:"image"`
 	OrgID     *int64       `json:"orgId"`
 	Limits    *limitsInput `json:"limits"`
+	Egress    string       `json:"egress"`
 }
 
 type limitsInput struct {
@@ -52,6 +53,7 @@ type spawnSpec struct {
 	name, language, framework, image string
 	orgID                            int64 // 0 means the default organization
 	memoryBytes, nanoCPUs, pids      int64
+	egress                           string
 }
 
 func (r spawnRequest) validate() (spawnSpec, error) {
@@ -108,6 +110,11 @@ func (r spawnRequest) validate() (spawnSpec, error) {
 		problems = append(problems, fmt.Sprintf("limits.pids %d is out of range: use %d to %d (default %d)", pids, minPIDs, maxPIDs, defaultPIDs))
 	}
 	sp.memoryBytes, sp.nanoCPUs, sp.pids = mem<<20, int64(cpus*1e9), pids
+	egress, err := events.ParseEgress(r.Egress)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	sp.egress = egress
 	if len(problems) > 0 {
 		return spawnSpec{}, httpx.BadRequest("%s", strings.Join(problems, "; "))
 	}
@@ -165,7 +172,7 @@ func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (
 	}
 	adm, err := natsrpc.Call[events.TenantAdmission, events.TenantAdmitted](ctx, h.s.deps.NC, events.SubjectTenantAdmit, events.TenantAdmission{
 		OrgID: orgID, MaxTenants: maxTenants, Name: sp.name, Language: sp.language, Framework: sp.framework, Image: sp.image,
-		Limits:   events.Limits{MemoryBytes: sp.memoryBytes, NanoCPUs: sp.nanoCPUs, PIDs: sp.pids},
+		Limits: events.Limits{MemoryBytes: sp.memoryBytes, NanoCPUs: sp.nanoCPUs, PIDs: sp.pids}, Egress: sp.egress,
 		ReplyKey: recv.PublicKey(), RequestID: requestID,
 	})
 	if err != nil {

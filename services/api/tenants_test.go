@@ -58,6 +58,7 @@ func TestSpawn_InvalidInput_400SaysWhatIsValid(t *testing.T) {
 		{"memory too big", "", map[string]any{"name": "a", "limits": map[string]any{"memoryMb": 100000}}, "limits.memoryMb 100000 is out of range: use 32 to 4096"},
 		{"cpus too small", "", map[string]any{"name": "a", "limits": map[string]any{"cpus": 0.001}}, "limits.cpus 0.001 is out of range: use 0.05 to 4"},
 		{"pids", "", map[string]any{"name": "a", "limits": map[string]any{"pids": 1}}, "limits.pids 1 is out of range"},
+		{"egress", "", map[string]any{"name": "a", "egress": "everywhere"}, `egress "everywhere" is not known: use platform, internet, none (default platform)`},
 		{"org id", "", map[string]any{"name": "a", "orgId": 0}, "orgId 0 is not valid"},
 		{"unknown field", "", map[string]any{"name": "a", "colour": "blue"}, `unknown field "colour"`},
 		{"wrong type", "", map[string]any{"name": 7}, "name: must be a string, not a JSON number"},
@@ -132,7 +133,7 @@ func TestSpawn_Async_202_KeyShownOnceStoredHashedAndSealed_CommandAndFactWritten
 	cmd, err := events.DataAs[events.TenantSpawn](envs[0])
 	require.NoError(t, err)
 	require.Equal(t, events.TenantSpawn{EnvID: envID, OrgID: 1, Name: "acme-corp-ai", Image: tenanttemplates.GoImage, Port: 3001, Generation: 1,
-		Limits: events.Limits{MemoryBytes: 64 << 20, NanoCPUs: 1e9, PIDs: 100}}, cmd)
+		Limits: events.Limits{MemoryBytes: 64 << 20, NanoCPUs: 1e9, PIDs: 100}, Egress: events.EgressPlatform}, cmd)
 	issued, err := events.DataAs[events.TenantKeyIssued](envs[1])
 	require.NoError(t, err)
 	require.Equal(t, apikey.Digest(key), issued.KeyDigest, "the key's digest goes to the API as a fact")

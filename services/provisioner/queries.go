@@ -42,13 +42,17 @@ func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.T
 	if r.OrgID <= 0 || r.Name == "" || r.Image == "" || len(r.ReplyKey) == 0 {
 		return events.TenantAdmitted{}, natsrpc.Errorf(natsrpc.CodeInvalid, "an admission names an organization, a name, an image and a reply key")
 	}
+	egress, err := events.ParseEgress(r.Egress)
+	if err != nil {
+		return events.TenantAdmitted{}, natsrpc.Errorf(natsrpc.CodeInvalid, "%v", err)
+	}
 	key, digest := apikey.New()
 	var language, framework *string
 	if r.Language != "" {
 		language, framework = &r.Language, &r.Framework
 	}
 	var envID int64
-	err := s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
+	err = s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
 		// The turn is taken before the count, whose snapshot then sees the admissions of the
 		// transactions that had it before.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('tenant admission', $1))`, r.OrgID); err != nil {
@@ -65,11 +69,11 @@ func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.T
 		}
 		err = tx.QueryRow(ctx, `
 			INSERT INTO environments (org_id, name, status, desired_status, language, framework, image,
-				memory_bytes, nano_cpus, pids_limit, api_key_hash, api_key_prefix, request_id)
-			VALUES ($1, $2, 'provisioning', 'running', $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''))
+				memory_bytes, nano_cpus, pids_limit, egress, api_key_hash, api_key_prefix, request_id)
+			VALUES ($1, $2, 'provisioning', 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, NULLIF($12, ''))
 			RETURNING id`,
 			r.OrgID, r.Name, language, framework, r.Image, r.Limits.MemoryBytes, r.Limits.NanoCPUs, r.Limits.PIDs,
-			digest, apikey.Display(key), r.RequestID).Scan(&envID)
+			egress, digest, apikey.Display(key), r.RequestID).Scan(&envID)
 		if pgerr.IsUniqueViolation(err, "environments_live_name") {
 			return &natsrpc.Error{Code: natsrpc.CodeConflict, Reason: events.ReasonNameTaken,
 				Message: fmt.Sprintf("a tenant named %q already exists in organization %d; pick another name, or destroy that tenant first", r.Name, r.OrgID)}
@@ -88,7 +92,7 @@ func (s *Service) admit(ctx context.Context, r events.TenantAdmission) (events.T
 		if err := keyring.Seal(ctx, tx, envID, key); err != nil {
 			return err
 		}
-		cmd := events.TenantSpawn{EnvID: envID, OrgID: r.OrgID, Name: r.Name, Image: r.Image, Port: port, Generation: 1, Limits: r.Limits}
+		cmd := events.TenantSpawn{EnvID: envID, OrgID: r.OrgID, Name: r.Name, Image: r.Image, Port: port, Generation: 1, Limits: r.Limits, Egress: egress}
 		if err := writeEvent(ctx, tx, events.SubjectTenantSpawn, events.TypeTenantSpawn, envID, r.RequestID, cmd); err != nil {
 			return err
 		}
@@ -164,14 +168,14 @@ func (s *Service) tenantList(ctx context.Context, q events.TenantListQuery) (eve
 // viewColumns are the columns of environments that scanView reads, in its order.
 const viewColumns = `id, org_id, name, status, desired_status, health, reason, port, coalesce(api_key_prefix, ''),
 	language, framework, coalesce(image, ''), coalesce(memory_bytes, 0), coalesce(nano_cpus, 0),
-	coalesce(pids_limit, 0), generation, container_name, created_at, updated_at, status_changed_at, destroyed_at`
+	coalesce(pids_limit, 0), egress, generation, container_name, created_at, updated_at, status_changed_at, destroyed_at`
 
 // scanView reads a row of viewColumns.
 func scanView(row pgx.Row) (events.TenantView, error) {
 	var v events.TenantView
 	var mem, nano int64
 	err := row.Scan(&v.EnvID, &v.OrgID, &v.Name, &v.Status, &v.DesiredStatus, &v.Health, &v.Reason, &v.Port,
-		&v.APIKeyPrefix, &v.Language, &v.Framework, &v.Image, &mem, &nano, &v.Limits.PIDs, &v.Generation,
+		&v.APIKeyPrefix, &v.Language, &v.Framework, &v.Image, &mem, &nano, &v.Limits.PIDs, &v.Egress, &v.Generation,
 		&v.ContainerName, &v.CreatedAt, &v.UpdatedAt, &v.StatusChangedAt, &v.DestroyedAt)
 	v.Limits.MemoryMB = mem >> 20
 	v.Limits.CPUs = float64(nano) / 1e9

@@ -162,6 +162,7 @@ func (s *Service) spec(t tenant, apiKey string) runtime.Spec {
 		// child processes inherit).
 		Secrets:    map[string]string{apiKeyFile: apiKey},
 		Limits:     t.Limits,
+		Egress:     t.Egress,
 		Generation: t.Generation,
 	}
 }

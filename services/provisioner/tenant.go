@@ -12,6 +12,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
@@ -41,6 +42,7 @@ type tenant struct {
 	Image           string
 	Port            int // 0 when none is leased
 	Limits          runtime.Limits
+	Egress          egress.Class
 	Generation      int64
 	Health          string
 	RequestID       string
@@ -52,7 +54,7 @@ type tenant struct {
 func scanTenant(row pgx.Row) (tenant, error) {
 	var t tenant
 	err := row.Scan(&t.ID, &t.OrgID, &t.Name, &t.Status, &t.Desired, &t.Image, &t.Port,
-		&t.Limits.MemoryBytes, &t.Limits.NanoCPUs, &t.Limits.PIDs, &t.Generation,
+		&t.Limits.MemoryBytes, &t.Limits.NanoCPUs, &t.Limits.PIDs, &t.Egress, &t.Generation,
 		&t.Health, &t.RequestID, &t.StatusChangedAt, &t.UpdatedAt)
 	return t, err
 }
@@ -61,7 +63,7 @@ func scanTenant(row pgx.Row) (tenant, error) {
 func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
 	t, err := scanTenant(s.deps.Pool.QueryRow(ctx, `
 		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
-			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation,
+			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), egress, generation,
 			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
 		FROM environments WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -77,7 +79,7 @@ func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
 func (s *Service) loadTenants(ctx context.Context, ids []int64) ([]tenant, error) {
 	rows, err := s.deps.Pool.Query(ctx, `
 		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
-			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), generation,
+			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), egress, generation,
 			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
 		FROM environments WHERE status <> 'destroyed' OR id = ANY($1) ORDER BY id`, ids)
 	if err != nil {

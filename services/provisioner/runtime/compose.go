@@ -36,6 +36,10 @@ func (d *Docker) ComposeFile(spec Spec) ([]byte, error) {
 	hash := spec.SpecHash()
 	cs := d.containerSpec(spec, hash, d.NetworkName(spec.EnvID))
 	labels := cs.config.Labels
+	driverOpts, err := d.networkOptions(spec)
+	if err != nil {
+		return nil, err
+	}
 
 	var b bytes.Buffer
 	w := func(indent int, format string, args ...any) {
@@ -105,10 +109,8 @@ func (d *Docker) ComposeFile(spec Spec) ([]byte, error) {
 	w(1, "%s:", composeNetwork)
 	w(2, "name: %s", q(d.NetworkName(spec.EnvID)))
 	w(2, "driver: bridge")
-	if d.cfg.NetworkMTU > 0 {
-		w(2, "driver_opts:")
-		w(3, "%s: %s", q("com.docker.network.driver.mtu"), q(strconv.Itoa(d.cfg.NetworkMTU)))
-	}
+	w(2, "driver_opts:")
+	writeMap(w, 3, driverOpts)
 	w(2, "labels:")
 	writeMap(w, 3, labels)
 	if len(spec.Secrets) > 0 {

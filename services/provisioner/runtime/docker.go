@@ -14,6 +14,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 )
 
 // cleanupTimeout bounds the removal of half-created objects after a failed Ensure, which runs
@@ -84,11 +86,38 @@ func NewDocker(cli client.APIClient, cfg DockerConfig, log *slog.Logger) (*Docke
 
 // ContainerName returns the deterministic name of the tenant's container.
 func (d *Docker) ContainerName(envID int64) string {
-	prefix := d.cfg.NamePrefix
-	if d.cfg.Instance != "" {
-		prefix += "-" + d.cfg.Instance
+	return d.namePrefix() + "-env-" + strconv.FormatInt(envID, 10)
+}
+
+// namePrefix starts the name of every object of the installation.
+func (d *Docker) namePrefix() string { return d.cfg.namePrefix() }
+
+func (c DockerConfig) namePrefix() string {
+	if c.Instance != "" {
+		return c.NamePrefix + "-" + c.Instance
 	}
-	return prefix + "-env-" + strconv.FormatInt(envID, 10)
+	return c.NamePrefix
+}
+
+// Egress returns the names of the installation's egress policy: its firewall table, and the
+// prefix of its tenant bridges. The caller fills in what tenants may reach.
+func (d *Docker) Egress() egress.Policy { return d.cfg.Egress() }
+
+// Egress is [Docker.Egress] for the runtime this configuration makes.
+func (c DockerConfig) Egress() egress.Policy { return egress.New(c.withDefaults().namePrefix()) }
+
+// networkOptions are the driver options of the tenant's network: the bridge's name, which
+// the egress policy matches, and the MTU when one is set.
+func (d *Docker) networkOptions(spec Spec) (map[string]string, error) {
+	bridge, err := d.Egress().BridgeName(spec.Egress, spec.EnvID)
+	if err != nil {
+		return nil, err
+	}
+	opts := map[string]string{"com.docker.network.bridge.name": bridge}
+	if d.cfg.NetworkMTU > 0 {
+		opts["com.docker.network.driver.mtu"] = strconv.Itoa(d.cfg.NetworkMTU)
+	}
+	return opts, nil
 }
 
 // NetworkName returns the deterministic name of the tenant's network.

@@ -241,12 +241,14 @@ func (d *Docker) ensureNetwork(ctx context.Context, spec Spec, hash string) (id 
 		return "", false, fmt.Errorf("inspect network %s: %w", name, err)
 	}
 
-	opts := network.CreateOptions{
-		Driver: "bridge",
-		Labels: specLabels(spec, hash, d.cfg.Labels),
+	driverOpts, err := d.networkOptions(spec)
+	if err != nil {
+		return "", false, err
 	}
-	if d.cfg.NetworkMTU > 0 {
-		opts.Options = map[string]string{"com.docker.network.driver.mtu": strconv.Itoa(d.cfg.NetworkMTU)}
+	opts := network.CreateOptions{
+		Driver:  "bridge",
+		Options: driverOpts,
+		Labels:  specLabels(spec, hash, d.cfg.Labels),
 	}
 	resp, err := d.createNetwork(ctx, name, opts)
 	if err != nil {

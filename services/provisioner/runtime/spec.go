@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 )
 
 // DefaultContainerPort is the port a tenant app listens on inside its container when the spec
@@ -69,6 +71,9 @@ type Spec struct {
 	Secrets map[string]string `json:"secrets,omitempty"`
 	// Limits caps the container's resources.
 	Limits Limits `json:"limits"`
+	// Egress is what the container may reach (see package egress); "" is [egress.Default]. It
+	// names the bridge of the tenant's network, which the installation's firewall rules match.
+	Egress egress.Class `json:"egress"`
 	// Generation counts the provisioner's attempts at this tenant. It is part of the hash, so
 	// bumping it makes [Runtime.Ensure] replace the container even if nothing else changed.
 	Generation int64 `json:"generation"`
@@ -93,6 +98,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.Limits.PIDs == 0 {
 		s.Limits.PIDs = DefaultPIDs
+	}
+	if s.Egress == "" {
+		s.Egress = egress.Default
 	}
 	return s
 }
@@ -133,6 +141,9 @@ func (s Spec) Validate() error {
 		case strings.ContainsRune(v, 0):
 			problems = append(problems, fmt.Sprintf("env %s must not contain a NUL byte", k))
 		}
+	}
+	if _, err := egress.ParseClass(string(s.Egress)); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if len(s.Secrets) > maxSecrets {
 		problems = append(problems, fmt.Sprintf("%d secret files, at most %d", len(s.Secrets), maxSecrets))
