@@ -169,7 +169,7 @@ func newService(ctx context.Context, target string, cfg Config, infra *infra, e,
 	case TargetAPI:
 		return api.New(cfg.API, api.Deps{Pool: pool, Outbox: ob, NC: nc, JS: js, Echo: e, AdminEcho: admin, Logger: logger, Registry: reg})
 	case TargetProvisioner:
-		id, err := provisioner.Installation(ctx, pool)
+		id, err := provisioner.Installation(ctx, pool, cfg.Provisioner.StateDir)
 		if err != nil {
 			return nil, err
 		}
