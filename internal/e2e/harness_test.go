@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +26,8 @@ import (
 	"github.com/convergence-dev/convergence/internal/platform"
 	"github.com/convergence-dev/convergence/pkg/client"
 	"github.com/convergence-dev/convergence/services/converger"
+	"github.com/convergence-dev/convergence/services/provisioner"
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 )
 
 const adminToken = "e2e-admin-token-0123456789abcdef"
@@ -36,6 +41,8 @@ type stack struct {
 	Pool *pgxpool.Pool
 	// Config is the platform's configuration, addresses included.
 	Config platform.Config
+	// Egress names the installation's egress policy (its firewall table and bridge prefix).
+	Egress egress.Policy
 	// logs holds every line the platform logged, at debug level and up.
 	logs *syncBuffer
 }
@@ -121,7 +128,21 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 		code, _ := s.do(t, http.MethodGet, "/readyz", "", nil)
 		return code == http.StatusOK
 	}, 60*time.Second, 50*time.Millisecond, "platform ready")
+	s.Egress = egressOf(t, cfg)
 	return s
+}
+
+// egressOf returns the names of the egress policy of the platform cfg runs, and removes the
+// policy from the host's firewall when the test ends. Call it once the platform has started.
+func egressOf(t *testing.T, cfg platform.Config) egress.Policy {
+	t.Helper()
+	instance, err := os.ReadFile(filepath.Join(cfg.DataDir, "provisioner", provisioner.InstanceFile))
+	require.NoError(t, err)
+	rc := cfg.Provisioner.Runtime
+	rc.Instance = strings.TrimSpace(string(instance))
+	p := rc.Egress()
+	t.Cleanup(func() { _ = p.Remove() })
+	return p
 }
 
 // freePort returns a TCP port that is free on every interface now.
@@ -192,6 +213,7 @@ type tenant struct {
 	Port   int    `json:"port"`
 	APIKey string `json:"apiKey"`
 	Image  string `json:"image"`
+	Egress string `json:"egress"`
 	// ContainerName is the tenant's container on the Docker engine.
 	ContainerName string `json:"containerName"`
 }
@@ -199,6 +221,12 @@ type tenant struct {
 // spawn spawns a tenant of the default template named name and, unless async, waits until the
 // provisioner has run it.
 func (s *stack) spawn(t *testing.T, name string, async bool) tenant {
+	t.Helper()
+	return s.spawnWith(t, map[string]any{"name": name}, async)
+}
+
+// spawnWith is spawn with the request's body.
+func (s *stack) spawnWith(t *testing.T, body map[string]any, async bool) tenant {
 	t.Helper()
 	path := "/api/v1/tenant/spawn"
 	want := http.StatusCreated
@@ -209,8 +237,8 @@ func (s *stack) spawn(t *testing.T, name string, async bool) tenant {
 	var ans struct {
 		Tenant tenant `json:"tenant"`
 	}
-	code, raw := s.do(t, http.MethodPost, path, adminToken, map[string]any{"name": name})
-	require.Equal(t, want, code, "spawn %s: %s", name, raw)
+	code, raw := s.do(t, http.MethodPost, path, adminToken, body)
+	require.Equal(t, want, code, "spawn %v: %s", body, raw)
 	require.NoError(t, json.Unmarshal(raw, &ans))
 	require.NotEmpty(t, ans.Tenant.APIKey, "the spawn answer carries the tenant's key")
 	return ans.Tenant

@@ -26,6 +26,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/platform"
+	"github.com/convergence-dev/convergence/services/provisioner"
 )
 
 func TestMain(m *testing.M) {
@@ -108,7 +109,20 @@ func start(t *testing.T, cfg platform.Config) (stop func() error) {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 60*time.Second, 50*time.Millisecond)
+	removeEgressAtEnd(t, cfg)
 	return stop
+}
+
+// removeEgressAtEnd removes the tenants' egress policy that the platform's provisioner, if
+// it runs one, installed in the host's firewall, when the test ends.
+func removeEgressAtEnd(t *testing.T, cfg platform.Config) {
+	instance, err := os.ReadFile(filepath.Join(cfg.DataDir, "provisioner", provisioner.InstanceFile))
+	if err != nil {
+		return // No provisioner here.
+	}
+	rc := cfg.Provisioner.Runtime
+	rc.Instance = strings.TrimSpace(string(instance))
+	t.Cleanup(func() { _ = rc.Egress().Remove() })
 }
 
 // connectAs connects to the NATS server the platform of cfg runs (listening on cfg.NATSListen)

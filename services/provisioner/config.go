@@ -51,6 +51,10 @@ type Config struct {
 	// CONVERGENCE_API_URL. When its host is host.docker.internal, the runtime maps that name to
 	// the Docker host.
 	TenantAPIURL string
+	// EgressPolicy is EgressEnforce (the default: the host's firewall holds every tenant to
+	// its egress class, see package egress) or EgressOff (tenants reach what Docker's own
+	// rules let them: the host's ports and the internet).
+	EgressPolicy string
 	// Concurrency is how many spawn and destroy commands run at once.
 	Concurrency int
 	// HealthTimeout bounds the wait for a new container's GET /health.
@@ -83,6 +87,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, p+"key-file", "", "the provisioner's private sealing key, shared by all replicas (default <state-dir>/provisioner.key)")
 	fs.StringVar(&c.Ports, p+"ports", DefaultPorts, "host port range for tenants, first-last")
 	fs.StringVar(&c.TenantAPIURL, p+"tenant-api-url", DefaultTenantAPIURL, "the API's URL as tenant containers reach it (CONVERGENCE_API_URL)")
+	fs.StringVar(&c.EgressPolicy, p+"egress-policy", EgressEnforce, "enforce: the host's firewall holds each tenant to its egress class (needs root or CAP_NET_ADMIN); off: tenants reach the host and the internet")
 	fs.IntVar(&c.Concurrency, p+"concurrency", DefaultConcurrency, "spawn and destroy commands handled at once")
 	fs.DurationVar(&c.HealthTimeout, p+"health-timeout", DefaultHealthTimeout, "how long a new tenant may take to answer GET /health")
 	fs.DurationVar(&c.SpawnTimeout, p+"spawn-timeout", DefaultSpawnTimeout, "bound on one spawn, health wait included")
@@ -104,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TenantAPIURL == "" {
 		c.TenantAPIURL = DefaultTenantAPIURL
+	}
+	if c.EgressPolicy == "" {
+		c.EgressPolicy = EgressEnforce
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -142,6 +150,15 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.TenantAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("provisioner.tenant-api-url %q must be an http(s) URL such as %s", c.TenantAPIURL, DefaultTenantAPIURL))
 	}
+	switch c.EgressPolicy {
+	case EgressOff:
+	case EgressEnforce:
+		if _, err := c.tenantAPIPort(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("provisioner.egress-policy %q must be %s or %s", c.EgressPolicy, EgressEnforce, EgressOff))
+	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("provisioner.concurrency %d must be between 1 and 256", c.Concurrency))
 	}
@@ -176,4 +193,28 @@ func parsePorts(s string) (first, last int, err error) {
 		return 0, 0, fmt.Errorf("provisioner.ports %q must be a range first-last within 1-65535 of at most 20000 ports, such as %s", s, DefaultPorts)
 	}
 	return first, last, nil
+}
+
+// Egress policies (Config.EgressPolicy).
+const (
+	EgressEnforce = "enforce"
+	EgressOff     = "off"
+)
+
+// tenantAPIPort is the host port tenants reach the API on, which the egress policy lets them
+// reach. The policy knows the API only on the Docker host: at host.docker.internal.
+func (c Config) tenantAPIPort() (uint16, error) {
+	u, err := url.Parse(c.TenantAPIURL)
+	if err != nil || u.Hostname() != "host.docker.internal" {
+		return 0, fmt.Errorf("provisioner.tenant-api-url %q: the egress policy lets tenants reach the API only on the Docker host, as http://host.docker.internal:PORT; point it there, or set provisioner.egress-policy=%s", c.TenantAPIURL, EgressOff)
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("provisioner.tenant-api-url %q has no valid port", c.TenantAPIURL)
+	}
+	return uint16(n), nil
 }

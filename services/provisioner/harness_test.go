@@ -162,6 +162,8 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	go func() { done <- svc.Run(ctx) }()
 	h.svc = svc
 	h.kill = cancel
+	// The test's egress rules leave the host's firewall with it.
+	h.t.Cleanup(func() { _ = svc.Runtime().Egress().Remove() })
 	var once sync.Once
 	h.stopFn = func() {
 		once.Do(func() {

@@ -32,6 +32,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
@@ -121,14 +122,18 @@ func (s *Service) Runtime() *runtime.Docker { return s.rt }
 // by the next start), and returns.
 //
 // At start it checks that the engine answers, loads or creates the sealing key and registers
-// it, brings the port pool to the configured range, and subscribes to engine events. Then it
-// runs the command consumer, the live status and logs server, the health watcher and the
-// reconciler, whose first pass resumes the tenants a previous run left half made.
+// it, brings the port pool to the configured range, installs the tenants' egress policy in the
+// host's firewall, and subscribes to engine events. Then it runs the command consumer, the
+// live status and logs server, the health watcher and the reconciler, whose first pass
+// resumes the tenants a previous run left half made.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // Stopped while starting.
 		}
+		return err
+	}
+	if err := s.applyEgressPolicy(); err != nil {
 		return err
 	}
 	s.started.Store(true)
@@ -219,6 +224,28 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("port pool ready", "first", s.portFirst, "last", s.portLast, "free", free, "keyId", keys.ID())
+	return nil
+}
+
+// applyEgressPolicy installs the installation's egress rules in the host's firewall, before
+// any tenant of this run starts. They match tenant bridges by name, so they hold for every
+// tenant made later, and stay when the provisioner stops: its tenants go on running.
+func (s *Service) applyEgressPolicy() error {
+	if s.cfg.EgressPolicy == EgressOff {
+		s.log.Warn("tenant egress policy is off: tenants reach the host's ports and the internet")
+		return nil
+	}
+	p := s.rt.Egress()
+	port, err := s.cfg.tenantAPIPort()
+	if err != nil {
+		return err
+	}
+	p.APIPort = port
+	p.Resolvers = egress.Resolvers("/etc/resolv.conf")
+	if err := p.Apply(); err != nil {
+		return fmt.Errorf("tenant egress policy: %w; provisioner.egress-policy=%s runs tenants without one", err, EgressOff)
+	}
+	s.log.Info("tenant egress policy installed", "table", "inet "+p.Table, "bridges", p.Prefix+"*", "apiPort", p.APIPort, "resolvers", p.Resolvers)
 	return nil
 }
 
