@@ -44,6 +44,12 @@ type Config struct {
 	// database work between two tasks leaves no provider slot idle. Default
 	// DefaultConcurrency.
 	Concurrency int
+	// MaxWaiting is how many more requests one converger process takes from the stream to
+	// wait for their turn. Turns go to the waiting tenants in turn, so that a tenant with many
+	// tasks waiting and one with a single task get every other one; a waiting task stays
+	// queued, its timeout not begun. Requests beyond them wait in the stream, first come,
+	// first served. Default DefaultMaxWaiting.
+	MaxWaiting int
 	// AckWait is how long a request may go unacknowledged before JetStream redelivers it;
 	// heartbeats extend it while a task runs, so it is about how soon a dead converger's tasks
 	// are resumed elsewhere. Default 30s.
@@ -93,6 +99,7 @@ const (
 	defaultOpenAIModel    = "gpt-4o-mini"
 	defaultAnthropicModel = "claude-sonnet-4-5"
 	DefaultConcurrency    = 1000
+	DefaultMaxWaiting     = 1000
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxDeliver     = 8
 	DefaultTaskTimeout    = 5 * time.Minute
@@ -116,6 +123,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Retry.MaxAttempts, "converger.call-attempts", 4, "attempts per provider call on rate limits, server errors and timeouts")
 	fs.DurationVar(&c.Retry.CallTimeout, "converger.call-timeout", 2*time.Minute, "timeout of one provider call attempt")
 	fs.IntVar(&c.Concurrency, "converger.concurrency", DefaultConcurrency, "tasks one converger process runs at once")
+	fs.IntVar(&c.MaxWaiting, "converger.max-waiting", DefaultMaxWaiting, "more requests one converger process holds waiting for a slot, which tenants get in turn")
 	fs.DurationVar(&c.AckWait, "converger.ack-wait", DefaultAckWait, "how soon a dead converger's tasks are redelivered to another")
 	fs.IntVar(&c.MaxDeliver, "converger.max-deliver", DefaultMaxDeliver, "deliveries of a request before its task is failed")
 	fs.DurationVar(&c.DefaultTimeout, "converger.task-timeout", DefaultTaskTimeout, "time limit of a task that sets none, at most 30m")
@@ -138,6 +146,8 @@ func (c Config) Validate() error {
 		return errors.New("converger.provider is anthropic but no key is set: set CONVERGENCE_CONVERGER_ANTHROPIC_API_KEY")
 	case c.Concurrency < 0 || c.Concurrency > 100_000:
 		return fmt.Errorf("converger.concurrency %d: use 1 to 100000", c.Concurrency)
+	case c.MaxWaiting < 0 || c.MaxWaiting > 100_000:
+		return fmt.Errorf("converger.max-waiting %d: use 1 to 100000", c.MaxWaiting)
 	case c.MaxDeliver < 0:
 		return fmt.Errorf("converger.max-deliver %d: must be positive", c.MaxDeliver)
 	case c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < 100*time.Millisecond):
@@ -165,6 +175,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = DefaultMaxWaiting
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait

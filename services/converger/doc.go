@@ -7,7 +7,9 @@
 // # Delivery guarantees
 //
 // The converger is one durable consumer ("converger") shared by all replicas, each running up
-// to Config.Concurrency tasks at once, with InProgress heartbeats while a task runs.
+// to Config.Concurrency tasks at once, with InProgress heartbeats while a task runs or waits.
+// Each holds up to Config.MaxWaiting more requests waiting for a slot, which go to the waiting
+// tenants in turn (fairSlots): one tenant's flood waits beside another's task, not ahead of it.
 //
 //   - A redelivered request for a task that has finished is acknowledged without a provider
 //     call (tasks.Store.Claim refuses it).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/convergence-dev/convergence/internal/taskspec"
@@ -43,6 +44,15 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	defer cancelRun(nil)
 	defer s.running.add(id, cancelRun)()
 
+	// Its turn first, taken in turn with the other tenants' waiting tasks; the task stays
+	// queued meanwhile. The run gives it back as soon as its engine is done.
+	endTurn, err := s.turns.acquire(ctx, ev.Data.EnvID)
+	if err != nil {
+		return fmt.Errorf("task %s interrupted by shutdown before it ran: %w", id, err)
+	}
+	endTurn = sync.OnceFunc(endTurn)
+	defer endTurn()
+
 	claim, err := s.store.Claim(ctx, ev.Data, ev.Envelope.RequestID)
 	if errors.Is(err, tasks.ErrNotClaimable) {
 		s.metrics.skipped.Inc()
@@ -54,7 +64,7 @@ func (s *Service) handle(ctx context.Context, ev consumer.Event[events.ConvergeR
 	if claim.CancelRequested {
 		cancelRun(errCancelRequested)
 	}
-	r := &taskRun{s: s, claim: claim, cancel: cancelRun, log: log}
+	r := &taskRun{s: s, claim: claim, cancel: cancelRun, endTurn: endTurn, log: log}
 	return r.run(ctx, runCtx, ev.Delivery)
 }
 
@@ -101,7 +111,9 @@ type taskRun struct {
 	s      *Service
 	claim  tasks.Claim
 	cancel context.CancelCauseFunc
-	log    *slog.Logger
+	// endTurn lets the next waiting task be claimed; once is enough, more are nothing.
+	endTurn func()
+	log     *slog.Logger
 	// held are the turns taken since the last round went to its write: the round under way's,
 	// or the synthesis. They are written with their round, or when the run ends.
 	held []engine.Turn
@@ -133,7 +145,9 @@ func (r *taskRun) run(ctx, runCtx context.Context, delivery uint64) error {
 	if werr := r.settle(); werr != nil && err == nil {
 		err = werr // A round the result holds is not stored: the next delivery runs it again.
 	}
-	release() // The slot goes to the next task while this one is recorded.
+	// The slot and the turn go to the next tasks while this one is recorded.
+	release()
+	r.endTurn()
 	cause := context.Cause(runCtx)
 	switch {
 	case errors.Is(err, tasks.ErrFenced) || errors.Is(cause, tasks.ErrFenced):

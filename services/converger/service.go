@@ -53,7 +53,10 @@ type Service struct {
 	consumer     *consumer.Consumer[events.ConvergeRequest]
 	deliverer    *webhook.Deliverer
 	running      *registry
-	// slots holds a token for each task that runs its engine: Concurrency at most.
+	// turns admit tasks to be claimed and run, a quarter more than Concurrency at once, to
+	// the waiting tenants in turn; slots hold a token for each admitted task that runs its
+	// engine, Concurrency at most.
+	turns   *fairSlots
 	slots   chan struct{}
 	metrics *metrics
 	queries *natsrpc.Server
@@ -81,6 +84,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		secrets: secrets,
 		store:   tasks.NewStore(deps.Pool, secrets).GroupCommit(writer),
 		running: newRegistry(),
+		turns:   newFairSlots(cfg.Concurrency + max(1, cfg.Concurrency/4)),
 		slots:   make(chan struct{}, cfg.Concurrency),
 		metrics: newMetrics(deps.Registry),
 	}
@@ -104,7 +108,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		Name:        events.ConsumerConverger,
 		Stream:      events.StreamConvergeCommands,
 		Subjects:    []string{events.SubjectConvergeRequest},
-		Concurrency: cfg.Concurrency + max(1, cfg.Concurrency/4), // See Config.Concurrency.
+		Concurrency: cfg.Concurrency + max(1, cfg.Concurrency/4) + cfg.MaxWaiting, // See Config.
 		MaxDeliver:  cfg.MaxDeliver,
 		AckWait:     cfg.AckWait,
 	}, s.handle, s.logger, telemetry.NewConsumerMetrics(deps.Registry))
