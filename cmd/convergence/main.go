@@ -11,6 +11,7 @@
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
 //	convergence nats revoke -creds FILE   the NATS server refuses that user from its next start
 //	convergence secrets new-key|reseal   rotate the key that seals webhook secrets
+//	convergence egress show|remove   the tenants' egress rules in the host's firewall
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
 //	convergence version
 //
@@ -61,6 +62,8 @@ commands:
             "nats revoke -creds FILE" revokes one
   secrets   "secrets new-key" prints a key for the secrets keyring; "secrets reseal" moves every
             sealed secret to the keyring's first key
+  egress    "egress show" prints the tenants' egress rules the host's firewall holds for this
+            installation; "egress remove" removes them (make down does)
   postgres  run a standalone PostgreSQL from this machine's server binaries
   version   print the version
 
@@ -94,6 +97,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return errors.New(`secrets: "secrets new-key" prints a new key line for the keyring; "secrets reseal [flags]" seals every webhook secret again under its first key`)
 		}
 		cmd, args = "secrets reseal", args[1:]
+	case "egress":
+		if len(args) == 0 || (args[0] != "show" && args[0] != "remove") {
+			return errors.New(`egress: "egress show [flags]" prints the tenants' egress rules the host's firewall holds for this installation; "egress remove [flags]" removes them`)
+		}
+		cmd, args = "egress "+args[0], args[1:]
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -129,6 +137,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return platform.Reconcile(ctx, cfg, reconcile, stdout, logger)
 	case "secrets reseal":
 		return platform.Reseal(ctx, cfg, stdout, logger)
+	case "egress show", "egress remove":
+		return runEgress(cmd, cfg, stdout)
 	}
 	logger.Info("starting convergence", "version", buildVersion(), "target", cfg.Target)
 	if err := platform.Run(ctx, cfg, logger); err != nil {

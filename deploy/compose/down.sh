@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Removes the compose stack (`make down`): its containers, networks and volumes (the data goes
-# with them), then the tenant containers and networks its provisioner started. Tenants are
+# Removes the compose stack (`make down`): the tenant containers, networks and volumes its
+# provisioner started, the tenants' egress rules in the host's firewall, then the stack's
+# containers, networks and volumes (the data goes with them). Tenants are
 # found by their labels (convergence.managed=true) and the stack's name prefix
 # (TENANT_NAME_PREFIX, "convergence-stack" by default), so tenants of another installation on
 # this engine, such as `make run`'s, are left alone. Safe to run when nothing is up. The
@@ -10,17 +11,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 find_compose
-# Compose checks the file's required variables even to take the stack down; their values do
-# not matter here.
+# Compose checks the file's required variables even to take the stack down; the passwords'
+# values do not matter here. The host's settings do, for the one-off provisioner below.
 : "${POSTGRES_PASSWORD:=$(env_value POSTGRES_PASSWORD | grep . || echo unused)}"
 : "${CONVERGENCE_ADMIN_TOKEN:=$(env_value CONVERGENCE_ADMIN_TOKEN | grep . || echo unused)}"
-: "${DOCKER_GID:=$(env_value DOCKER_GID | grep . || echo 0)}"
-export POSTGRES_PASSWORD CONVERGENCE_ADMIN_TOKEN DOCKER_GID
+export POSTGRES_PASSWORD CONVERGENCE_ADMIN_TOKEN
+export_host_settings
 
-say "removing the stack (project $project) with its volumes and networks"
-stack down --volumes --remove-orphans --timeout 30
-
-# The provisioner is gone, so nothing recreates a tenant while they are removed.
+# The provisioner first, so that nothing recreates a tenant while they are removed.
+provisioner_ran="$(stack ps -q provisioner 2>/dev/null || true)"
+if [ -n "$provisioner_ran" ]; then
+  stack stop --timeout 30 provisioner >/dev/null
+fi
 prefix="$(env_value TENANT_NAME_PREFIX)"
 prefix="${prefix:-convergence-stack}"
 # Names are <prefix>-<instance id>-env-<id>, or <prefix>-env-<id> for an installation from
@@ -41,4 +43,13 @@ if [ "${#volumes[@]}" -gt 0 ]; then
   say "removing ${#volumes[@]} tenant volume(s)"
   docker volume rm "${volumes[@]}" >/dev/null
 fi
+# The provisioner keeps its tenants' egress rules when it stops; with the tenants gone, they go
+# too. A one-off provisioner container has what that takes (the host's network, NET_ADMIN,
+# the instance id in its volume).
+if [ -n "$provisioner_ran" ] && ! stack run --rm --no-deps -T provisioner egress remove; then
+  say "the tenants' egress rules were not removed: see above"
+fi
+
+say "removing the stack (project $project) with its volumes and networks"
+stack down --volumes --remove-orphans --timeout 30
 say "done"

@@ -10,10 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +23,6 @@ import (
 	"github.com/convergence-dev/convergence/internal/platform"
 	"github.com/convergence-dev/convergence/pkg/client"
 	"github.com/convergence-dev/convergence/services/converger"
-	"github.com/convergence-dev/convergence/services/provisioner"
 	"github.com/convergence-dev/convergence/services/provisioner/egress"
 )
 
@@ -136,11 +132,8 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 // policy from the host's firewall when the test ends. Call it once the platform has started.
 func egressOf(t *testing.T, cfg platform.Config) egress.Policy {
 	t.Helper()
-	instance, err := os.ReadFile(filepath.Join(cfg.DataDir, "provisioner", provisioner.InstanceFile))
+	p, err := platform.EgressPolicy(cfg)
 	require.NoError(t, err)
-	rc := cfg.Provisioner.Runtime
-	rc.Instance = strings.TrimSpace(string(instance))
-	p := rc.Egress()
 	t.Cleanup(func() { _ = p.Remove() })
 	return p
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/convergence-dev/convergence/services/converger/webhook"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/provisioner"
+	"github.com/convergence-dev/convergence/services/provisioner/egress"
 )
 
 // Run starts the process described by cfg and blocks until ctx is done or a part fails. It
@@ -275,6 +276,23 @@ func Reseal(ctx context.Context, cfg Config, w io.Writer, logger *slog.Logger) e
 		_, err = fmt.Fprintf(w, "resealed %d webhook secret rows under the keyring's first key; keys after it may now be removed\n", n)
 		return err
 	})
+}
+
+// EgressPolicy names the tenants' egress policy (firewall table and bridge prefix) of the
+// installation whose provisioner state dir cfg points at: -provisioner.state-dir, or
+// <data-dir>/provisioner, where the provisioner keeps its instance id. For `convergence egress`.
+func EgressPolicy(cfg Config) (egress.Policy, error) {
+	dir := cfg.Provisioner.StateDir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "provisioner")
+	}
+	id, err := os.ReadFile(filepath.Join(dir, provisioner.InstanceFile))
+	if err != nil {
+		return egress.Policy{}, fmt.Errorf("the installation's instance id: %w; point -provisioner.state-dir (or -data-dir) at the state of a provisioner that has run", err)
+	}
+	rc := cfg.Provisioner.Runtime
+	rc.Instance = strings.TrimSpace(string(id))
+	return rc.Egress(), nil
 }
 
 // secretsKeyring is the keyring of -secrets.key-file, or the one kept in the data dir.

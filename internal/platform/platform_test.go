@@ -26,7 +26,6 @@ import (
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/platform"
-	"github.com/convergence-dev/convergence/services/provisioner"
 )
 
 func TestMain(m *testing.M) {
@@ -116,13 +115,11 @@ func start(t *testing.T, cfg platform.Config) (stop func() error) {
 // removeEgressAtEnd removes the tenants' egress policy that the platform's provisioner, if
 // it runs one, installed in the host's firewall, when the test ends.
 func removeEgressAtEnd(t *testing.T, cfg platform.Config) {
-	instance, err := os.ReadFile(filepath.Join(cfg.DataDir, "provisioner", provisioner.InstanceFile))
+	p, err := platform.EgressPolicy(cfg)
 	if err != nil {
 		return // No provisioner here.
 	}
-	rc := cfg.Provisioner.Runtime
-	rc.Instance = strings.TrimSpace(string(instance))
-	t.Cleanup(func() { _ = rc.Egress().Remove() })
+	t.Cleanup(func() { _ = p.Remove() })
 }
 
 // connectAs connects to the NATS server the platform of cfg runs (listening on cfg.NATSListen)
