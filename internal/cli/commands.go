@@ -11,7 +11,7 @@ import (
 
 // commands are the tenant and org subcommands, in the order help lists them.
 var commands = []command{
-	{group: "tenant", name: "spawn", usage: "NAME [-org ID] [-language L] [-framework F] [-image IMAGE] [-async]", flags: tenantSpawn},
+	{group: "tenant", name: "spawn", usage: "NAME [-org ID] [-language L] [-framework F] [-image IMAGE] [-egress platform|internet|none] [-async]", flags: tenantSpawn},
 	{group: "tenant", name: "list", usage: "[-org ID] [-status S|all] [-limit N] [-cursor C]", flags: tenantList},
 	{group: "tenant", name: "status", usage: "ENV_ID", flags: tenantStatus},
 	{group: "tenant", name: "logs", usage: "ENV_ID [-tail N] [-since TIME] [-follow]", flags: tenantLogs},
@@ -25,7 +25,7 @@ var usageCommand = command{group: "usage", usage: "[-from DAY] [-to DAY] [-group
 // tenantColumns are what a tenant row shows.
 var tenantColumns = []column{
 	{"ENV ID", "envId"}, {"NAME", "name"}, {"ORG", "orgId"}, {"STATUS", "status"},
-	{"HEALTH", "health"}, {"PORT", "port"}, {"IMAGE", "image"}, {"CREATED", "createdAt"},
+	{"HEALTH", "health"}, {"PORT", "port"}, {"IMAGE", "image"}, {"EGRESS", "egress"}, {"CREATED", "createdAt"},
 }
 
 // oneArg checks that args is exactly one positional argument, named what.
@@ -52,6 +52,7 @@ func tenantSpawn(fs *flag.FlagSet) func(*caller, []string) error {
 	language := fs.String("language", "", "template language (default go)")
 	framework := fs.String("framework", "", "template framework")
 	image := fs.String("image", "", "a local image to run instead of a template")
+	egress := fs.String("egress", "", "what the tenant may reach: platform (the API only; the default), internet (and the public internet), none")
 	async := fs.Bool("async", false, "answer at once, while the tenant is still provisioning")
 	return func(c *caller, args []string) error {
 		name, err := oneArg(args, "NAME")
@@ -62,7 +63,7 @@ func tenantSpawn(fs *flag.FlagSet) func(*caller, []string) error {
 		if *org != 0 {
 			body["orgId"] = *org
 		}
-		for k, v := range map[string]string{"language": *language, "framework": *framework, "image": *image} {
+		for k, v := range map[string]string{"language": *language, "framework": *framework, "image": *image, "egress": *egress} {
 			if v != "" {
 				body[k] = v
 			}
