@@ -21,15 +21,10 @@ const priority = nftables.ChainPriority(-10)
 // transaction: at no moment are the tenants without rules. It needs CAP_NET_ADMIN in the
 // host's network namespace.
 func (p Policy) Apply() error {
-	conn, err := nftables.New()
+	conn, table, err := p.batch()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
-	table := &nftables.Table{Name: p.Table, Family: nftables.TableFamilyINet}
-	// Adding a table that exists is no error, and deleting it then empties it, so one batch
-	// replaces whatever was there.
-	conn.AddTable(table)
-	conn.DelTable(table)
 	conn.AddTable(table)
 	accept := nftables.ChainPolicyAccept
 	chains := map[Hook]*nftables.Chain{}
@@ -41,27 +36,40 @@ func (p Policy) Apply() error {
 		conn.AddRule(&nftables.Rule{Table: table, Chain: chains[r.Hook], Exprs: p.compile(r),
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.String())})
 	}
-	if err := conn.Flush(); err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("install nftables table %s: %w (it needs root or CAP_NET_ADMIN in the host's network namespace)", p.Table, err)
-		}
-		return fmt.Errorf("install nftables table %s: %w", p.Table, err)
-	}
-	return nil
+	return p.flush(conn, "install")
 }
 
 // Remove deletes the installation's table; tenants of the installation then reach what
 // Docker's own rules let them. Removing a table that is not there is no error.
 func (p Policy) Remove() error {
+	conn, _, err := p.batch()
+	if err != nil {
+		return err
+	}
+	return p.flush(conn, "remove")
+}
+
+// batch starts a transaction that first removes the installation's table, if there is one:
+// adding a table that exists is no error, and deleting it then takes its chains and rules.
+func (p Policy) batch() (*nftables.Conn, *nftables.Table, error) {
 	conn, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	table := &nftables.Table{Name: p.Table, Family: nftables.TableFamilyINet}
 	conn.AddTable(table)
 	conn.DelTable(table)
-	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("remove nftables table %s: %w", p.Table, err)
+	return conn, table, nil
+}
+
+// flush commits the transaction; what names it in errors.
+func (p Policy) flush(conn *nftables.Conn, what string) error {
+	err := conn.Flush()
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%s nftables table %s: %w (it needs root or CAP_NET_ADMIN in the host's network namespace)", what, p.Table, err)
+	case err != nil:
+		return fmt.Errorf("%s nftables table %s: %w", what, p.Table, err)
 	}
 	return nil
 }
