@@ -77,7 +77,18 @@ func TestConverger_KilledMidTaskAndRestarted_ResumesWithoutDoubleCountedUsage(t 
 	require.Equal(t, tasks.StatusRunning, rec.Status)
 	require.Equal(t, 1, rec.Rounds)
 
-	// Killed: its connection drops without a word to JetStream (no ack, no nak), then it stops.
+	// Killed once it is all up (a kill while one of its consumers is still being made ends its
+	// Run with that error): its connection drops without a word to JetStream (no ack, no nak),
+	// then it stops.
+	for stream, name := range map[string]string{
+		events.StreamTenantLifecycle: events.ConsumerConvergerTenants,
+		events.StreamDeadLetter:      events.ConsumerConvergerDeadLetters,
+	} {
+		require.Eventually(t, func() bool {
+			_, err := e.js.Consumer(t.Context(), stream, name)
+			return err == nil
+		}, 10*time.Second, 5*time.Millisecond, "the converger's consumer %s", name)
+	}
 	nc.Close()
 	stop()
 	rec, err = e.store.Get(t.Context(), acme, id)
