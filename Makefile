@@ -43,6 +43,10 @@ bench: deps ## Run the benchmarks; each prints its figure beside a baseline from
 	$(GO) test -run '^$$' -bench FairShare -benchtime 10x -timeout 30m ./services/api/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./services/metering/
 
+.PHONY: dashboards
+dashboards: ## Write the Grafana dashboards (deploy/grafana/dashboards.go) as JSON, and their list.
+	$(GO) run ./deploy/grafana/gen
+
 .PHONY: images
 images: ## Build the tenant template image locally (FROM scratch; pulls nothing).
 	$(GO) run ./tenant-templates/cmd/tenant-images

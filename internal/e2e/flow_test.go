@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/deploy/grafana"
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/pkg/client"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -127,5 +128,13 @@ func TestTenantFlow_SpawnConvergeThroughTenantMeterDestroy(t *testing.T) {
 	for _, typ := range []string{events.TypeTenantSpawn, events.TypeTenantLifecycle, events.TypeConvergeRequest,
 		events.TypeConvergeCompleted, events.TypeTenantDestroy} {
 		require.True(t, types[typ], "the flow published a %s", typ)
+	}
+
+	// After a whole flow every metric the dashboards name has its series (some come only with
+	// their first event, such as a spawn's time).
+	code, metrics := call(t, http.MethodGet, "http://"+s.Config.OpsAddr+"/metrics", "", nil)
+	require.Equal(t, http.StatusOK, code)
+	for _, name := range grafana.Metrics() {
+		require.Regexp(t, `(?m)^`+name+`[{ ]`, string(metrics), "a dashboard names %s, which the platform does not serve", name)
 	}
 }
