@@ -44,7 +44,9 @@ const pollInterval = 2 * time.Second
 //	DELETE /api/v1/converge/:taskId         cancel
 //	GET    /api/v1/webhooks/secret          the tenant's webhook signing secret
 //	POST   /api/v1/webhooks/secret/rotate   a new secret (the old one signs too for a day)
-func (s *Service) convergeRoutes(tenant *echo.Group) {
+//
+// and the OpenAI-compatible endpoints on openAI (openai.go).
+func (s *Service) convergeRoutes(tenant, openAI *echo.Group) {
 	cfg := s.convergeConfig()
 	h := &convergeAPI{
 		s:       s,
@@ -65,6 +67,7 @@ func (s *Service) convergeRoutes(tenant *echo.Group) {
 	tenant.DELETE("/converge/:taskId", h.cancel, read)
 	tenant.GET("/webhooks/secret", h.webhookSecret, read)
 	tenant.POST("/webhooks/secret/rotate", h.rotateWebhookSecret, read)
+	h.openAIRoutes(openAI)
 }
 
 // taskAnswer is the body of every answer about one task; Task is the converger's view of it.
@@ -88,48 +91,55 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx := c.Request().Context()
-		t := tenantOf(c)
 		pref := parsePrefer(c.Request().Header)
 		wait := h.cfg.SyncWait
 		if pref.wait > 0 {
 			wait = pref.wait
 		}
-		async := v.async || pref.async || wait == 0
-
-		id := taskspec.NewID()
-		var sub *nats.Subscription
-		if !async {
-			// Held before the task is recorded, so a refused wait records nothing.
-			release, err := h.waits.take(t.EnvID)
-			if err != nil {
-				return err
-			}
-			defer release()
-			// Subscribed before the task exists, so its end cannot be missed.
-			if sub, err = h.s.deps.NC.SubscribeSync(events.ProgressSubject(id)); err != nil {
-				return httpx.Unavailable("the message bus")
-			}
-			defer func() { _ = sub.Unsubscribe() }()
-		}
-		// The platform's backlog last, so that it counts only tasks nothing else refuses.
-		if err := h.backlog.admit(ctx); err != nil {
+		id, done, err := h.submit(c, v, v.async || pref.async || wait == 0, wait)
+		if err != nil {
 			return err
 		}
-		if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
-			return err
+		if done {
+			return h.answer(c, http.StatusOK, tenantOf(c).EnvID, id)
 		}
-		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
-		if !async {
-			if done, err := h.awaitFinished(ctx, sub, t.EnvID, id, wait); err != nil || done {
-				if err != nil {
-					return err
-				}
-				return h.answer(c, http.StatusOK, t.EnvID, id)
-			}
-		}
-		return h.answer(c, http.StatusAccepted, t.EnvID, id)
+		return h.answer(c, http.StatusAccepted, tenantOf(c).EnvID, id)
 	}
+}
+
+// submit queues the task v describes for the request's tenant and, unless async, waits up to
+// wait for it to finish; done reports that it has.
+func (h *convergeAPI) submit(c echo.Context, v validated, async bool, wait time.Duration) (id string, done bool, err error) {
+	ctx := c.Request().Context()
+	t := tenantOf(c)
+	id = taskspec.NewID()
+	var sub *nats.Subscription
+	if !async {
+		// Held before the task is recorded, so a refused wait records nothing.
+		release, err := h.waits.take(t.EnvID)
+		if err != nil {
+			return "", false, err
+		}
+		defer release()
+		// Subscribed before the task exists, so its end cannot be missed.
+		if sub, err = h.s.deps.NC.SubscribeSync(events.ProgressSubject(id)); err != nil {
+			return "", false, httpx.Unavailable("the message bus")
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	// The platform's backlog last, so that it counts only tasks nothing else refuses.
+	if err := h.backlog.admit(ctx); err != nil {
+		return "", false, err
+	}
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
+		return "", false, err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
+	if async {
+		return id, false, nil
+	}
+	done, err = h.awaitFinished(ctx, sub, t.EnvID, id, wait)
+	return id, done, err
 }
 
 // awaitFinished waits until task id has finished, for at most wait (see Service.await), on its

@@ -117,9 +117,11 @@ func (s *Service) routes(e *echo.Echo) {
 		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name})
 	})
 
-	s.tenantRoutes(admin)        // tenants.go: spawn, status, logs, destroy, list; orgs.go
-	s.convergeRoutes(tenant)     // converge.go: converge and its shortcuts, tasks, progress
-	s.usageRoutes(admin, tenant) // usage.go: usage for operators and for a tenant itself
+	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; orgs.go
+	// The OpenAI-compatible surface, for OpenAI SDKs pointed at <api>/v1.
+	openAI := e.Group("/v1", bodyLimit(s.cfg.MaxBodyBytes), s.requireTenant)
+	s.convergeRoutes(tenant, openAI) // converge.go, openai.go: converge and its shortcuts, tasks, progress
+	s.usageRoutes(admin, tenant)     // usage.go: usage for operators and for a tenant itself
 }
 
 // bodyLimit answers 413 for a body over limit bytes, whether or not it declares its length.

@@ -1,0 +1,381 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// The OpenAI-compatible surface: teams that already use an OpenAI SDK point it at the
+// platform (base URL <api>/v1, the tenant's key as the API key) and pick a convergence as the
+// model. The last user message is the prompt; a system message is the task's context; the
+// metadata fields agent_a_role and agent_b_role set the two roles. The answer is the
+// converged output in OpenAI's chat completion shape, with the task's usage, and its id,
+// score and stop reason in a "convergence" field; with stream set, as OpenAI streams it
+// (chatStream).
+//
+//	GET  /v1/models             the convergence models
+//	POST /v1/chat/completions   a convergence, answered when it has finished
+func (h *convergeAPI) openAIRoutes(v1 *echo.Group) {
+	create, read := h.limiter.middleware(classCreate), h.limiter.middleware(classRead)
+	v1.GET("/models", h.models, read)
+	v1.POST("/chat/completions", h.chatCompletion, create)
+}
+
+// modelPrefix starts every model name: convergence-design is a design task, and so on.
+const modelPrefix = "convergence-"
+
+type openAIModel struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (h *convergeAPI) models(c echo.Context) error {
+	var data []openAIModel
+	for _, t := range taskspec.TaskTypes() {
+		data = append(data, openAIModel{ID: modelPrefix + string(t), Object: "model", OwnedBy: "convergence"})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// chatRequest is the body of POST /v1/chat/completions: OpenAI's fields, the ones that have no
+// meaning here accepted and left alone, so that SDKs' defaults pass; any other field is
+// refused, as everywhere in the API.
+type chatRequest struct {
+	Model    string            `json:"model"`
+	Messages []chatMessage     `json:"messages"`
+	Stream   bool              `json:"stream"`
+	Metadata map[string]string `json:"metadata"`
+	N        *int              `json:"n"`
+	// Accepted and left alone.
+	Temperature         *float64 `json:"temperature"`
+	TopP                *float64 `json:"top_p"`
+	MaxTokens           *int64   `json:"max_tokens"`
+	MaxCompletionTokens *int64   `json:"max_completion_tokens"`
+	User                string   `json:"user"`
+	StreamOptions       *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+type chatMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+	Name    string          `json:"name"`
+}
+
+// text is a message's content: a string, or the text parts of a list of parts.
+func (m chatMessage) text() (string, error) {
+	var s string
+	if err := json.Unmarshal(m.Content, &s); err == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(m.Content, &parts); err != nil {
+		return "", httpx.BadRequest("messages: the content of a %s message must be a string or a list of text parts", m.Role)
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return "", httpx.BadRequest("messages: a content part of type %q is not supported; send text", p.Type)
+		}
+		b.WriteString(p.Text)
+	}
+	return b.String(), nil
+}
+
+// convergeInput turns the chat request into the convergence it asks for.
+func (r chatRequest) convergeInput() (convergeInput, taskspec.TaskType, error) {
+	typ, ok := strings.CutPrefix(r.Model, modelPrefix)
+	if !ok || !taskspec.TaskType(typ).Valid() {
+		return convergeInput{}, "", httpx.BadRequest("model %q is not a convergence: use one of GET /v1/models, such as %sdesign", r.Model, modelPrefix)
+	}
+	if r.N != nil && *r.N != 1 {
+		return convergeInput{}, "", httpx.BadRequest("n: a convergence has one answer; leave n out or set it to 1")
+	}
+	var in convergeInput
+	for _, m := range r.Messages {
+		text, err := m.text()
+		if err != nil {
+			return convergeInput{}, "", err
+		}
+		switch m.Role {
+		case "system", "developer":
+			in.Context = text
+		case "user":
+			in.Prompt = text
+		case "assistant", "tool":
+		default:
+			return convergeInput{}, "", httpx.BadRequest("messages: role %q is not known: use system, user or assistant", m.Role)
+		}
+	}
+	if in.Prompt == "" {
+		return convergeInput{}, "", httpx.BadRequest("messages: send at least one user message; the last one is the prompt")
+	}
+	for k, v := range r.Metadata {
+		switch k {
+		case "agent_a_role":
+			in.AgentARole = v
+		case "agent_b_role":
+			in.AgentBRole = v
+		default:
+			return convergeInput{}, "", httpx.BadRequest("metadata: %q is not known: use agent_a_role and agent_b_role", k)
+		}
+	}
+	return in, taskspec.TaskType(typ), nil
+}
+
+// chatCompletion runs a convergence and answers with its output as a chat completion. A task
+// that has not finished within the sync wait is answered 504, with its id to follow it by.
+func (h *convergeAPI) chatCompletion(c echo.Context) error {
+	var req chatRequest
+	if err := httpx.DecodeJSON(c, &req, `send an OpenAI chat completion request, e.g. {"model": "convergence-design", "messages": [{"role": "user", "content": "Design a rate limiter"}]}`); err != nil {
+		return err
+	}
+	in, typ, err := req.convergeInput()
+	if err != nil {
+		return err
+	}
+	v, err := validate(in, typ, h.limits)
+	if err != nil {
+		return err
+	}
+	if req.Stream {
+		return h.chatStream(c, req, v)
+	}
+	id, done, err := h.submit(c, v, false, h.cfg.SyncWait)
+	if err != nil {
+		return err
+	}
+	if !done {
+		return &httpx.Error{Status: http.StatusGatewayTimeout, Code: "timeout",
+			Message: fmt.Sprintf("the convergence is still running after %s; follow it with GET /api/v1/converge/%s", h.cfg.SyncWait, id)}
+	}
+	task, err := h.finishedTask(c.Request().Context(), tenantOf(c).EnvID, id)
+	if err != nil {
+		return err
+	}
+	if task.Result == nil || task.Status != "completed" {
+		msg := task.Error
+		if msg == "" {
+			msg = "the convergence ended as " + task.Status
+		}
+		return &httpx.Error{Status: http.StatusBadGateway, Code: "task_" + task.Status,
+			Message: fmt.Sprintf("%s; GET /api/v1/converge/%s has the task", msg, id)}
+	}
+	return c.JSON(http.StatusOK, chatCompletionOf(req.Model, id, task))
+}
+
+// taskOutcome is what a chat completion needs of the converger's view of a finished task.
+type taskOutcome struct {
+	Status string `json:"status"`
+	Error  string `json:"error"`
+	Result *struct {
+		Converged        bool   `json:"converged"`
+		StopReason       string `json:"stopReason"`
+		ConvergenceScore int    `json:"convergenceScore"`
+		Output           string `json:"output"`
+		Rounds           int    `json:"rounds"`
+	} `json:"result"`
+	Usage      events.Usage `json:"usage"`
+	FinishedAt *time.Time   `json:"finishedAt"`
+}
+
+func (h *convergeAPI) finishedTask(ctx context.Context, envID int64, id string) (taskOutcome, error) {
+	st, err := h.state(ctx, envID, id, events.TaskQuery{})
+	if err != nil {
+		return taskOutcome{}, err
+	}
+	var t taskOutcome
+	if err := json.Unmarshal(st.Task, &t); err != nil {
+		return taskOutcome{}, fmt.Errorf("read task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+type chatCompletion struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"`
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []chatChoice `json:"choices"`
+	Usage   chatUsage    `json:"usage"`
+	// Convergence is what an OpenAI answer has no field for.
+	Convergence chatConvergence `json:"convergence"`
+}
+
+type chatChoice struct {
+	Index        int        `json:"index"`
+	Message      chatAnswer `json:"message"`
+	FinishReason string     `json:"finish_reason"`
+	Logprobs     *struct{}  `json:"logprobs"`
+}
+
+type chatAnswer struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type chatUsage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+type chatConvergence struct {
+	TaskID     string `json:"taskId"`
+	Score      int    `json:"convergenceScore"`
+	Converged  bool   `json:"converged"`
+	StopReason string `json:"stopReason"`
+	Rounds     int    `json:"rounds"`
+}
+
+func chatCompletionOf(model, id string, t taskOutcome) chatCompletion {
+	created := time.Now()
+	if t.FinishedAt != nil {
+		created = *t.FinishedAt
+	}
+	r := t.Result
+	return chatCompletion{
+		ID: "chatcmpl-" + id, Object: "chat.completion", Created: created.Unix(), Model: model,
+		Choices: []chatChoice{{Message: chatAnswer{Role: "assistant", Content: r.Output}, FinishReason: "stop"}},
+		Usage:   chatUsage{PromptTokens: t.Usage.InputTokens, CompletionTokens: t.Usage.OutputTokens, TotalTokens: t.Usage.TotalTokens},
+		Convergence: chatConvergence{TaskID: id, Score: r.ConvergenceScore, Converged: r.Converged,
+			StopReason: r.StopReason, Rounds: r.Rounds},
+	}
+}
+
+// chatStream answers a chat completion with stream set as OpenAI streams one: Server-Sent
+// Events of chat.completion.chunk objects, ended by "data: [DONE]". The assistant's role comes
+// at once; each round, as it is scored, comes as an SSE comment (clients skip comments, and
+// it keeps the connection alive); the converged output comes as one content chunk once the
+// task has finished, then the finish reason, and the usage when stream_options.include_usage
+// asks for it. A task that ends otherwise than completed ends the stream with an error event.
+func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) error {
+	ctx := c.Request().Context()
+	t := tenantOf(c)
+	release, err := h.streams.take(t.EnvID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	id := taskspec.NewID()
+	// Subscribed before the task exists, so none of its progress is missed.
+	live := make(chan *nats.Msg, 64)
+	sub, err := h.s.deps.NC.ChanSubscribe(events.ProgressSubject(id), live)
+	if err != nil {
+		return httpx.Unavailable("the message bus")
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := h.backlog.admit(ctx); err != nil {
+		return err
+	}
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
+		return err
+	}
+
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set(echo.HeaderCacheControl, "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
+	w.WriteHeader(http.StatusOK)
+	chunk := chatChunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: req.Model}
+	send := func(data any) {
+		b, _ := json.Marshal(data)
+		_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
+		w.Flush()
+	}
+	send(chunk.with(chatDelta{Role: "assistant"}, nil))
+
+	poll := time.NewTicker(pollInterval)
+	defer poll.Stop()
+	for finished := false; !finished; {
+		select {
+		case <-ctx.Done():
+			return nil // The client left; the task runs on, as an async one would.
+		case m := <-live:
+			p, err := events.DecodeProgress(m.Data)
+			switch {
+			case err != nil:
+			case p.Kind == events.ProgressRound:
+				var r struct {
+					Round int `json:"round"`
+					Score struct {
+						Value int `json:"value"`
+					} `json:"score"`
+				}
+				if json.Unmarshal(p.Round, &r) == nil {
+					_, _ = fmt.Fprintf(w, ": round %d scored %d\n\n", r.Round, r.Score.Value)
+					w.Flush()
+				}
+			case p.Kind == events.ProgressFinished:
+				finished = true
+			}
+		case <-poll.C:
+			// Progress messages are at most once: the record says when one was lost.
+			st, err := h.state(ctx, t.EnvID, id, events.TaskQuery{})
+			finished = err == nil && st.Finished()
+		}
+	}
+	task, err := h.finishedTask(ctx, t.EnvID, id)
+	if err == nil && (task.Result == nil || task.Status != "completed") {
+		err = fmt.Errorf("the convergence ended as %s: %s", task.Status, task.Error)
+	}
+	if err != nil {
+		send(map[string]any{"error": map[string]any{"code": "task_failed",
+			"message": fmt.Sprintf("%v; GET /api/v1/converge/%s has the task", err, id)}})
+		return nil
+	}
+	send(chunk.with(chatDelta{Content: task.Result.Output}, nil))
+	stop := "stop"
+	send(chunk.with(chatDelta{}, &stop))
+	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+		done := chatCompletionOf(req.Model, id, task)
+		send(map[string]any{"id": chunk.ID, "object": chunk.Object, "created": chunk.Created, "model": chunk.Model,
+			"choices": []any{}, "usage": done.Usage, "convergence": done.Convergence})
+	}
+	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
+	w.Flush()
+	return nil
+}
+
+type chatChunk struct {
+	ID      string            `json:"id"`
+	Object  string            `json:"object"`
+	Created int64             `json:"created"`
+	Model   string            `json:"model"`
+	Choices []chatChunkChoice `json:"choices"`
+}
+
+type chatChunkChoice struct {
+	Index        int       `json:"index"`
+	Delta        chatDelta `json:"delta"`
+	FinishReason *string   `json:"finish_reason"`
+}
+
+type chatDelta struct {
+	Role    string `json:"role,omitempty"`
+	Content string `json:"content,omitempty"`
+}
+
+// with is the chunk carrying delta, and the finish reason when there is one.
+func (c chatChunk) with(d chatDelta, finish *string) chatChunk {
+	c.Choices = []chatChunkChoice{{Delta: d, FinishReason: finish}}
+	return c
+}
