@@ -93,6 +93,49 @@ func TestCall_ErrorsAreTyped(t *testing.T) {
 	}
 }
 
+// A task that outlasts the API's sync wait is answered 202; Converge waits on for it.
+func TestConverge_SyncAnswered202_WaitsForTheResult(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int32
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/api/v1/converge":
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprint(w, `{"success":true,"taskId":"t1","task":{"taskId":"t1","status":"running"}}`)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/v1/converge/t1" && polls.Add(1) < 2:
+			fmt.Fprint(w, `{"success":true,"taskId":"t1","task":{"taskId":"t1","status":"running"}}`)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/v1/converge/t1":
+			fmt.Fprint(w, `{"success":true,"taskId":"t1","task":{"taskId":"t1","status":"completed","result":{"output":"done","convergenceScore":91}}}`)
+		default:
+			apiError(w, http.StatusNotFound, "not_found")
+		}
+	})
+	task, err := c.Converge(t.Context(), client.Request{Prompt: "Design a rate limiter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task == nil || task.Status != "completed" || task.Result == nil || task.Result.Output != "done" {
+		t.Fatalf("task = %+v", task)
+	}
+	if polls.Load() < 2 {
+		t.Errorf("polled %d times, want the running answer and then the finished one", polls.Load())
+	}
+
+	// A context that ends first gets the task as it stood, unfinished, to wait for later.
+	polls.Store(-1_000_000)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	running, err := c.Converge(ctx, client.Request{Prompt: "Design a rate limiter"})
+	if err != nil || running == nil || running.TaskID != "t1" || running.Finished() {
+		t.Fatalf("running: %+v, %v", running, err)
+	}
+
+	async, err := c.Converge(t.Context(), client.Request{Prompt: "Design a rate limiter", Async: true})
+	if err != nil || async.Status != "running" {
+		t.Fatalf("async: %+v, %v: an async converge returns the task as it stands", async, err)
+	}
+}
+
 func TestWait_ContextCancelled_ReturnsPromptly(t *testing.T) {
 	t.Parallel()
 	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {

@@ -171,8 +171,10 @@ type taskAnswer struct {
 	Task Task `json:"task"`
 }
 
-// Converge submits req. Without Async it waits, up to the API's bound, for the result: the
-// task it returns is finished, or still running when that bound passed (then call Wait).
+// Converge submits req. Without Async it waits for the result: the API waits up to its
+// bound, and when the task outlasts that (202), Converge goes on waiting (Wait) while ctx
+// allows; if ctx ends first, it returns the task as it stood, unfinished (Finished says so;
+// Wait picks it up again). With Async it returns the task as queued.
 func (c *Client) Converge(ctx context.Context, req Request) (*Task, error) {
 	if req.Prompt == "" {
 		return nil, errors.New("convergence: empty prompt")
@@ -180,6 +182,11 @@ func (c *Client) Converge(ctx context.Context, req Request) (*Task, error) {
 	var a taskAnswer
 	if err := c.call(ctx, http.MethodPost, "/api/v1/converge", req, &a); err != nil {
 		return nil, err
+	}
+	if !req.Async && !a.Task.Finished() {
+		if t, err := c.Wait(ctx, a.Task.TaskID); err == nil || ctx.Err() == nil {
+			return t, err
+		}
 	}
 	return &a.Task, nil
 }
