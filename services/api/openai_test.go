@@ -11,6 +11,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
 	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/services/api"
 )
 
 // TestOpenAI_SDKConvergesThroughThePlatform points OpenAI's own Go SDK at the platform with a
@@ -123,4 +125,26 @@ func TestOpenAI_SDKConvergesThroughThePlatform(t *testing.T) {
 	var apiErr *openai.Error
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusUnauthorized, apiErr.StatusCode)
+}
+
+// A convergence that outlasts the sync wait is answered 504 with the task to follow, and runs
+// on.
+func TestOpenAI_OutlastsTheSyncWait_504WithTheTask(t *testing.T) {
+	t.Parallel()
+	c := newConvergeEnv(t, 100*time.Millisecond) // Seven calls: about 0.7 s a task.
+	_, key := c.insertTenant("acme", "running")
+	url := c.serveAPIWith(api.ConvergeConfig{SyncWait: 200 * time.Millisecond})
+	sdk := openai.NewClient(option.WithBaseURL(url+"/v1"), option.WithAPIKey(key), option.WithMaxRetries(0))
+	_, err := sdk.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
+		Model:    "convergence-plan",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Plan a migration. [sim:converge]")},
+	})
+	var apiErr *openai.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusGatewayTimeout, apiErr.StatusCode)
+	require.Contains(t, apiErr.Message, "still running after 200ms; follow it with GET /api/v1/converge/tsk_")
+	id := strings.TrimPrefix(apiErr.Response.Header.Get("Location"), "/api/v1/converge/")
+	require.NotEmpty(t, id)
+	final := c.waitTask(t, key, id, finished)
+	require.Equal(t, "converged", final.Result.StopReason)
 }
