@@ -151,6 +151,11 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, req
 	}
 	req.Header.Set("Authorization", "Bearer "+c.apiKey)
 	req.Header.Set("X-Request-ID", requestID)
+	if method == http.MethodPost {
+		// The request id is kept across a call's retries, so it serves as the key that has
+		// the platform run a retried create once.
+		req.Header.Set("Idempotency-Key", requestID)
+	}
 	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", c.userAgent)
 	if body != nil {

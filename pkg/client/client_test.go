@@ -93,6 +93,27 @@ func TestCall_ErrorsAreTyped(t *testing.T) {
 	}
 }
 
+// A create retried after a 503 carries the same Idempotency-Key, so the platform runs it once.
+func TestConverge_Retried_SameIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	var keys []string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		if len(keys) == 1 {
+			w.Header().Set("Retry-After", "0")
+			apiError(w, http.StatusServiceUnavailable, "unavailable")
+			return
+		}
+		fmt.Fprint(w, `{"success":true,"taskId":"t1","task":{"taskId":"t1","status":"completed"}}`)
+	})
+	if _, err := c.Converge(t.Context(), client.Request{Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || keys[0] == "" || keys[0] != keys[1] {
+		t.Fatalf("Idempotency-Key per attempt: %q, want one key sent twice", keys)
+	}
+}
+
 // A task that outlasts the API's sync wait is answered 202; Converge waits on for it.
 func TestConverge_SyncAnswered202_WaitsForTheResult(t *testing.T) {
 	t.Parallel()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,9 +110,24 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 
 // submit queues the task v describes for the request's tenant and, unless async, waits up to
 // wait for it to finish; done reports that it has.
+//
+// A request with an Idempotency-Key that an earlier one with the same body used gets that
+// one's task instead (see idempotency.go).
 func (h *convergeAPI) submit(c echo.Context, v validated, async bool, wait time.Duration) (id string, done bool, err error) {
 	ctx := c.Request().Context()
 	t := tenantOf(c)
+	key, err := idempotencyOf(c, v)
+	if err != nil {
+		return "", false, err
+	}
+	if key != nil {
+		if e, err := h.lookup(ctx, t.EnvID, key); err != nil || e != nil {
+			if err != nil {
+				return "", false, err
+			}
+			return h.replay(c, t.EnvID, e)
+		}
+	}
 	id = taskspec.NewID()
 	var sub *nats.Subscription
 	if !async {
@@ -131,15 +147,41 @@ func (h *convergeAPI) submit(c echo.Context, v validated, async bool, wait time.
 	if err := h.backlog.admit(ctx); err != nil {
 		return "", false, err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), key); err != nil {
+		if errors.Is(err, errIdempotencyKeyTaken) {
+			// A concurrent request with the key recorded its task first.
+			e, lerr := h.lookup(ctx, t.EnvID, key)
+			if lerr != nil || e == nil {
+				return "", false, cmp.Or(lerr, err)
+			}
+			return h.replay(c, t.EnvID, e)
+		}
 		return "", false, err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
-	if async {
-		return id, false, nil
+	if !async {
+		if done, err = h.awaitFinished(ctx, sub, t.EnvID, id, wait); err != nil {
+			return "", false, err
+		}
 	}
-	done, err = h.awaitFinished(ctx, sub, t.EnvID, id, wait)
-	return id, done, err
+	status := http.StatusAccepted
+	if done {
+		status = http.StatusOK
+	}
+	h.answered(ctx, t.EnvID, key, status)
+	return id, done, nil
+}
+
+// replay answers a retried create with the task its first request made: finished if the first
+// answer was, or, while the first request is still waiting, if the task has finished by now.
+func (h *convergeAPI) replay(c echo.Context, envID int64, e *earlier) (string, bool, error) {
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+e.taskID)
+	c.Response().Header().Set("Idempotent-Replayed", "true")
+	if e.status != 0 {
+		return e.taskID, e.status == http.StatusOK, nil
+	}
+	st, err := h.state(c.Request().Context(), envID, e.taskID, events.TaskQuery{})
+	return e.taskID, err == nil && st.Finished(), err
 }
 
 // awaitFinished waits until task id has finished, for at most wait (see Service.await), on its
@@ -170,7 +212,7 @@ func (h *convergeAPI) answer(c echo.Context, status int, envID int64, id string)
 }
 
 // record writes the API's record of task req.TaskID and its converge.request in one round trip.
-func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string) error {
+func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency) error {
 	env, err := events.NewEnvelope(eventSource, events.TypeConvergeRequest, req.TaskID, requestID, req)
 	if err != nil {
 		return err
@@ -178,8 +220,14 @@ func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, re
 	// record_task (migration 00009) checks the tenant's cap and records the task; over the cap
 	// it raises, which rolls the batch's implicit transaction back, event included.
 	b := &pgx.Batch{}
+	if key != nil {
+		queueKey(b, req.EnvID, req.TaskID, key)
+	}
 	b.Queue(`SELECT record_task($1, $2, $3, $4, $5, $6)`, req.TaskID, req.EnvID, req.OrgID, env.Data, requestID, h.cfg.MaxTenantTasks)
 	err = h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env)
+	if pgerr.IsUniqueViolation(err, "idempotency_keys_pkey") {
+		return errIdempotencyKeyTaken
+	}
 	if pgerr.Is(err, "CV429") {
 		return &httpx.Error{
 			Status: http.StatusTooManyRequests,

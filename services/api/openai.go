@@ -285,7 +285,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 	if err := h.backlog.admit(ctx); err != nil {
 		return err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c)); err != nil {
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), nil); err != nil {
 		return err
 	}
 

@@ -92,6 +92,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.keyFacts().Run(gctx) })
 	g.Go(func() error { return s.taskEnds().Run(gctx) })
+	g.Go(func() error { return s.forgetKeys(gctx) })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
