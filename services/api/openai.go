@@ -305,10 +305,17 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 
 	poll := time.NewTicker(pollInterval)
 	defer poll.Stop()
+	// No task outlives its timeout by much; a stream that would is ended, the task left to GET.
+	bound := time.NewTimer(h.limits.MaxTimeout + time.Minute)
+	defer bound.Stop()
 	for finished := false; !finished; {
 		select {
 		case <-ctx.Done():
 			return nil // The client left; the task runs on, as an async one would.
+		case <-bound.C:
+			send(map[string]any{"error": map[string]any{"code": "timeout",
+				"message": fmt.Sprintf("the convergence is still running; follow it with GET /api/v1/converge/%s", id)}})
+			return nil
 		case m := <-live:
 			p, err := events.DecodeProgress(m.Data)
 			switch {
