@@ -170,15 +170,23 @@ func (h *convergeAPI) chatCompletion(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if task.Result == nil || task.Status != "completed" {
-		msg := task.Error
-		if msg == "" {
-			msg = "the convergence ended as " + task.Status
-		}
-		return &httpx.Error{Status: http.StatusBadGateway, Code: "task_" + task.Status,
-			Message: fmt.Sprintf("%s; GET /api/v1/converge/%s has the task", msg, id)}
+	if f := task.failure(id); f != nil {
+		return f
 	}
 	return c.JSON(http.StatusOK, chatCompletionOf(req.Model, id, task))
+}
+
+// failure says why a finished task has no answer to give, or is nil when it completed.
+func (t taskOutcome) failure(id string) *httpx.Error {
+	if t.Result != nil && t.Status == "completed" {
+		return nil
+	}
+	msg := t.Error
+	if msg == "" {
+		msg = "the convergence ended as " + t.Status
+	}
+	return &httpx.Error{Status: http.StatusBadGateway, Code: "task_" + t.Status,
+		Message: fmt.Sprintf("%s; GET /api/v1/converge/%s has the task", msg, id)}
 }
 
 // taskOutcome is what a chat completion needs of the converger's view of a finished task.
@@ -341,12 +349,13 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 		}
 	}
 	task, err := h.finishedTask(ctx, t.EnvID, id)
-	if err == nil && (task.Result == nil || task.Status != "completed") {
-		err = fmt.Errorf("the convergence ended as %s: %s", task.Status, task.Error)
-	}
 	if err != nil {
-		send(map[string]any{"error": map[string]any{"code": "task_failed",
+		send(map[string]any{"error": map[string]any{"code": "error",
 			"message": fmt.Sprintf("%v; GET /api/v1/converge/%s has the task", err, id)}})
+		return nil
+	}
+	if f := task.failure(id); f != nil {
+		send(map[string]any{"error": map[string]any{"code": f.Code, "message": f.Message}})
 		return nil
 	}
 	send(chunk.with(chatDelta{Content: task.Result.Output}, nil))
