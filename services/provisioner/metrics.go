@@ -25,6 +25,7 @@ const (
 	actionDestroy                 = "destroy"
 	actionResume                  = "resume"
 	actionFailStuck               = "fail_stuck"
+	actionReinstallEgressPolicy   = "reinstall_egress_policy"
 )
 
 func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
@@ -57,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
 		}, []string{"status"})),
 	}
 	// Every repair's series exists from the start, so an alert sees the first one.
-	for _, action := range []string{actionRecreate, actionRemoveDestroyedLeftover, actionRemoveOrphan, actionDestroy, actionResume, actionFailStuck} {
+	for _, action := range []string{actionRecreate, actionRemoveDestroyedLeftover, actionRemoveOrphan, actionDestroy, actionResume, actionFailStuck, actionReinstallEgressPolicy} {
 		m.reconcileActions.WithLabelValues(action)
 	}
 	return m

@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -113,4 +114,21 @@ func TestReconcile_DestroyedTenantWithLeftoverContainer_LeftoverRemoved(t *testi
 		return len(containers) == 0 && len(networks) == 0
 	}, 15*time.Second, 100*time.Millisecond, "the leftover of a destroyed tenant was not removed")
 	require.Equal(t, "destroyed", h.status(envID)["status"])
+}
+
+func TestReconcile_EgressRulesFlushed_InstalledAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *provisioner.Config) { c.ReconcileInterval = 300 * time.Millisecond })
+	p := h.svc.Runtime().Egress()
+	apiRule := "input: platform tcp dport 3000 accept # the platform API" // the default tenant API URL's port
+	rules, err := p.Installed()
+	require.NoError(t, err, "the provisioner installed its table at start")
+	require.Contains(t, rules, apiRule)
+
+	// As `nft flush ruleset` or a firewall reload would leave it.
+	require.NoError(t, p.Remove())
+	require.Eventually(t, func() bool {
+		rules, err := p.Installed()
+		return err == nil && slices.Contains(rules, apiRule)
+	}, 15*time.Second, 50*time.Millisecond, "the reconciler did not install the rules again")
 }

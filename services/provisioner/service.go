@@ -64,6 +64,8 @@ type Service struct {
 	portLast  int
 	// keys is set at the start of Run.
 	keys *keyring.Keyring
+	// egress is the tenants' egress policy Run installed, nil when it is off.
+	egress *egress.Policy
 	// started is set once Run has registered the sealing key and the port pool, from when
 	// the API can hand tenants' keys to this provisioner.
 	started atomic.Bool
@@ -245,8 +247,27 @@ func (s *Service) applyEgressPolicy() error {
 	if err := p.Apply(); err != nil {
 		return fmt.Errorf("tenant egress policy: %w; provisioner.egress-policy=%s runs tenants without one", err, EgressOff)
 	}
+	s.egress = &p
 	s.log.Info("tenant egress policy installed", "table", "inet "+p.Table, "bridges", p.Prefix+"*", "apiPort", p.APIPort, "resolvers", p.Resolvers)
 	return nil
+}
+
+// keepEgressPolicy installs the egress rules again when the host's firewall no longer holds
+// them (a firewall reload, `nft flush ruleset`, a hand edit); the reconciler calls it on every
+// pass, and counts each time it had to.
+func (s *Service) keepEgressPolicy() {
+	if s.egress == nil {
+		return
+	}
+	holds, err := s.egress.Holds()
+	if err == nil && holds {
+		return
+	}
+	s.metrics.reconcileActions.WithLabelValues(actionReinstallEgressPolicy).Inc()
+	s.log.Warn("the tenants' egress rules are gone from the host's firewall or changed; installing them again", "table", "inet "+s.egress.Table, "err", err)
+	if err := s.egress.Apply(); err != nil {
+		s.log.Error("install the tenants' egress rules again", "table", "inet "+s.egress.Table, "err", err)
+	}
 }
 
 // composeDir is where tenant compose files live.

@@ -99,6 +99,9 @@ func TestApply_TheKernelHoldsThePolicy(t *testing.T) {
 	require.NoError(t, p.Apply())
 	require.NoError(t, p.Apply(), "applying again replaces the table")
 
+	holds, err := p.Holds()
+	require.NoError(t, err)
+	require.True(t, holds)
 	got, err := p.Installed()
 	require.NoError(t, err)
 	var want []string
@@ -108,6 +111,9 @@ func TestApply_TheKernelHoldsThePolicy(t *testing.T) {
 	require.Equal(t, want, got)
 
 	require.NoError(t, p.Remove())
+	holds, err = p.Holds()
+	require.NoError(t, err)
+	require.False(t, holds, "gone")
 	_, err = p.Installed()
 	require.ErrorIs(t, err, os.ErrNotExist)
 	require.NoError(t, p.Remove(), "removing what is gone is no error")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -98,6 +99,24 @@ func (p Policy) Installed() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Holds reports whether the kernel holds the policy's rules as Apply installed them (it
+// compares the rules' comments): false when the table is gone, say after `nft flush ruleset`
+// or a firewall reload, or when its rules were changed.
+func (p Policy) Holds() (bool, error) {
+	got, err := p.Installed()
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	want := make([]string, 0, len(got))
+	for _, r := range p.Rules() {
+		want = append(want, r.String())
+	}
+	return slices.Equal(got, want), nil
 }
 
 // compile turns a rule into nftables expressions, as nft itself would for
