@@ -121,9 +121,11 @@ func convergence() Board {
 					{`histogram_quantile(0.5, sum by (le) (rate(convergence_converger_task_duration_seconds_bucket` + rate + `)))`, "p50"},
 					{`histogram_quantile(0.95, sum by (le) (rate(convergence_converger_task_duration_seconds_bucket` + rate + `)))`, "p95"},
 				}},
-			{Title: "Tasks in flight and rounds", Unit: "short",
+			{Title: "Tasks in flight, waiting, and rounds", Unit: "short",
+				Description: "Waiting: tasks a converger holds for their turn (tenants take turns); many means the converger is saturated.",
 				Queries: []Query{
 					{`sum(convergence_converger_tasks_in_flight)`, "in flight"},
+					{`sum(convergence_converger_tasks_waiting)`, "waiting"},
 					{`sum(rate(convergence_converger_rounds_total` + rate + `))`, "rounds/s"},
 				}},
 			{Title: "Tokens billed", Unit: "short",

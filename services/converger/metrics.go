@@ -17,8 +17,12 @@ type metrics struct {
 	duration prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, turns *fairSlots) *metrics {
 	const sub = "converger"
+	telemetry.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: telemetry.Namespace, Subsystem: sub, Name: "tasks_waiting",
+		Help: "Tasks this process holds waiting for their turn, which goes to the waiting tenants in turn.",
+	}, func() float64 { return float64(turns.waitingTasks()) }))
 	return &metrics{
 		inFlight: telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: telemetry.Namespace, Subsystem: sub, Name: "tasks_in_flight",

@@ -86,8 +86,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		running: newRegistry(),
 		turns:   newFairSlots(cfg.Concurrency + max(1, cfg.Concurrency/4)),
 		slots:   make(chan struct{}, cfg.Concurrency),
-		metrics: newMetrics(deps.Registry),
 	}
+	s.metrics = newMetrics(deps.Registry, s.turns)
 	s.provider = deps.Provider
 	s.providerKind = "custom"
 	if s.provider == nil {

@@ -92,3 +92,14 @@ func (f *fairSlots) handOver() {
 	w.granted = true
 	close(w.ready)
 }
+
+// waitingTasks counts the tasks waiting for a slot.
+func (f *fairSlots) waitingTasks() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, q := range f.waiting {
+		n += len(q)
+	}
+	return n
+}

@@ -47,6 +47,7 @@ func TestFairSlots_TenantsTakeTurns_EachInItsOwnOrder(t *testing.T) {
 	wait(1, "a2", 1)
 	wait(1, "a3", 2)
 	wait(2, "b1", 0)
+	require.Equal(t, 4, f.waitingTasks())
 	release()
 	wg.Wait()
 	require.Equal(t, []string{"a1", "b1", "a2", "a3"}, order)
