@@ -59,12 +59,18 @@ type chatRequest struct {
 	Stream   bool              `json:"stream"`
 	Metadata map[string]string `json:"metadata"`
 	N        *int              `json:"n"`
-	// Accepted and left alone.
-	Temperature         *float64 `json:"temperature"`
-	TopP                *float64 `json:"top_p"`
-	MaxTokens           *int64   `json:"max_tokens"`
-	MaxCompletionTokens *int64   `json:"max_completion_tokens"`
-	User                string   `json:"user"`
+	// Accepted and left alone: sampling settings the agents' own calls decide.
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	PresencePenalty     *float64        `json:"presence_penalty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty"`
+	Seed                *int64          `json:"seed"`
+	Stop                json.RawMessage `json:"stop"`
+	Store               *bool           `json:"store"`
+	ServiceTier         string          `json:"service_tier"`
+	User                string          `json:"user"`
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`

@@ -40,7 +40,9 @@ func TestOpenAI_SDKConvergesThroughThePlatform(t *testing.T) {
 			openai.SystemMessage("The service runs on one host; keep it simple."),
 			openai.UserMessage("Design a rate limiter for a multi-tenant API. [sim:converge]"),
 		},
-		Metadata: shared.Metadata{"agent_a_role": "Solution Architect", "agent_b_role": "Security Reviewer"},
+		Metadata:    shared.Metadata{"agent_a_role": "Solution Architect", "agent_b_role": "Security Reviewer"},
+		Temperature: openai.Float(0.2), // Accepted and left to the agents' own calls.
+		Seed:        openai.Int(7),
 	})
 	require.NoError(t, err)
 	require.Len(t, completion.Choices, 1)
