@@ -270,7 +270,7 @@ func TestWaitHealthy_NothingListens_ReturnsAtDeadlineWithLastProbe(t *testing.T)
 	spec := h.spec(109)
 	h.start(ctx, spec)
 
-	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	// The tenant is healthy on its own port; nothing listens on this one.
 	err := h.rt.WaitHealthy(wctx, spec.EnvID, dockertest.FreePort(t))

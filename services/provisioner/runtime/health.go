@@ -54,8 +54,12 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 			return fmt.Errorf("wait for %s: %w (last probe: %s)", url, context.Cause(ctx), last)
 		case <-timer.C:
 		}
-		if last = d.probe(ctx, url); last == "" {
+		probe := d.probe(ctx, url)
+		if probe == "" {
 			return nil
+		}
+		if ctx.Err() == nil || last == "no probe yet" {
+			last = probe // A probe the deadline cut short says less than the one before it.
 		}
 		if restarts >= 0 && time.Since(inspected) < healthInspectEvery {
 			timer.Reset(delay)
