@@ -98,6 +98,13 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 		o(&cfg)
 	}
 
+	// The test's egress rules leave the host's firewall with it, once the platform has stopped
+	// (a running provisioner would install them again).
+	t.Cleanup(func() {
+		if p, err := platform.EgressPolicy(cfg); err == nil {
+			_ = p.Remove()
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
@@ -124,18 +131,10 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 		code, _ := s.do(t, http.MethodGet, "/readyz", "", nil)
 		return code == http.StatusOK
 	}, 60*time.Second, 50*time.Millisecond, "platform ready")
-	s.Egress = egressOf(t, cfg)
-	return s
-}
-
-// egressOf returns the names of the egress policy of the platform cfg runs, and removes the
-// policy from the host's firewall when the test ends. Call it once the platform has started.
-func egressOf(t *testing.T, cfg platform.Config) egress.Policy {
-	t.Helper()
-	p, err := platform.EgressPolicy(cfg)
+	policy, err := platform.EgressPolicy(cfg)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Remove() })
-	return p
+	s.Egress = policy
+	return s
 }
 
 // freePort returns a TCP port that is free on every interface now.

@@ -77,6 +77,13 @@ func testConfig(t *testing.T) platform.Config {
 // start runs the platform until the test ends and waits until it is ready.
 func start(t *testing.T, cfg platform.Config) (stop func() error) {
 	t.Helper()
+	// The tenants' egress rules the provisioner, if it runs, installs leave the host's
+	// firewall with the test, once the platform has stopped (it would install them again).
+	t.Cleanup(func() {
+		if p, err := platform.EgressPolicy(cfg); err == nil {
+			_ = p.Remove()
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- platform.Run(ctx, cfg, discard) }()
@@ -108,18 +115,7 @@ func start(t *testing.T, cfg platform.Config) (stop func() error) {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 60*time.Second, 50*time.Millisecond)
-	removeEgressAtEnd(t, cfg)
 	return stop
-}
-
-// removeEgressAtEnd removes the tenants' egress policy that the platform's provisioner, if
-// it runs one, installed in the host's firewall, when the test ends.
-func removeEgressAtEnd(t *testing.T, cfg platform.Config) {
-	p, err := platform.EgressPolicy(cfg)
-	if err != nil {
-		return // No provisioner here.
-	}
-	t.Cleanup(func() { _ = p.Remove() })
 }
 
 // connectAs connects to the NATS server the platform of cfg runs (listening on cfg.NATSListen)
