@@ -62,12 +62,8 @@ func (h *convergeAPI) events(c echo.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	w := c.Response()
-	w.Header().Set(echo.HeaderContentType, "text/event-stream")
-	w.Header().Set(echo.HeaderCacheControl, "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	st := &stream{w: w, last: last}
+	st := openEventStream(c.Response())
+	st.last = last
 	st.write("retry: 2000\n\n")
 
 	// catchUp sends the rounds after the last one sent, and says whether the task has ended;
@@ -153,6 +149,16 @@ type stream struct {
 	err  error
 }
 
+// openEventStream answers 200 with a Server-Sent Events stream on w.
+func openEventStream(w *echo.Response) *stream {
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set(echo.HeaderCacheControl, "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	return &stream{w: w}
+}
+
+// write sends text and flushes it; after a failed write it sends nothing more.
 func (s *stream) write(text string) {
 	if s.err != nil {
 		return

@@ -303,17 +303,12 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 		return err
 	}
 
-	w := c.Response()
-	w.Header().Set(echo.HeaderContentType, "text/event-stream")
-	w.Header().Set(echo.HeaderCacheControl, "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
-	w.WriteHeader(http.StatusOK)
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
+	st := openEventStream(c.Response())
 	chunk := chatChunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: req.Model}
 	send := func(data any) {
 		b, _ := json.Marshal(data)
-		_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
-		w.Flush()
+		st.write("data: " + string(b) + "\n\n")
 	}
 	send(chunk.with(chatDelta{Role: "assistant"}, nil))
 
@@ -342,8 +337,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 					} `json:"score"`
 				}
 				if json.Unmarshal(p.Round, &r) == nil {
-					_, _ = fmt.Fprintf(w, ": round %d scored %d\n\n", r.Round, r.Score.Value)
-					w.Flush()
+					st.write(fmt.Sprintf(": round %d scored %d\n\n", r.Round, r.Score.Value))
 				}
 			case p.Kind == events.ProgressFinished:
 				finished = true
@@ -372,8 +366,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 		send(map[string]any{"id": chunk.ID, "object": chunk.Object, "created": chunk.Created, "model": chunk.Model,
 			"choices": []any{}, "usage": done.Usage, "convergence": done.Convergence})
 	}
-	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
-	w.Flush()
+	st.write("data: [DONE]\n\n")
 	return nil
 }
 
