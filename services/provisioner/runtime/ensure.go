@@ -287,3 +287,18 @@ func (d *Docker) createNetwork(ctx context.Context, name string, opts network.Cr
 	}
 	return network.CreateResponse{}, fmt.Errorf("%w: tried %d subnets of %s", ErrNoSubnet, len(candidates), d.cfg.SubnetPool)
 }
+
+// PutSecrets writes secrets into tenant envID's container, running or not, in place of the
+// files of the same names: the container is not restarted, and its app finds the new files at
+// once (each file is replaced whole, though not atomically: a reader may briefly find none). It
+// wraps [ErrNotFound] when the tenant has no container.
+func (d *Docker) PutSecrets(ctx context.Context, envID int64, secrets map[string]string) error {
+	c, err := d.inspect(ctx, envID)
+	if err != nil {
+		return err
+	}
+	if err := d.putSecrets(ctx, c.ID, secrets); err != nil {
+		return fmt.Errorf("container %s: %w", strings.TrimPrefix(c.Name, "/"), err)
+	}
+	return nil
+}

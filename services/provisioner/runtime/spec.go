@@ -28,7 +28,7 @@ const (
 	minNanoCPUs     = 10_000_000 // the engine refuses less than 0.01 CPU
 	maxPort         = 1<<16 - 1  // highest TCP port
 	maxNameLength   = 63         // a DNS label
-	specHashVersion = 1          // bump when the meaning of a spec changes
+	specHashVersion = 2          // bump when the meaning of a spec changes
 	envPort         = "PORT"     // set by the runtime, never by the spec
 	maxSecrets      = 8
 	maxSecretBytes  = 64 << 10
@@ -178,14 +178,23 @@ func (s Spec) Validate() error {
 
 // SpecHash returns a hex SHA-256 over the spec with defaults applied. It is stable across
 // processes and map orders, and changes whenever anything that decides the container changes,
-// including Generation. The hash covers the secrets without revealing them. The
-// runtime's own settings ([DockerConfig]) are not part of it: changing them shapes containers
-// created afterwards and leaves running ones alone.
+// including Generation. The hash covers the names of the secrets, not their values: a new value
+// is put into the running container ([Docker.PutSecrets]), which a rotated key must not
+// restart. The runtime's own settings ([DockerConfig]) are not part of it: changing them shapes
+// containers created afterwards and leaves running ones alone.
 func (s Spec) SpecHash() string {
+	s = s.WithDefaults()
+	if len(s.Secrets) > 0 {
+		names := make(map[string]string, len(s.Secrets))
+		for name := range s.Secrets {
+			names[name] = ""
+		}
+		s.Secrets = names
+	}
 	in := struct {
 		Version int  `json:"v"`
 		Spec    Spec `json:"spec"`
-	}{specHashVersion, s.WithDefaults()}
+	}{specHashVersion, s}
 	// encoding/json writes map keys sorted, which makes the encoding canonical.
 	b, err := json.Marshal(in)
 	if err != nil {
