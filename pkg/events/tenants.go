@@ -14,6 +14,8 @@ const (
 	SubjectTenantGet     = "provisioner.tenant.get"
 	SubjectTenantList    = "provisioner.tenant.list"
 	SubjectTenantArchive = "provisioner.tenant.archive"
+	SubjectKeyRotate     = "provisioner.tenant.key.rotate"
+	SubjectKeyDeliver    = "provisioner.tenant.key.deliver"
 )
 
 // TenantAdmission (on SubjectTenantAdmit) asks the provisioner to admit a tenant: check the
@@ -78,6 +80,38 @@ const (
 type TenantAdmitted struct {
 	Tenant    TenantView `json:"tenant"`
 	SealedKey []byte     `json:"sealedKey"`
+}
+
+// KeyRotation (on SubjectKeyRotate) asks the provisioner for a new API key for tenant EnvID,
+// answered by a KeyRotated. The new key is what the tenant's container gets from then on; it
+// is put into a running container only when a KeyDelivery asks, once the asker has recorded the
+// key's digest and so accepts it (or, should the asker fail in between, by the provisioner's
+// reconciler a while later). The tenant's older keys are left to the asker, which expires them.
+type KeyRotation struct {
+	EnvID int64 `json:"envId"`
+	// ReplyKey is the public key (X25519) the new key is sealed to in the answer.
+	ReplyKey  []byte `json:"replyKey"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// KeyRotated answers a KeyRotation: the fact of the new key (also published as
+// tenant.key.issued) and the key sealed to the rotation's ReplyKey.
+type KeyRotated struct {
+	Key       TenantKeyIssued `json:"key"`
+	SealedKey []byte          `json:"sealedKey"`
+}
+
+// KeyDelivery (on SubjectKeyDeliver) asks the provisioner to put tenant EnvID's newest key into
+// its container, which goes on running; it is answered by a KeyDelivered.
+type KeyDelivery struct {
+	EnvID     int64  `json:"envId"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// KeyDelivered answers a KeyDelivery. Delivered is false when the tenant has no container to
+// deliver to: a container made later starts with the newest key.
+type KeyDelivered struct {
+	Delivered bool `json:"delivered"`
 }
 
 // TenantQuery (on SubjectTenantGet) asks for one tenant, answered by its TenantView.

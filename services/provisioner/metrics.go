@@ -26,6 +26,7 @@ const (
 	actionResume                  = "resume"
 	actionFailStuck               = "fail_stuck"
 	actionReinstallEgressPolicy   = "reinstall_egress_policy"
+	actionDeliverKey              = "deliver_key"
 )
 
 func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
@@ -58,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
 		}, []string{"status"})),
 	}
 	// Every repair's series exists from the start, so an alert sees the first one.
-	for _, action := range []string{actionRecreate, actionRemoveDestroyedLeftover, actionRemoveOrphan, actionDestroy, actionResume, actionFailStuck, actionReinstallEgressPolicy} {
+	for _, action := range []string{actionRecreate, actionRemoveDestroyedLeftover, actionRemoveOrphan, actionDestroy, actionResume, actionFailStuck, actionReinstallEgressPolicy, actionDeliverKey} {
 		m.reconcileActions.WithLabelValues(action)
 	}
 	return m

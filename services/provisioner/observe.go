@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -62,8 +63,16 @@ func watched(t tenant) bool {
 //   - no container at all: recreated (and back to running) unless the tenant is in error,
 //     which keeps nothing; a failed tenant's port is released.
 //
-// The caller holds the tenant's lock.
+// Before that, a rotated key that waited longer than deliveryGrace for its delivery (its
+// rotation's asker stopped in between) is put into the container. The caller holds the
+// tenant's lock.
 func (s *Service) observe(ctx context.Context, t tenant) error {
+	if t.KeyPendingSince != nil && time.Since(*t.KeyPendingSince) >= deliveryGrace {
+		s.metrics.reconcileActions.WithLabelValues(actionDeliverKey).Inc()
+		if _, err := s.deliverKey(ctx, t); err != nil {
+			return err
+		}
+	}
 	st, err := s.rt.Inspect(ctx, t.ID)
 	if err != nil {
 		return err

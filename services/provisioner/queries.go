@@ -29,6 +29,8 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectTenantGet, queryTimeout, s.tenantView)
 	natsrpc.Handle(srv, events.SubjectTenantList, queryTimeout, s.tenantList)
 	natsrpc.Handle(srv, events.SubjectTenantArchive, queryTimeout, s.archive)
+	natsrpc.Handle(srv, events.SubjectKeyRotate, queryTimeout, s.rotateKey)
+	natsrpc.Handle(srv, events.SubjectKeyDeliver, queryTimeout, s.deliverKeyNow)
 	return srv
 }
 

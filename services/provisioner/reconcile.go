@@ -20,7 +20,8 @@ import (
 //     passes, one older than StuckAfter that nobody works on (its command was lost, or every
 //     delivery failed) fails with that reason, leaving nothing behind;
 //   - running, unhealthy, stopped, error: observed as the health watcher does, which
-//     recreates a missing container (see observe);
+//     recreates a missing container and delivers a rotated key that waited too long (see
+//     observe);
 //
 // for tenants whose destroy was requested: on the pass at start, or once the request is older
 // than StuckAfter (its command was lost), the destroy is done here; and for the engine's

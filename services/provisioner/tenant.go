@@ -48,24 +48,28 @@ type tenant struct {
 	RequestID       string
 	StatusChangedAt time.Time
 	UpdatedAt       time.Time
+	// KeyPendingSince is when a rotated key began to wait for delivery into the container
+	// (see deliverKey); nil when none waits.
+	KeyPendingSince *time.Time
 }
 
-// scanTenant reads a tenant from the columns loadTenant and loadTenants select.
+// tenantColumns are the columns of environments that scanTenant reads.
+const tenantColumns = `id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
+	coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), egress, generation,
+	coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at, key_pending_since`
+
+// scanTenant reads a tenant from tenantColumns.
 func scanTenant(row pgx.Row) (tenant, error) {
 	var t tenant
 	err := row.Scan(&t.ID, &t.OrgID, &t.Name, &t.Status, &t.Desired, &t.Image, &t.Port,
 		&t.Limits.MemoryBytes, &t.Limits.NanoCPUs, &t.Limits.PIDs, &t.Egress, &t.Generation,
-		&t.Health, &t.RequestID, &t.StatusChangedAt, &t.UpdatedAt)
+		&t.Health, &t.RequestID, &t.StatusChangedAt, &t.UpdatedAt, &t.KeyPendingSince)
 	return t, err
 }
 
 // loadTenant reads one tenant; it wraps errTenantNotFound when there is none.
 func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
-	t, err := scanTenant(s.deps.Pool.QueryRow(ctx, `
-		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
-			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), egress, generation,
-			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
-		FROM environments WHERE id = $1`, id))
+	t, err := scanTenant(s.deps.Pool.QueryRow(ctx, `SELECT `+tenantColumns+` FROM environments WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tenant{}, fmt.Errorf("env %d: %w", id, errTenantNotFound)
 	}
@@ -78,10 +82,7 @@ func (s *Service) loadTenant(ctx context.Context, id int64) (tenant, error) {
 // loadTenants reads every tenant that is not destroyed, and those of ids whatever their state.
 func (s *Service) loadTenants(ctx context.Context, ids []int64) ([]tenant, error) {
 	rows, err := s.deps.Pool.Query(ctx, `
-		SELECT id, org_id, name, status, desired_status, coalesce(image, ''), coalesce(port, 0),
-			coalesce(memory_bytes, 0), coalesce(nano_cpus, 0), coalesce(pids_limit, 0), egress, generation,
-			coalesce(health, ''), coalesce(request_id, ''), status_changed_at, updated_at
-		FROM environments WHERE status <> 'destroyed' OR id = ANY($1) ORDER BY id`, ids)
+		SELECT `+tenantColumns+` FROM environments WHERE status <> 'destroyed' OR id = ANY($1) ORDER BY id`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("load tenants: %w", err)
 	}
