@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
@@ -30,11 +31,18 @@ type Tenant struct {
 	EnvID int64
 	OrgID int64
 	Name  string
+	KeyID int64
 }
 
-// requireTenant admits requests carrying an API key that is not revoked (a tenant's keys are
-// revoked when its destroy is asked for), and puts the tenant in the echo context (tenantOf). Keys are looked up by their SHA-256
-// digest; a malformed key is refused without a lookup.
+// lastUsedResolution is how stale a key's lastUsedAt may be: it is written at most once per
+// key in this time, not on every request.
+const lastUsedResolution = time.Minute
+
+// requireTenant admits requests carrying an API key that is neither revoked (as a destroy or an
+// operator revokes keys) nor expired (as a rotation expires the keys it replaces), and puts the
+// tenant in the echo context (tenantOf). Keys are looked up by their SHA-256 digest on every
+// request, so a revocation holds on every replica at once; a malformed key is refused without a
+// lookup.
 func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		key, ok := httpx.Bearer(c.Request())
@@ -45,15 +53,23 @@ func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		if !apikey.WellFormed(key) {
 			return invalid
 		}
+		ctx := c.Request().Context()
 		var t Tenant
-		err := s.deps.Pool.QueryRow(c.Request().Context(), `
-			SELECT env_id, org_id, name FROM tenant_keys WHERE digest = $1 AND revoked_at IS NULL`,
-			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name)
+		var lastUsed *time.Time
+		err := s.deps.Pool.QueryRow(ctx, `
+			SELECT env_id, org_id, name, id, last_used_at FROM tenant_keys
+			WHERE digest = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name, &t.KeyID, &lastUsed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return invalid
 		}
 		if err != nil {
 			return err
+		}
+		if lastUsed == nil || time.Since(*lastUsed) >= lastUsedResolution {
+			if _, err := s.deps.Pool.Exec(ctx, `UPDATE tenant_keys SET last_used_at = now() WHERE id = $1`, t.KeyID); err != nil {
+				s.logger.Warn("record a key's last use", "keyId", t.KeyID, "err", err)
+			}
 		}
 		c.Set("tenant", t)
 		httpx.SetTenant(c, t.EnvID)

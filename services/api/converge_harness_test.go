@@ -226,8 +226,9 @@ func (c *convergeEnv) insertTenant(name, status string) (int64, string) {
 	require.NoError(c.t, c.Pool.QueryRow(context.Background(), `
 		WITH e AS (INSERT INTO environments (org_id, name, status, api_key_hash, api_key_prefix)
 			VALUES (1, $1, $2, $3, $4) RETURNING id, org_id)
-		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at)
-		SELECT $3, id, org_id, $1, $4, CASE WHEN $2 = 'destroyed' THEN now() END FROM e RETURNING env_id`,
+		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at, revoked_reason)
+		SELECT $3, id, org_id, $1, $4, CASE WHEN $2 = 'destroyed' THEN now() END, CASE WHEN $2 = 'destroyed' THEN 'destroyed' END
+		FROM e RETURNING env_id`,
 		name, status, digest, apikey.Display(key)).Scan(&id))
 	return id, key
 }

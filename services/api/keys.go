@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/telemetry"
@@ -15,20 +14,30 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
 )
 
-// execer is what recordKey needs of a database handle.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// recordKey stores the digest of a tenant's key, which the API authenticates the tenant with.
-// It is idempotent, and never brings back a key revoked meanwhile: the spawn that admitted
-// the tenant records it at once, and the provisioner's tenant.key.issued fact records it again
-// in case the API stopped in between.
-func recordKey(ctx context.Context, db execer, k events.TenantKeyIssued) error {
-	if _, err := db.Exec(ctx, `
-		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ($1, $2, $3, $4, $5)
+// recordKey stores the digest of a tenant's key, which the API authenticates the tenant with,
+// in tx. It is idempotent, never brings back a key revoked meanwhile, and records a key of a
+// tenant whose destroy was asked for as revoked: the spawn or rotation that made the key records
+// it at once, and the provisioner's tenant.key.issued fact records it again, maybe late, in case
+// the API stopped in between.
+func recordKey(ctx context.Context, tx pgx.Tx, k events.TenantKeyIssued) error {
+	if err := lockTenantKeys(ctx, tx, k.EnvID); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at, revoked_reason)
+		SELECT $1, $2, $3, $4, $5, destroyed, CASE WHEN destroyed IS NOT NULL THEN 'destroyed' END
+		FROM (SELECT max(revoked_at) AS destroyed FROM tenant_keys WHERE env_id = $2 AND revoked_reason = 'destroyed') d
 		ON CONFLICT (digest) DO NOTHING`, k.KeyDigest, k.EnvID, k.OrgID, k.Name, k.KeyPrefix); err != nil {
 		return fmt.Errorf("record tenant key: %w", err)
+	}
+	return nil
+}
+
+// lockTenantKeys takes tenant envID's key turn until tx ends, so that a key recorded while the
+// tenant's destroy is asked for is revoked either way: by the destroy, or by recordKey seeing it.
+func lockTenantKeys(ctx context.Context, tx pgx.Tx, envID int64) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('tenant keys', $1))`, envID); err != nil {
+		return fmt.Errorf("take the tenant's key turn: %w", err)
 	}
 	return nil
 }
@@ -80,6 +89,6 @@ func (s *Service) keyFacts() *consumer.Consumer[events.TenantKeyIssued] {
 		if len(e.Data.KeyDigest) == 0 || e.Data.EnvID <= 0 {
 			return consumer.Permanent(fmt.Errorf("a key fact without a digest or tenant: %+v", e.Data))
 		}
-		return recordKey(ctx, s.deps.Pool, e.Data)
+		return pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error { return recordKey(ctx, tx, e.Data) })
 	}, s.logger, telemetry.NewConsumerMetrics(s.deps.Registry))
 }

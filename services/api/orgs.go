@@ -45,7 +45,7 @@ type orgView struct {
 
 // selectOrgs reads organization $1 (0: every one) with ids above $2, at most $3.
 const selectOrgs = `SELECT o.id, o.name, o.plan, o.max_tenants,
-	(SELECT count(DISTINCT k.env_id) FROM tenant_keys k WHERE k.org_id = o.id AND k.revoked_at IS NULL),
+	(SELECT count(DISTINCT k.env_id) FROM tenant_keys k WHERE k.org_id = o.id AND k.revoked_reason IS DISTINCT FROM 'destroyed'),
 	o.created_at, o.updated_at FROM organizations o
 	WHERE ($1 = 0 OR o.id = $1) AND o.id > $2 ORDER BY o.id LIMIT $3`
 

@@ -24,12 +24,13 @@ func TestOrgs_CreateGetList(t *testing.T) {
 	require.Equal(t, http.StatusConflict, code)
 	require.Contains(t, errorMessage(body), `an organization named "acme" already exists`)
 
-	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at)
-		VALUES ('a', 10, $1, 'a', 'sk_tenant_a', NULL), ('b', 11, $1, 'b', 'sk_tenant_b', now())`, id)
+	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at, revoked_reason)
+		VALUES ('a', 10, $1, 'a', 'sk_tenant_a', NULL, NULL), ('b', 11, $1, 'b', 'sk_tenant_b', now(), 'destroyed'),
+			('c', 12, $1, 'c', 'sk_tenant_c', now(), 'revoked')`, id)
 	require.NoError(t, err)
 	code, body = a.do(http.MethodGet, "/api/v1/orgs/"+strconv.FormatInt(id, 10), adminToken, nil)
 	require.Equal(t, http.StatusOK, code)
-	require.InDelta(t, 1, body["organization"].(map[string]any)["liveTenants"], 0)
+	require.InDelta(t, 2, body["organization"].(map[string]any)["liveTenants"], 0, "a tenant whose key an operator revoked still lives")
 
 	code, body = a.do(http.MethodGet, "/api/v1/orgs", adminToken, nil)
 	require.Equal(t, http.StatusOK, code)

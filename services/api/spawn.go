@@ -183,8 +183,8 @@ func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (
 	if err != nil {
 		return events.TenantView{}, "", err
 	}
-	if err := recordKey(ctx, h.s.deps.Pool, events.TenantKeyIssued{EnvID: envID, OrgID: orgID, Name: sp.name,
-		KeyDigest: apikey.Digest(key), KeyPrefix: apikey.Display(key)}); err != nil {
+	issued := events.TenantKeyIssued{EnvID: envID, OrgID: orgID, Name: sp.name, KeyDigest: apikey.Digest(key), KeyPrefix: apikey.Display(key)}
+	if err := pgx.BeginFunc(ctx, h.s.deps.Pool, func(tx pgx.Tx) error { return recordKey(ctx, tx, issued) }); err != nil {
 		return events.TenantView{}, "", err
 	}
 	h.s.logger.Info("tenant spawn accepted", "envId", envID, "name", sp.name, "image", sp.image, "apiKey", apikey.Display(key), "request_id", requestID)

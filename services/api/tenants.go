@@ -71,6 +71,7 @@ func (s *Service) tenantRoutes(admin *echo.Group) {
 	admin.GET("/tenant/:envId/status", h.status)
 	admin.GET("/tenant/:envId/logs", h.logs)
 	admin.DELETE("/tenant/:envId", h.destroy)
+	h.keyRoutes(admin) // tenant_keys.go
 	s.orgRoutes(admin)
 }
 
@@ -351,8 +352,14 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 		defer func() { _ = sub.Unsubscribe() }()
 	}
 	err = h.s.deps.Outbox.Tx(ctx, func(tx pgx.Tx) error {
-		// The tenant's keys stop working now, not once its container is gone.
-		if _, err := tx.Exec(ctx, `UPDATE tenant_keys SET revoked_at = now() WHERE env_id = $1 AND revoked_at IS NULL`, envID); err != nil {
+		// The tenant's keys stop working now, not once its container is gone; a key recorded
+		// later is recorded revoked (recordKey).
+		if err := lockTenantKeys(ctx, tx, envID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE tenant_keys SET revoked_at = coalesce(revoked_at, now()), revoked_reason = 'destroyed'
+			WHERE env_id = $1 AND revoked_reason IS DISTINCT FROM 'destroyed'`, envID); err != nil {
 			return fmt.Errorf("revoke tenant keys: %w", err)
 		}
 		return writeEvent(ctx, tx, events.SubjectTenantDestroy, events.TypeTenantDestroy, envID, requestID,

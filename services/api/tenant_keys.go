@@ -1,0 +1,212 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/convergence-dev/convergence/internal/apikey"
+	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/pkg/events"
+)
+
+// How long the keys a rotation replaces go on working, unless it says otherwise.
+const (
+	defaultKeyOverlap = 24 * time.Hour
+	maxKeyOverlap     = 30 * 24 * time.Hour
+)
+
+// keyView is a tenant key as operators see it: never the key, but in the rotation's answer.
+type keyView struct {
+	ID         int64      `json:"id"`
+	Prefix     string     `json:"prefix"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+	ExpiresAt  *time.Time `json:"expiresAt"`
+	RevokedAt  *time.Time `json:"revokedAt"`
+	// Active says whether the key works now: neither revoked nor expired.
+	Active bool   `json:"active"`
+	APIKey string `json:"apiKey,omitempty"`
+}
+
+const keyColumns = `id, prefix, created_at, last_used_at, expires_at, revoked_at,
+	revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`
+
+func scanKey(row pgx.CollectableRow) (keyView, error) {
+	var k keyView
+	err := row.Scan(&k.ID, &k.Prefix, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.RevokedAt, &k.Active)
+	return k, err
+}
+
+// keyRoutes registers the operators' endpoints for a tenant's keys.
+func (h *tenantAPI) keyRoutes(admin *echo.Group) {
+	admin.POST("/tenant/:envId/keys", h.rotateKey)
+	admin.GET("/tenant/:envId/keys", h.listKeys)
+	admin.DELETE("/tenant/:envId/keys/:keyId", h.revokeKey)
+}
+
+// rotateRequest is the body of POST /tenant/:envId/keys; it may be left out.
+type rotateRequest struct {
+	OverlapSeconds *int64 `json:"overlapSeconds"`
+}
+
+// rotateKey issues tenant envId a new key, shown in this answer only, and gives the keys it had
+// an expiry of ?overlapSeconds (24 h by default; 0 ends them now). The provisioner makes the key
+// and seals it for the tenant's container; the API records its digest and expires the others in
+// one transaction; then the provisioner puts the key into the running container, whose app
+// reads it from its key file, so requests go on without a gap. An answer with "delivered":
+// false means the container was not reached now: the provisioner delivers the key within a
+// minute, well inside the default overlap.
+func (h *tenantAPI) rotateKey(c echo.Context) error {
+	ctx := c.Request().Context()
+	envID, err := envIDParam(c)
+	if err != nil {
+		return err
+	}
+	var req rotateRequest
+	if err := httpx.DecodeJSON(c, &req, ""); err != nil {
+		return err
+	}
+	overlap := defaultKeyOverlap
+	if req.OverlapSeconds != nil {
+		overlap = time.Duration(*req.OverlapSeconds) * time.Second
+		if *req.OverlapSeconds < 0 || overlap > maxKeyOverlap {
+			return httpx.BadRequest("overlapSeconds %d is out of range: use 0 (the old keys stop now) to %d (default %d)",
+				*req.OverlapSeconds, int64(maxKeyOverlap/time.Second), int64(defaultKeyOverlap/time.Second))
+		}
+	}
+	if _, err := h.s.tenantOrg(ctx, envID); err != nil {
+		return err
+	}
+	requestID := httpx.RequestID(c)
+	recv, err := apikey.NewReceiver()
+	if err != nil {
+		return err
+	}
+	rot, err := natsrpc.Call[events.KeyRotation, events.KeyRotated](ctx, h.s.deps.NC, events.SubjectKeyRotate,
+		events.KeyRotation{EnvID: envID, ReplyKey: recv.PublicKey(), RequestID: requestID})
+	if err != nil {
+		return fromProvisioner(err)
+	}
+	key, err := recv.Open(envID, rot.SealedKey)
+	if err != nil {
+		return err
+	}
+	var added keyView
+	var previous []keyView
+	err = pgx.BeginFunc(ctx, h.s.deps.Pool, func(tx pgx.Tx) error {
+		if err := recordKey(ctx, tx, rot.Key); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `
+			UPDATE tenant_keys SET expires_at = LEAST(coalesce(expires_at, 'infinity'), now() + $3 * interval '1 second')
+			WHERE env_id = $1 AND digest <> $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+			RETURNING `+keyColumns, envID, apikey.Digest(key), int64(overlap/time.Second))
+		if err != nil {
+			return fmt.Errorf("expire the replaced keys: %w", err)
+		}
+		if previous, err = pgx.CollectRows(rows, scanKey); err != nil {
+			return fmt.Errorf("expire the replaced keys: %w", err)
+		}
+		rows, _ = tx.Query(ctx, `SELECT `+keyColumns+` FROM tenant_keys WHERE digest = $1`, apikey.Digest(key))
+		added, err = pgx.CollectExactlyOneRow(rows, scanKey)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !added.Active {
+		// The tenant's destroy was asked for meanwhile.
+		return httpx.Conflict("tenant %d was destroyed while its key was rotated", envID)
+	}
+	added.APIKey = key
+	delivered := h.deliverKey(ctx, envID, requestID)
+	h.s.logger.Info("tenant key rotated", "envId", envID, "keyId", added.ID, "apiKey", added.Prefix,
+		"replaced", len(previous), "overlap", overlap, "delivered", delivered, "request_id", requestID)
+	if previous == nil {
+		previous = []keyView{}
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"success": true, "key": added, "replacedKeys": previous, "delivered": delivered})
+}
+
+// deliverKey asks the provisioner to put the tenant's newest key into its running container,
+// and reports whether it did. A failure is left to the provisioner's reconciler.
+func (h *tenantAPI) deliverKey(ctx context.Context, envID int64, requestID string) bool {
+	d, err := natsrpc.Call[events.KeyDelivery, events.KeyDelivered](ctx, h.s.deps.NC, events.SubjectKeyDeliver,
+		events.KeyDelivery{EnvID: envID, RequestID: requestID})
+	if err != nil {
+		h.s.logger.Warn("deliver a rotated key; the provisioner's reconciler will", "envId", envID, "err", err, "request_id", requestID)
+		return false
+	}
+	return d.Delivered
+}
+
+// listKeys answers tenant envId's keys, newest first, a page of ?limit= at a time.
+func (h *tenantAPI) listKeys(c echo.Context) error {
+	ctx := c.Request().Context()
+	envID, err := envIDParam(c)
+	if err != nil {
+		return err
+	}
+	limit, before, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	if _, err := h.s.tenantOrg(ctx, envID); err != nil {
+		return err
+	}
+	rows, _ := h.s.deps.Pool.Query(ctx, `
+		SELECT `+keyColumns+` FROM tenant_keys WHERE env_id = $1 AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3`,
+		envID, before, limit+1)
+	keys, err := pgx.CollectRows(rows, scanKey)
+	if err != nil {
+		return fmt.Errorf("list tenant keys: %w", err)
+	}
+	body := map[string]any{"success": true}
+	if len(keys) > limit {
+		keys = keys[:limit]
+		body["nextCursor"] = encodeCursor(keys[limit-1].ID)
+	}
+	body["keys"] = keys
+	return c.JSON(http.StatusOK, body)
+}
+
+// revokeKey revokes tenant envId's key keyId at once, on every replica (each request reads the
+// key's state). Revoking a revoked key answers it as it is.
+func (h *tenantAPI) revokeKey(c echo.Context) error {
+	ctx := c.Request().Context()
+	envID, err := envIDParam(c)
+	if err != nil {
+		return err
+	}
+	keyID, err := strconv.ParseInt(c.Param("keyId"), 10, 64)
+	if err != nil || keyID <= 0 {
+		return httpx.BadRequest("keyId %q is not valid: use a key's id (GET /api/v1/tenant/%d/keys)", c.Param("keyId"), envID)
+	}
+	rows, _ := h.s.deps.Pool.Query(ctx, `
+		UPDATE tenant_keys SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, 'revoked')
+		WHERE env_id = $1 AND id = $2 RETURNING `+keyColumns, envID, keyID)
+	k, err := pgx.CollectExactlyOneRow(rows, scanKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return httpx.NotFound(fmt.Sprintf("key %d of tenant %d (list them with GET /api/v1/tenant/%d/keys)", keyID, envID, envID))
+	}
+	if err != nil {
+		return fmt.Errorf("revoke key: %w", err)
+	}
+	h.s.logger.Info("tenant key revoked", "envId", envID, "keyId", keyID, "apiKey", k.Prefix, "request_id", httpx.RequestID(c))
+	body := map[string]any{"success": true, "key": k}
+	var active int
+	if err := h.s.deps.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM tenant_keys WHERE env_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+		envID).Scan(&active); err == nil && active == 0 {
+		body["message"] = fmt.Sprintf("tenant %d has no working key left: issue one with POST /api/v1/tenant/%d/keys", envID, envID)
+	}
+	return c.JSON(http.StatusOK, body)
+}
