@@ -21,6 +21,7 @@ import (
 type Client struct {
 	base       *url.URL
 	apiKey     string
+	keyFile    *keyFile // when set, the key comes from it instead of apiKey
 	envID      string
 	http       *http.Client
 	maxRetries int
@@ -83,20 +84,35 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 
 // FromEnv returns a client configured from CONVERGENCE_API_URL, the key in the file
 // CONVERGENCE_API_KEY_FILE names (or else CONVERGENCE_API_KEY) and CONVERGENCE_ENV_ID, with
-// opts applied after them.
+// opts applied after them. A key file is read again when it changes, so the client follows the
+// platform's key rotations without a restart.
 func FromEnv(opts ...Option) (*Client, error) {
 	base, key := os.Getenv(EnvAPIURL), os.Getenv(EnvAPIKey)
+	var kf *keyFile
 	if path := os.Getenv(EnvAPIKeyFile); path != "" {
-		b, err := os.ReadFile(path) //nolint:gosec // The file the environment names, as documented.
-		if err != nil {
+		var err error
+		if kf, err = readKeyFile(path); err != nil {
 			return nil, fmt.Errorf("convergence: read the API key file %s: %w", EnvAPIKeyFile, err)
 		}
-		key = strings.TrimSpace(string(b))
+		key = kf.key
 	}
 	if base == "" || key == "" {
 		return nil, fmt.Errorf("convergence: set %s, and %s (or %s)", EnvAPIURL, EnvAPIKeyFile, EnvAPIKey)
 	}
-	return New(base, key, append([]Option{WithEnvID(os.Getenv(EnvEnvID))}, opts...)...)
+	c, err := New(base, key, append([]Option{WithEnvID(os.Getenv(EnvEnvID))}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.keyFile = kf
+	return c, nil
+}
+
+// key is the API key to send now.
+func (c *Client) key() string {
+	if c.keyFile != nil {
+		return c.keyFile.current()
+	}
+	return c.apiKey
 }
 
 // call sends one API request, retrying 429 and 503 answers, and decodes a success answer's
@@ -110,6 +126,7 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		}
 	}
 	requestID := newRequestID()
+	rekeyed := false
 	for attempt := 0; ; attempt++ {
 		resp, err := c.send(ctx, method, path, body, requestID, "application/json")
 		if err != nil {
@@ -118,6 +135,10 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		apiErr, retryAfter, err := c.read(resp, out)
 		if err != nil || apiErr == nil {
 			return err
+		}
+		if apiErr.StatusCode == http.StatusUnauthorized && !rekeyed && c.keyFile != nil && c.keyFile.refresh() {
+			rekeyed = true // The key file changed since the last look: try the new key once.
+			continue
 		}
 		retryable := apiErr.StatusCode == http.StatusTooManyRequests || apiErr.StatusCode == http.StatusServiceUnavailable
 		if !retryable || attempt >= c.maxRetries {
@@ -149,7 +170,7 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, req
 	if err != nil {
 		return nil, fmt.Errorf("convergence: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Authorization", "Bearer "+c.key())
 	req.Header.Set("X-Request-ID", requestID)
 	if method == http.MethodPost {
 		// The request id is kept across a call's retries, so it serves as the key that has

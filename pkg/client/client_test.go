@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,5 +269,91 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv(client.EnvAPIKeyFile, filepath.Join(t.TempDir(), "missing"))
 	if _, err := client.FromEnv(); err == nil || !strings.Contains(err.Error(), client.EnvAPIKeyFile) {
 		t.Fatalf("err = %v, want one naming %s", err, client.EnvAPIKeyFile)
+	}
+}
+
+// TestFromEnv_KeyFileReplaced_CallsUseTheNewKey follows a key rotation as a tenant container
+// sees it: the platform replaces the key file, and the client sends the new key without a
+// restart, at once when the old key was refused.
+func TestFromEnv_KeyFileReplaced_CallsUseTheNewKey(t *testing.T) {
+	var accepted atomic.Value
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		seen = append(seen, strings.TrimPrefix(auth, "Bearer "))
+		if !slices.Contains(accepted.Load().([]string), strings.TrimPrefix(auth, "Bearer ")) {
+			apiError(w, http.StatusUnauthorized, "unauthorized")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"success":true,"task":{"taskId":"tsk_1","status":"queued"}}`)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "api-key")
+	write := func(key string) {
+		t.Helper()
+		// As the engine does: the old file goes and a new one is made.
+		_ = os.Remove(file)
+		if err := os.WriteFile(file, []byte(key+"\n"), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("sk_tenant_old")
+	accepted.Store([]string{"sk_tenant_old"})
+	t.Setenv(client.EnvAPIURL, srv.URL)
+	t.Setenv(client.EnvAPIKeyFile, file)
+	c, err := client.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := func() error {
+		_, err := c.Task(t.Context(), "tsk_1")
+		return err
+	}
+
+	// The old key is refused at once (a rotation without overlap): the refused call is sent
+	// again with the new key from the file.
+	write("sk_tenant_new")
+	accepted.Store([]string{"sk_tenant_new"})
+	if err := task(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sk_tenant_old", "sk_tenant_new"}; !slices.Equal(seen, want) {
+		t.Fatalf("keys sent %q, want %q", seen, want)
+	}
+
+	// With an overlap both keys work; the next look at the file, a second later, moves the
+	// client to the new key.
+	write("sk_tenant_newest")
+	accepted.Store([]string{"sk_tenant_new", "sk_tenant_newest"})
+	seen = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !slices.Contains(seen, "sk_tenant_newest") {
+		if err := task(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.Contains(seen, "sk_tenant_newest") {
+		t.Fatalf("keys sent %q: never the new one", seen)
+	}
+
+	// A file being replaced (gone for a moment) leaves the key as it was; a refused key whose
+	// file did not change is the caller's error, sent once.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	accepted.Store([]string{"sk_tenant_newest"})
+	time.Sleep(1100 * time.Millisecond)
+	if err := task(); err != nil {
+		t.Fatal(err)
+	}
+	write("sk_tenant_newest")
+	accepted.Store([]string{"sk_tenant_other"})
+	seen = nil
+	var apiErr *client.ClientError
+	if err := task(); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized || len(seen) != 1 {
+		t.Fatalf("err = %v after %d requests, want one 401", err, len(seen))
 	}
 }

@@ -78,7 +78,7 @@ func (c *Client) streamOnce(ctx context.Context, taskID string, last *int, fn fu
 	if err != nil {
 		return false, false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Authorization", "Bearer "+c.key())
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("X-Request-ID", newRequestID())
 	req.Header.Set("User-Agent", c.userAgent)
