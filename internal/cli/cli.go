@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -38,8 +39,10 @@ func Run(ctx context.Context, args []string, env Env, stdout, stderr io.Writer) 
 			return fmt.Errorf("%s: name a subcommand: %s", group, strings.Join(subcommandNames(group), ", "))
 		}
 		for _, c := range commands {
-			if c.group == group && c.name == rest[0] {
-				return runCommand(ctx, c, rest[1:], env, stdout, stderr)
+			// A name may be two words: "tenant keys rotate".
+			words := strings.Fields(c.name)
+			if c.group == group && len(rest) >= len(words) && slices.Equal(words, rest[:len(words)]) {
+				return runCommand(ctx, c, rest[len(words):], env, stdout, stderr)
 			}
 		}
 		return fmt.Errorf("%s: unknown subcommand %q: use %s", group, rest[0], strings.Join(subcommandNames(group), ", "))

@@ -16,6 +16,9 @@ var commands = []command{
 	{group: "tenant", name: "status", usage: "ENV_ID", flags: tenantStatus},
 	{group: "tenant", name: "logs", usage: "ENV_ID [-tail N] [-since TIME] [-follow]", flags: tenantLogs},
 	{group: "tenant", name: "destroy", usage: "ENV_ID [-async]", flags: tenantDestroy},
+	{group: "tenant", name: "keys list", usage: "ENV_ID [-limit N] [-cursor C]", flags: keysList},
+	{group: "tenant", name: "keys rotate", usage: "ENV_ID [-overlap 24h]", flags: keysRotate},
+	{group: "tenant", name: "keys revoke", usage: "ENV_ID KEY_ID", flags: keysRevoke},
 	{group: "org", name: "create", usage: "NAME [-plan P] [-max-tenants N]", flags: orgCreate},
 	{group: "org", name: "list", usage: "", flags: orgList},
 }

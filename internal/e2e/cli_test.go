@@ -72,6 +72,24 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	require.Regexp(t, `(?m)^TENANT\s+CALLS\s+TASKS`, out)
 	require.Regexp(t, `(?m)^TOTAL\s+`, out)
 
+	out, err = run("tenant", "keys", "list", envID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^KEY ID\s+PREFIX\s+ACTIVE`, out)
+	require.Regexp(t, `(?m)^\d+\s+sk_tenant_\S+…\s+true\s+`, out)
+	firstKey := strings.Fields(strings.Split(out, "\n")[1])[0]
+	out, err = run("tenant", "keys", "rotate", envID, "-overlap", "1h")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^API KEY\s+sk_tenant_\S+$`, out)
+	require.Contains(t, out, "shown only now")
+	require.Regexp(t, `(?m)^`+firstKey+`\s+sk_tenant_\S+…\s+true\s+`, out, "the replaced key works until it expires")
+	out, err = run("tenant", "keys", "revoke", envID, firstKey)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^ACTIVE\s+false$`, out)
+	_, err = run("tenant", "keys", "revoke", envID)
+	require.ErrorContains(t, err, "give ENV_ID and KEY_ID")
+	_, err = run("tenant", "keys", "rotate", envID, "-overlap", "-1s")
+	require.ErrorContains(t, err, "-overlap -1s")
+
 	out, err = run("tenant", "destroy", envID)
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^STATUS\s+destroyed$`, out)
@@ -84,7 +102,7 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	_, err = run("usage", "-group-by", "week")
 	require.ErrorContains(t, err, `unknown groupBy "week"`)
 	_, err = run("tenant", "frobnicate")
-	require.ErrorContains(t, err, "use spawn, list, status, logs, destroy")
+	require.ErrorContains(t, err, "use spawn, list, status, logs, destroy, keys list, keys rotate, keys revoke")
 	_, err = run("org", "list", "-o", "yaml")
 	require.ErrorContains(t, err, "use table or json")
 }
