@@ -67,7 +67,7 @@ func (s *Service) convergeRoutes(tenant, openAI *echo.Group) {
 	tenant.GET("/converge/:taskId/events", h.events, read)
 	tenant.DELETE("/converge/:taskId", h.cancel, read)
 	tenant.GET("/webhooks/secret", h.webhookSecret, read)
-	tenant.POST("/webhooks/secret/rotate", h.rotateWebhookSecret, read)
+	tenant.POST("/webhooks/secret/rotate", h.rotateWebhookSecret, read, s.audited(auditWebhookSecretRotate))
 	h.openAIRoutes(openAI)
 }
 

@@ -26,7 +26,7 @@ const (
 
 // orgRoutes registers the operators' organization endpoints.
 func (s *Service) orgRoutes(admin *echo.Group) {
-	admin.POST("/orgs", s.createOrg)
+	admin.POST("/orgs", s.createOrg, s.audited(auditOrgCreate))
 	admin.GET("/orgs", s.listOrgs)
 	admin.GET("/orgs/:orgId", s.getOrg)
 }
@@ -99,6 +99,7 @@ func (s *Service) createOrg(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("create organization: %w", err)
 	}
+	noteAudit(c, auditFacts{OrgID: v.OrgID})
 	s.logger.Info("organization created", "orgId", v.OrgID, "name", v.Name, "request_id", httpx.RequestID(c))
 	return c.JSON(http.StatusCreated, map[string]any{"success": true, "organization": v})
 }

@@ -68,6 +68,8 @@ type Service struct {
 	cfg    Config
 	deps   Deps
 	logger *slog.Logger
+	// adminID names the admin token in the audit log (adminTokenID).
+	adminID string
 }
 
 // New wires the API and registers its routes on deps.Echo (and deps.AdminEcho); it starts
@@ -77,9 +79,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg:    cfg,
-		deps:   deps,
-		logger: deps.Logger.With("service", "api"),
+		cfg:     cfg,
+		deps:    deps,
+		logger:  deps.Logger.With("service", "api"),
+		adminID: adminTokenID(cfg.AdminToken),
 	}
 	s.routes(deps.Echo)
 	return s, nil
@@ -118,7 +121,8 @@ func (s *Service) routes(e *echo.Echo) {
 		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name, "keyId": t.KeyID})
 	})
 
-	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; orgs.go
+	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; tenant_keys.go; orgs.go
+	admin.GET("/audit", s.listAudit)
 	// The OpenAI-compatible surface, for OpenAI SDKs pointed at <api>/v1.
 	openAI := e.Group("/v1", bodyLimit(s.cfg.MaxBodyBytes), s.requireTenant)
 	s.convergeRoutes(tenant, openAI) // converge.go, openai.go: converge and its shortcuts, tasks, progress

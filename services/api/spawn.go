@@ -145,6 +145,7 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	noteAudit(c, auditFacts{OrgID: admitted.OrgID, EnvID: admitted.EnvID})
 	code, message := http.StatusAccepted, ""
 	if !async {
 		if h.awaitSpawn(ctx, admitted.EnvID, wait, requestID) {

@@ -47,9 +47,9 @@ func scanKey(row pgx.CollectableRow) (keyView, error) {
 
 // keyRoutes registers the operators' endpoints for a tenant's keys.
 func (h *tenantAPI) keyRoutes(admin *echo.Group) {
-	admin.POST("/tenant/:envId/keys", h.rotateKey)
+	admin.POST("/tenant/:envId/keys", h.rotateKey, h.s.audited(auditKeyIssue))
 	admin.GET("/tenant/:envId/keys", h.listKeys)
-	admin.DELETE("/tenant/:envId/keys/:keyId", h.revokeKey)
+	admin.DELETE("/tenant/:envId/keys/:keyId", h.revokeKey, h.s.audited(auditKeyRevoke))
 }
 
 // rotateRequest is the body of POST /tenant/:envId/keys; it may be left out.
@@ -82,9 +82,11 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 				*req.OverlapSeconds, int64(maxKeyOverlap/time.Second), int64(defaultKeyOverlap/time.Second))
 		}
 	}
-	if _, err := h.s.tenantOrg(ctx, envID); err != nil {
+	orgID, err := h.s.tenantOrg(ctx, envID)
+	if err != nil {
 		return err
 	}
+	noteAudit(c, auditFacts{OrgID: orgID})
 	requestID := httpx.RequestID(c)
 	recv, err := apikey.NewReceiver()
 	if err != nil {
@@ -122,6 +124,7 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	noteAudit(c, auditFacts{KeyID: added.ID})
 	if !added.Active {
 		// The tenant's destroy was asked for meanwhile.
 		return httpx.Conflict("tenant %d was destroyed while its key was rotated", envID)
@@ -190,6 +193,11 @@ func (h *tenantAPI) revokeKey(c echo.Context) error {
 	if err != nil || keyID <= 0 {
 		return httpx.BadRequest("keyId %q is not valid: use a key's id (GET /api/v1/tenant/%d/keys)", c.Param("keyId"), envID)
 	}
+	orgID, err := h.s.tenantOrg(ctx, envID)
+	if err != nil {
+		return err
+	}
+	noteAudit(c, auditFacts{OrgID: orgID})
 	rows, _ := h.s.deps.Pool.Query(ctx, `
 		UPDATE tenant_keys SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, 'revoked')
 		WHERE env_id = $1 AND id = $2 RETURNING `+keyColumns, envID, keyID)

@@ -66,11 +66,11 @@ type tenantAPI struct {
 // tenantRoutes registers the operators' tenant and organization endpoints.
 func (s *Service) tenantRoutes(admin *echo.Group) {
 	h := &tenantAPI{s: s, live: live.NewClient(s.deps.NC, 0)}
-	admin.POST("/tenant/spawn", h.spawn)
+	admin.POST("/tenant/spawn", h.spawn, s.audited(auditTenantSpawn))
 	admin.GET("/tenant", h.list)
 	admin.GET("/tenant/:envId/status", h.status)
 	admin.GET("/tenant/:envId/logs", h.logs)
-	admin.DELETE("/tenant/:envId", h.destroy)
+	admin.DELETE("/tenant/:envId", h.destroy, s.audited(auditTenantDestroy))
 	h.keyRoutes(admin) // tenant_keys.go
 	s.orgRoutes(admin)
 }
@@ -339,6 +339,7 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	noteAudit(c, auditFacts{OrgID: orgID})
 	// A tenant destroyed already is answered at once; the command still goes, so the
 	// provisioner checks that nothing of it is left. Without the provisioner's answer, the
 	// destroy goes on all the same.
