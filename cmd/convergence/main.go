@@ -4,8 +4,10 @@
 //	convergence serve [-target=all|api,provisioner,converger,metering] [flags]
 //	convergence migrate [flags]
 //	convergence tenant spawn|list|status|logs|destroy ...   (operator commands on the admin API)
+//	convergence tenant keys list|rotate|revoke ...
 //	convergence org create|list ...
 //	convergence usage [-from DAY] [-to DAY] [-group-by ...]
+//	convergence audit [-org ID] [-tenant ENV_ID] [-action A] [-from T] [-to T]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
@@ -54,9 +56,11 @@ const usage = `usage: convergence <command> [flags]
 commands:
   serve     run the platform's services (-target=all by default)
   migrate   apply database migrations and exit
-  tenant    spawn, list, status, logs, destroy tenants (admin API)
+  tenant    spawn, list, status, logs, destroy tenants; "tenant keys" list, rotate, revoke their
+            API keys (admin API)
   org       create, list organizations (admin API)
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
+  audit     who did what to organizations, tenants and keys, and how it ended (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
   nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user,
             "nats revoke -creds FILE" revokes one
@@ -79,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "convergence", buildVersion())
 		return nil
-	case "tenant", "org", "usage":
+	case "tenant", "org", "usage", "audit":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return cli.Run(ctx, append([]string{cmd}, args...), os.LookupEnv, stdout, stderr)

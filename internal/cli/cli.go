@@ -1,4 +1,4 @@
-// Package cli is the operator's command line: the "tenant", "org" and "usage" commands of the
+// Package cli is the operator's command line: the "tenant", "org", "usage" and "audit" commands of the
 // convergence binary. Each talks to the admin API over HTTP with the admin token and prints a
 // readable table, or the API's JSON with -o json.
 package cli
@@ -28,12 +28,14 @@ type Env func(string) (string, bool)
 // that says what went wrong; the API's error answers are shown with their request ID.
 func Run(ctx context.Context, args []string, env Env, stdout, stderr io.Writer) error {
 	if len(args) < 1 {
-		return errors.New("no command: use tenant, org or usage")
+		return errors.New("no command: use tenant, org, usage or audit")
 	}
 	group, rest := args[0], args[1:]
 	switch group {
 	case "usage":
 		return runCommand(ctx, usageCommand, rest, env, stdout, stderr)
+	case "audit":
+		return runCommand(ctx, auditCommand, rest, env, stdout, stderr)
 	case "tenant", "org":
 		if len(rest) == 0 {
 			return fmt.Errorf("%s: name a subcommand: %s", group, strings.Join(subcommandNames(group), ", "))

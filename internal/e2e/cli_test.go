@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,16 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	out, err = run("tenant", "destroy", envID)
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^STATUS\s+destroyed$`, out)
+
+	out, err = run("audit", "-tenant", envID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^ID\s+AT\s+ACTOR\s+ACTION`, out)
+	for _, action := range []string{"tenant.destroy", "key.revoke", "key.issue", "tenant.spawn"} {
+		require.Regexp(t, `(?m)^\d+\s+\S+\s+admin:[0-9a-f]{12}\s+`+regexp.QuoteMeta(action)+`\s`, out)
+	}
+	out, err = run("audit", "-action", "org.create", "-o", "json")
+	require.NoError(t, err)
+	require.Contains(t, out, `"target": "organization `+orgID+`"`)
 
 	// Mistakes are told plainly, with the API's own words where it answered.
 	_, err = run("tenant", "status", "999999")

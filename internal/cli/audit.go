@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+var auditCommand = command{group: "audit", usage: "[-org ID] [-tenant ENV_ID] [-action A] [-from TIME] [-to TIME] [-limit N] [-cursor C]", flags: audit}
+
+// auditColumns are what an audit log row shows.
+var auditColumns = []column{
+	{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"TARGET", "target"},
+	{"STATUS", "status"}, {"OUTCOME", "outcome"}, {"CLIENT", "client"}, {"REQUEST ID", "requestId"},
+}
+
+func audit(fs *flag.FlagSet) func(*caller, []string) error {
+	org := fs.Int64("org", 0, "only this organization's entries")
+	tenant := fs.Int64("tenant", 0, "only this tenant's entries")
+	action := fs.String("action", "", "only this action, such as key.revoke")
+	from := fs.String("from", "", "entries from this time (RFC 3339) or day (YYYY-MM-DD) on")
+	to := fs.String("to", "", "entries before this time or day")
+	limit := fs.Int("limit", 0, "page size")
+	cursor := fs.String("cursor", "", "the next page, as the previous page said")
+	return func(c *caller, args []string) error {
+		if len(args) != 0 {
+			return fmt.Errorf("unexpected argument %q", args[0])
+		}
+		q := url.Values{}
+		for name, v := range map[string]int64{"orgId": *org, "envId": *tenant, "limit": int64(*limit)} {
+			if v != 0 {
+				q.Set(name, strconv.FormatInt(v, 10))
+			}
+		}
+		for name, v := range map[string]string{"action": *action, "from": *from, "to": *to, "cursor": *cursor} {
+			if v != "" {
+				q.Set(name, v)
+			}
+		}
+		raw, err := c.do(http.MethodGet, "/api/v1/audit", q, nil)
+		if err != nil {
+			return err
+		}
+		return c.print(raw, func(a map[string]any) error {
+			if err := table(c.out, list(a, "entries"), auditColumns); err != nil {
+				return err
+			}
+			return nextPage(c.out, a)
+		})
+	}
+}
