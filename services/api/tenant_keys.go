@@ -23,6 +23,10 @@ const (
 	maxKeyOverlap     = 30 * 24 * time.Hour
 )
 
+// maxWorkingKeys bounds the keys of one tenant that work at once: a rotation with an overlap
+// adds one, so rotations in a loop cannot pile up working keys.
+const maxWorkingKeys = 10
+
 // keyView is a tenant key as operators see it: never the key, but in the rotation's answer.
 type keyView struct {
 	ID         int64      `json:"id"`
@@ -87,6 +91,13 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 		return err
 	}
 	noteAudit(c, auditFacts{OrgID: orgID})
+	if working, err := h.workingKeys(ctx, envID); err != nil {
+		return err
+	} else if overlap > 0 && working >= maxWorkingKeys {
+		return &httpx.Error{Status: http.StatusConflict, Code: "too_many_keys", Message: fmt.Sprintf(
+			"tenant %d has %d working keys, the most it may have; revoke one (DELETE /api/v1/tenant/%d/keys/:keyId), or rotate with overlapSeconds 0",
+			envID, working, envID)}
+	}
 	requestID := httpx.RequestID(c)
 	recv, err := apikey.NewReceiver()
 	if err != nil {
@@ -210,11 +221,20 @@ func (h *tenantAPI) revokeKey(c echo.Context) error {
 	}
 	h.s.logger.Info("tenant key revoked", "envId", envID, "keyId", keyID, "apiKey", k.Prefix, "request_id", httpx.RequestID(c))
 	body := map[string]any{"success": true, "key": k}
-	var active int
-	if err := h.s.deps.Pool.QueryRow(ctx, `
-		SELECT count(*) FROM tenant_keys WHERE env_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
-		envID).Scan(&active); err == nil && active == 0 {
+	if working, err := h.workingKeys(ctx, envID); err == nil && working == 0 {
 		body["message"] = fmt.Sprintf("tenant %d has no working key left: issue one with POST /api/v1/tenant/%d/keys", envID, envID)
 	}
 	return c.JSON(http.StatusOK, body)
+}
+
+// workingKeys counts tenant envID's keys that are neither revoked nor expired.
+func (h *tenantAPI) workingKeys(ctx context.Context, envID int64) (int, error) {
+	var n int
+	err := h.s.deps.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM tenant_keys WHERE env_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+		envID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count the tenant's keys: %w", err)
+	}
+	return n, nil
 }

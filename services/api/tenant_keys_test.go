@@ -159,6 +159,21 @@ func TestKeys_BadInput_UnknownOrOthersKey_NotAdmin(t *testing.T) {
 		code, _ = a.do(method, keysPath, key, nil)
 		require.Equal(t, http.StatusUnauthorized, code, "a tenant key cannot %s keys", method)
 	}
+
+	// Working keys are bounded: rotations with an overlap stop at ten, one without still goes.
+	for range 9 {
+		code, body = a.do(http.MethodPost, keysPath, adminToken, nil)
+		require.Equal(t, http.StatusCreated, code, "%v", body)
+	}
+	code, body = a.do(http.MethodPost, keysPath, adminToken, nil)
+	require.Equal(t, http.StatusConflict, code, "%v", body)
+	require.Equal(t, "too_many_keys", errorCode(body))
+	require.Contains(t, errorMessage(body), "has 10 working keys")
+	code, body = a.do(http.MethodPost, keysPath, adminToken, map[string]any{"overlapSeconds": 0})
+	require.Equal(t, http.StatusCreated, code, "%v", body)
+	require.Len(t, body["replacedKeys"], 10)
+	code, _ = a.me(key)
+	require.Equal(t, http.StatusUnauthorized, code)
 }
 
 func TestKeys_DestroyedTenant_409_KeyRecordedDuringADestroyIsRevoked(t *testing.T) {
