@@ -32,6 +32,8 @@ type Tenant struct {
 	OrgID int64
 	Name  string
 	KeyID int64
+	// KeyExpiresAt is when the key stops working, nil while no rotation replaced it.
+	KeyExpiresAt *time.Time
 }
 
 // lastUsedResolution is how stale a key's lastUsedAt may be: it is written at most once per
@@ -57,9 +59,9 @@ func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		var t Tenant
 		var lastUsed *time.Time
 		err := s.deps.Pool.QueryRow(ctx, `
-			SELECT env_id, org_id, name, id, last_used_at FROM tenant_keys
+			SELECT env_id, org_id, name, id, expires_at, last_used_at FROM tenant_keys
 			WHERE digest = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
-			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name, &t.KeyID, &lastUsed)
+			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name, &t.KeyID, &t.KeyExpiresAt, &lastUsed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return invalid
 		}

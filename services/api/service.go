@@ -118,7 +118,8 @@ func (s *Service) routes(e *echo.Echo) {
 	})
 	tenant.GET("/me", func(c echo.Context) error {
 		t := tenantOf(c)
-		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name, "keyId": t.KeyID})
+		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name,
+			"keyId": t.KeyID, "keyExpiresAt": t.KeyExpiresAt})
 	})
 
 	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; tenant_keys.go; orgs.go

@@ -62,6 +62,8 @@ func TestKeys_RotateWithOverlap_RotateWithout_Revoke(t *testing.T) {
 	code, id = a.me(first)
 	require.Equal(t, http.StatusOK, code, "the replaced key works during the overlap")
 	require.Equal(t, firstID, id)
+	_, whoami := a.do(http.MethodGet, "/api/v1/me", first, nil)
+	require.Equal(t, replaced[0].(map[string]any)["expiresAt"], whoami["keyExpiresAt"], "a tenant sees when its key stops working")
 	code, id = a.me(second)
 	require.Equal(t, http.StatusOK, code)
 	secondID := keyID(added)
