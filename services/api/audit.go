@@ -198,13 +198,7 @@ func (s *Service) listAudit(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the audit log: %w", err)
 	}
-	body := map[string]any{"success": true}
-	if len(entries) > limit {
-		entries = entries[:limit]
-		body["nextCursor"] = encodeCursor(entries[limit-1].ID)
-	}
-	body["entries"] = entries
-	return c.JSON(http.StatusOK, body)
+	return page(c, "entries", entries, limit, func(e auditEntry) int64 { return e.ID })
 }
 
 // parseTimeOrDay reads an RFC 3339 time or a day (YYYY-MM-DD, its start in UTC).

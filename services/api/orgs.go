@@ -119,13 +119,7 @@ func (s *Service) listOrgs(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
-	var next *string
-	if len(orgs) > limit {
-		orgs = orgs[:limit]
-		cur := encodeCursor(orgs[limit-1].OrgID)
-		next = &cur
-	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "organizations": orgs, "nextCursor": next})
+	return page(c, "organizations", orgs, limit, func(o orgView) int64 { return o.OrgID })
 }
 
 // getOrg answers one organization.

@@ -183,13 +183,7 @@ func (h *tenantAPI) listKeys(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list tenant keys: %w", err)
 	}
-	body := map[string]any{"success": true}
-	if len(keys) > limit {
-		keys = keys[:limit]
-		body["nextCursor"] = encodeCursor(keys[limit-1].ID)
-	}
-	body["keys"] = keys
-	return c.JSON(http.StatusOK, body)
+	return page(c, "keys", keys, limit, func(k keyView) int64 { return k.ID })
 }
 
 // revokeKey revokes tenant envId's key keyId at once, on every replica (each request reads the

@@ -475,6 +475,18 @@ func pageParams(c echo.Context) (limit int, before int64, err error) {
 	return limit, before, nil
 }
 
+// page answers rows, read with LIMIT limit+1, as one page under key, with the ?cursor= of the
+// next page as nextCursor (null on the last page).
+func page[T any](c echo.Context, key string, rows []T, limit int, id func(T) int64) error {
+	var next *string
+	if len(rows) > limit {
+		rows = rows[:limit]
+		cur := encodeCursor(id(rows[limit-1]))
+		next = &cur
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, key: rows, "nextCursor": next})
+}
+
 const cursorPrefix = "v1:"
 
 func encodeCursor(id int64) string {
