@@ -5,7 +5,7 @@
 //	convergence migrate [flags]
 //	convergence tenant spawn|list|status|logs|destroy ...   (operator commands on the admin API)
 //	convergence tenant keys list|rotate|revoke ...
-//	convergence org create|list ...
+//	convergence org create|list|update ...
 //	convergence usage [-from DAY] [-to DAY] [-group-by ...]
 //	convergence audit [-org ID] [-tenant ENV_ID] [-action A] [-from T] [-to T]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
@@ -58,7 +58,7 @@ commands:
   migrate   apply database migrations and exit
   tenant    spawn, list, status, logs, destroy tenants; "tenant keys" list, rotate, revoke their
             API keys (admin API)
-  org       create, list organizations (admin API)
+  org       create, list, update organizations (admin API)
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
   audit     who did what to organizations, tenants and keys, and how it ended (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps

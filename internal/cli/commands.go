@@ -21,6 +21,7 @@ var commands = []command{
 	{group: "tenant", name: "keys revoke", usage: "ENV_ID KEY_ID", flags: keysRevoke},
 	{group: "org", name: "create", usage: "NAME [-plan P] [-max-tenants N]", flags: orgCreate},
 	{group: "org", name: "list", usage: "", flags: orgList},
+	{group: "org", name: "update", usage: "ORG_ID [-plan P] [-max-tenants N]", flags: orgUpdate},
 }
 
 var usageCommand = command{group: "usage", usage: "[-from DAY] [-to DAY] [-group-by organization,tenant,model,day|month] [-org ID] [-tenant ENV_ID]", flags: usage}
@@ -228,6 +229,37 @@ func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
 		}
 		return c.print(raw, func(a map[string]any) error {
 			return vertical(c.out, object(a, "organization"), orgColumns)
+		})
+	}
+}
+
+func orgUpdate(fs *flag.FlagSet) func(*caller, []string) error {
+	plan := fs.String("plan", "", "the new billing plan")
+	maxTenants := fs.Int("max-tenants", -1, "the new most live tenants the organization may have")
+	return func(c *caller, args []string) error {
+		id, err := oneArg(args, "ORG_ID")
+		if err != nil {
+			return err
+		}
+		body := map[string]any{}
+		if *plan != "" {
+			body["plan"] = *plan
+		}
+		if *maxTenants >= 0 {
+			body["maxTenants"] = *maxTenants
+		}
+		raw, err := c.do(http.MethodPatch, "/api/v1/orgs/"+url.PathEscape(id), nil, body)
+		if err != nil {
+			return err
+		}
+		return c.print(raw, func(a map[string]any) error {
+			if err := vertical(c.out, object(a, "organization"), orgColumns); err != nil {
+				return err
+			}
+			if m, ok := a["message"].(string); ok {
+				_, err = fmt.Fprintln(c.out, "\n"+m)
+			}
+			return err
 		})
 	}
 }

@@ -46,6 +46,12 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	out, err = run("org", "list")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^`+orgID+`\s+cli-org\s+pro\s+0\s+`, out)
+	out, err = run("org", "update", orgID, "-plan", "enterprise", "-max-tenants", "5")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^PLAN\s+enterprise$`, out)
+	require.Regexp(t, `(?m)^MAX TENANTS\s+5$`, out)
+	_, err = run("org", "update", orgID)
+	require.ErrorContains(t, err, "nothing to change")
 
 	out, err = run("tenant", "spawn", "cli-tenant", "-org", orgID)
 	require.NoError(t, err)
@@ -101,6 +107,9 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	for _, action := range []string{"tenant.destroy", "key.revoke", "key.issue", "tenant.spawn"} {
 		require.Regexp(t, `(?m)^\d+\s+\S+\s+admin:[0-9a-f]{12}\s+`+regexp.QuoteMeta(action)+`\s`, out)
 	}
+	out, err = run("audit", "-action", "org.update")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^\d+\s+\S+\s+admin:[0-9a-f]{12}\s+org\.update\s+organization `+orgID+`\s+400\s+invalid_request\s`, out)
 	out, err = run("audit", "-action", "org.create", "-o", "json")
 	require.NoError(t, err)
 	require.Contains(t, out, `"target": "organization `+orgID+`"`)

@@ -23,6 +23,7 @@ import (
 // does with its own secrets.
 const (
 	auditOrgCreate           = "org.create"
+	auditOrgUpdate           = "org.update"
 	auditTenantSpawn         = "tenant.spawn"
 	auditTenantDestroy       = "tenant.destroy"
 	auditKeyIssue            = "key.issue"
@@ -30,7 +31,7 @@ const (
 	auditWebhookSecretRotate = "webhook_secret.rotate"
 )
 
-var auditActions = []string{auditOrgCreate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate}
+var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate}
 
 // auditWriteTimeout bounds writing one audit entry, which goes on after the client left.
 const auditWriteTimeout = 5 * time.Second
@@ -91,11 +92,11 @@ func (s *Service) writeAudit(c echo.Context, action string, status int, outcome 
 		actor = "key:" + strconv.FormatInt(t.KeyID, 10)
 		f.OrgID, f.EnvID = t.OrgID, t.EnvID
 	}
-	if f.EnvID == 0 {
-		f.EnvID, _ = strconv.ParseInt(c.Param("envId"), 10, 64)
-	}
-	if f.KeyID == 0 {
-		f.KeyID, _ = strconv.ParseInt(c.Param("keyId"), 10, 64)
+	// What the handler did not note, the path names, when it names a valid id.
+	for name, id := range map[string]*int64{"orgId": &f.OrgID, "envId": &f.EnvID, "keyId": &f.KeyID} {
+		if n, err := strconv.ParseInt(c.Param(name), 10, 64); *id == 0 && err == nil && n > 0 {
+			*id = n
+		}
 	}
 	var target []string
 	if f.KeyID > 0 {

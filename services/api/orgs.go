@@ -29,6 +29,7 @@ func (s *Service) orgRoutes(admin *echo.Group) {
 	admin.POST("/orgs", s.createOrg, s.audited(auditOrgCreate))
 	admin.GET("/orgs", s.listOrgs)
 	admin.GET("/orgs/:orgId", s.getOrg)
+	admin.PATCH("/orgs/:orgId", s.updateOrg, s.audited(auditOrgUpdate))
 }
 
 // orgView is an organization as the API shows it. LiveTenants counts the tenants whose destroy
@@ -76,16 +77,11 @@ func (s *Service) createOrg(c echo.Context) error {
 	if req.Plan == "" {
 		req.Plan = plans[0]
 	}
-	if !slices.Contains(plans, req.Plan) {
-		problems = append(problems, fmt.Sprintf("plan %q is not valid: use one of %s (default %s)", req.Plan, strings.Join(plans, ", "), plans[0]))
-	}
 	maxTenants := defaultMaxTenants
 	if req.MaxTenants != nil {
 		maxTenants = *req.MaxTenants
 	}
-	if maxTenants < 0 || maxTenants > maxMaxTenants {
-		problems = append(problems, fmt.Sprintf("maxTenants %d is out of range: use 0 to %d (default %d)", maxTenants, maxMaxTenants, defaultMaxTenants))
-	}
+	problems = append(problems, checkOrgLimits(&req.Plan, &maxTenants)...)
 	if len(problems) > 0 {
 		return httpx.BadRequest("%s", strings.Join(problems, "; "))
 	}
@@ -102,6 +98,65 @@ func (s *Service) createOrg(c echo.Context) error {
 	noteAudit(c, auditFacts{OrgID: v.OrgID})
 	s.logger.Info("organization created", "orgId", v.OrgID, "name", v.Name, "request_id", httpx.RequestID(c))
 	return c.JSON(http.StatusCreated, map[string]any{"success": true, "organization": v})
+}
+
+// checkOrgLimits says what is wrong with a plan and a tenant quota; nil ones are not checked.
+func checkOrgLimits(plan *string, maxTenants *int) []string {
+	var problems []string
+	if plan != nil && !slices.Contains(plans, *plan) {
+		problems = append(problems, fmt.Sprintf("plan %q is not valid: use one of %s (default %s)", *plan, strings.Join(plans, ", "), plans[0]))
+	}
+	if maxTenants != nil && (*maxTenants < 0 || *maxTenants > maxMaxTenants) {
+		problems = append(problems, fmt.Sprintf("maxTenants %d is out of range: use 0 to %d (default %d)", *maxTenants, maxMaxTenants, defaultMaxTenants))
+	}
+	return problems
+}
+
+// updateOrgRequest is the body of PATCH /orgs/:orgId: the fields to change.
+type updateOrgRequest struct {
+	Plan       *string `json:"plan"`
+	MaxTenants *int    `json:"maxTenants"`
+}
+
+// updateOrg changes an organization's plan or tenant quota. A quota below its live tenants
+// stops new spawns and leaves the tenants running; the answer says so.
+func (s *Service) updateOrg(c echo.Context) error {
+	id, err := orgIDParam(c)
+	if err != nil {
+		return err
+	}
+	var req updateOrgRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	problems := checkOrgLimits(req.Plan, req.MaxTenants)
+	if req.Plan == nil && req.MaxTenants == nil {
+		problems = append(problems, "nothing to change: give plan, maxTenants or both")
+	}
+	if len(problems) > 0 {
+		return httpx.BadRequest("%s", strings.Join(problems, "; "))
+	}
+	ctx := c.Request().Context()
+	tag, err := s.deps.Pool.Exec(ctx, `
+		UPDATE organizations SET plan = coalesce($2, plan), max_tenants = coalesce($3, max_tenants), updated_at = now()
+		WHERE id = $1`, id, req.Plan, req.MaxTenants)
+	if err != nil {
+		return fmt.Errorf("update organization: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", id))
+	}
+	v, err := scanOrg(s.deps.Pool.QueryRow(ctx, selectOrgs, id, 0, 1))
+	if err != nil {
+		return fmt.Errorf("read organization: %w", err)
+	}
+	s.logger.Info("organization updated", "orgId", id, "plan", v.Plan, "maxTenants", v.MaxTenants, "request_id", httpx.RequestID(c))
+	body := map[string]any{"success": true, "organization": v}
+	if v.LiveTenants > v.MaxTenants {
+		body["message"] = fmt.Sprintf("organization %d has %d live tenants, more than its new quota of %d: they go on running, and new spawns are refused until it is under the quota",
+			id, v.LiveTenants, v.MaxTenants)
+	}
+	return c.JSON(http.StatusOK, body)
 }
 
 // listOrgs answers organizations, oldest first, a page of ?limit= at a time; nextCursor, when
@@ -122,12 +177,21 @@ func (s *Service) listOrgs(c echo.Context) error {
 	return page(c, "organizations", orgs, limit, func(o orgView) int64 { return o.OrgID })
 }
 
-// getOrg answers one organization.
-func (s *Service) getOrg(c echo.Context) error {
+// orgIDParam reads the :orgId of the path.
+func orgIDParam(c echo.Context) (int64, error) {
 	raw := c.Param("orgId")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id <= 0 {
-		return httpx.BadRequest("orgId %q is not valid: use the positive integer id of an organization (GET /api/v1/orgs)", raw)
+		return 0, httpx.BadRequest("orgId %q is not valid: use the positive integer id of an organization (GET /api/v1/orgs)", raw)
+	}
+	return id, nil
+}
+
+// getOrg answers one organization.
+func (s *Service) getOrg(c echo.Context) error {
+	id, err := orgIDParam(c)
+	if err != nil {
+		return err
 	}
 	v, err := scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), selectOrgs, id, 0, 1))
 	if errors.Is(err, pgx.ErrNoRows) {

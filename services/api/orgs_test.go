@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -70,4 +71,48 @@ func TestOrgs_BadInput_400SaysWhatIsValid_Unknown404(t *testing.T) {
 	code, body = a.do(http.MethodGet, "/api/v1/orgs/acme", adminToken, nil)
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, errorMessage(body), "use the positive integer id of an organization")
+}
+
+func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	code, body := a.do(http.MethodPost, "/api/v1/orgs", adminToken, map[string]any{"name": "growing"})
+	require.Equal(t, http.StatusCreated, code, "%v", body)
+	org := body["organization"].(map[string]any)
+	path := fmt.Sprintf("/api/v1/orgs/%d", int64(org["orgId"].(float64)))
+
+	code, body = a.do(http.MethodPatch, path, adminToken, map[string]any{"plan": "pro"})
+	require.Equal(t, http.StatusOK, code, "%v", body)
+	updated := body["organization"].(map[string]any)
+	require.Equal(t, "pro", updated["plan"])
+	require.Equal(t, org["maxTenants"], updated["maxTenants"], "a field left out is kept")
+	require.NotEqual(t, org["updatedAt"], updated["updatedAt"])
+
+	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ('g1', 20, $1, 'g1', 'sk_tenant_g'), ('g2', 21, $1, 'g2', 'sk_tenant_h')`,
+		int64(org["orgId"].(float64)))
+	require.NoError(t, err)
+	code, body = a.do(http.MethodPatch, path, adminToken, map[string]any{"maxTenants": 1})
+	require.Equal(t, http.StatusOK, code, "%v", body)
+	require.InDelta(t, 1, body["organization"].(map[string]any)["maxTenants"], 0)
+	require.Contains(t, body["message"], "has 2 live tenants, more than its new quota of 1")
+
+	for _, tt := range []struct {
+		body map[string]any
+		want string
+	}{
+		{map[string]any{}, "nothing to change"},
+		{map[string]any{"plan": "gold", "maxTenants": 20000}, `(default free); maxTenants 20000 is out of range`},
+		{map[string]any{"name": "renamed"}, `unknown field "name"`},
+	} {
+		code, body := a.do(http.MethodPatch, path, adminToken, tt.body)
+		require.Equal(t, http.StatusBadRequest, code, "%v", tt.body)
+		require.Contains(t, errorMessage(body), tt.want)
+	}
+	code, _ = a.do(http.MethodPatch, "/api/v1/orgs/777", adminToken, map[string]any{"plan": "pro"})
+	require.Equal(t, http.StatusNotFound, code)
+
+	entries := a.audit("?action=org.update")
+	require.Len(t, entries, 6, "every update asked for is audited, refused ones too")
+	require.Equal(t, "not_found", entries[0]["outcome"])
+	require.Equal(t, "ok", entries[len(entries)-1]["outcome"])
 }
