@@ -11,7 +11,7 @@
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
-//	convergence nats revoke -creds FILE   the NATS server refuses that user from its next start
+//	convergence nats revoke -creds FILE   the NATS server cuts that user off within seconds
 //	convergence secrets new-key|reseal   rotate the key that seals webhook secrets
 //	convergence egress show|remove   the tenants' egress rules in the host's firewall
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)

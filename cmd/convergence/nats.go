@@ -213,8 +213,9 @@ func (a *authorityFlags) load() (*natsauth.Authority, error) {
 	return natsauth.Load(natsauth.DirIn(a.dataDir))
 }
 
-// runNATSRevoke revokes a user the authority issued: from the server's next start on, it is
-// refused, whatever its JWT says.
+// runNATSRevoke revokes a user the authority issued: a running server of the same authority
+// directory closes its connections within seconds, and every server refuses it from then on,
+// whatever its JWT says.
 func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convergence nats revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -242,7 +243,7 @@ func runNATSRevoke(args []string, stdout, stderr io.Writer) error {
 	if err := auth.Revoke(*user); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "revoked NATS user %s %s; the NATS server refuses it from its next start on (restart it: make run, or docker compose restart nats)\n", *user, name)
+	_, err = fmt.Fprintf(stdout, "revoked NATS user %s %s; the NATS server closes its connections within seconds and refuses it from now on\n", *user, name)
 	return err
 }
 

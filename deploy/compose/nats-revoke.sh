@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Revokes a NATS user of the running stack, given its credentials file or its public key
-# (U...), then restarts the stack's NATS server, which refuses the user from then on; the
-# services reconnect.
+# (U...). The stack's NATS server watches the revocations it keeps: within seconds it closes the
+# user's connections and refuses it from then on.
 #   deploy/compose/nats-revoke.sh integrator.creds
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -15,4 +15,3 @@ if [ -f "$1" ]; then
 else
   stack_nats revoke -user "$1"
 fi
-stack restart nats

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -138,22 +139,9 @@ func (a *Authority) Configure(opts *server.Options) error {
 	if err != nil {
 		return fmt.Errorf("sign system account: %w", err)
 	}
-	acc := jwt.NewAccountClaims(accPub)
-	acc.Name = platformAccountName
-	revoked, err := a.revoked()
+	_, accJWT, err := a.platformAccount()
 	if err != nil {
 		return err
-	}
-	for user, before := range revoked {
-		acc.RevokeAt(user, time.Unix(before, 0))
-	}
-	acc.Limits.JetStreamLimits = jwt.JetStreamLimits{
-		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
-		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
-	}
-	accJWT, err := acc.Encode(a.operator)
-	if err != nil {
-		return fmt.Errorf("sign platform account: %w", err)
 	}
 	resolver := &server.MemAccResolver{}
 	if err := resolver.Store(sysPub, sysJWT); err != nil {
@@ -171,9 +159,84 @@ func (a *Authority) Configure(opts *server.Options) error {
 	return nil
 }
 
+// platformAccount signs the platform account's claims, with the users revoked so far.
+func (a *Authority) platformAccount() (*jwt.AccountClaims, string, error) {
+	accPub, _ := a.account.PublicKey()
+	acc := jwt.NewAccountClaims(accPub)
+	acc.Name = platformAccountName
+	revoked, err := a.revoked()
+	if err != nil {
+		return nil, "", err
+	}
+	for user, before := range revoked {
+		acc.RevokeAt(user, time.Unix(before, 0))
+	}
+	acc.Limits.JetStreamLimits = jwt.JetStreamLimits{
+		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
+		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
+	}
+	token, err := acc.Encode(a.operator)
+	if err != nil {
+		return nil, "", fmt.Errorf("sign platform account: %w", err)
+	}
+	return acc, token, nil
+}
+
+// ApplyRevocations gives srv, running with [Authority.Configure]'s options, the users revoked
+// since: it closes their connections and refuses them from now on.
+func (a *Authority) ApplyRevocations(srv *server.Server) error {
+	claims, token, err := a.platformAccount()
+	if err != nil {
+		return err
+	}
+	acc, err := srv.LookupAccount(claims.Subject)
+	if err != nil {
+		return fmt.Errorf("find the platform account: %w", err)
+	}
+	if err := srv.AccountResolver().Store(claims.Subject, token); err != nil {
+		return fmt.Errorf("store the platform account: %w", err)
+	}
+	srv.UpdateAccountClaims(acc, claims)
+	return nil
+}
+
+// WatchRevocations applies the revoked users to srv (ApplyRevocations) whenever the file that
+// keeps them changes, looking every interval, until stop is closed.
+func (a *Authority) WatchRevocations(srv *server.Server, interval time.Duration, stop <-chan struct{}, logger *slog.Logger) {
+	path := filepath.Join(a.dir, revokedFile)
+	stamp := func() time.Time {
+		st, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}
+		}
+		return st.ModTime()
+	}
+	var seen time.Time // So a revocation made before the watch began is applied at its first look.
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now.Equal(seen) {
+			continue
+		}
+		if err := a.ApplyRevocations(srv); err != nil {
+			logger.Error("apply NATS revocations", "err", err)
+			continue // Tried again at the next look.
+		}
+		seen = now
+		logger.Info("NATS revocations applied", "file", path)
+	}
+}
+
 // Revoke makes the server refuse user (a public key, as [UserOf] reads it from a credentials
-// file) and every JWT issued to it until now, from the server's next start on. It is kept in
-// the authority's directory.
+// file) and every JWT issued to it until now: a server that watches the authority's directory
+// (WatchRevocations, as natsx.StartEmbedded does) closes its connections within seconds, and any
+// server refuses it from its next start on. It is kept in the authority's directory.
 func (a *Authority) Revoke(user string) error {
 	if !nkeys.IsValidPublicUserKey(user) {
 		return fmt.Errorf("%q is not a NATS user's public key (U...)", user)

@@ -44,7 +44,7 @@ func TestSecurity_UserOfAnotherAuthority_Refused(t *testing.T) {
 	require.ErrorContains(t, err, "Authorization Violation")
 }
 
-func TestSecurity_RevokedUser_RefusedOnceTheServerRestarts(t *testing.T) {
+func TestSecurity_RevokedUser_CutOffWithinSeconds_AndRefusedAfterARestart(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	dir := t.TempDir()
@@ -56,20 +56,30 @@ func TestSecurity_RevokedUser_RefusedOnceTheServerRestarts(t *testing.T) {
 		return path
 	}
 	leaked, kept := issue("leaked"), issue("kept")
-	nc, err := nats.Connect(srv.URL(), nats.UserCredentials(leaked))
+	leakedConn, err := nats.Connect(srv.URL(), nats.UserCredentials(leaked), nats.NoReconnect())
 	require.NoError(t, err)
-	nc.Close()
+	defer leakedConn.Close()
+	keptConn, err := nats.Connect(srv.URL(), nats.UserCredentials(kept), nats.NoReconnect())
+	require.NoError(t, err)
+	defer keptConn.Close()
 
 	user, name, err := natsauth.UserOf(leaked)
 	require.NoError(t, err)
 	require.Equal(t, "leaked", name)
 	require.NoError(t, srv.Auth.Revoke(user))
 	require.ErrorContains(t, srv.Auth.Revoke("not-a-key"), "public key")
-	srv.Restart()
 
+	// The running server closes the revoked user's connection and refuses it anew.
+	require.Eventually(t, leakedConn.IsClosed, 10*time.Second, 50*time.Millisecond, "the revoked user's connection is closed")
 	_, err = nats.Connect(srv.URL(), nats.UserCredentials(leaked))
 	require.ErrorContains(t, err, "Authorization Violation", "the revoked user is refused")
-	nc, err = nats.Connect(srv.URL(), nats.UserCredentials(kept))
+	require.True(t, keptConn.IsConnected(), "another integrator stays connected")
+	keptConn.Close()
+
+	srv.Restart()
+	_, err = nats.Connect(srv.URL(), nats.UserCredentials(leaked))
+	require.ErrorContains(t, err, "Authorization Violation", "still refused after a restart")
+	nc, err := nats.Connect(srv.URL(), nats.UserCredentials(kept))
 	require.NoError(t, err, "another integrator is not")
 	nc.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,9 +31,15 @@ type EmbeddedConfig struct {
 	Auth *natsauth.Authority
 }
 
+// revocationCheck is how often an embedded server looks whether users were revoked.
+const revocationCheck = time.Second
+
 // Embedded is a NATS server with JetStream running inside this process.
 type Embedded struct {
-	srv *server.Server
+	srv      *server.Server
+	stop     chan struct{}
+	watching sync.WaitGroup
+	once     sync.Once
 }
 
 // StartEmbedded starts a NATS server with JetStream on file storage that fsyncs every write, so
@@ -85,7 +92,10 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		return nil, errors.New("embedded nats: not ready within 30s")
 	}
 	logger.Info("embedded NATS JetStream started", "store_dir", cfg.StoreDir, "url", srv.ClientURL(), "listening", !cfg.DontListen)
-	return &Embedded{srv: srv}, nil
+	e := &Embedded{srv: srv, stop: make(chan struct{})}
+	// A user revoked while the server runs (convergence nats revoke) is cut off within seconds.
+	e.watching.Go(func() { cfg.Auth.WatchRevocations(srv, revocationCheck, e.stop, logger) })
+	return e, nil
 }
 
 // Server returns the underlying server, for in-process connections.
@@ -101,6 +111,8 @@ func (e *Embedded) ClientURL() string {
 
 // Shutdown stops the server and waits for it to finish. It is safe to call more than once.
 func (e *Embedded) Shutdown() {
+	e.once.Do(func() { close(e.stop) })
+	e.watching.Wait()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
