@@ -29,9 +29,10 @@ const (
 	auditKeyIssue            = "key.issue"
 	auditKeyRevoke           = "key.revoke"
 	auditWebhookSecretRotate = "webhook_secret.rotate"
+	auditUsageRepair         = "usage.repair"
 )
 
-var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate}
+var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate, auditUsageRepair}
 
 // auditWriteTimeout bounds writing one audit entry, which goes on after the client left.
 const auditWriteTimeout = 5 * time.Second
@@ -40,6 +41,8 @@ const auditWriteTimeout = 5 * time.Second
 // not say (a spawned tenant's id, say).
 type auditFacts struct {
 	OrgID, EnvID, KeyID int64
+	// Target names a target that is not an organization, tenant or key.
+	Target string
 }
 
 const auditKey = "audit"
@@ -55,6 +58,9 @@ func noteAudit(c echo.Context, f auditFacts) {
 	}
 	if f.KeyID != 0 {
 		cur.KeyID = f.KeyID
+	}
+	if f.Target != "" {
+		cur.Target = f.Target
 	}
 	c.Set(auditKey, cur)
 }
@@ -108,7 +114,10 @@ func (s *Service) writeAudit(c echo.Context, action string, status int, outcome 
 	if f.OrgID > 0 {
 		target = append(target, fmt.Sprintf("organization %d", f.OrgID))
 	}
-	if len(target) == 0 {
+	switch {
+	case f.Target != "":
+		target = []string{f.Target}
+	case len(target) == 0:
 		target = append(target, "none") // a refused request that named nothing valid
 	}
 	client, _, err := net.SplitHostPort(c.Request().RemoteAddr)

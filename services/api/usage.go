@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -32,7 +33,7 @@ func (s *Service) usageRoutes(admin, tenant *echo.Group) {
 	tenant.GET("/usage/me", s.ownUsage)
 	admin.GET("/usage/unpriced", s.unpricedModels)
 	admin.GET("/usage/reconcile", s.reconcile)
-	admin.POST("/usage/reconcile", s.reconcile)
+	admin.POST("/usage/reconcile", s.reconcile, s.audited(auditUsageRepair))
 }
 
 // usage answers an operator's question about all usage, or one organization's.
@@ -156,6 +157,8 @@ func (s *Service) reconcile(c echo.Context) error {
 		return fromMetering(err)
 	}
 	if in.Repair {
+		// The metering accepted the days, so they are fit for the audit log.
+		noteAudit(c, auditFacts{Target: fmt.Sprintf("the usage ledger from %s to %s", cmp.Or(in.From, "the month's start"), cmp.Or(in.To, "today"))})
 		s.logger.InfoContext(c.Request().Context(), "usage reconciliation with repair asked", "from", in.From, "to", in.To, "request_id", httpx.RequestID(c))
 	}
 	return c.JSON(http.StatusOK, map[string]any{"success": true, "reconciliation": ans.Report})

@@ -321,6 +321,9 @@ func TestUsage_Reconcile_GetReportsPostRepairs(t *testing.T) {
 	rep = usageOf(t, body, "reconciliation")
 	require.InDelta(t, 2, rep["matched"], 0)
 	require.Empty(t, rep["missing"])
+	repairs := f.audit("?action=usage.repair")
+	require.Len(t, repairs, 1, "a repair changes what is billed, so it is audited; a check is not")
+	require.Equal(t, "the usage ledger from 2025-03-01 to 2025-03-31", repairs[0]["target"])
 
 	// The repaired task is in the usage, priced at the requested model without a provider:
 	// the built-in prices name providers, so it is unpriced and says so.
