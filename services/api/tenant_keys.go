@@ -62,7 +62,7 @@ type rotateRequest struct {
 }
 
 // rotateKey issues tenant envId a new key, shown in this answer only, and gives the keys it had
-// an expiry of ?overlapSeconds (24 h by default; 0 ends them now). The provisioner makes the key
+// an expiry overlapSeconds from now (24 h by default; 0 ends them now). The provisioner makes the key
 // and seals it for the tenant's container; the API records its digest and expires the others in
 // one transaction; then the provisioner puts the key into the running container, whose app
 // reads it from its key file, so requests go on without a gap. An answer with "delivered":
@@ -79,12 +79,12 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 		return err
 	}
 	overlap := defaultKeyOverlap
-	if req.OverlapSeconds != nil {
-		overlap = time.Duration(*req.OverlapSeconds) * time.Second
-		if *req.OverlapSeconds < 0 || overlap > maxKeyOverlap {
+	if s := req.OverlapSeconds; s != nil {
+		if *s < 0 || *s > int64(maxKeyOverlap/time.Second) {
 			return httpx.BadRequest("overlapSeconds %d is out of range: use 0 (the old keys stop now) to %d (default %d)",
-				*req.OverlapSeconds, int64(maxKeyOverlap/time.Second), int64(defaultKeyOverlap/time.Second))
+				*s, int64(maxKeyOverlap/time.Second), int64(defaultKeyOverlap/time.Second))
 		}
+		overlap = time.Duration(*s) * time.Second
 	}
 	orgID, err := h.s.tenantOrg(ctx, envID)
 	if err != nil {

@@ -134,6 +134,7 @@ func TestKeys_BadInput_UnknownOrOthersKey_NotAdmin(t *testing.T) {
 	}{
 		{map[string]any{"overlapSeconds": -1}, "overlapSeconds -1 is out of range"},
 		{map[string]any{"overlapSeconds": 40 * 24 * 3600}, "overlapSeconds 3456000 is out of range"},
+		{map[string]any{"overlapSeconds": int64(9223372037)}, "overlapSeconds 9223372037 is out of range"}, // overflows a Duration
 		{map[string]any{"overlapSeconds": "1h"}, "overlapSeconds: must be"},
 		{map[string]any{"overlap": 10}, "unknown field"},
 	} {
