@@ -156,7 +156,7 @@ func (h *tenantAPI) deliverKey(ctx context.Context, envID int64, requestID strin
 	d, err := natsrpc.Call[events.KeyDelivery, events.KeyDelivered](ctx, h.s.deps.NC, events.SubjectKeyDeliver,
 		events.KeyDelivery{EnvID: envID, RequestID: requestID})
 	if err != nil {
-		h.s.logger.Warn("deliver a rotated key; the provisioner's reconciler will", "envId", envID, "err", err, "request_id", requestID)
+		h.s.logger.Warn("deliver a rotated key; the provisioner's health watcher will", "envId", envID, "err", err, "request_id", requestID)
 		return false
 	}
 	return d.Delivered

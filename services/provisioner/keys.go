@@ -16,7 +16,7 @@ import (
 )
 
 // Key delivery: how long a KeyDelivery waits for the tenant's lock (a spawn may hold it), and
-// how long a rotated key may wait for its KeyDelivery before the reconciler delivers it.
+// how long a rotated key may wait for its KeyDelivery before the health watcher delivers it.
 const (
 	deliveryLockWait = 5 * time.Second
 	deliveryGrace    = 30 * time.Second
@@ -67,13 +67,14 @@ func (s *Service) rotateKey(ctx context.Context, r events.KeyRotation) (events.K
 }
 
 // deliverKeyNow answers a KeyDelivery. A tenant busy with a spawn that does not end soon is
-// left to the reconciler, which delivers keys that waited longer than deliveryGrace.
+// answered not delivered, and left to the health watcher (observe), which delivers keys that
+// waited longer than deliveryGrace.
 func (s *Service) deliverKeyNow(ctx context.Context, r events.KeyDelivery) (events.KeyDelivered, error) {
 	lctx, cancel := context.WithTimeout(ctx, deliveryLockWait)
 	defer cancel()
 	unlock, err := s.locks.lock(lctx, r.EnvID, nil)
 	if err != nil {
-		return events.KeyDelivered{}, nil
+		return events.KeyDelivered{}, nil //nolint:nilerr // Busy is an answer: not delivered now.
 	}
 	defer unlock()
 	t, err := s.loadTenant(ctx, r.EnvID)

@@ -50,7 +50,7 @@ func (h *harness) readKeyFile(envID int64) (string, error) {
 	return string(b), err
 }
 
-func TestKeyRotation_NewKeyInTheRunningContainer_NotRestarted_ReconcilerDeliversAMissedOne(t *testing.T) {
+func TestKeyRotation_NewKeyInTheRunningContainer_NotRestarted_WatcherDeliversAMissedOne(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	tenant := h.spawn("keys-live")
@@ -74,7 +74,7 @@ func TestKeyRotation_NewKeyInTheRunningContainer_NotRestarted_ReconcilerDelivers
 	require.Nil(t, pending)
 
 	// A rotation whose asker never asked for the delivery (it stopped in between): the
-	// reconciler delivers the key once it waited long enough.
+	// health watcher delivers the key once it waited long enough.
 	recv, err := apikey.NewReceiver()
 	require.NoError(t, err)
 	rot, err := natsrpc.Call[events.KeyRotation, events.KeyRotated](t.Context(), h.apiNC, events.SubjectKeyRotate,
@@ -87,7 +87,7 @@ func TestKeyRotation_NewKeyInTheRunningContainer_NotRestarted_ReconcilerDelivers
 	_, err = h.pool.Exec(t.Context(), `UPDATE environments SET key_pending_since = now() - interval '1 hour' WHERE id = $1`, envID)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { key, _ := h.readKeyFile(envID); return key == third }, 30*time.Second, 200*time.Millisecond,
-		"the reconciler delivers the waiting key")
+		"the health watcher delivers the waiting key")
 	require.Equal(t, before.ID, h.inspect(envID).ID)
 	require.Eventually(t, func() bool {
 		require.NoError(t, h.pool.QueryRow(t.Context(), `SELECT key_pending_since FROM environments WHERE id = $1`, envID).Scan(&pending))
