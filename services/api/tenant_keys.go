@@ -151,7 +151,7 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 }
 
 // deliverKey asks the provisioner to put the tenant's newest key into its running container,
-// and reports whether it did. A failure is left to the provisioner's reconciler.
+// and reports whether it did. A failure is left to the provisioner's health watcher.
 func (h *tenantAPI) deliverKey(ctx context.Context, envID int64, requestID string) bool {
 	d, err := natsrpc.Call[events.KeyDelivery, events.KeyDelivered](ctx, h.s.deps.NC, events.SubjectKeyDeliver,
 		events.KeyDelivery{EnvID: envID, RequestID: requestID})
