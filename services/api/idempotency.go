@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/pgerr"
 )
 
 // Idempotency-Key on a create: a tenant that retries a request with the same key and the same
@@ -32,8 +33,8 @@ type idempotency struct {
 }
 
 // idempotencyOf reads the request's key, if it has one, and hashes v, the validated request
-// (so two bodies that ask for the same task, whatever their spacing, are the same).
-func idempotencyOf(c echo.Context, v validated) (*idempotency, error) {
+// (so two bodies that ask for the same thing, whatever their spacing, are the same).
+func idempotencyOf(c echo.Context, v any) (*idempotency, error) {
 	key := c.Request().Header.Get(idempotencyHeader)
 	if key == "" {
 		return nil, nil
@@ -128,8 +129,10 @@ func (s *Service) forgetKeys(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if _, err := s.deps.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at <= now() - interval '24 hours'`); err != nil && ctx.Err() == nil {
-			s.logger.Warn("forget old idempotency keys", "err", err)
+		for _, table := range []string{"idempotency_keys", "operator_idempotency_keys"} {
+			if _, err := s.deps.Pool.Exec(ctx, `DELETE FROM `+table+` WHERE created_at <= now() - interval '24 hours'`); err != nil && ctx.Err() == nil {
+				s.logger.Warn("forget old idempotency keys", "table", table, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -137,4 +140,66 @@ func (s *Service) forgetKeys(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// An operator's create under an Idempotency-Key keeps its first answer (keepOperatorAnswer) beside
+// what it made, in one transaction; a retry with the key and the same request gets that answer
+// again (replayOperator), marked Idempotent-Replayed, and the key with another request is 422.
+
+// replayOperator answers a request of operation under key k with the first answer given under
+// it within the window, and reports whether it did.
+func (s *Service) replayOperator(c echo.Context, operation string, k *idempotency) (bool, error) {
+	var hash, answer []byte
+	var status int
+	err := s.deps.Pool.QueryRow(c.Request().Context(), `
+		SELECT body_hash, status, answer FROM operator_idempotency_keys
+		WHERE operation = $1 AND key = $2 AND created_at > now() - interval '24 hours'`,
+		operation, k.key).Scan(&hash, &status, &answer)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read idempotency key: %w", err)
+	}
+	if string(hash) != string(k.hash) {
+		return false, &httpx.Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
+			Message: fmt.Sprintf("%s %q was used for another request in the last %s; use a new key for a new request", idempotencyHeader, k.key, idempotencyWindow)}
+	}
+	c.Response().Header().Set("Idempotent-Replayed", "true")
+	return true, c.JSONBlob(status, answer)
+}
+
+// claimOperatorKey takes key k for a request of operation in tx, before the request makes
+// anything: a concurrent request under the same key waits for tx, then fails here with
+// errIdempotencyKeyTaken, and answers with what tx kept (keepOperatorAnswer). A key older than
+// the window is replaced.
+func claimOperatorKey(ctx context.Context, tx pgx.Tx, operation string, k *idempotency) error {
+	if _, err := tx.Exec(ctx, `
+		DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND created_at <= now() - interval '24 hours'`,
+		operation, k.key); err != nil {
+		return fmt.Errorf("replace an old idempotency key: %w", err)
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO operator_idempotency_keys (operation, key, body_hash, status, answer) VALUES ($1, $2, $3, 0, 'null')`,
+		operation, k.key, k.hash)
+	if pgerr.IsUniqueViolation(err, "operator_idempotency_keys_pkey") {
+		return errIdempotencyKeyTaken
+	}
+	if err != nil {
+		return fmt.Errorf("take the idempotency key: %w", err)
+	}
+	return nil
+}
+
+// keepOperatorAnswer keeps, in tx, the answer given under key k: its status and body.
+func keepOperatorAnswer(ctx context.Context, tx pgx.Tx, operation string, k *idempotency, status int, body any) error {
+	answer, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE operator_idempotency_keys SET status = $3, answer = $4 WHERE operation = $1 AND key = $2`,
+		operation, k.key, status, answer); err != nil {
+		return fmt.Errorf("keep the idempotent answer: %w", err)
+	}
+	return nil
 }

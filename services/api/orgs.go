@@ -85,20 +85,59 @@ func (s *Service) createOrg(c echo.Context) error {
 	if len(problems) > 0 {
 		return httpx.BadRequest("%s", strings.Join(problems, "; "))
 	}
-	v, err := scanOrg(s.deps.Pool.QueryRow(ctx, `
-		WITH o AS (INSERT INTO organizations (name, plan, max_tenants) VALUES ($1, $2, $3)
-			RETURNING id, name, plan, max_tenants, created_at, updated_at)
-		SELECT id, name, plan, max_tenants, 0, created_at, updated_at FROM o`, req.Name, req.Plan, maxTenants))
-	if pgerr.IsUniqueViolation(err, "organizations_name_key") {
-		return httpx.Conflict("an organization named %q already exists; pick another name", req.Name)
-	}
+	req.MaxTenants = &maxTenants
+	key, err := idempotencyOf(c, req)
 	if err != nil {
-		return fmt.Errorf("create organization: %w", err)
+		return err
 	}
-	noteAudit(c, auditFacts{OrgID: v.OrgID})
-	s.logger.Info("organization created", "orgId", v.OrgID, "name", v.Name, "request_id", httpx.RequestID(c))
-	return c.JSON(http.StatusCreated, map[string]any{"success": true, "organization": v})
+	for attempt := 0; ; attempt++ {
+		if key != nil {
+			if replayed, err := s.replayOperator(c, opCreateOrg, key); replayed || err != nil {
+				return err
+			}
+		}
+		var created orgView
+		err = pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
+			if key != nil {
+				if err := claimOperatorKey(ctx, tx, opCreateOrg, key); err != nil {
+					return err
+				}
+			}
+			var err error
+			created, err = scanOrg(tx.QueryRow(ctx, `
+				WITH o AS (INSERT INTO organizations (name, plan, max_tenants) VALUES ($1, $2, $3)
+					RETURNING id, name, plan, max_tenants, created_at, updated_at)
+				SELECT id, name, plan, max_tenants, 0, created_at, updated_at FROM o`, req.Name, req.Plan, maxTenants))
+			if pgerr.IsUniqueViolation(err, "organizations_name_key") {
+				return httpx.Conflict("an organization named %q already exists; pick another name", req.Name)
+			}
+			if err != nil {
+				return fmt.Errorf("create organization: %w", err)
+			}
+			noteAudit(c, auditFacts{OrgID: created.OrgID})
+			if key == nil {
+				return nil
+			}
+			return keepOperatorAnswer(ctx, tx, opCreateOrg, key, http.StatusCreated, orgAnswer(created))
+		})
+		if errors.Is(err, errIdempotencyKeyTaken) {
+			if attempt == 0 {
+				continue // A concurrent request under the key made it: answer with its answer.
+			}
+			return httpx.Conflict("a request under %s %q is still in progress; retry it shortly", idempotencyHeader, key.key)
+		}
+		if err != nil {
+			return err
+		}
+		s.logger.Info("organization created", "orgId", created.OrgID, "name", created.Name, "request_id", httpx.RequestID(c))
+		return c.JSON(http.StatusCreated, orgAnswer(created))
+	}
 }
+
+// opCreateOrg names organization creates among the operators' idempotent requests.
+const opCreateOrg = "org.create"
+
+func orgAnswer(v orgView) map[string]any { return map[string]any{"success": true, "organization": v} }
 
 // checkOrgLimits says what is wrong with a plan and a tenant quota; nil ones are not checked.
 func checkOrgLimits(plan *string, maxTenants *int) []string {
@@ -151,7 +190,7 @@ func (s *Service) updateOrg(c echo.Context) error {
 		return fmt.Errorf("read organization: %w", err)
 	}
 	s.logger.Info("organization updated", "orgId", id, "plan", v.Plan, "maxTenants", v.MaxTenants, "request_id", httpx.RequestID(c))
-	body := map[string]any{"success": true, "organization": v}
+	body := orgAnswer(v)
 	if v.LiveTenants > v.MaxTenants {
 		body["message"] = fmt.Sprintf("organization %d has %d live tenants, more than its new quota of %d: they go on running, and new spawns are refused until it is under the quota",
 			id, v.LiveTenants, v.MaxTenants)
@@ -200,5 +239,5 @@ func (s *Service) getOrg(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("read organization: %w", err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "organization": v})
+	return c.JSON(http.StatusOK, orgAnswer(v))
 }

@@ -1,11 +1,16 @@
 package api_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -115,4 +120,63 @@ func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testin
 	require.Len(t, entries, 6, "every update asked for is audited, refused ones too")
 	require.Equal(t, "not_found", entries[0]["outcome"])
 	require.Equal(t, "ok", entries[len(entries)-1]["outcome"])
+}
+
+func TestOrgs_CreateWithIdempotencyKey_RetriesGetTheFirstAnswer_OtherBody422(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	create := func(key string, body map[string]any) (int, map[string]any, http.Header) {
+		t.Helper()
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, a.URL+"/api/v1/orgs", bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out, resp.Header
+	}
+
+	// Concurrent retries under one key: one organization, every answer the first one.
+	const retries = 8
+	answers := make(chan map[string]any, retries)
+	var wg sync.WaitGroup
+	for range retries {
+		wg.Go(func() {
+			code, body, _ := create("org-key-1", map[string]any{"name": "idem", "plan": "pro"})
+			assert.Equal(t, http.StatusCreated, code, "%v", body)
+			answers <- body
+		})
+	}
+	wg.Wait()
+	close(answers)
+	var first map[string]any
+	for body := range answers {
+		if first == nil {
+			first = body
+		}
+		require.Equal(t, first, body, "every retry gets the first answer")
+	}
+	code, _, header := create("org-key-1", map[string]any{"plan": "pro", "name": "idem"})
+	require.Equal(t, http.StatusCreated, code)
+	require.Equal(t, "true", header.Get("Idempotent-Replayed"))
+	var n int
+	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM organizations WHERE name = 'idem'`).Scan(&n))
+	require.Equal(t, 1, n)
+	require.Len(t, a.audit("?action=org.create"), retries+1, "each request is audited; one made the organization")
+
+	// The key with another request is refused; without a key the name is taken as before.
+	code, body, _ := create("org-key-1", map[string]any{"name": "idem", "plan": "enterprise"})
+	require.Equal(t, http.StatusUnprocessableEntity, code)
+	require.Equal(t, "idempotency_key_reused", errorCode(body))
+	code, body = a.do(http.MethodPost, "/api/v1/orgs", adminToken, map[string]any{"name": "idem"})
+	require.Equal(t, http.StatusConflict, code, "%v", body)
+	code, body, _ = create(strings.Repeat("k", 256), map[string]any{"name": "other"})
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, errorMessage(body), "Idempotency-Key: use 1 to 255 printable ASCII characters")
 }
