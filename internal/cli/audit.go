@@ -43,11 +43,6 @@ func audit(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := table(c.out, list(a, "entries"), auditColumns); err != nil {
-				return err
-			}
-			return nextPage(c.out, a)
-		})
+		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "entries", auditColumns) })
 	}
 }

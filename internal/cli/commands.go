@@ -116,12 +116,7 @@ func tenantList(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := table(c.out, list(a, "tenants"), tenantColumns); err != nil {
-				return err
-			}
-			return nextPage(c.out, a)
-		})
+		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "tenants", tenantColumns) })
 	}
 }
 
@@ -256,10 +251,7 @@ func orgUpdate(fs *flag.FlagSet) func(*caller, []string) error {
 			if err := vertical(c.out, object(a, "organization"), orgColumns); err != nil {
 				return err
 			}
-			if m, ok := a["message"].(string); ok {
-				_, err = fmt.Fprintln(c.out, "\n"+m)
-			}
-			return err
+			return message(c.out, a)
 		})
 	}
 }
@@ -273,12 +265,7 @@ func orgList(*flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := table(c.out, list(a, "organizations"), orgColumns); err != nil {
-				return err
-			}
-			return nextPage(c.out, a)
-		})
+		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "organizations", orgColumns) })
 	}
 }
 

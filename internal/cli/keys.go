@@ -34,12 +34,7 @@ func keysList(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := table(c.out, list(a, "keys"), keyColumns); err != nil {
-				return err
-			}
-			return nextPage(c.out, a)
-		})
+		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "keys", keyColumns) })
 	}
 }
 
@@ -90,10 +85,7 @@ func keysRevoke(*flag.FlagSet) func(*caller, []string) error {
 			if err := vertical(c.out, object(a, "key"), keyColumns); err != nil {
 				return err
 			}
-			if m, ok := a["message"].(string); ok {
-				_, err = fmt.Fprintln(c.out, "\n"+m)
-			}
-			return err
+			return message(c.out, a)
 		})
 	}
 }

@@ -41,10 +41,23 @@ func vertical(w io.Writer, obj map[string]any, cols []column) error {
 	return tw.Flush()
 }
 
-// nextPage tells how to get the next page of a list answer, if there is one.
-func nextPage(w io.Writer, a map[string]any) error {
+// page writes the rows of a list answer, under key, as a table, and then how to get the next
+// page, if there is one.
+func page(w io.Writer, a map[string]any, key string, cols []column) error {
+	if err := table(w, list(a, key), cols); err != nil {
+		return err
+	}
 	if next, _ := a["nextCursor"].(string); next != "" {
 		_, err := fmt.Fprintf(w, "\nMore: add -cursor %s\n", next)
+		return err
+	}
+	return nil
+}
+
+// message writes an answer's message, if it has one, after a blank line.
+func message(w io.Writer, a map[string]any) error {
+	if m, ok := a["message"].(string); ok {
+		_, err := fmt.Fprintln(w, "\n"+m)
 		return err
 	}
 	return nil
