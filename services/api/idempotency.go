@@ -50,6 +50,12 @@ func idempotencyOf(c echo.Context, v any) (*idempotency, error) {
 	return &idempotency{key: key, hash: sum[:]}, nil
 }
 
+// reused is the answer to the key used again for another request.
+func (k *idempotency) reused() error {
+	return &httpx.Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
+		Message: fmt.Sprintf("%s %q was used for another request in the last %s; use a new key for a new request", idempotencyHeader, k.key, idempotencyWindow)}
+}
+
 func printableASCII(s string) bool {
 	for i := range len(s) {
 		if s[i] < 0x20 || s[i] > 0x7e {
@@ -94,8 +100,7 @@ func (h *convergeAPI) lookup(ctx context.Context, envID int64, k *idempotency) (
 		return nil, fmt.Errorf("read idempotency key: %w", err)
 	}
 	if string(hash) != string(k.hash) {
-		return nil, &httpx.Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
-			Message: fmt.Sprintf("%s %q was used for another request in the last %s; use a new key for a new request", idempotencyHeader, k.key, idempotencyWindow)}
+		return nil, k.reused()
 	}
 	if status != nil {
 		e.status = *status
@@ -162,8 +167,7 @@ func (s *Service) replayOperator(c echo.Context, operation string, k *idempotenc
 		return false, fmt.Errorf("read idempotency key: %w", err)
 	}
 	if string(hash) != string(k.hash) {
-		return false, &httpx.Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
-			Message: fmt.Sprintf("%s %q was used for another request in the last %s; use a new key for a new request", idempotencyHeader, k.key, idempotencyWindow)}
+		return false, k.reused()
 	}
 	c.Response().Header().Set("Idempotent-Replayed", "true")
 	return true, c.JSONBlob(status, answer)
