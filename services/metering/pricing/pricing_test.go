@@ -2,7 +2,6 @@ package pricing_test
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,30 +10,6 @@ import (
 
 	"github.com/convergence-dev/convergence/services/metering/pricing"
 )
-
-func TestParseMicros(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]pricing.Micros{
-		"0": 0, "3": 3_000_000, "3.00": 3_000_000, "0.30": 300_000, "0.075": 75_000,
-		"0.000001": 1, "15.5": 15_500_000, " 2.5 ": 2_500_000,
-	} {
-		got, err := pricing.ParseMicros(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, got, in)
-	}
-	for _, in := range []string{"", "-1", "1.", ".5", "1.0000001", "abc", "1e3", "1,5", "+2", "99999999999999"} {
-		_, err := pricing.ParseMicros(in)
-		require.Error(t, err, in)
-	}
-}
-
-func TestMicros_String(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "3.000000", pricing.Micros(3_000_000).String())
-	require.Equal(t, "0.000012", pricing.Micros(12).String())
-	require.Equal(t, "-0.000012", pricing.Micros(-12).String())
-	require.Equal(t, "-9223372036854.775808", pricing.Micros(math.MinInt64).String())
-}
 
 func TestRate_TokenCost(t *testing.T) {
 	t.Parallel()
