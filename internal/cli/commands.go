@@ -200,12 +200,12 @@ func tenantDestroy(fs *flag.FlagSet) func(*caller, []string) error {
 
 var orgColumns = []column{
 	{"ORG ID", "orgId"}, {"NAME", "name"}, {"PLAN", "plan"}, {"TENANTS", "liveTenants"},
-	{"MAX TENANTS", "maxTenants"}, {"CREATED", "createdAt"},
+	{"MAX TENANTS", "maxTenants"}, {"TASKS IN FLIGHT", "tasksInFlight"}, {"CREATED", "createdAt"},
 }
 
 func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
-	plan := fs.String("plan", "", "billing plan")
-	maxTenants := fs.Int("max-tenants", 0, "most live tenants the organization may have")
+	plan := fs.String("plan", "", "plan: free (default), pro, enterprise, unlimited, or one of the plan file's")
+	maxTenants := fs.Int("max-tenants", -1, "most live tenants the organization may have, in place of its plan's")
 	return func(c *caller, args []string) error {
 		name, err := oneArg(args, "NAME")
 		if err != nil {
@@ -215,7 +215,7 @@ func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
 		if *plan != "" {
 			body["plan"] = *plan
 		}
-		if *maxTenants != 0 {
+		if *maxTenants >= 0 {
 			body["maxTenants"] = *maxTenants
 		}
 		raw, err := c.do(http.MethodPost, "/api/v1/orgs", nil, body)
@@ -229,8 +229,8 @@ func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
 }
 
 func orgUpdate(fs *flag.FlagSet) func(*caller, []string) error {
-	plan := fs.String("plan", "", "the new billing plan")
-	maxTenants := fs.Int("max-tenants", -1, "the new most live tenants the organization may have")
+	plan := fs.String("plan", "", "the new plan")
+	maxTenants := fs.String("max-tenants", "", `the new most live tenants the organization may have, or "plan" for its plan's`)
 	return func(c *caller, args []string) error {
 		id, err := oneArg(args, "ORG_ID")
 		if err != nil {
@@ -240,8 +240,14 @@ func orgUpdate(fs *flag.FlagSet) func(*caller, []string) error {
 		if *plan != "" {
 			body["plan"] = *plan
 		}
-		if *maxTenants >= 0 {
-			body["maxTenants"] = *maxTenants
+		switch n, err := strconv.Atoi(*maxTenants); {
+		case *maxTenants == "":
+		case *maxTenants == "plan":
+			body["maxTenants"] = nil
+		case err != nil:
+			return fmt.Errorf(`-max-tenants %q: give a number, or "plan" for the plan's quota`, *maxTenants)
+		default:
+			body["maxTenants"] = n
 		}
 		raw, err := c.do(http.MethodPatch, "/api/v1/orgs/"+url.PathEscape(id), nil, body)
 		if err != nil {

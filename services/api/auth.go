@@ -31,6 +31,8 @@ type Tenant struct {
 	EnvID int64
 	OrgID int64
 	Name  string
+	// Plan is the plan of the tenant's organization.
+	Plan  string
 	KeyID int64
 	// KeyExpiresAt is when the key stops working, nil while no rotation replaced it.
 	KeyExpiresAt *time.Time
@@ -59,9 +61,10 @@ func (s *Service) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		var t Tenant
 		var lastUsed *time.Time
 		err := s.deps.Pool.QueryRow(ctx, `
-			SELECT env_id, org_id, name, id, expires_at, last_used_at FROM tenant_keys
-			WHERE digest = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
-			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name, &t.KeyID, &t.KeyExpiresAt, &lastUsed)
+			SELECT k.env_id, k.org_id, k.name, o.plan, k.id, k.expires_at, k.last_used_at
+			FROM tenant_keys k JOIN organizations o ON o.id = k.org_id
+			WHERE k.digest = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`,
+			apikey.Digest(key)).Scan(&t.EnvID, &t.OrgID, &t.Name, &t.Plan, &t.KeyID, &t.KeyExpiresAt, &lastUsed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return invalid
 		}

@@ -53,7 +53,7 @@ func (s *Service) convergeRoutes(tenant, openAI *echo.Group) {
 		s:       s,
 		cfg:     cfg,
 		limits:  taskspec.DefaultLimits(),
-		limiter: newLimiter(s.deps.Pool, cfg.RateLimit),
+		limiter: newLimiter(s.deps.Pool, s.plans, cfg.RateLimit),
 		backlog: newBacklog(s.deps.JS, cfg.MaxBacklog),
 		waits:   newTenantSlots("sync waits", cfg.MaxTenantWaits),
 		streams: newTenantSlots("progress streams", cfg.MaxTenantStreams),
@@ -88,7 +88,7 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		v, err := validate(in, shortcut, h.limits)
+		v, err := validate(in, shortcut, h.limits, h.s.plans.limits(tenantOf(c).Plan))
 		if err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func (h *convergeAPI) submit(c echo.Context, v validated, async bool, wait time.
 	if err := h.backlog.admit(ctx); err != nil {
 		return "", false, err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), key); err != nil {
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), key, h.s.plans.limits(t.Plan)); err != nil {
 		if errors.Is(err, errIdempotencyKeyTaken) {
 			// A concurrent request with the key recorded its task first.
 			e, lerr := h.lookup(ctx, t.EnvID, key)
@@ -211,8 +211,9 @@ func (h *convergeAPI) answer(c echo.Context, status int, envID int64, id string)
 	return c.JSON(status, taskAnswer{Success: true, TaskID: id, Task: st.Task})
 }
 
-// record writes the API's record of task req.TaskID and its converge.request in one round trip.
-func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency) error {
+// record writes the API's record of task req.TaskID and its converge.request in one round trip,
+// unless the tenant already has the tasks in flight its plan allows.
+func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency, plan planLimits) error {
 	env, err := events.NewEnvelope(eventSource, events.TypeConvergeRequest, req.TaskID, requestID, req)
 	if err != nil {
 		return err
@@ -223,7 +224,7 @@ func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, re
 	if key != nil {
 		queueKey(b, req.EnvID, req.TaskID, key)
 	}
-	b.Queue(`SELECT record_task($1, $2, $3, $4, $5, $6)`, req.TaskID, req.EnvID, req.OrgID, env.Data, requestID, h.cfg.MaxTenantTasks)
+	b.Queue(`SELECT record_task($1, $2, $3, $4, $5, $6)`, req.TaskID, req.EnvID, req.OrgID, env.Data, requestID, plan.TasksInFlight)
 	err = h.s.deps.Outbox.Batch(ctx, b, events.SubjectConvergeRequest, env)
 	if pgerr.IsUniqueViolation(err, "idempotency_keys_pkey") {
 		return errIdempotencyKeyTaken
@@ -232,8 +233,8 @@ func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, re
 		return &httpx.Error{
 			Status: http.StatusTooManyRequests,
 			Code:   "too_many_tasks",
-			Message: fmt.Sprintf("this tenant has %d unfinished convergence tasks, its limit; retry once some have finished, or cancel some",
-				h.cfg.MaxTenantTasks),
+			Message: fmt.Sprintf("tasksInFlight: this tenant has %d unfinished convergence tasks, the limit of plan %q; retry once some have finished, "+
+				"cancel some, or move the organization to a larger plan", plan.TasksInFlight, plan.Plan),
 			RetryAfter: 5 * time.Second,
 		}
 	}

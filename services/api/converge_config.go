@@ -20,9 +20,9 @@ type ConvergeConfig struct {
 	// MaxBacklog is how many convergence tasks the platform holds at once, queued or
 	// running; beyond it a new task is refused with 429. Default 20000.
 	MaxBacklog int
-	// MaxTenantTasks is how many unfinished tasks one tenant may have at once; beyond it the
-	// tenant's new tasks are refused with 429, so that one tenant cannot fill the queue that
-	// every tenant shares. Default 100.
+	// MaxTenantTasks is how many unfinished tasks one tenant may have at once, unless its
+	// organization's plan sets tasksInFlight; beyond it the tenant's new tasks are refused with
+	// 429, so that one tenant cannot fill the queue that every tenant shares. Default 100.
 	MaxTenantTasks int
 	// MaxTenantWaits and MaxTenantStreams bound the sync waits and the progress streams one
 	// tenant holds open on one API replica at once; beyond them it gets 429. Defaults 50, 20.
@@ -33,9 +33,10 @@ type ConvergeConfig struct {
 // MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
 const MaxSyncWait = 5 * time.Minute
 
-// RateLimits are the default token buckets of every tenant; api_rate_limits overrides them
-// per tenant. Creating tasks costs tokens of the LLM providers, so it has its own, smaller
-// bucket; reads (task status, progress streams, cancels, webhook secrets) share the other.
+// RateLimits are the default token buckets of every tenant; a plan's requestsPerMinute and
+// burst replace the create bucket's, and api_rate_limits overrides either per tenant. Creating
+// tasks costs tokens of the LLM providers, so it has its own, smaller bucket; reads (task
+// status, progress streams, cancels, webhook secrets) share the other.
 type RateLimits struct {
 	CreatePerMinute float64
 	CreateBurst     int
@@ -65,11 +66,11 @@ func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
 	d := DefaultConvergeConfig()
 	fs.DurationVar(&c.SyncWait, "api.converge.sync-wait", d.SyncWait, "how long a converge request waits for its result before answering 202 with the task ID")
 	fs.IntVar(&c.MaxBacklog, "api.converge.max-backlog", d.MaxBacklog, "convergence tasks the platform holds at once, queued or running, before it answers 429")
-	fs.IntVar(&c.MaxTenantTasks, "api.converge.max-tenant-tasks", d.MaxTenantTasks, "unfinished convergence tasks one tenant may have at once before it is answered 429")
+	fs.IntVar(&c.MaxTenantTasks, "api.converge.max-tenant-tasks", d.MaxTenantTasks, "unfinished convergence tasks one tenant may have at once before it is answered 429, where its plan sets no tasksInFlight")
 	fs.IntVar(&c.MaxTenantWaits, "api.converge.max-tenant-waits", d.MaxTenantWaits, "sync waits one tenant may hold open on one API replica before it is answered 429")
 	fs.IntVar(&c.MaxTenantStreams, "api.converge.max-tenant-streams", d.MaxTenantStreams, "progress streams one tenant may hold open on one API replica before it is answered 429")
-	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained")
-	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once")
+	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained, where its plan sets no requestsPerMinute")
+	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once, where its plan sets no burst")
 	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
 	fs.IntVar(&c.RateLimit.ReadBurst, "api.ratelimit.read-burst", d.RateLimit.ReadBurst, "task reads, progress streams and cancels a tenant may make at once")
 }

@@ -56,9 +56,11 @@ func (v validated) event(id string, t Tenant) events.ConvergeRequest {
 	return e
 }
 
-// validate checks in against limits and returns the request to queue: type, roles and max
-// rounds filled in. shortcut is the type an endpoint such as /design sets, "" for /converge.
-func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limits) (validated, error) {
+// validate checks in against the platform's limits and the tenant's plan, and returns the
+// request to queue: type, roles and max rounds filled in. shortcut is the type an endpoint such
+// as /design sets, "" for /converge. What the platform never accepts is a 400; what only the
+// plan refuses, a 403 that says so.
+func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limits, plan planLimits) (validated, error) {
 	if shortcut != "" {
 		if in.Type != "" && in.Type != string(shortcut) {
 			return validated{}, httpx.BadRequest("type: this endpoint makes %s tasks; leave type out, or POST to /api/v1/converge for type %q", shortcut, in.Type)
@@ -76,6 +78,18 @@ func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limi
 	}
 	if len(in.Model) > maxModelBytes || strings.IndexFunc(in.Model, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
 		return validated{}, httpx.BadRequest("model: must be a model name of at most %d printable characters without spaces, e.g. gpt-4o-mini", maxModelBytes)
+	}
+	if !plan.allows(in.Model) {
+		return validated{}, &httpx.Error{Status: http.StatusForbidden, Code: "model_not_allowed",
+			Message: fmt.Sprintf("model: %q is not allowed on plan %q, which allows %s; name one of those, leave model out for the default, "+
+				"or move the organization to a plan that allows it", in.Model, plan.Plan, strings.Join(plan.Models, ", "))}
+	}
+	switch {
+	case in.MaxRounds == 0:
+		in.MaxRounds = min(limits.DefaultMaxRounds, plan.MaxRounds)
+	case in.MaxRounds > plan.MaxRounds && in.MaxRounds <= limits.MaxRoundsCap:
+		return validated{}, quotaExceeded("maxRounds: %d is more than plan %q allows, %d; ask for fewer, or move the organization to a larger plan",
+			in.MaxRounds, plan.Plan, plan.MaxRounds)
 	}
 	if in.WebhookURL != "" {
 		if err := taskspec.ValidateWebhookURL(in.WebhookURL); err != nil {

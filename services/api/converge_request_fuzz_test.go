@@ -41,7 +41,8 @@ func FuzzConvergeRequest(f *testing.F) {
 		c := e.NewContext(req, httptest.NewRecorder())
 		in, err := decodeConvergeInput(c)
 		if err == nil {
-			_, err = validate(in, taskspec.TaskType(shortcut), taskspec.DefaultLimits())
+			unlimited := planLimits{Plan: "unlimited", MaxRounds: taskspec.DefaultLimits().MaxRoundsCap, Models: []string{"*"}}
+			_, err = validate(in, taskspec.TaskType(shortcut), taskspec.DefaultLimits(), unlimited)
 		}
 		var he *httpx.Error
 		if err != nil && (!errors.As(err, &he) || (he.Status != http.StatusBadRequest && he.Status != http.StatusRequestEntityTooLarge) || he.Message == "") {

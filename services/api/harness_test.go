@@ -57,6 +57,12 @@ type testAPI struct {
 
 func newTestAPI(t *testing.T) *testAPI {
 	t.Helper()
+	return newTestAPIWith(t, api.Config{})
+}
+
+// newTestAPIWith is newTestAPI with cfg's plans.
+func newTestAPIWith(t *testing.T, plans api.Config) *testAPI {
+	t.Helper()
 	db := pgtest.NewDB(t)
 	pool := db.For(t, pgrole.API)
 	srv := natstest.Start(t)
@@ -65,7 +71,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	require.NoError(t, err)
 	logger := testLogger()
 	e := httpx.NewEcho(logger)
-	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20}
+	cfg := api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Plans: plans.Plans, PlansReload: plans.PlansReload}
 	apiNC := srv.ConnectAs(natsauth.API)
 	apiJS, err := jetstream.New(apiNC)
 	require.NoError(t, err)
@@ -155,18 +161,25 @@ func (a *testAPI) startMetering() {
 	}, 10*time.Second, 20*time.Millisecond, "the metering answers")
 }
 
-// insertTenant records a running tenant directly in the database and returns its ID and key.
+// insertTenant records a running tenant of the default organization directly in the database
+// and returns its ID and key.
 func (a *testAPI) insertTenant(name, status string) (int64, string) {
+	a.t.Helper()
+	return a.insertTenantOf(1, name, status)
+}
+
+// insertTenantOf is insertTenant in organization orgID.
+func (a *testAPI) insertTenantOf(orgID int64, name, status string) (int64, string) {
 	a.t.Helper()
 	key, digest := apikey.New()
 	var id int64
 	err := a.Pool.QueryRow(a.t.Context(), `
 		WITH e AS (INSERT INTO environments (org_id, name, status, api_key_hash, api_key_prefix)
-			VALUES (1, $1, $2, $3, $4) RETURNING id, org_id)
+			VALUES ($5, $1, $2, $3, $4) RETURNING id, org_id)
 		INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix, revoked_at, revoked_reason)
 		SELECT $3, id, org_id, $1, $4, CASE WHEN $2 = 'destroyed' THEN now() END, CASE WHEN $2 = 'destroyed' THEN 'destroyed' END
 		FROM e RETURNING env_id`,
-		name, status, digest, apikey.Display(key)).Scan(&id)
+		name, status, digest, apikey.Display(key), orgID).Scan(&id)
 	require.NoError(a.t, err)
 	return id, key
 }

@@ -157,7 +157,7 @@ func (h *convergeAPI) chatCompletion(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := validate(in, typ, h.limits)
+	v, err := validate(in, typ, h.limits, h.s.plans.limits(tenantOf(c).Plan))
 	if err != nil {
 		return err
 	}
@@ -299,7 +299,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 	if err := h.backlog.admit(ctx); err != nil {
 		return err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), nil); err != nil {
+	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), nil, h.s.plans.limits(t.Plan)); err != nil {
 		return err
 	}
 

@@ -1,10 +1,10 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,13 +16,8 @@ import (
 	"github.com/convergence-dev/convergence/internal/pgerr"
 )
 
-// Organization plans, and the tenant quota a new organization gets by default.
-var plans = []string{"free", "pro", "enterprise"}
-
-const (
-	defaultMaxTenants = 100
-	maxMaxTenants     = 10_000
-)
+// maxMaxTenants bounds an organization's tenant quota, the plan's or its own.
+const maxMaxTenants = 10_000
 
 // orgRoutes registers the operators' organization endpoints.
 func (s *Service) orgRoutes(admin *echo.Group) {
@@ -32,31 +27,74 @@ func (s *Service) orgRoutes(admin *echo.Group) {
 	admin.PATCH("/orgs/:orgId", s.updateOrg, s.audited(auditOrgUpdate))
 }
 
-// orgView is an organization as the API shows it. LiveTenants counts the tenants whose destroy
-// has not been asked for.
+// orgView is an organization as the API shows it: its plan's limits in force and what it uses of
+// them. MaxTenants is its tenant quota: its own (MaxTenantsOverride) if it has one, else its
+// plan's. LiveTenants counts the tenants whose destroy has not been asked for; TasksInFlight
+// its tenants' unfinished tasks.
 type orgView struct {
-	OrgID       int64     `json:"orgId"`
-	Name        string    `json:"name"`
-	Plan        string    `json:"plan"`
-	MaxTenants  int       `json:"maxTenants"`
-	LiveTenants int       `json:"liveTenants"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	OrgID              int64      `json:"orgId"`
+	Name               string     `json:"name"`
+	Plan               string     `json:"plan"`
+	MaxTenants         int        `json:"maxTenants"`
+	MaxTenantsOverride *int       `json:"maxTenantsOverride"`
+	LiveTenants        int        `json:"liveTenants"`
+	TasksInFlight      int        `json:"tasksInFlight"`
+	Limits             planLimits `json:"limits"`
+	CreatedAt          time.Time  `json:"createdAt"`
+	UpdatedAt          time.Time  `json:"updatedAt"`
 }
 
+// liveTenants counts organization o's tenants whose destroy has not been asked for, and
+// unfinished counts the tasks t in flight: not finished, and not older than a day (record_task
+// counts them alike).
+const (
+	liveTenants = `(SELECT count(DISTINCT k.env_id) FROM tenant_keys k WHERE k.org_id = o.id AND k.revoked_reason IS DISTINCT FROM 'destroyed')`
+	unfinished  = `t.finished_at IS NULL AND t.created_at > now() - interval '1 day'`
+)
+
 // selectOrgs reads organization $1 (0: every one) with ids above $2, at most $3.
-const selectOrgs = `SELECT o.id, o.name, o.plan, o.max_tenants,
-	(SELECT count(DISTINCT k.env_id) FROM tenant_keys k WHERE k.org_id = o.id AND k.revoked_reason IS DISTINCT FROM 'destroyed'),
+const selectOrgs = `SELECT o.id, o.name, o.plan, o.max_tenants, ` + liveTenants + `,
+	(SELECT count(*) FROM tasks t WHERE t.org_id = o.id AND ` + unfinished + `),
 	o.created_at, o.updated_at FROM organizations o
 	WHERE ($1 = 0 OR o.id = $1) AND o.id > $2 ORDER BY o.id LIMIT $3`
 
-func scanOrg(row pgx.Row) (orgView, error) {
+// scanOrg reads a row of selectOrgs and fills in the limits of its plan.
+func (s *Service) scanOrg(row pgx.Row) (orgView, error) {
 	var v orgView
-	err := row.Scan(&v.OrgID, &v.Name, &v.Plan, &v.MaxTenants, &v.LiveTenants, &v.CreatedAt, &v.UpdatedAt)
+	err := row.Scan(&v.OrgID, &v.Name, &v.Plan, &v.MaxTenantsOverride, &v.LiveTenants, &v.TasksInFlight, &v.CreatedAt, &v.UpdatedAt)
+	v.Limits = s.orgLimits(v.Plan, v.MaxTenantsOverride)
+	v.MaxTenants = v.Limits.MaxTenants
 	return v, err
 }
 
-// createOrgRequest is the body of POST /orgs.
+// orgLimits are the limits of an organization on plan with its own tenant quota (nil: none).
+func (s *Service) orgLimits(plan string, maxTenants *int) planLimits {
+	l := s.plans.limits(plan)
+	if maxTenants != nil {
+		l.MaxTenants = *maxTenants
+	}
+	return l
+}
+
+// me answers GET /api/v1/me: who the caller is, its organization's plan and limits, and what it
+// uses of them: its organization's live tenants and its own tasks in flight.
+func (s *Service) me(c echo.Context) error {
+	t := tenantOf(c)
+	var maxTenants *int
+	var tenants, tasks int
+	err := s.deps.Pool.QueryRow(c.Request().Context(), `SELECT o.max_tenants, `+liveTenants+`,
+		(SELECT count(*) FROM tasks t WHERE t.env_id = $2 AND `+unfinished+`)
+		FROM organizations o WHERE o.id = $1`, t.OrgID, t.EnvID).Scan(&maxTenants, &tenants, &tasks)
+	if err != nil {
+		return fmt.Errorf("read the tenant's organization: %w", err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name,
+		"keyId": t.KeyID, "keyExpiresAt": t.KeyExpiresAt, "plan": t.Plan, "limits": s.orgLimits(t.Plan, maxTenants),
+		"used": map[string]int{"tenants": tenants, "tasksInFlight": tasks}})
+}
+
+// createOrgRequest is the body of POST /orgs. MaxTenants, when given, is the organization's own
+// tenant quota in place of its plan's.
 type createOrgRequest struct {
 	Name       string `json:"name"`
 	Plan       string `json:"plan"`
@@ -75,17 +113,12 @@ func (s *Service) createOrg(c echo.Context) error {
 		problems = append(problems, fmt.Sprintf("name %q is not valid: use %s", req.Name, validNameHelp))
 	}
 	if req.Plan == "" {
-		req.Plan = plans[0]
+		req.Plan = freePlan
 	}
-	maxTenants := defaultMaxTenants
-	if req.MaxTenants != nil {
-		maxTenants = *req.MaxTenants
-	}
-	problems = append(problems, checkOrgLimits(&req.Plan, &maxTenants)...)
+	problems = append(problems, s.checkOrg(&req.Plan, req.MaxTenants)...)
 	if len(problems) > 0 {
 		return httpx.BadRequest("%s", strings.Join(problems, "; "))
 	}
-	req.MaxTenants = &maxTenants
 	key, err := idempotencyOf(c, req)
 	if err != nil {
 		return err
@@ -104,10 +137,10 @@ func (s *Service) createOrg(c echo.Context) error {
 				}
 			}
 			var err error
-			created, err = scanOrg(tx.QueryRow(ctx, `
+			created, err = s.scanOrg(tx.QueryRow(ctx, `
 				WITH o AS (INSERT INTO organizations (name, plan, max_tenants) VALUES ($1, $2, $3)
 					RETURNING id, name, plan, max_tenants, created_at, updated_at)
-				SELECT id, name, plan, max_tenants, 0, created_at, updated_at FROM o`, req.Name, req.Plan, maxTenants))
+				SELECT id, name, plan, max_tenants, 0, 0, created_at, updated_at FROM o`, req.Name, req.Plan, req.MaxTenants))
 			if pgerr.IsUniqueViolation(err, "organizations_name_key") {
 				return httpx.Conflict("an organization named %q already exists; pick another name", req.Name)
 			}
@@ -139,22 +172,41 @@ const opCreateOrg = "org.create"
 
 func orgAnswer(v orgView) map[string]any { return map[string]any{"success": true, "organization": v} }
 
-// checkOrgLimits says what is wrong with a plan and a tenant quota; nil ones are not checked.
-func checkOrgLimits(plan *string, maxTenants *int) []string {
+// checkOrg says what is wrong with a plan and a tenant quota; nil ones are not checked.
+func (s *Service) checkOrg(plan *string, maxTenants *int) []string {
 	var problems []string
-	if plan != nil && !slices.Contains(plans, *plan) {
-		problems = append(problems, fmt.Sprintf("plan %q is not valid: use one of %s (default %s)", *plan, strings.Join(plans, ", "), plans[0]))
+	if plan != nil {
+		if problem := s.plans.check(*plan); problem != "" {
+			problems = append(problems, problem)
+		}
 	}
 	if maxTenants != nil && (*maxTenants < 0 || *maxTenants > maxMaxTenants) {
-		problems = append(problems, fmt.Sprintf("maxTenants %d is out of range: use 0 to %d (default %d)", *maxTenants, maxMaxTenants, defaultMaxTenants))
+		problems = append(problems, fmt.Sprintf("maxTenants %d is out of range: use 0 to %d, or leave it out for the plan's", *maxTenants, maxMaxTenants))
 	}
 	return problems
 }
 
-// updateOrgRequest is the body of PATCH /orgs/:orgId: the fields to change.
+// updateOrgRequest is the body of PATCH /orgs/:orgId: the fields to change. A maxTenants of
+// null drops the organization's own tenant quota, so its plan's applies.
 type updateOrgRequest struct {
-	Plan       *string `json:"plan"`
-	MaxTenants *int    `json:"maxTenants"`
+	Plan       *string       `json:"plan"`
+	MaxTenants nullable[int] `json:"maxTenants"`
+}
+
+// nullable is a JSON field that may be left out (Set false), null (Set, Value nil), or a value.
+type nullable[T any] struct {
+	Set   bool
+	Value *T
+}
+
+func (n *nullable[T]) UnmarshalJSON(b []byte) error {
+	n.Set = true
+	if string(b) == "null" {
+		n.Value = nil
+		return nil
+	}
+	n.Value = new(T)
+	return json.Unmarshal(b, n.Value)
 }
 
 // updateOrg changes an organization's plan or tenant quota. A quota below its live tenants
@@ -168,24 +220,25 @@ func (s *Service) updateOrg(c echo.Context) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	problems := checkOrgLimits(req.Plan, req.MaxTenants)
-	if req.Plan == nil && req.MaxTenants == nil {
-		problems = append(problems, "nothing to change: give plan, maxTenants or both")
+	problems := s.checkOrg(req.Plan, req.MaxTenants.Value)
+	if req.Plan == nil && !req.MaxTenants.Set {
+		problems = append(problems, "nothing to change: give plan, maxTenants (null for the plan's) or both")
 	}
 	if len(problems) > 0 {
 		return httpx.BadRequest("%s", strings.Join(problems, "; "))
 	}
 	ctx := c.Request().Context()
 	tag, err := s.deps.Pool.Exec(ctx, `
-		UPDATE organizations SET plan = coalesce($2, plan), max_tenants = coalesce($3, max_tenants), updated_at = now()
-		WHERE id = $1`, id, req.Plan, req.MaxTenants)
+		UPDATE organizations SET plan = coalesce($2, plan),
+			max_tenants = CASE WHEN $3 THEN $4 ELSE max_tenants END, updated_at = now()
+		WHERE id = $1`, id, req.Plan, req.MaxTenants.Set, req.MaxTenants.Value)
 	if err != nil {
 		return fmt.Errorf("update organization: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", id))
 	}
-	v, err := scanOrg(s.deps.Pool.QueryRow(ctx, selectOrgs, id, 0, 1))
+	v, err := s.scanOrg(s.deps.Pool.QueryRow(ctx, selectOrgs, id, 0, 1))
 	if err != nil {
 		return fmt.Errorf("read organization: %w", err)
 	}
@@ -209,7 +262,7 @@ func (s *Service) listOrgs(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
-	orgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgView, error) { return scanOrg(r) })
+	orgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgView, error) { return s.scanOrg(r) })
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
@@ -232,7 +285,7 @@ func (s *Service) getOrg(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), selectOrgs, id, 0, 1))
+	v, err := s.scanOrg(s.deps.Pool.QueryRow(c.Request().Context(), selectOrgs, id, 0, 1))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return httpx.NotFound(fmt.Sprintf("organization %d", id))
 	}

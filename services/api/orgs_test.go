@@ -22,8 +22,14 @@ func TestOrgs_CreateGetList(t *testing.T) {
 	org := body["organization"].(map[string]any)
 	require.Equal(t, "acme", org["name"])
 	require.Equal(t, "pro", org["plan"])
-	require.InDelta(t, 5, org["maxTenants"], 0)
+	require.InDelta(t, 5, org["maxTenants"], 0, "its own quota, in place of the plan's 25")
+	require.InDelta(t, 5, org["maxTenantsOverride"], 0)
 	require.InDelta(t, 0, org["liveTenants"], 0)
+	limits := org["limits"].(map[string]any)
+	require.InDelta(t, 5, limits["maxTenants"], 0)
+	require.InDelta(t, 120, limits["requestsPerMinute"], 0, "the pro plan's")
+	require.Equal(t, []any{"*"}, limits["models"])
+	require.Equal(t, "500.000000", limits["monthlySpendLimit"])
 	id := int64(org["orgId"].(float64))
 
 	code, body = a.do(http.MethodPost, "/api/v1/orgs", adminToken, map[string]any{"name": "acme"})
@@ -42,8 +48,11 @@ func TestOrgs_CreateGetList(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	orgs := body["organizations"].([]any)
 	require.Len(t, orgs, 2)
-	require.Equal(t, "default", orgs[0].(map[string]any)["name"], "the default organization exists")
-	require.Equal(t, "free", orgs[0].(map[string]any)["plan"])
+	def := orgs[0].(map[string]any)
+	require.Equal(t, "default", def["name"], "the default organization exists")
+	require.Equal(t, "unlimited", def["plan"], "on the plan without limits of its own")
+	require.InDelta(t, 100, def["maxTenants"], 0, "with the quota it always had")
+	require.Nil(t, def["limits"].(map[string]any)["monthlySpendLimit"])
 
 	code, body = a.do(http.MethodGet, "/api/v1/orgs?limit=1", adminToken, nil)
 	require.Equal(t, http.StatusOK, code)
@@ -62,8 +71,8 @@ func TestOrgs_BadInput_400SaysWhatIsValid_Unknown404(t *testing.T) {
 		want string
 	}{
 		{map[string]any{"name": "Acme Inc"}, `name "Acme Inc" is not valid: use 1-63 lowercase letters, digits and '-'`},
-		{map[string]any{"name": "acme", "plan": "gold"}, `plan "gold" is not valid: use one of free, pro, enterprise (default free)`},
-		{map[string]any{"name": "acme", "maxTenants": -1}, "maxTenants -1 is out of range: use 0 to 10000"},
+		{map[string]any{"name": "acme", "plan": "gold"}, `plan "gold" is not valid: use one of enterprise, free, pro, unlimited (default free)`},
+		{map[string]any{"name": "acme", "maxTenants": -1}, "maxTenants -1 is out of range: use 0 to 10000, or leave it out for the plan's"},
 		{map[string]any{"name": "acme", "owner": "me"}, `unknown field "owner"`},
 	} {
 		code, body := a.do(http.MethodPost, "/api/v1/orgs", adminToken, tt.body)
@@ -86,12 +95,21 @@ func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testin
 	org := body["organization"].(map[string]any)
 	path := fmt.Sprintf("/api/v1/orgs/%d", int64(org["orgId"].(float64)))
 
+	require.Equal(t, "free", org["plan"], "a new organization's plan")
+	require.InDelta(t, 3, org["maxTenants"], 0, "the free plan's quota")
+	require.Nil(t, org["maxTenantsOverride"])
+
+	code, body = a.do(http.MethodPatch, path, adminToken, map[string]any{"maxTenants": 7})
+	require.Equal(t, http.StatusOK, code, "%v", body)
 	code, body = a.do(http.MethodPatch, path, adminToken, map[string]any{"plan": "pro"})
 	require.Equal(t, http.StatusOK, code, "%v", body)
 	updated := body["organization"].(map[string]any)
 	require.Equal(t, "pro", updated["plan"])
-	require.Equal(t, org["maxTenants"], updated["maxTenants"], "a field left out is kept")
+	require.InDelta(t, 7, updated["maxTenants"], 0, "a field left out is kept")
 	require.NotEqual(t, org["updatedAt"], updated["updatedAt"])
+	code, body = a.do(http.MethodPatch, path, adminToken, map[string]any{"maxTenants": nil})
+	require.Equal(t, http.StatusOK, code, "%v", body)
+	require.InDelta(t, 25, body["organization"].(map[string]any)["maxTenants"], 0, "null drops the organization's own quota: the pro plan's applies")
 
 	_, err := a.Pool.Exec(t.Context(), `INSERT INTO tenant_keys (digest, env_id, org_id, name, prefix) VALUES ('g1', 20, $1, 'g1', 'sk_tenant_g'), ('g2', 21, $1, 'g2', 'sk_tenant_h')`,
 		int64(org["orgId"].(float64)))
@@ -107,6 +125,7 @@ func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testin
 	}{
 		{map[string]any{}, "nothing to change"},
 		{map[string]any{"plan": "gold", "maxTenants": 20000}, `(default free); maxTenants 20000 is out of range`},
+		{map[string]any{"maxTenants": "many"}, `maxTenants`},
 		{map[string]any{"name": "renamed"}, `unknown field "name"`},
 	} {
 		code, body := a.do(http.MethodPatch, path, adminToken, tt.body)
@@ -117,7 +136,7 @@ func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testin
 	require.Equal(t, http.StatusNotFound, code)
 
 	entries := a.audit("?action=org.update")
-	require.Len(t, entries, 6, "every update asked for is audited, refused ones too")
+	require.Len(t, entries, 9, "every update asked for is audited, refused ones too")
 	require.Equal(t, "not_found", entries[0]["outcome"])
 	require.Equal(t, "ok", entries[len(entries)-1]["outcome"])
 }

@@ -32,9 +32,13 @@ const (
 // whichever replica they land and the database's clock measuring the refill, so replicas'
 // clocks do not matter. A KV bucket needs a read and a compare-and-swap, retried under
 // contention, for the same effect. The table is UNLOGGED, so a request costs no WAL.
+//
+// A tenant's bucket of task creations is its organization's plan's (requestsPerMinute, burst);
+// its bucket of reads is the platform's. api_rate_limits overrides either for one tenant.
 type limiter struct {
-	pool     *pgxpool.Pool
-	defaults map[rateClass]bucketLimit
+	pool  *pgxpool.Pool
+	plans *plans
+	read  bucketLimit
 }
 
 type bucketLimit struct {
@@ -42,11 +46,17 @@ type bucketLimit struct {
 	burst     int
 }
 
-func newLimiter(pool *pgxpool.Pool, cfg RateLimits) *limiter {
-	return &limiter{pool: pool, defaults: map[rateClass]bucketLimit{
-		classCreate: {cfg.CreatePerMinute, cfg.CreateBurst},
-		classRead:   {cfg.ReadPerMinute, cfg.ReadBurst},
-	}}
+func newLimiter(pool *pgxpool.Pool, plans *plans, cfg RateLimits) *limiter {
+	return &limiter{pool: pool, plans: plans, read: bucketLimit{cfg.ReadPerMinute, cfg.ReadBurst}}
+}
+
+// limitOf is tenant t's bucket of class, unless api_rate_limits overrides it.
+func (l *limiter) limitOf(t Tenant, class rateClass) bucketLimit {
+	if class == classCreate {
+		p := l.plans.limits(t.Plan)
+		return bucketLimit{p.RequestsPerMinute, p.Burst}
+	}
+	return l.read
 }
 
 // decision is the outcome of taking a token.
@@ -57,11 +67,10 @@ type decision struct {
 	retryAfter time.Duration // when denied: until a token is there
 }
 
-// take takes a token from tenant envID's bucket of class. The bucket refills at its rate up to
-// its burst, on the database's clock; a request that finds less than one token is denied and
-// takes nothing.
-func (l *limiter) take(ctx context.Context, envID int64, class rateClass) (decision, error) {
-	def := l.defaults[class]
+// take takes a token from tenant envID's bucket of class, whose limit is def unless
+// api_rate_limits overrides it. The bucket refills at its rate up to its burst, on the
+// database's clock; a request that finds less than one token is denied and takes nothing.
+func (l *limiter) take(ctx context.Context, envID int64, class rateClass, def bucketLimit) (decision, error) {
 	var d decision
 	var rate float64
 	err := l.pool.QueryRow(ctx, `
@@ -97,7 +106,8 @@ func (l *limiter) take(ctx context.Context, envID int64, class rateClass) (decis
 func (l *limiter) middleware(class rateClass) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			d, err := l.take(c.Request().Context(), tenantOf(c).EnvID, class)
+			t := tenantOf(c)
+			d, err := l.take(c.Request().Context(), t.EnvID, class, l.limitOf(t, class))
 			if err != nil {
 				return err
 			}
@@ -105,14 +115,15 @@ func (l *limiter) middleware(class rateClass) echo.MiddlewareFunc {
 			h.Set("RateLimit-Limit", strconv.Itoa(int(d.burst)))
 			h.Set("RateLimit-Remaining", strconv.Itoa(int(math.Floor(d.remaining))))
 			if !d.allowed {
-				what := "task creations"
-				if class == classRead {
-					what = "requests to tasks"
+				what, wayOut := "requests to tasks", ""
+				if class == classCreate {
+					what, wayOut = "task creations", fmt.Sprintf(", or move the organization to a plan with a higher rate (it is on %q)", t.Plan)
 				}
 				return &httpx.Error{
-					Status:     http.StatusTooManyRequests,
-					Code:       "rate_limited",
-					Message:    fmt.Sprintf("too many %s: the limit is %d at once, refilled over time; retry after %d seconds", what, int(d.burst), int(d.retryAfter/time.Second)),
+					Status: http.StatusTooManyRequests,
+					Code:   "rate_limited",
+					Message: fmt.Sprintf("too many %s: the limit is %d at once, refilled over time; retry after %d seconds%s",
+						what, int(d.burst), int(d.retryAfter/time.Second), wayOut),
 					RetryAfter: d.retryAfter,
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 )
 
 // Config is what the API reads at start.
@@ -30,11 +32,18 @@ type Config struct {
 	MaxBodyBytes int64
 	// Converge configures the convergence endpoints; zero fields take their defaults.
 	Converge ConvergeConfig
+	// Plans is a plan file (plans.go) whose plans replace the built-in ones of the same name
+	// and add others; empty keeps the built-in plans.
+	Plans string
+	// PlansReload is how often the plan file is checked for changes; 0 never checks.
+	PlansReload time.Duration
 }
 
 // RegisterFlags registers the API's flags on fs, prefixed "api.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "api.max-body-bytes", 1<<20, "largest request body the API accepts, in bytes")
+	fs.StringVar(&c.Plans, "plans", "", "plan file (JSON) whose plans replace the built-in ones of the same name and add others; empty keeps the built-in plans")
+	fs.DurationVar(&c.PlansReload, "plans-reload", 30*time.Second, "how often the plan file is checked for changes; 0 never")
 	c.Converge.RegisterFlags(fs)
 }
 
@@ -45,6 +54,8 @@ func (c Config) Validate() error {
 		return errors.New("admin token must be at least 16 characters: set CONVERGENCE_ADMIN_TOKEN, or leave it unset to have one generated")
 	case c.MaxBodyBytes < 1024:
 		return errors.New("api.max-body-bytes must be at least 1024")
+	case c.PlansReload < 0:
+		return errors.New("plans-reload must not be negative")
 	}
 	return c.Converge.Validate()
 }
@@ -70,6 +81,7 @@ type Service struct {
 	logger *slog.Logger
 	// adminID names the admin token in the audit log (adminTokenID).
 	adminID string
+	plans   *plans
 }
 
 // New wires the API and registers its routes on deps.Echo (and deps.AdminEcho); it starts
@@ -84,6 +96,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		logger:  deps.Logger.With("service", "api"),
 		adminID: adminTokenID(cfg.AdminToken),
 	}
+	conv, tasks := s.convergeConfig(), taskspec.DefaultLimits()
+	platform := planLimits{MaxTenants: maxMaxTenants, RequestsPerMinute: conv.RateLimit.CreatePerMinute, Burst: conv.RateLimit.CreateBurst,
+		TasksInFlight: conv.MaxTenantTasks, MaxRounds: tasks.MaxRoundsCap, Models: []string{"*"}}
+	var err error
+	if s.plans, err = newPlans(cfg.Plans, platform, tasks.MaxRoundsCap, s.logger, deps.Registry); err != nil {
+		return nil, err
+	}
 	s.routes(deps.Echo)
 	return s, nil
 }
@@ -96,6 +115,9 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.keyFacts().Run(gctx) })
 	g.Go(func() error { return s.taskEnds().Run(gctx) })
 	g.Go(func() error { return s.forgetKeys(gctx) })
+	if s.cfg.Plans != "" && s.cfg.PlansReload > 0 {
+		g.Go(func() error { s.plans.watch(gctx, s.cfg.PlansReload); return nil })
+	}
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
@@ -116,11 +138,7 @@ func (s *Service) routes(e *echo.Echo) {
 	admin.GET("/whoami", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "admin"})
 	})
-	tenant.GET("/me", func(c echo.Context) error {
-		t := tenantOf(c)
-		return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name,
-			"keyId": t.KeyID, "keyExpiresAt": t.KeyExpiresAt})
-	})
+	tenant.GET("/me", s.me)
 
 	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; tenant_keys.go; orgs.go
 	admin.GET("/audit", s.listAudit)

@@ -163,7 +163,7 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 // admit has the provisioner admit the tenant sp describes, opens its key, and records the
 // key's digest, which tenants authenticate with.
 func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (events.TenantView, string, error) {
-	orgID, maxTenants, err := h.org(ctx, sp.orgID)
+	orgID, limits, err := h.org(ctx, sp.orgID)
 	if err != nil {
 		return events.TenantView{}, "", err
 	}
@@ -172,12 +172,12 @@ func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (
 		return events.TenantView{}, "", err
 	}
 	adm, err := natsrpc.Call[events.TenantAdmission, events.TenantAdmitted](ctx, h.s.deps.NC, events.SubjectTenantAdmit, events.TenantAdmission{
-		OrgID: orgID, MaxTenants: maxTenants, Name: sp.name, Language: sp.language, Framework: sp.framework, Image: sp.image,
+		OrgID: orgID, MaxTenants: limits.MaxTenants, Name: sp.name, Language: sp.language, Framework: sp.framework, Image: sp.image,
 		Limits: events.Limits{MemoryBytes: sp.memoryBytes, NanoCPUs: sp.nanoCPUs, PIDs: sp.pids}, Egress: sp.egress,
 		ReplyKey: recv.PublicKey(), RequestID: requestID,
 	})
 	if err != nil {
-		return events.TenantView{}, "", admissionError(err)
+		return events.TenantView{}, "", admissionError(err, orgID, limits)
 	}
 	envID := adm.Tenant.EnvID
 	key, err := recv.Open(envID, adm.SealedKey)
@@ -250,29 +250,32 @@ func failedSpawnBody(c echo.Context, v tenantView) map[string]any {
 	}
 }
 
-// org returns organization orgID (0: the default one) and its tenant quota, which the
+// org returns organization orgID (0: the default one) and its limits, whose tenant quota the
 // provisioner enforces at admission.
-func (h *tenantAPI) org(ctx context.Context, orgID int64) (int64, int, error) {
-	var maxTenants int
+func (h *tenantAPI) org(ctx context.Context, orgID int64) (int64, planLimits, error) {
+	var plan string
+	var maxTenants *int
 	err := h.s.deps.Pool.QueryRow(ctx, `
-		SELECT id, max_tenants FROM organizations WHERE CASE WHEN $1 = 0 THEN name = 'default' ELSE id = $1 END`, orgID).
-		Scan(&orgID, &maxTenants)
+		SELECT id, plan, max_tenants FROM organizations WHERE CASE WHEN $1 = 0 THEN name = 'default' ELSE id = $1 END`, orgID).
+		Scan(&orgID, &plan, &maxTenants)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
+		return 0, planLimits{}, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("read organization: %w", err)
+		return 0, planLimits{}, fmt.Errorf("read organization: %w", err)
 	}
-	return orgID, maxTenants, nil
+	return orgID, h.s.orgLimits(plan, maxTenants), nil
 }
 
-// admissionError is the HTTP answer to a refused admission.
-func admissionError(err error) error {
+// admissionError is the HTTP answer to a refused admission of a tenant of organization orgID,
+// which has limits.
+func admissionError(err error, orgID int64, limits planLimits) error {
 	var e *natsrpc.Error
 	if errors.As(err, &e) {
 		switch {
 		case e.Reason == events.ReasonTenantLimit:
-			return &httpx.Error{Status: http.StatusConflict, Code: "tenant_limit", Message: e.Message}
+			return quotaExceeded("maxTenants: organization %d has %d tenants, its quota on plan %q; destroy one, or raise the quota with "+
+				"PATCH /api/v1/orgs/%d (a larger plan, or maxTenants)", orgID, limits.MaxTenants, limits.Plan, orgID)
 		case e.Reason == events.ReasonNoFreePort:
 			return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "no_free_port", RetryAfter: 30 * time.Second, Message: e.Message}
 		case e.Code == natsrpc.CodeUnavailable:

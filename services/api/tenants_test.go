@@ -212,8 +212,9 @@ func TestSpawn_OrgFullOrUnknown_ProvisionerNeverStarted_PortsExhausted(t *testin
 	code, _ = spawn(map[string]any{"name": "one", "orgId": tiny})
 	require.Equal(t, http.StatusAccepted, code)
 	code, body = spawn(map[string]any{"name": "two", "orgId": tiny})
-	require.Equal(t, http.StatusConflict, code)
-	require.Equal(t, "tenant_limit", errorCode(body))
+	require.Equal(t, http.StatusForbidden, code)
+	require.Equal(t, "quota_exceeded", errorCode(body))
+	require.Contains(t, errorMessage(body), `has 1 tenants, its quota on plan "free"; destroy one, or raise the quota with PATCH /api/v1/orgs/`)
 
 	_, err := a.Pool.Exec(t.Context(), `DELETE FROM tenant_ports WHERE env_id IS NULL`)
 	require.NoError(t, err)
