@@ -137,3 +137,20 @@ type KnownTasks struct {
 	TaskIDs []string       `json:"taskIds"`
 	Records []FinishedTask `json:"records,omitempty"`
 }
+
+// SubjectModelResolve is where the converger says which provider and model a task naming a
+// model would call, for the API to check the price of before it accepts the task.
+const SubjectModelResolve = "converger.model.resolve"
+
+// ModelQuery (on SubjectModelResolve) names the model of a task; empty is the provider's
+// default. It is answered by ModelResolved.
+type ModelQuery struct {
+	Model string `json:"model,omitempty"`
+}
+
+// ModelResolved is the provider a task would call and the model it would ask for: the query's,
+// or the provider's configured default (empty when the converger does not know it).
+type ModelResolved struct {
+	Provider string `json:"provider"`
+	Model    string `json:"model,omitempty"`
+}

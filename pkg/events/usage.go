@@ -12,7 +12,26 @@ const (
 	SubjectUsageSummary   = "metering.usage.summary"
 	SubjectUsageUnpriced  = "metering.usage.unpriced"
 	SubjectUsageReconcile = "metering.usage.reconcile"
+	SubjectPriceLookup    = "metering.prices.lookup"
 )
+
+// PriceQuery (on SubjectPriceLookup) asks what the price table in force charges for a
+// provider's model, answered by ModelPrice.
+type PriceQuery struct {
+	Provider string `json:"provider"`
+	Model    string `json:"model,omitempty"`
+}
+
+// ModelPrice is a model's price in the table in force, in micro-units of Currency per million
+// tokens; Priced false means the table has no price for it, so its usage could not be billed.
+type ModelPrice struct {
+	Priced                 bool   `json:"priced"`
+	Currency               string `json:"currency"`
+	PriceVersion           string `json:"priceVersion"`
+	InputPerMillionMicros  int64  `json:"inputPerMillionMicros"`
+	OutputPerMillionMicros int64  `json:"outputPerMillionMicros"`
+	CachedPerMillionMicros int64  `json:"cachedPerMillionMicros"`
+}
 
 // UsageQuery (on SubjectUsageSummary) asks for usage over a period, answered by a
 // UsageSummary. The metering checks it and answers what is wrong with it.

@@ -27,6 +27,7 @@ type convergeAPI struct {
 	cfg     ConvergeConfig
 	limits  taskspec.Limits
 	limiter *limiter
+	prices  *modelPrices
 	backlog *backlog
 	waits   *tenantSlots
 	streams *tenantSlots
@@ -54,6 +55,7 @@ func (s *Service) convergeRoutes(tenant, openAI *echo.Group) {
 		cfg:     cfg,
 		limits:  taskspec.DefaultLimits(),
 		limiter: newLimiter(s.deps.Pool, s.plans, cfg.RateLimit),
+		prices:  newModelPrices(s.deps.NC),
 		backlog: newBacklog(s.deps.JS, cfg.MaxBacklog),
 		waits:   newTenantSlots("sync waits", cfg.MaxTenantWaits),
 		streams: newTenantSlots("progress streams", cfg.MaxTenantStreams),
@@ -88,7 +90,7 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		v, err := validate(in, shortcut, h.limits, h.s.plans.limits(tenantOf(c).Plan))
+		v, err := h.check(c, in, shortcut)
 		if err != nil {
 			return err
 		}
@@ -106,6 +108,17 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 		}
 		return h.answer(c, http.StatusAccepted, tenantOf(c).EnvID, id)
 	}
+}
+
+// check validates in for the request's tenant against the platform's limits and its plan's,
+// and checks that its model is priced.
+func (h *convergeAPI) check(c echo.Context, in convergeInput, shortcut taskspec.TaskType) (validated, error) {
+	plan := h.s.plans.limits(tenantOf(c).Plan)
+	v, err := validate(in, shortcut, h.limits, plan)
+	if err != nil {
+		return v, err
+	}
+	return v, h.prices.checkPriced(c.Request().Context(), v.request.Model, plan)
 }
 
 // submit queues the task v describes for the request's tenant and, unless async, waits up to

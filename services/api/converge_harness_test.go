@@ -27,6 +27,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsauth"
+	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -39,6 +40,7 @@ import (
 	"github.com/convergence-dev/convergence/services/converger/llm"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
+	"github.com/convergence-dev/convergence/services/metering"
 )
 
 // convergeEnv is the platform's convergence path in one process, on a fresh database and
@@ -126,7 +128,26 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 
 	relay := outbox.NewRelay(ob, srv.JetStreamAs(natsauth.API), outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry())
 	c.goRun(relay.Run)
+	c.goRun(c.metering(t).Run)
+	nc := srv.Connect()
+	require.Eventually(t, func() bool {
+		_, err := natsrpc.Call[events.PriceQuery, events.ModelPrice](t.Context(), nc, events.SubjectPriceLookup, events.PriceQuery{Provider: "simulated"})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the metering answers")
 	return c
+}
+
+// metering wires a metering on the environment's database and JetStream, which records the
+// tasks' usage and answers the API's questions about prices; it starts nothing.
+func (c *convergeEnv) metering(t testing.TB) *metering.Service {
+	t.Helper()
+	nc := c.nats.ConnectAs(natsauth.Metering)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: c.db.For(t, pgrole.Metering), NC: nc, JS: js,
+		Logger: testLogger(), Registry: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	return svc
 }
 
 // serveAPI serves another replica of the API on the environment's database and JetStream

@@ -148,10 +148,16 @@ func (a *testAPI) startConverger() {
 // answer the usage questions the API asks it.
 func (a *testAPI) startMetering() {
 	a.t.Helper()
+	a.startMeteringWith(metering.Config{})
+}
+
+// startMeteringWith is startMetering configured by cfg.
+func (a *testAPI) startMeteringWith(cfg metering.Config) {
+	a.t.Helper()
 	nc := a.nats.ConnectAs(natsauth.Metering)
 	js, err := jetstream.New(nc)
 	require.NoError(a.t, err)
-	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: a.db.For(a.t, pgrole.Metering), NC: nc, JS: js,
+	svc, err := metering.New(cfg, metering.Deps{Pool: a.db.For(a.t, pgrole.Metering), NC: nc, JS: js,
 		Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(a.t, err)
 	runUntilEnd(a.t, svc.Run)

@@ -157,7 +157,7 @@ func (h *convergeAPI) chatCompletion(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := validate(in, typ, h.limits, h.s.plans.limits(tenantOf(c).Plan))
+	v, err := h.check(c, in, typ)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/metering"
 )
 
 // createOrg creates an organization on plan and returns its id.
@@ -26,6 +27,7 @@ func TestPlans_Free_RoundsModelsTasksInFlightAndRate_MeShowsLimitsAndUse(t *test
 	t.Parallel()
 	a := newTestAPI(t)
 	a.startConverger()
+	a.startMetering()
 	orgID := a.createOrg("thrifty", "free")
 	_, key := a.insertTenantOf(orgID, "thrifty-app", "running")
 
@@ -160,4 +162,36 @@ func TestPlans_BadFileAtStart_RefusesToStart(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte(`{"plans": [{"name": "pro", "burst": 0}]}`), 0o600))
 	_, err := api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Plans: file}, api.Deps{Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.ErrorContains(t, err, `plans[0] (pro): "burst" must be 1 to 1000000`)
+}
+
+func TestModels_UnpricedRefused_FreeOnlyAtZero_NoMeteringRefusesAll(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	a.startConverger()
+	_, key := a.insertTenant("pricey", "running")
+	create := func(model string) (int, map[string]any) {
+		t.Helper()
+		return a.do(http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a cache.", "async": true, "model": model})
+	}
+	code, body := create("")
+	require.Equal(t, http.StatusServiceUnavailable, code, "%v", body)
+	require.Contains(t, errorMessage(body), "the metering, which keeps the prices, is unavailable", "nothing runs that might not be billed")
+	code, body = a.do(http.MethodPost, "/v1/chat/completions", key, map[string]any{"model": "convergence-design",
+		"messages": []map[string]any{{"role": "user", "content": "hi"}}})
+	require.Equal(t, http.StatusServiceUnavailable, code, "the OpenAI surface checks the price too: %v", body)
+
+	prices := filepath.Join(t.TempDir(), "prices.json")
+	require.NoError(t, os.WriteFile(prices, []byte(`{"version": "t1", "currency": "USD", "containerSecond": "0", "models": [
+		{"provider": "simulated", "model": "simulated-*", "inputPerMillion": "0", "outputPerMillion": "0"},
+		{"provider": "simulated", "model": "costly*", "inputPerMillion": "1", "outputPerMillion": "2"}]}`), 0o600))
+	a.startMeteringWith(metering.Config{Prices: prices})
+	code, body = create("")
+	require.Equal(t, http.StatusAccepted, code, "the default model, listed at zero: %v", body)
+	code, body = create("costly-2")
+	require.Equal(t, http.StatusAccepted, code, "%v", body)
+	code, body = create("mystery-1")
+	require.Equal(t, http.StatusBadRequest, code, "%v", body)
+	require.Equal(t, "model_not_priced", errorCode(body))
+	require.Contains(t, errorMessage(body), `model: mystery-1 of provider simulated has no price in the price table in force (t1)`)
+	require.Contains(t, errorMessage(body), `plan "unlimited" allows *`)
 }

@@ -212,6 +212,18 @@ func (c Config) engineConfig() engine.Config {
 	return engine.Config{Limits: engine.Limits{DefaultTimeout: c.DefaultTimeout, DefaultTokenBudget: c.DefaultTokenBudget}}
 }
 
+// defaultModel is the model the provider of kind is asked for when a task names none.
+func (c Config) defaultModel(kind string) string {
+	switch kind {
+	case ProviderOpenAI:
+		return c.OpenAI.Model
+	case ProviderAnthropic:
+		return c.Anthropic.Model
+	default:
+		return simulated.DefaultModel
+	}
+}
+
 // newProvider builds the configured provider, each attempt counted in reg's metrics, wrapped in
 // retries. It makes no request.
 func (c Config) newProvider(kind string, logger *slog.Logger, reg prometheus.Registerer) (llm.Provider, error) {

@@ -33,7 +33,17 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectWebhookSecret, queryTimeout, s.webhookSecret)
 	natsrpc.Handle(srv, events.SubjectTasksFinished, queryTimeout, s.finishedTasks)
 	natsrpc.Handle(srv, events.SubjectTasksKnown, queryTimeout, s.knownTasks)
+	natsrpc.Handle(srv, events.SubjectModelResolve, queryTimeout, s.resolveModel)
 	return srv
+}
+
+// resolveModel answers a ModelQuery: the provider this converger calls, and the model a task
+// naming q.Model asks it for. Every converger of a platform has the same provider.
+func (s *Service) resolveModel(_ context.Context, q events.ModelQuery) (events.ModelResolved, error) {
+	if q.Model == "" {
+		q.Model = s.defaultModel
+	}
+	return events.ModelResolved{Provider: s.provider.Name(), Model: q.Model}, nil
 }
 
 // taskState answers a TaskQuery.

@@ -46,6 +46,9 @@ type Service struct {
 	logger       *slog.Logger
 	providerKind string
 	provider     llm.Provider
+	// defaultModel is the model the provider is asked for when a task names none; empty for a
+	// provider given in Deps.
+	defaultModel string
 	engine       *engine.Engine
 	writer       *tasks.Writer
 	secrets      *webhook.Secrets
@@ -99,6 +102,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("converger: %w", err)
 		}
 		s.providerKind = kind
+		s.defaultModel = cfg.defaultModel(kind)
 	}
 	var err error
 	if s.engine, err = engine.New(cfg.engineConfig(), s.provider, s.logger); err != nil {

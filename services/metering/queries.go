@@ -33,6 +33,7 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectUsageSummary, queryTimeout, s.summary)
 	natsrpc.Handle(srv, events.SubjectUsageUnpriced, queryTimeout, s.unpriced)
 	natsrpc.Handle(srv, events.SubjectUsageReconcile, reconcileTimeout, s.reconcileQuery)
+	natsrpc.Handle(srv, events.SubjectPriceLookup, queryTimeout, s.price)
 	return srv
 }
 
@@ -120,6 +121,17 @@ func groupOf(groupBy []ledger.Dimension, g ledger.Group) events.UsageGroup {
 		out.Month = g.Period.Format("2006-01")
 	}
 	return out
+}
+
+// price answers a PriceQuery from the price table in force.
+func (s *Service) price(_ context.Context, q events.PriceQuery) (events.ModelPrice, error) {
+	prices := *s.prices.Load()
+	out := events.ModelPrice{Currency: prices.Currency(), PriceVersion: prices.Label()}
+	if r, ok := prices.Lookup(q.Provider, q.Model); ok {
+		out.Priced = true
+		out.InputPerMillionMicros, out.OutputPerMillionMicros, out.CachedPerMillionMicros = int64(r.Input), int64(r.Output), int64(r.Cached)
+	}
+	return out, nil
 }
 
 // unpriced lists the models whose usage arrived without a price.

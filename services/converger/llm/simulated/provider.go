@@ -93,12 +93,15 @@ func (s Scenario) Curve() Curve {
 	}
 }
 
+// DefaultModel is the model the simulated provider reports when a request names none.
+const DefaultModel = "simulated-1"
+
 // Config configures a [Provider]. The zero value is a zero-latency converging provider.
 type Config struct {
 	// Name is reported by Provider.Name; default "simulated".
 	Name string
 	// Model is reported as the answering model when a request names none; default
-	// "simulated-1".
+	// DefaultModel.
 	Model string
 	// Latency is how long each call waits before answering.
 	Latency time.Duration
@@ -124,7 +127,7 @@ func New(cfg Config) *Provider {
 		cfg.Name = "simulated"
 	}
 	if cfg.Model == "" {
-		cfg.Model = "simulated-1"
+		cfg.Model = DefaultModel
 	}
 	if cfg.Scenario == "" {
 		cfg.Scenario = Converge
