@@ -136,3 +136,62 @@ type ReconcileRequest struct {
 type Reconciliation struct {
 	Report json.RawMessage `json:"report"`
 }
+
+// Subjects of the budgets' reservations, which the metering keeps: a run's worst-case cost is
+// reserved before it is accepted and settles to the ledger's exact cost when its usage is
+// recorded.
+const (
+	SubjectBudgetReserve = "metering.budget.reserve"
+	SubjectBudgetRelease = "metering.budget.release"
+	SubjectBudgetUsage   = "metering.budget.usage"
+)
+
+// ReasonBudgetExceeded is the reason of the refusal of a reservation that does not fit.
+const ReasonBudgetExceeded = "budget_exceeded"
+
+// BudgetReservation (on SubjectBudgetReserve) asks to reserve the cost of Tokens tokens of a
+// provider's model, at its highest rate, for task TaskID of a tenant, against the monthly
+// limits given (nil: none). It is answered by BudgetReserved, or refused with
+// ReasonBudgetExceeded saying what remains. Asking again for the same task answers the first
+// reservation.
+type BudgetReservation struct {
+	TaskID            string `json:"taskId"`
+	OrgID             int64  `json:"orgId"`
+	EnvID             int64  `json:"envId"`
+	Provider          string `json:"provider"`
+	Model             string `json:"model,omitempty"`
+	Tokens            int64  `json:"tokens"`
+	OrgLimitMicros    *int64 `json:"orgLimitMicros,omitempty"`
+	TenantLimitMicros *int64 `json:"tenantLimitMicros,omitempty"`
+}
+
+// BudgetReserved is a reservation made.
+type BudgetReserved struct {
+	AmountMicros int64  `json:"amountMicros"`
+	Currency     string `json:"currency"`
+}
+
+// BudgetRelease (on SubjectBudgetRelease) gives back the reservation of a task that was not
+// accepted after all; answered by an empty BudgetReleased.
+type BudgetRelease struct {
+	TaskID string `json:"taskId"`
+}
+
+// BudgetReleased answers a BudgetRelease.
+type BudgetReleased struct{}
+
+// BudgetUsageQuery (on SubjectBudgetUsage) asks what an organization (EnvID 0) or a tenant has
+// spent this UTC month and has reserved, answered by BudgetUsage.
+type BudgetUsageQuery struct {
+	OrgID int64 `json:"orgId"`
+	EnvID int64 `json:"envId,omitempty"`
+}
+
+// BudgetUsage is the spend of a BudgetUsageQuery's organization or tenant: the ledger's cost
+// this month (Month, YYYY-MM, UTC) and the reservations of the runs not recorded yet.
+type BudgetUsage struct {
+	Month          string `json:"month"`
+	Currency       string `json:"currency"`
+	SpentMicros    int64  `json:"spentMicros"`
+	ReservedMicros int64  `json:"reservedMicros"`
+}

@@ -30,9 +30,10 @@ const (
 	auditKeyRevoke           = "key.revoke"
 	auditWebhookSecretRotate = "webhook_secret.rotate"
 	auditUsageRepair         = "usage.repair"
+	auditBudgetSet           = "budget.set"
 )
 
-var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate, auditUsageRepair}
+var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate, auditUsageRepair, auditBudgetSet}
 
 // auditWriteTimeout bounds writing one audit entry, which goes on after the client left.
 const auditWriteTimeout = 5 * time.Second

@@ -160,7 +160,7 @@ func (h *convergeAPI) submit(c echo.Context, v validated, async bool, wait time.
 	if err := h.backlog.admit(ctx); err != nil {
 		return "", false, err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), key, h.s.plans.limits(t.Plan)); err != nil {
+	if err := h.record(ctx, t, v.event(id, t), httpx.RequestID(c), key); err != nil {
 		if errors.Is(err, errIdempotencyKeyTaken) {
 			// A concurrent request with the key recorded its task first.
 			e, lerr := h.lookup(ctx, t.EnvID, key)
@@ -224,9 +224,24 @@ func (h *convergeAPI) answer(c echo.Context, status int, envID int64, id string)
 	return c.JSON(status, taskAnswer{Success: true, TaskID: id, Task: st.Task})
 }
 
-// record writes the API's record of task req.TaskID and its converge.request in one round trip,
-// unless the tenant already has the tasks in flight its plan allows.
-func (h *convergeAPI) record(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency, plan planLimits) error {
+// record writes the API's record of task req.TaskID of tenant t and its converge.request in one
+// round trip, unless the tenant already has the tasks in flight its plan allows, after it
+// reserved the run's worst case against the tenant's budgets (reserve); a run not recorded
+// gives its reservation back.
+func (h *convergeAPI) record(ctx context.Context, t Tenant, req events.ConvergeRequest, requestID string, key *idempotency) error {
+	release, err := h.reserve(ctx, t, &req)
+	if err != nil {
+		return err
+	}
+	if err := h.write(ctx, req, requestID, key, h.s.plans.limits(t.Plan)); err != nil {
+		release()
+		return err
+	}
+	return nil
+}
+
+// write writes the record and the event of record.
+func (h *convergeAPI) write(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency, plan planLimits) error {
 	env, err := events.NewEnvelope(eventSource, events.TypeConvergeRequest, req.TaskID, requestID, req)
 	if err != nil {
 		return err

@@ -28,6 +28,11 @@ type ConvergeConfig struct {
 	// tenant holds open on one API replica at once; beyond them it gets 429. Defaults 50, 20.
 	MaxTenantWaits   int
 	MaxTenantStreams int
+	// BudgetTurnTokens is the token cap of one turn (its input and output) that a run's worst
+	// case is reckoned with when the run is reserved against a budget and sets no tokenBudget
+	// of its own: (maxRounds × 2 + 1) turns of it, which becomes the run's token budget.
+	// Default 8000.
+	BudgetTurnTokens int64
 }
 
 // MaxSyncWait is the longest wait a caller may ask for with "Prefer: wait".
@@ -52,6 +57,7 @@ func DefaultConvergeConfig() ConvergeConfig {
 		MaxTenantTasks:   100,
 		MaxTenantWaits:   50,
 		MaxTenantStreams: 20,
+		BudgetTurnTokens: 8000,
 		RateLimit: RateLimits{
 			CreatePerMinute: 60,
 			CreateBurst:     30,
@@ -69,6 +75,7 @@ func (c *ConvergeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxTenantTasks, "api.converge.max-tenant-tasks", d.MaxTenantTasks, "unfinished convergence tasks one tenant may have at once before it is answered 429, where its plan sets no tasksInFlight")
 	fs.IntVar(&c.MaxTenantWaits, "api.converge.max-tenant-waits", d.MaxTenantWaits, "sync waits one tenant may hold open on one API replica before it is answered 429")
 	fs.IntVar(&c.MaxTenantStreams, "api.converge.max-tenant-streams", d.MaxTenantStreams, "progress streams one tenant may hold open on one API replica before it is answered 429")
+	fs.Int64Var(&c.BudgetTurnTokens, "api.budget.turn-tokens", d.BudgetTurnTokens, "tokens of one turn, input and output, that a run's worst case is reserved against a budget with when it sets no tokenBudget")
 	fs.Float64Var(&c.RateLimit.CreatePerMinute, "api.ratelimit.create-per-minute", d.RateLimit.CreatePerMinute, "convergence tasks a tenant may create per minute, sustained, where its plan sets no requestsPerMinute")
 	fs.IntVar(&c.RateLimit.CreateBurst, "api.ratelimit.create-burst", d.RateLimit.CreateBurst, "convergence tasks a tenant may create at once, where its plan sets no burst")
 	fs.Float64Var(&c.RateLimit.ReadPerMinute, "api.ratelimit.read-per-minute", d.RateLimit.ReadPerMinute, "task reads, progress streams and cancels a tenant may make per minute, sustained")
@@ -84,6 +91,8 @@ func (c ConvergeConfig) Validate() error {
 		return fmt.Errorf("api.converge.max-backlog %d: use 1 or more", c.MaxBacklog)
 	case c.MaxTenantTasks < 0:
 		return fmt.Errorf("api.converge.max-tenant-tasks %d: use 1 or more", c.MaxTenantTasks)
+	case c.BudgetTurnTokens < 0:
+		return fmt.Errorf("api.budget.turn-tokens %d: use 1 or more", c.BudgetTurnTokens)
 	case c.MaxTenantWaits < 0 || c.MaxTenantStreams < 0:
 		return errors.New("api.converge.max-tenant-waits and max-tenant-streams: use 1 or more")
 	case c.RateLimit.CreatePerMinute < 0 || c.RateLimit.ReadPerMinute < 0:
@@ -111,6 +120,9 @@ func (c ConvergeConfig) withDefaults() ConvergeConfig {
 	}
 	if c.MaxTenantStreams == 0 {
 		c.MaxTenantStreams = d.MaxTenantStreams
+	}
+	if c.BudgetTurnTokens == 0 {
+		c.BudgetTurnTokens = d.BudgetTurnTokens
 	}
 	if c.RateLimit.CreatePerMinute == 0 {
 		c.RateLimit.CreatePerMinute = d.RateLimit.CreatePerMinute

@@ -70,7 +70,13 @@ func testLogger() *slog.Logger {
 
 func newConvergeEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	t.Helper()
-	c := newAPIEnv(t, latency)
+	return newConvergeEnvWith(t, latency, metering.Config{})
+}
+
+// newConvergeEnvWith is newConvergeEnv with its metering configured by mcfg (its prices).
+func newConvergeEnvWith(t testing.TB, latency time.Duration, mcfg metering.Config) *convergeEnv {
+	t.Helper()
+	c := newAPIEnvWith(t, latency, mcfg)
 	c.goRun(c.converger(t).Run)
 	return c
 }
@@ -107,6 +113,12 @@ func (c *convergeEnv) convergerWith(t testing.TB, concurrency int) *converger.Se
 // newAPIEnv is newConvergeEnv without the converger: tests play it themselves.
 func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 	t.Helper()
+	return newAPIEnvWith(t, latency, metering.Config{})
+}
+
+// newAPIEnvWith is newAPIEnv with its metering configured by mcfg.
+func newAPIEnvWith(t testing.TB, latency time.Duration, mcfg metering.Config) *convergeEnv {
+	t.Helper()
 	db := pgtest.NewDB(t)
 	pool := db.For(t, pgrole.API)
 	srv := natstest.Start(t)
@@ -128,7 +140,7 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 
 	relay := outbox.NewRelay(ob, srv.JetStreamAs(natsauth.API), outbox.RelayConfig{PollInterval: 50 * time.Millisecond}, testLogger(), prometheus.NewRegistry())
 	c.goRun(relay.Run)
-	c.goRun(c.metering(t).Run)
+	c.goRun(c.metering(t, mcfg).Run)
 	nc := srv.Connect()
 	require.Eventually(t, func() bool {
 		_, err := natsrpc.Call[events.PriceQuery, events.ModelPrice](t.Context(), nc, events.SubjectPriceLookup, events.PriceQuery{Provider: "simulated"})
@@ -139,12 +151,12 @@ func newAPIEnv(t testing.TB, latency time.Duration) *convergeEnv {
 
 // metering wires a metering on the environment's database and JetStream, which records the
 // tasks' usage and answers the API's questions about prices; it starts nothing.
-func (c *convergeEnv) metering(t testing.TB) *metering.Service {
+func (c *convergeEnv) metering(t testing.TB, cfg metering.Config) *metering.Service {
 	t.Helper()
 	nc := c.nats.ConnectAs(natsauth.Metering)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	svc, err := metering.New(metering.Config{}, metering.Deps{Pool: c.db.For(t, pgrole.Metering), NC: nc, JS: js,
+	svc, err := metering.New(cfg, metering.Deps{Pool: c.db.For(t, pgrole.Metering), NC: nc, JS: js,
 		Logger: testLogger(), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	return svc

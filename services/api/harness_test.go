@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,11 +193,21 @@ func (a *testAPI) insertTenantOf(orgID int64, name, status string) (int64, strin
 // do sends a request with a bearer token ("" for none) and decodes the JSON answer.
 func (a *testAPI) do(method, path, token string, body any) (int, map[string]any) {
 	a.t.Helper()
-	var r io.Reader
+	var raw string
 	if body != nil {
 		b, err := json.Marshal(body)
 		require.NoError(a.t, err)
-		r = bytes.NewReader(b)
+		raw = string(b)
+	}
+	return a.doRaw(method, path, token, raw)
+}
+
+// doRaw is do with the body as it is sent ("" for none).
+func (a *testAPI) doRaw(method, path, token, body string) (int, map[string]any) {
+	a.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(a.t.Context(), method, a.URL+path, r)
 	require.NoError(a.t, err)

@@ -299,7 +299,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 	if err := h.backlog.admit(ctx); err != nil {
 		return err
 	}
-	if err := h.record(ctx, v.event(id, t), httpx.RequestID(c), nil, h.s.plans.limits(t.Plan)); err != nil {
+	if err := h.record(ctx, t, v.event(id, t), httpx.RequestID(c), nil); err != nil {
 		return err
 	}
 

@@ -23,6 +23,8 @@ type metrics struct {
 	mergedRows        prometheus.Counter
 	mergeDuration     prometheus.Histogram
 	mergeErrors       prometheus.Counter
+	// budgetReservations counts reservations by outcome: reserved, refused, released.
+	budgetReservations *prometheus.CounterVec
 }
 
 // Event outcomes.
@@ -84,6 +86,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "price_reload_errors_total",
 			Help: "Changed price files that could not be loaded; the prices in force stay.",
 		})),
+		budgetReservations: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "budget_reservations_total",
+			Help: "Reservations of runs' worst-case cost against budgets, by outcome: reserved, refused (over a limit), released (a run not accepted after all).",
+		}, []string{"outcome"})),
 		mergedRows: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "rollup_merged_rows_total",
 			Help: "Rollup deltas merged into the daily and monthly rollups.",

@@ -34,6 +34,9 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectUsageUnpriced, queryTimeout, s.unpriced)
 	natsrpc.Handle(srv, events.SubjectUsageReconcile, reconcileTimeout, s.reconcileQuery)
 	natsrpc.Handle(srv, events.SubjectPriceLookup, queryTimeout, s.price)
+	natsrpc.Handle(srv, events.SubjectBudgetReserve, queryTimeout, s.reserve)
+	natsrpc.Handle(srv, events.SubjectBudgetRelease, queryTimeout, s.release)
+	natsrpc.Handle(srv, events.SubjectBudgetUsage, queryTimeout, s.budgetUsage)
 	return srv
 }
 

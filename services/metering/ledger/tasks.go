@@ -19,7 +19,8 @@ const (
 )
 
 // RecordTasks records a batch of task usage in one transaction: each event's ledger lines,
-// priced with prices, and the rollup deltas they make. Events already in the ledger (by
+// priced with prices, and the rollup deltas they make, and ends the tasks' budget
+// reservations. Events already in the ledger (by
 // event ID) are skipped as duplicates, as are repeats within the batch; events about a task
 // already counted under another event ID are skipped and returned as conflicts. Either every
 // new event of the batch is recorded or, on error, none is. Usage is validated by the caller
@@ -49,6 +50,10 @@ func (s *Store) RecordTasks(ctx context.Context, prices Prices, batch []TaskUsag
 		return lines[i]
 	}
 
+	taskIDs := make([]string, len(batch))
+	for i := range batch {
+		taskIDs[i] = batch[i].TaskID
+	}
 	var res Result
 	record := func(tx pgx.Tx, careful bool) error {
 		res = Result{Duplicates: repeats}
@@ -94,6 +99,8 @@ func (s *Store) RecordTasks(ctx context.Context, prices Prices, batch []TaskUsag
 		}
 		b := &pgx.Batch{}
 		flags.queue(b)
+		// The runs' budget reservations end with the transaction that records their cost.
+		b.Queue(`DELETE FROM budget_reservations WHERE task_id = ANY($1)`, taskIDs)
 		return sendBatch(ctx, tx, b)
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { return record(tx, false) })
