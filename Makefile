@@ -41,6 +41,7 @@ bench: deps ## Run the benchmarks; each prints its figure beside a baseline from
 	$(GO) test -run '^$$' -bench EngineRound -benchtime 2000x ./services/converger/engine/
 	$(GO) test -run '^$$' -bench SyncConverge -benchtime 300x ./services/api/
 	$(GO) test -run '^$$' -bench FairShare -benchtime 10x -timeout 30m ./services/api/
+	$(GO) test -run '^$$' -bench BudgetRace -benchtime 1x -timeout 30m ./services/api/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./services/metering/
 
 .PHONY: dashboards

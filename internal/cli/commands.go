@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // commands are the tenant and org subcommands, in the order help lists them.
@@ -19,9 +20,11 @@ var commands = []command{
 	{group: "tenant", name: "keys list", usage: "ENV_ID [-limit N] [-cursor C]", flags: keysList},
 	{group: "tenant", name: "keys rotate", usage: "ENV_ID [-overlap 24h]", flags: keysRotate},
 	{group: "tenant", name: "keys revoke", usage: "ENV_ID KEY_ID", flags: keysRevoke},
+	{group: "tenant", name: "budget", usage: "ENV_ID [-set AMOUNT|none] [-alert-at 0.5,0.8,1]", flags: budget("tenant")},
 	{group: "org", name: "create", usage: "NAME [-plan P] [-max-tenants N]", flags: orgCreate},
 	{group: "org", name: "list", usage: "", flags: orgList},
 	{group: "org", name: "update", usage: "ORG_ID [-plan P] [-max-tenants N]", flags: orgUpdate},
+	{group: "org", name: "budget", usage: "ORG_ID [-set AMOUNT|none] [-alert-at 0.5,0.8,1]", flags: budget("orgs")},
 }
 
 var usageCommand = command{group: "usage", usage: "[-from DAY] [-to DAY] [-group-by organization,tenant,model,day|month] [-org ID] [-tenant ENV_ID]", flags: usage}
@@ -341,4 +344,50 @@ func groupedBy(a map[string]any, key string) bool {
 		}
 	}
 	return false
+}
+
+var budgetColumns = []column{
+	{"ORG ID", "orgId"}, {"ENV ID", "envId"}, {"MONTHLY LIMIT", "monthlySpendLimit"}, {"SOURCE", "source"}, {"ALERT AT", "alertAt"},
+	{"MONTH", "month"}, {"CURRENCY", "currency"}, {"SPENT", "spent"}, {"RESERVED", "reserved"}, {"REMAINING", "remaining"},
+}
+
+// budget shows an organization's or a tenant's budget (path "orgs" or "tenant"), or sets it
+// with -set: an amount, or "none" to remove it.
+func budget(path string) func(fs *flag.FlagSet) func(*caller, []string) error {
+	return func(fs *flag.FlagSet) func(*caller, []string) error {
+		set := fs.String("set", "", `the new monthly spend limit in currency units ("5.00"), or "none" to remove it`)
+		alertAt := fs.String("alert-at", "", "with -set: fractions of the limit to alert at, comma separated (0.5,0.8,1)")
+		return func(c *caller, args []string) error {
+			id, err := oneArg(args, "ID")
+			if err != nil {
+				return err
+			}
+			method, body := http.MethodGet, any(nil)
+			if *set != "" {
+				put := map[string]any{"monthlySpendLimit": *set}
+				if *set == "none" {
+					put["monthlySpendLimit"] = nil
+				}
+				method, body = http.MethodPut, put
+				if *alertAt != "" {
+					var fractions []float64
+					for _, f := range strings.Split(*alertAt, ",") {
+						v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+						if err != nil {
+							return fmt.Errorf("-alert-at %q: give fractions of the limit such as 0.5,0.8,1", *alertAt)
+						}
+						fractions = append(fractions, v)
+					}
+					put["alertAt"] = fractions
+				}
+			}
+			raw, err := c.do(method, "/api/v1/"+path+"/"+url.PathEscape(id)+"/budget", nil, body)
+			if err != nil {
+				return err
+			}
+			return c.print(raw, func(a map[string]any) error {
+				return vertical(c.out, object(a, "budget"), budgetColumns)
+			})
+		}
+	}
 }

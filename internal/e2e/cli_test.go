@@ -74,6 +74,17 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "tenant listening")
 
+	out, err = run("org", "budget", orgID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^SOURCE\s+none$`, out, "the enterprise plan sets no spend limit")
+	out, err = run("tenant", "budget", envID, "-set", "2.50", "-alert-at", "0.5, 1")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^MONTHLY LIMIT\s+2.500000$`, out)
+	require.Regexp(t, `(?m)^SOURCE\s+tenant$`, out)
+	require.Regexp(t, `(?m)^REMAINING\s+2.500000$`, out)
+	_, err = run("tenant", "budget", envID, "-set", "lots")
+	require.ErrorContains(t, err, `monthlySpendLimit: amount "lots" is not a non-negative decimal number`)
+
 	out, err = run("usage", "-group-by", "tenant", "-org", orgID)
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^TENANT\s+CALLS\s+TASKS`, out)

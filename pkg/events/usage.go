@@ -144,6 +144,7 @@ const (
 	SubjectBudgetReserve = "metering.budget.reserve"
 	SubjectBudgetRelease = "metering.budget.release"
 	SubjectBudgetUsage   = "metering.budget.usage"
+	SubjectBudgetStale   = "metering.budget.stale"
 )
 
 // ReasonBudgetExceeded is the reason of the refusal of a reservation that does not fit.
@@ -171,14 +172,26 @@ type BudgetReserved struct {
 	Currency     string `json:"currency"`
 }
 
-// BudgetRelease (on SubjectBudgetRelease) gives back the reservation of a task that was not
-// accepted after all; answered by an empty BudgetReleased.
+// BudgetRelease (on SubjectBudgetRelease) gives back the reservations of tasks (at most
+// MaxPage) that were not accepted after all; answered by an empty BudgetReleased.
 type BudgetRelease struct {
-	TaskID string `json:"taskId"`
+	TaskIDs []string `json:"taskIds"`
 }
 
 // BudgetReleased answers a BudgetRelease.
 type BudgetReleased struct{}
+
+// StaleReservationsQuery (on SubjectBudgetStale) asks for the tasks (at most MaxPage, oldest
+// first) whose reservations are older than OlderThanSeconds, answered by StaleReservations: the
+// API gives back those of tasks it never recorded, or that ended long ago.
+type StaleReservationsQuery struct {
+	OlderThanSeconds int64 `json:"olderThanSeconds"`
+}
+
+// StaleReservations answers a StaleReservationsQuery.
+type StaleReservations struct {
+	TaskIDs []string `json:"taskIds"`
+}
 
 // BudgetUsageQuery (on SubjectBudgetUsage) asks what an organization (EnvID 0) or a tenant has
 // spent this UTC month and has reserved, answered by BudgetUsage.

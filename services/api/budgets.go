@@ -288,8 +288,65 @@ func (h *convergeAPI) reserve(ctx context.Context, t Tenant, req *events.Converg
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, err := natsrpc.Call[events.BudgetRelease, events.BudgetReleased](ctx, h.s.deps.NC, events.SubjectBudgetRelease,
-			events.BudgetRelease{TaskID: req.TaskID}); err != nil {
+			events.BudgetRelease{TaskIDs: []string{req.TaskID}}); err != nil {
+			// The sweep gives it back later.
 			h.s.logger.Warn("release a budget reservation", "task_id", req.TaskID, "err", err)
 		}
 	}, nil
+}
+
+// The sweep of reservations left behind: a run reserved and then never recorded (its API
+// replica stopped in between, or its release was lost), or whose usage never settled it.
+const (
+	sweepEvery = time.Minute
+	// staleAfter is the age of a reservation the sweep looks at: far longer than a request
+	// takes from its reservation to its record.
+	staleAfter = 2 * time.Minute
+	// settleGrace is how long after its task ended a reservation may wait for the task's usage.
+	settleGrace = 10 * time.Minute
+)
+
+// sweepReservations gives back, every sweepEvery until ctx is done, the stale reservations of
+// tasks the API never recorded or that ended more than settleGrace ago. Every replica sweeps;
+// a release is idempotent.
+func (s *Service) sweepReservations(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("sweep budget reservations", "err", err)
+		} else if n > 0 {
+			s.logger.Info("gave back budget reservations of runs never recorded or long ended", "reservations", n)
+		}
+	}
+}
+
+// sweepOnce gives back one page of stale reservations and says how many.
+func (s *Service) sweepOnce(ctx context.Context) (int, error) {
+	stale, err := natsrpc.Call[events.StaleReservationsQuery, events.StaleReservations](ctx, s.deps.NC, events.SubjectBudgetStale,
+		events.StaleReservationsQuery{OlderThanSeconds: int64(staleAfter / time.Second)})
+	if err != nil || len(stale.TaskIDs) == 0 {
+		return 0, err
+	}
+	rows, err := s.deps.Pool.Query(ctx, `
+		SELECT id FROM tasks WHERE id = ANY($1) AND (finished_at IS NULL OR finished_at > now() - make_interval(secs => $2))`,
+		stale.TaskIDs, settleGrace.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("read tasks: %w", err)
+	}
+	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("read tasks: %w", err)
+	}
+	release := slices.DeleteFunc(stale.TaskIDs, func(id string) bool { return slices.Contains(live, id) })
+	if len(release) == 0 {
+		return 0, nil
+	}
+	_, err = natsrpc.Call[events.BudgetRelease, events.BudgetReleased](ctx, s.deps.NC, events.SubjectBudgetRelease, events.BudgetRelease{TaskIDs: release})
+	return len(release), err
 }

@@ -5,14 +5,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/money"
 	"github.com/convergence-dev/convergence/services/metering"
 )
 
@@ -55,11 +58,11 @@ func TestBudgets_SetGetRemove_PlanLimit_BadInput(t *testing.T) {
 	require.InDelta(t, envID, b["envId"], 0)
 
 	for body, want := range map[string]string{
-		`{}`:                                    `monthlySpendLimit is required`,
-		`{"monthlySpendLimit": "abc"}`:          `monthlySpendLimit: amount "abc" is not a non-negative decimal number`,
-		`{"monthlySpendLimit": "-1"}`:           `monthlySpendLimit: amount "-1" is not a non-negative decimal number`,
-		`{"monthlySpendLimit": "1.0000001"}`:    `monthlySpendLimit: amount "1.0000001" has more than 6 decimal places`,
-		`{"monthlySpendLimit": "100000000.01"}`: `monthlySpendLimit: 100000000.010000 is implausibly large`,
+		`{}`:                                           `monthlySpendLimit is required`,
+		`{"monthlySpendLimit": "abc"}`:                 `monthlySpendLimit: amount "abc" is not a non-negative decimal number`,
+		`{"monthlySpendLimit": "-1"}`:                  `monthlySpendLimit: amount "-1" is not a non-negative decimal number`,
+		`{"monthlySpendLimit": "1.0000001"}`:           `monthlySpendLimit: amount "1.0000001" has more than 6 decimal places`,
+		`{"monthlySpendLimit": "100000000.01"}`:        `monthlySpendLimit: 100000000.010000 is implausibly large`,
 		`{"monthlySpendLimit": "5", "alertAt": [0]}`:   `alertAt: 0 is not a fraction of the limit above 0 and at most 1`,
 		`{"monthlySpendLimit": "5", "alertAt": [1.5]}`: `alertAt: 1.5 is not a fraction`,
 		`{"monthlySpendLimit": "5", "cap": 1}`:         `unknown field "cap"`,
@@ -79,7 +82,7 @@ func TestBudgets_SetGetRemove_PlanLimit_BadInput(t *testing.T) {
 }
 
 // pricedSimulated is a price file that charges the simulated provider one micro-unit a token.
-func pricedSimulated(t *testing.T) metering.Config {
+func pricedSimulated(t testing.TB) metering.Config {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "prices.json")
 	require.NoError(t, os.WriteFile(f, []byte(`{"version": "budget-test", "currency": "USD", "containerSecond": "0", "models": [
@@ -88,14 +91,14 @@ func pricedSimulated(t *testing.T) metering.Config {
 }
 
 // budgetOf reads a tenant's budget.
-func (c *convergeEnv) budgetOf(t *testing.T, envID int64) map[string]any {
+func (c *convergeEnv) budgetOf(t testing.TB, envID int64) map[string]any {
 	t.Helper()
 	a := c.call(t, http.MethodGet, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken, nil)
 	require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
 	return a.Body["budget"].(map[string]any)
 }
 
-func (c *convergeEnv) setBudget(t *testing.T, envID int64, limit string) {
+func (c *convergeEnv) setBudget(t testing.TB, envID int64, limit string) {
 	t.Helper()
 	a := c.call(t, http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken, map[string]any{"monthlySpendLimit": limit})
 	require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
@@ -136,43 +139,93 @@ func TestBudgets_RunReservedThenSettledToTheLedger_OverTheRemainder402(t *testin
 
 func TestBudgets_ParallelRunsOnTwoAPIsAndTwoConvergers_NeverPassTheLimit(t *testing.T) {
 	t.Parallel()
-	c := newConvergeEnvWith(t, 0, pricedSimulated(t))
-	c.goRun(c.converger(t).Run) // a second converger
+	r := raceBudget(t, 50, 150_000)
+	require.Equal(t, r.runs, r.ran+r.refused, "every run either ran or was refused 402")
+	require.Positive(t, r.ran)
+	require.Positive(t, r.refused)
+	require.LessOrEqual(t, r.spent, r.limit, "spend stays within the limit")
+	t.Logf("%d runs: %d ran, %d refused 402; spent %d of %d micro-units", r.runs, r.ran, r.refused, r.spent, r.limit)
+}
+
+// budgetRace is the outcome of raceBudget: runs started, ran, refused with 402, and the
+// tenant's spend once every reservation settled, against its limit (micro-units).
+type budgetRace struct {
+	runs, ran, refused int
+	spent, limit       int64
+}
+
+// raceBudget starts runs sync runs of one tenant at once, alternating between two API
+// replicas, run by two convergers, against a tenant budget of limit micro-units; the simulated
+// provider is priced at one micro-unit a token. Each run reserves (2 rounds × 2 agents + 1) ×
+// 8000 tokens + 4, so a limit of 150000 fits three at once.
+func raceBudget(tb testing.TB, runs int, limit int64) budgetRace {
+	tb.Helper()
+	c := newConvergeEnvWith(tb, 0, pricedSimulated(tb))
+	c.goRun(c.converger(tb).Run) // a second converger
 	urls := []string{c.URL, c.serveAPI()}
 	envID, key := c.insertTenant("racer", "running")
 	c.unlimited(envID)
-	const limit = 150_000 // micro-units: three runs' worst case of 40004 at once, and a little
-	c.setBudget(t, envID, fmt.Sprintf("0.%06d", limit))
+	c.setBudget(tb, envID, money.Micros(limit).String())
 
-	const runs = 50
-	codes := make(chan int, runs)
+	r := budgetRace{runs: runs, limit: limit}
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range runs {
 		wg.Go(func() {
-			a := call(t, urls[i%2], http.MethodPost, "/api/v1/converge", key,
+			a := call(tb, urls[i%2], http.MethodPost, "/api/v1/converge", key,
 				map[string]any{"prompt": fmt.Sprintf("Design cache %d. [sim:converge]", i), "maxRounds": 2}, nil)
-			if a.Status == http.StatusPaymentRequired {
-				assert.Equal(t, "budget_exceeded", errorCode(a.Body))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case a.Status == http.StatusOK:
+				r.ran++
+			case a.Status == http.StatusPaymentRequired && errorCode(a.Body) == "budget_exceeded":
+				r.refused++
+			default:
+				tb.Errorf("a run answered %d: %s", a.Status, a.Raw)
 			}
-			codes <- a.Status
 		})
 	}
 	wg.Wait()
-	close(codes)
-	count := map[int]int{}
-	for code := range codes {
-		count[code]++
-	}
-	require.Equal(t, runs, count[http.StatusOK]+count[http.StatusPaymentRequired], "every run either ran or was refused 402: %v", count)
-	require.Positive(t, count[http.StatusOK])
-	require.Positive(t, count[http.StatusPaymentRequired])
-
 	var b map[string]any
-	require.Eventually(t, func() bool {
-		b = c.budgetOf(t, envID)
+	require.Eventually(tb, func() bool {
+		b = c.budgetOf(tb, envID)
 		return b["reserved"] == "0.000000"
-	}, 30*time.Second, 20*time.Millisecond)
-	spent := strings.TrimPrefix(b["spent"].(string), "0.")
-	require.LessOrEqual(t, spent, fmt.Sprintf("%06d", limit), "spend stays within the limit")
-	t.Logf("%d runs: %d ran, %d refused 402; spent %s of %s", runs, count[http.StatusOK], count[http.StatusPaymentRequired], b["spent"], b["monthlySpendLimit"])
+	}, 30*time.Second, 20*time.Millisecond, "every reservation settles")
+	spent, err := money.ParseMicros(b["spent"].(string))
+	require.NoError(tb, err)
+	r.spent = int64(spent)
+	return r
+}
+
+func TestBudgets_Sweep_GivesBackReservationsOfRunsNeverRecorded(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	a.startConverger()
+	a.startMetering()
+	envID, key := a.insertTenant("swept", "running")
+	code, body := a.do(http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken, map[string]any{"monthlySpendLimit": "1"})
+	require.Equal(t, http.StatusOK, code, "%v", body)
+	code, body = a.do(http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Queued.", "async": true})
+	require.Equal(t, http.StatusAccepted, code, "%v", body)
+
+	// A reservation whose run was never recorded: its API replica stopped before the record.
+	orphan := taskspec.NewID()
+	_, err := natsrpc.Call[events.BudgetReservation, events.BudgetReserved](t.Context(), a.NC, events.SubjectBudgetReserve, events.BudgetReservation{
+		TaskID: orphan, OrgID: 1, EnvID: envID, Provider: "simulated", Tokens: 1000})
+	require.NoError(t, err)
+	n, err := a.svc.SweepReservationsOnce(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, n, "young reservations are left alone")
+
+	_, err = a.Pool.Exec(t.Context(), `UPDATE metering.budget_reservations SET created_at = now() - interval '5 minutes'`)
+	require.NoError(t, err)
+	n, err = a.svc.SweepReservationsOnce(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	rows, err := a.Pool.Query(t.Context(), `SELECT task_id FROM metering.budget_reservations`)
+	require.NoError(t, err)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{body["taskId"].(string)}, left, "the recorded run, not finished, keeps its reservation")
 }

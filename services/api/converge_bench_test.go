@@ -168,3 +168,23 @@ func BenchmarkFairShare(b *testing.B) {
 		b.ReportMetric(float64(p50)/float64(alone), "x-alone")
 	})
 }
+
+// BenchmarkBudgetRace runs 50 sync runs of one tenant at once across two API replicas and two
+// convergers against a monthly budget that fits three runs' worst case at a time, and reports
+// the spend over the limit (overshoot-micros, 0 when the budget holds), the runs that ran and
+// the runs refused with 402. Its baseline, from the same run, is what a budget checked before
+// each run with the cost added after it (no reservation) would have let through: all the runs,
+// as each finds nothing spent yet, at the mean cost of the runs that ran.
+func BenchmarkBudgetRace(b *testing.B) {
+	const runs, limit = 50, 150_000
+	for range b.N {
+		r := raceBudget(b, runs, limit)
+		unreserved := r.spent / int64(max(1, r.ran)) * runs
+		b.ReportMetric(float64(max(0, r.spent-r.limit)), "overshoot-micros")
+		b.ReportMetric(float64(r.ran), "ran")
+		b.ReportMetric(float64(r.refused), "refused-402")
+		b.Logf("reserved: %d of %d runs ran, %d refused 402, spent %d of %d micro-units (overshoot %d); "+
+			"checked before and added after: %d of %d runs pass, spend about %d (overshoot about %d)",
+			r.ran, runs, r.refused, r.spent, limit, max(0, r.spent-limit), runs, runs, unreserved, max(0, unreserved-limit))
+	}
+}

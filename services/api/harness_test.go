@@ -53,6 +53,7 @@ type testAPI struct {
 	JS   jetstream.JetStream
 	db   *pgtest.DB
 	nats *natstest.Server
+	svc  *api.Service
 }
 
 func newTestAPI(t *testing.T) *testAPI {
@@ -80,7 +81,7 @@ func newTestAPIWith(t *testing.T, plans api.Config) *testAPI {
 	runUntilEnd(t, svc.Run)
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
-	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv}
+	return &testAPI{t: t, URL: hs.URL, Pool: db.Pool, NC: nc, JS: js, db: db, nats: srv, svc: svc}
 }
 
 // runUntilEnd runs run until the test ends, then stops it and requires a clean stop.

@@ -115,6 +115,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.keyFacts().Run(gctx) })
 	g.Go(func() error { return s.taskEnds().Run(gctx) })
 	g.Go(func() error { return s.forgetKeys(gctx) })
+	g.Go(func() error { s.sweepReservations(gctx); return nil })
 	if s.cfg.Plans != "" && s.cfg.PlansReload > 0 {
 		g.Go(func() error { s.plans.watch(gctx, s.cfg.PlansReload); return nil })
 	}

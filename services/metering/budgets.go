@@ -143,14 +143,30 @@ func thisMonth() time.Time {
 
 // release answers a BudgetRelease.
 func (s *Service) release(ctx context.Context, r events.BudgetRelease) (events.BudgetReleased, error) {
-	tag, err := s.deps.Pool.Exec(ctx, `DELETE FROM budget_reservations WHERE task_id = $1`, r.TaskID)
+	if len(r.TaskIDs) > events.MaxPage {
+		return events.BudgetReleased{}, natsrpc.Errorf(natsrpc.CodeInvalid, "at most %d task IDs at once", events.MaxPage)
+	}
+	tag, err := s.deps.Pool.Exec(ctx, `DELETE FROM budget_reservations WHERE task_id = ANY($1)`, r.TaskIDs)
 	if err != nil {
-		return events.BudgetReleased{}, fmt.Errorf("release reservation: %w", err)
+		return events.BudgetReleased{}, fmt.Errorf("release reservations: %w", err)
 	}
-	if tag.RowsAffected() > 0 {
-		s.metrics.budgetReservations.WithLabelValues("released").Inc()
-	}
+	s.metrics.budgetReservations.WithLabelValues("released").Add(float64(tag.RowsAffected()))
 	return events.BudgetReleased{}, nil
+}
+
+// staleReservations answers a StaleReservationsQuery.
+func (s *Service) staleReservations(ctx context.Context, q events.StaleReservationsQuery) (events.StaleReservations, error) {
+	rows, err := s.deps.Pool.Query(ctx, `
+		SELECT task_id FROM budget_reservations WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2`,
+		q.OlderThanSeconds, events.MaxPage)
+	if err != nil {
+		return events.StaleReservations{}, fmt.Errorf("read stale reservations: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return events.StaleReservations{}, fmt.Errorf("read stale reservations: %w", err)
+	}
+	return events.StaleReservations{TaskIDs: ids}, nil
 }
 
 // budgetUsage answers a BudgetUsageQuery.

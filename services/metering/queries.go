@@ -37,6 +37,7 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectBudgetReserve, queryTimeout, s.reserve)
 	natsrpc.Handle(srv, events.SubjectBudgetRelease, queryTimeout, s.release)
 	natsrpc.Handle(srv, events.SubjectBudgetUsage, queryTimeout, s.budgetUsage)
+	natsrpc.Handle(srv, events.SubjectBudgetStale, queryTimeout, s.staleReservations)
 	return srv
 }
 
