@@ -5,7 +5,9 @@
 //	convergence migrate [flags]
 //	convergence tenant spawn|list|status|logs|destroy ...   (operator commands on the admin API)
 //	convergence tenant keys list|rotate|revoke ...
-//	convergence org create|list|update ...
+//	convergence tenant budget ENV_ID [-set AMOUNT|none]
+//	convergence org create|list|update|budget ...
+//	convergence invoice create|finalize|list|show ...
 //	convergence usage [-from DAY] [-to DAY] [-group-by ...]
 //	convergence audit [-org ID] [-tenant ENV_ID] [-action A] [-from T] [-to T]
 //	convergence reconcile [-from DAY] [-to DAY] [-repair] [flags]
@@ -57,8 +59,10 @@ commands:
   serve     run the platform's services (-target=all by default)
   migrate   apply database migrations and exit
   tenant    spawn, list, status, logs, destroy tenants; "tenant keys" list, rotate, revoke their
-            API keys (admin API)
-  org       create, list, update organizations (admin API)
+            API keys; "tenant budget" shows or sets one's monthly budget (admin API)
+  org       create, list, update organizations; "org budget" shows or sets one's monthly budget
+            (admin API)
+  invoice   create, finalize, list, show an organization's monthly invoices (admin API)
   usage     usage and cost, by organization, tenant, model, day or month (admin API)
   audit     who did what to organizations, tenants and keys, and how it ended (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
@@ -83,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "convergence", buildVersion())
 		return nil
-	case "tenant", "org", "usage", "audit":
+	case "tenant", "org", "invoice", "usage", "audit":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return cli.Run(ctx, append([]string{cmd}, args...), os.LookupEnv, stdout, stderr)

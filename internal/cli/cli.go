@@ -1,4 +1,4 @@
-// Package cli is the operator's command line: the "tenant", "org", "usage" and "audit" commands of the
+// Package cli is the operator's command line: the "tenant", "org", "invoice", "usage" and "audit" commands of the
 // convergence binary. Each talks to the admin API over HTTP with the admin token and prints a
 // readable table, or the API's JSON with -o json.
 package cli
@@ -28,7 +28,7 @@ type Env func(string) (string, bool)
 // that says what went wrong; the API's error answers are shown with their request ID.
 func Run(ctx context.Context, args []string, env Env, stdout, stderr io.Writer) error {
 	if len(args) < 1 {
-		return errors.New("no command: use tenant, org, usage or audit")
+		return errors.New("no command: use tenant, org, invoice, usage or audit")
 	}
 	group, rest := args[0], args[1:]
 	switch group {
@@ -36,7 +36,7 @@ func Run(ctx context.Context, args []string, env Env, stdout, stderr io.Writer) 
 		return runCommand(ctx, usageCommand, rest, env, stdout, stderr)
 	case "audit":
 		return runCommand(ctx, auditCommand, rest, env, stdout, stderr)
-	case "tenant", "org":
+	case "tenant", "org", "invoice":
 		if len(rest) == 0 {
 			return fmt.Errorf("%s: name a subcommand: %s", group, strings.Join(subcommandNames(group), ", "))
 		}

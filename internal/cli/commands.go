@@ -10,8 +10,8 @@ import (
 	"strings"
 )
 
-// commands are the tenant and org subcommands, in the order help lists them.
-var commands = []command{
+// commands are the tenant, org and invoice subcommands, in the order help lists them.
+var commands = append([]command{
 	{group: "tenant", name: "spawn", usage: "NAME [-org ID] [-language L] [-framework F] [-image IMAGE] [-egress platform|internet|none] [-async]", flags: tenantSpawn},
 	{group: "tenant", name: "list", usage: "[-org ID] [-status S|all] [-limit N] [-cursor C]", flags: tenantList},
 	{group: "tenant", name: "status", usage: "ENV_ID", flags: tenantStatus},
@@ -25,7 +25,7 @@ var commands = []command{
 	{group: "org", name: "list", usage: "", flags: orgList},
 	{group: "org", name: "update", usage: "ORG_ID [-plan P] [-max-tenants N]", flags: orgUpdate},
 	{group: "org", name: "budget", usage: "ORG_ID [-set AMOUNT|none] [-alert-at 0.5,0.8,1]", flags: budget("orgs")},
-}
+}, invoiceCommands...)
 
 var usageCommand = command{group: "usage", usage: "[-from DAY] [-to DAY] [-group-by organization,tenant,model,day|month] [-org ID] [-tenant ENV_ID]", flags: usage}
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -84,6 +85,21 @@ func TestCLI_OperatorFlow(t *testing.T) {
 	require.Regexp(t, `(?m)^REMAINING\s+2.500000$`, out)
 	_, err = run("tenant", "budget", envID, "-set", "lots")
 	require.ErrorContains(t, err, `monthlySpendLimit: amount "lots" is not a non-negative decimal number`)
+
+	month := time.Now().UTC().Format("2006-01")
+	out, err = run("invoice", "create", orgID, month)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^STATUS\s+draft$`, out)
+	require.Regexp(t, `(?m)^PERIOD\s+`+month+`$`, out)
+	invoiceID := field(t, out, "INVOICE ID")
+	out, err = run("invoice", "list", orgID)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^`+invoiceID+`\s+`+orgID+`\s+`+month+`\s+draft\s+`, out)
+	out, err = run("invoice", "show", orgID, invoiceID, "-format", "csv")
+	require.NoError(t, err)
+	require.Contains(t, out, "envId,kind,provider,model")
+	_, err = run("invoice", "finalize", orgID, invoiceID)
+	require.ErrorContains(t, err, month+" has not ended")
 
 	out, err = run("usage", "-group-by", "tenant", "-org", orgID)
 	require.NoError(t, err)

@@ -98,7 +98,7 @@ func grants() map[Role]grant {
 			// A task's progress; a tenant's lifecycle, while a spawn or destroy waits for it.
 			subscribe: []string{events.SubjectConvergeProgress, events.SubjectTenantLifecycle},
 			// provisioner.> includes the control subjects of live log streams.
-			call: []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, events.SubjectModelResolve, "metering.usage.>", events.SubjectPriceLookup, "metering.budget.>"},
+			call: []string{"provisioner.>", "converger.task.>", events.SubjectWebhookSecret, events.SubjectModelResolve, "metering.usage.>", events.SubjectPriceLookup, "metering.budget.>", "metering.invoice.>"},
 			consumes: []durable{{events.StreamTenantKeys, events.ConsumerAPIKeys},
 				{events.StreamConvergeResults, events.ConsumerAPITaskEnds}},
 			// The converge backlog is the converger consumer's pending count.

@@ -31,9 +31,11 @@ const (
 	auditWebhookSecretRotate = "webhook_secret.rotate"
 	auditUsageRepair         = "usage.repair"
 	auditBudgetSet           = "budget.set"
+	auditInvoiceCreate       = "invoice.create"
+	auditInvoiceFinalize     = "invoice.finalize"
 )
 
-var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate, auditUsageRepair, auditBudgetSet}
+var auditActions = []string{auditOrgCreate, auditOrgUpdate, auditTenantSpawn, auditTenantDestroy, auditKeyIssue, auditKeyRevoke, auditWebhookSecretRotate, auditUsageRepair, auditBudgetSet, auditInvoiceCreate, auditInvoiceFinalize}
 
 // auditWriteTimeout bounds writing one audit entry, which goes on after the client left.
 const auditWriteTimeout = 5 * time.Second

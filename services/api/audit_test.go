@@ -103,7 +103,7 @@ func TestAudit_OperatorAndKeyActions_WhoWhatWhereOutcome_Filtered_AppendOnly(t *
 		"?from=yesterday":                `from "yesterday" is not valid`,
 		"?from=2026-12-02&to=2026-12-01": "from must be before to",
 		"?limit=0":                       `limit "0" is not valid`,
-		"?orgId=x&action=y":              `usage.repair, budget.set; orgId "x" is not valid`,
+		"?orgId=x&action=y":              `usage.repair, budget.set, invoice.create, invoice.finalize; orgId "x" is not valid`,
 	} {
 		code, body := a.do(http.MethodGet, "/api/v1/audit"+query, adminToken, nil)
 		require.Equal(t, http.StatusBadRequest, code, query)

@@ -143,7 +143,8 @@ func (s *Service) routes(e *echo.Echo) {
 
 	s.tenantRoutes(admin) // tenants.go: spawn, status, logs, destroy, list; tenant_keys.go; orgs.go
 	admin.GET("/audit", s.listAudit)
-	s.budgetRoutes(admin) // budgets.go
+	s.budgetRoutes(admin)  // budgets.go
+	s.invoiceRoutes(admin) // invoices.go
 	// The OpenAI-compatible surface, for OpenAI SDKs pointed at <api>/v1.
 	openAI := e.Group("/v1", bodyLimit(s.cfg.MaxBodyBytes), s.requireTenant)
 	s.convergeRoutes(tenant, openAI) // converge.go, openai.go: converge and its shortcuts, tasks, progress

@@ -38,6 +38,10 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectBudgetRelease, queryTimeout, s.release)
 	natsrpc.Handle(srv, events.SubjectBudgetUsage, queryTimeout, s.budgetUsage)
 	natsrpc.Handle(srv, events.SubjectBudgetStale, queryTimeout, s.staleReservations)
+	natsrpc.Handle(srv, events.SubjectInvoiceCreate, queryTimeout, s.createInvoice)
+	natsrpc.Handle(srv, events.SubjectInvoiceFinalize, queryTimeout, s.finalizeInvoice)
+	natsrpc.Handle(srv, events.SubjectInvoiceGet, queryTimeout, s.invoice)
+	natsrpc.Handle(srv, events.SubjectInvoiceList, queryTimeout, s.listInvoices)
 	return srv
 }
 

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+)
+
+// invoiceCommands are the invoice subcommands.
+var invoiceCommands = []command{
+	{group: "invoice", name: "create", usage: "ORG_ID PERIOD (YYYY-MM)", flags: invoiceCreate},
+	{group: "invoice", name: "finalize", usage: "ORG_ID INVOICE_ID", flags: invoiceFinalize},
+	{group: "invoice", name: "list", usage: "ORG_ID [-limit N] [-cursor C]", flags: invoiceList},
+	{group: "invoice", name: "show", usage: "ORG_ID INVOICE_ID [-format json|csv|stripe]", flags: invoiceShow},
+}
+
+var invoiceColumns = []column{
+	{"INVOICE ID", "invoiceId"}, {"ORG ID", "orgId"}, {"PERIOD", "period"}, {"STATUS", "status"}, {"NUMBER", "number"},
+	{"TOTAL", "total"}, {"CURRENCY", "currency"}, {"CREATED", "createdAt"}, {"FINALIZED", "finalizedAt"},
+}
+
+var invoiceLineColumns = []column{
+	{"TENANT", "envId"}, {"KIND", "kind"}, {"PROVIDER", "provider"}, {"MODEL", "model"}, {"MONTH", "usagePeriod"},
+	{"ADJUSTMENT", "adjustment"}, {"INPUT", "inputTokens"}, {"OUTPUT", "outputTokens"}, {"CACHED", "cachedTokens"},
+	{"CONTAINER S", "containerSeconds"}, {"AMOUNT", "amount"},
+}
+
+// twoArgs checks that args are exactly two positional arguments, named what.
+func twoArgs(args []string, what string) (string, string, error) {
+	if len(args) != 2 {
+		return "", "", fmt.Errorf("give %s", what)
+	}
+	return args[0], args[1], nil
+}
+
+// printInvoice prints an invoice and its lines.
+func printInvoice(c *caller, raw []byte) error {
+	return c.print(raw, func(a map[string]any) error {
+		inv := object(a, "invoice")
+		if err := vertical(c.out, inv, invoiceColumns); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out)
+		return table(c.out, list(inv, "lines"), invoiceLineColumns)
+	})
+}
+
+func invoicePath(org string, rest ...string) string {
+	p := "/api/v1/orgs/" + url.PathEscape(org) + "/invoices"
+	for _, r := range rest {
+		p += "/" + url.PathEscape(r)
+	}
+	return p
+}
+
+func invoiceCreate(*flag.FlagSet) func(*caller, []string) error {
+	return func(c *caller, args []string) error {
+		org, period, err := twoArgs(args, "ORG_ID and PERIOD (YYYY-MM)")
+		if err != nil {
+			return err
+		}
+		raw, err := c.do(http.MethodPost, invoicePath(org), nil, map[string]any{"period": period})
+		if err != nil {
+			return err
+		}
+		return printInvoice(c, raw)
+	}
+}
+
+func invoiceFinalize(*flag.FlagSet) func(*caller, []string) error {
+	return func(c *caller, args []string) error {
+		org, id, err := twoArgs(args, "ORG_ID and INVOICE_ID")
+		if err != nil {
+			return err
+		}
+		raw, err := c.do(http.MethodPost, invoicePath(org, id, "finalize"), nil, nil)
+		if err != nil {
+			return err
+		}
+		return printInvoice(c, raw)
+	}
+}
+
+func invoiceList(fs *flag.FlagSet) func(*caller, []string) error {
+	limit := fs.Int("limit", 0, "invoices per page (default 50)")
+	cursor := fs.String("cursor", "", "the page after this cursor")
+	return func(c *caller, args []string) error {
+		org, err := oneArg(args, "ORG_ID")
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *limit > 0 {
+			q.Set("limit", fmt.Sprint(*limit))
+		}
+		if *cursor != "" {
+			q.Set("cursor", *cursor)
+		}
+		raw, err := c.do(http.MethodGet, invoicePath(org), q, nil)
+		if err != nil {
+			return err
+		}
+		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "invoices", invoiceColumns) })
+	}
+}
+
+func invoiceShow(fs *flag.FlagSet) func(*caller, []string) error {
+	format := fs.String("format", "", "csv or stripe: the invoice in that form, as the API gives it")
+	return func(c *caller, args []string) error {
+		org, id, err := twoArgs(args, "ORG_ID and INVOICE_ID")
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *format != "" {
+			q.Set("format", *format)
+		}
+		raw, err := c.do(http.MethodGet, invoicePath(org, id), q, nil)
+		if err != nil {
+			return err
+		}
+		if *format != "" {
+			_, err := c.out.Write(raw)
+			return err
+		}
+		return printInvoice(c, raw)
+	}
+}
