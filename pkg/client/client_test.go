@@ -339,17 +339,39 @@ func TestFromEnv_KeyFileReplaced_CallsUseTheNewKey(t *testing.T) {
 		t.Fatalf("keys sent %q: never the new one", seen)
 	}
 
+	// A new file of the same size with the same modification time, as a copy made within the
+	// same second leaves it (tar keeps whole seconds): the client still moves to its key.
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("sk_tenant_newes2")
+	if err := os.Chtimes(file, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	accepted.Store([]string{"sk_tenant_newest", "sk_tenant_newes2"})
+	seen = nil
+	for time.Now().Before(deadline.Add(10*time.Second)) && !slices.Contains(seen, "sk_tenant_newes2") {
+		if err := task(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.Contains(seen, "sk_tenant_newes2") {
+		t.Fatalf("keys sent %q: never the key of the file that kept its size and time", seen)
+	}
+
 	// A file being replaced (gone for a moment) leaves the key as it was; a refused key whose
 	// file did not change is the caller's error, sent once.
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	accepted.Store([]string{"sk_tenant_newest"})
+	accepted.Store([]string{"sk_tenant_newes2"})
 	time.Sleep(1100 * time.Millisecond)
 	if err := task(); err != nil {
 		t.Fatal(err)
 	}
-	write("sk_tenant_newest")
+	write("sk_tenant_newes2")
 	accepted.Store([]string{"sk_tenant_other"})
 	seen = nil
 	var apiErr *client.ClientError

@@ -11,18 +11,17 @@ import (
 // keyFileCheck is how often a client looks whether its key file changed.
 const keyFileCheck = time.Second
 
-// keyFile is an API key kept in a file and read again when the file changes: the platform
+// keyFile is an API key kept in a file and read again at most every keyFileCheck: the platform
 // rotates a tenant's key by replacing the key file in its container, and the old key goes on
 // working for a while (the rotation's overlap), so a change seen within keyFileCheck is in
-// time. A file that is missing, empty or unreadable for a moment (it is being replaced) leaves
-// the key as it was.
+// time. The file is read, not just looked at: a replaced file may keep its size and, to the
+// second, its modification time. A file that is missing, empty or unreadable for a moment (it
+// is being replaced) leaves the key as it was.
 type keyFile struct {
 	path string
 
 	mu      sync.Mutex
 	key     string
-	modTime time.Time
-	size    int64
 	checked time.Time
 }
 
@@ -38,11 +37,7 @@ func readKeyFile(path string) (*keyFile, error) {
 // read reads the file; the key stays as it was when the file cannot be read or is empty.
 func (f *keyFile) read() error {
 	f.checked = time.Now()
-	st, err := os.Stat(f.path) //nolint:gosec // The file the environment names, as documented.
-	if err != nil {
-		return err
-	}
-	b, err := os.ReadFile(f.path) //nolint:gosec // The same file.
+	b, err := os.ReadFile(f.path) //nolint:gosec // The file the environment names, as documented.
 	if err != nil {
 		return err
 	}
@@ -50,17 +45,16 @@ func (f *keyFile) read() error {
 	if key == "" {
 		return errors.New("the key file is empty")
 	}
-	f.key, f.modTime, f.size = key, st.ModTime(), st.Size()
+	f.key = key
 	return nil
 }
 
-// current returns the key, read again if the file changed since the last look, which is at
-// most once per keyFileCheck.
+// current returns the key, read again at most once per keyFileCheck.
 func (f *keyFile) current() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if time.Since(f.checked) >= keyFileCheck {
-		f.reload(false)
+		f.reload()
 	}
 	return f.key
 }
@@ -70,19 +64,11 @@ func (f *keyFile) current() string {
 func (f *keyFile) refresh() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.reload(true)
+	return f.reload()
 }
 
-// reload reads the file if it changed (by its time and size), or always when forced, and
-// reports whether the key changed.
-func (f *keyFile) reload(force bool) bool {
-	if !force {
-		f.checked = time.Now()
-		st, err := os.Stat(f.path)
-		if err != nil || (st.ModTime().Equal(f.modTime) && st.Size() == f.size) {
-			return false
-		}
-	}
+// reload reads the file again and reports whether the key changed.
+func (f *keyFile) reload() bool {
 	old := f.key
 	_ = f.read() // A file being replaced is read at the next look.
 	return f.key != old
