@@ -163,7 +163,7 @@ func TestSpawn_Sync_RunsHardenedTenant_StatusLogsDestroyFreeEverything(t *testin
 func TestSpawn_TwentyConcurrentInOneOrg_DistinctPortsAndKeysAllRunning(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	code, body := h.do(http.MethodPost, "/api/v1/orgs", map[string]any{"name": "swarm"})
+	code, body := h.do(http.MethodPost, "/api/v1/orgs", map[string]any{"name": "swarm", "plan": "pro"})
 	require.Equal(t, http.StatusCreated, code, "%v", body)
 	orgID := body["organization"].(map[string]any)["orgId"]
 
