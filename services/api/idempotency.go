@@ -169,6 +169,15 @@ func (s *Service) replayOperator(c echo.Context, operation string, k *idempotenc
 	if string(hash) != string(k.hash) {
 		return false, k.reused()
 	}
+	if status == 0 {
+		return false, nil // taken by a request still running (idempotent)
+	}
+	var sealed sealedAnswer
+	if json.Unmarshal(answer, &sealed) == nil && sealed.Sealed != nil {
+		if answer, err = s.answerSeal(operation, k.key).open(sealed.Sealed); err != nil {
+			return false, fmt.Errorf("open the kept answer: %w", err)
+		}
+	}
 	c.Response().Header().Set("Idempotent-Replayed", "true")
 	return true, c.JSONBlob(status, answer)
 }

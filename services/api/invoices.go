@@ -26,7 +26,7 @@ import (
 //	GET  /api/v1/orgs/:orgId/invoices/:invoiceId?format=    json (default), csv, or stripe
 //	POST /api/v1/orgs/:orgId/invoices/:invoiceId/finalize   number and freeze it
 func (s *Service) invoiceRoutes(admin *echo.Group) {
-	admin.POST("/orgs/:orgId/invoices", s.createInvoice, s.audited(auditInvoiceCreate))
+	admin.POST("/orgs/:orgId/invoices", s.createInvoice, s.audited(auditInvoiceCreate), s.idempotent)
 	admin.GET("/orgs/:orgId/invoices", s.listInvoices)
 	admin.GET("/orgs/:orgId/invoices/:invoiceId", s.getInvoice)
 	admin.POST("/orgs/:orgId/invoices/:invoiceId/finalize", s.finalizeInvoice, s.audited(auditInvoiceFinalize))

@@ -51,7 +51,7 @@ func scanKey(row pgx.CollectableRow) (keyView, error) {
 
 // keyRoutes registers the operators' endpoints for a tenant's keys.
 func (h *tenantAPI) keyRoutes(admin *echo.Group) {
-	admin.POST("/tenant/:envId/keys", h.rotateKey, h.s.audited(auditKeyIssue))
+	admin.POST("/tenant/:envId/keys", h.rotateKey, h.s.audited(auditKeyIssue), h.s.idempotent)
 	admin.GET("/tenant/:envId/keys", h.listKeys)
 	admin.DELETE("/tenant/:envId/keys/:keyId", h.revokeKey, h.s.audited(auditKeyRevoke))
 }

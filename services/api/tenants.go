@@ -66,7 +66,7 @@ type tenantAPI struct {
 // tenantRoutes registers the operators' tenant and organization endpoints.
 func (s *Service) tenantRoutes(admin *echo.Group) {
 	h := &tenantAPI{s: s, live: live.NewClient(s.deps.NC, 0)}
-	admin.POST("/tenant/spawn", h.spawn, s.audited(auditTenantSpawn))
+	admin.POST("/tenant/spawn", h.spawn, s.audited(auditTenantSpawn), s.idempotent)
 	admin.GET("/tenant", h.list)
 	admin.GET("/tenant/:envId/status", h.status)
 	admin.GET("/tenant/:envId/logs", h.logs)

@@ -1,0 +1,169 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/convergence-dev/convergence/internal/httpx"
+)
+
+// idempotent is the Idempotency-Key of an operator's create that calls other services (spawn,
+// key rotation, invoice create), where the key cannot be taken in the same transaction as what
+// the request makes. The key is taken for the request's method and path first (a retry under
+// it while the first runs is answered 409); the answer the handler writes is kept, sealed, and
+// given to retries with the same body within the window, marked Idempotent-Replayed; the key
+// with another body is 422. An answer that says to retry (5xx, 429) or an error the handler
+// returns gives the key back, so a retry runs again. A key whose request never answered (its
+// replica stopped) is taken again after abandonedClaim.
+//
+// Answers may carry secrets (a new tenant's key), so each is kept sealed with AES-256-GCM under
+// a key derived from the admin token, the request's method and path, and its Idempotency-Key:
+// the database alone cannot open it.
+func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Header.Get(idempotencyHeader) == "" {
+			return next(c)
+		}
+		body, err := io.ReadAll(c.Request().Body) // bounded by bodyLimit
+		if err != nil {
+			return httpx.BadRequest("read the body: %v", err)
+		}
+		c.Request().Body = io.NopCloser(bytes.NewReader(body))
+		// The body as JSON, with its keys sorted and its spacing gone, so that the same request
+		// hashes the same; a body that is not JSON is hashed as it is (the handler refuses it).
+		// The query is part of the request (?async=true).
+		var v any = string(body)
+		var parsed any
+		if json.Unmarshal(body, &parsed) == nil {
+			v = parsed
+		}
+		k, err := idempotencyOf(c, map[string]any{"body": v, "query": c.QueryString()})
+		if err != nil {
+			return err
+		}
+		operation := c.Request().Method + " " + c.Request().URL.Path
+		ctx := c.Request().Context()
+		for attempt := 0; ; attempt++ {
+			if replayed, err := s.replayOperator(c, operation, k); replayed || err != nil {
+				return err
+			}
+			err := s.claimRoute(ctx, operation, k)
+			if errors.Is(err, errIdempotencyKeyTaken) && attempt == 0 {
+				continue // Taken meanwhile: its answer may be there now.
+			}
+			if errors.Is(err, errIdempotencyKeyTaken) {
+				return &httpx.Error{Status: http.StatusConflict, Code: "idempotency_key_in_use", RetryAfter: 5 * time.Second,
+					Message: fmt.Sprintf("a request under %s %q is still in progress; retry it shortly", idempotencyHeader, k.key)}
+			}
+			if err != nil {
+				return err
+			}
+			break
+		}
+		tee := &teeWriter{ResponseWriter: c.Response().Writer}
+		c.Response().Writer = tee
+		err = next(c)
+		status := c.Response().Status
+		keepCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err != nil || status >= 500 || status == http.StatusTooManyRequests || !c.Response().Committed || tee.over {
+			if _, derr := s.deps.Pool.Exec(keepCtx, `DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2`, operation, k.key); derr != nil {
+				s.logger.Warn("give back an idempotency key", "operation", operation, "err", derr)
+			}
+			return err
+		}
+		sealed, serr := json.Marshal(sealedAnswer{Sealed: s.answerSeal(operation, k.key).seal(tee.buf.Bytes())})
+		if serr == nil {
+			_, serr = s.deps.Pool.Exec(keepCtx, `UPDATE operator_idempotency_keys SET status = $3, answer = $4 WHERE operation = $1 AND key = $2`,
+				operation, k.key, status, sealed)
+		}
+		if serr != nil {
+			s.logger.Warn("keep an idempotent answer; a retry will run again", "operation", operation, "err", serr)
+		}
+		return nil
+	}
+}
+
+// abandonedClaim is how long a key taken by a request that never answered stays taken.
+const abandonedClaim = 10 * time.Minute
+
+// claimRoute takes key k for operation: errIdempotencyKeyTaken when a request has it.
+func (s *Service) claimRoute(ctx context.Context, operation string, k *idempotency) error {
+	return pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND status = 0 AND created_at <= now() - $3 * interval '1 second'`,
+			operation, k.key, abandonedClaim.Seconds()); err != nil {
+			return fmt.Errorf("take back an abandoned idempotency key: %w", err)
+		}
+		return claimOperatorKey(ctx, tx, operation, k)
+	})
+}
+
+// maxKeptAnswer bounds an answer kept for retries; a larger one is not kept.
+const maxKeptAnswer = 1 << 20
+
+// teeWriter passes an answer on and keeps a copy of it, up to maxKeptAnswer.
+type teeWriter struct {
+	http.ResponseWriter
+	buf  bytes.Buffer
+	over bool
+}
+
+func (t *teeWriter) Write(b []byte) (int, error) {
+	if t.buf.Len()+len(b) > maxKeptAnswer {
+		t.over = true
+	} else {
+		t.buf.Write(b)
+	}
+	return t.ResponseWriter.Write(b)
+}
+
+// sealedAnswer is how a sealed answer is kept.
+type sealedAnswer struct {
+	Sealed []byte `json:"sealed"`
+}
+
+// answerSeal seals and opens the answers kept under one operation and key.
+type answerSeal struct{ aead cipher.AEAD }
+
+func (s *Service) answerSeal(operation, key string) answerSeal {
+	mac := hmac.New(sha256.New, []byte(s.cfg.AdminToken))
+	mac.Write([]byte("idempotent answer\x00" + operation + "\x00" + key))
+	block, err := aes.NewCipher(mac.Sum(nil))
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	return answerSeal{aead}
+}
+
+func (a answerSeal) seal(plain []byte) []byte {
+	nonce := make([]byte, a.aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return a.aead.Seal(nonce, nonce, plain, nil)
+}
+
+func (a answerSeal) open(sealed []byte) ([]byte, error) {
+	n := a.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed answer too short")
+	}
+	return a.aead.Open(nil, sealed[:n], sealed[n:], nil)
+}
