@@ -134,7 +134,15 @@ func TestBudgets_RunReservedThenSettledToTheLedger_OverTheRemainder402(t *testin
 	// A smaller token budget fits, and bounds the run.
 	a = c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a cache. [sim:converge]", "maxRounds": 2, "tokenBudget": 20_000})
 	require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
-	require.Eventually(t, func() bool { return c.budgetOf(t, envID)["reserved"] == "0.000000" }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		b = c.budgetOf(t, envID)
+		return b["reserved"] == "0.000000"
+	}, 20*time.Second, 20*time.Millisecond)
+
+	// The month's draft invoice is what the runs cost, to the micro-unit.
+	a = c.call(t, http.MethodPost, "/api/v1/orgs/1/invoices", adminToken, map[string]any{"period": time.Now().UTC().Format("2006-01")})
+	require.Equal(t, http.StatusCreated, a.Status, "%s", a.Raw)
+	require.Equal(t, b["spent"], a.Body["invoice"].(map[string]any)["total"])
 }
 
 func TestBudgets_ParallelRunsOnTwoAPIsAndTwoConvergers_NeverPassTheLimit(t *testing.T) {
