@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -144,21 +142,8 @@ func TestOrgs_Update_PlanAndQuota_QuotaBelowLiveTenantsSaysSo_BadInput(t *testin
 func TestOrgs_CreateWithIdempotencyKey_RetriesGetTheFirstAnswer_OtherBody422(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
-	create := func(key string, body map[string]any) (int, map[string]any, http.Header) {
-		t.Helper()
-		b, err := json.Marshal(body)
-		require.NoError(t, err)
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, a.URL+"/api/v1/orgs", bytes.NewReader(b))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", key)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		var out map[string]any
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-		return resp.StatusCode, out, resp.Header
+	create := func(key string, body map[string]any) (int, map[string]any, bool) {
+		return a.withKey(http.MethodPost, "/api/v1/orgs", key, body)
 	}
 
 	// Concurrent retries under one key: one organization, every answer the first one.
@@ -181,9 +166,9 @@ func TestOrgs_CreateWithIdempotencyKey_RetriesGetTheFirstAnswer_OtherBody422(t *
 		}
 		require.Equal(t, first, body, "every retry gets the first answer")
 	}
-	code, _, header := create("org-key-1", map[string]any{"plan": "pro", "name": "idem"})
+	code, _, replayed := create("org-key-1", map[string]any{"plan": "pro", "name": "idem"})
 	require.Equal(t, http.StatusCreated, code)
-	require.Equal(t, "true", header.Get("Idempotent-Replayed"))
+	require.True(t, replayed)
 	var n int
 	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM organizations WHERE name = 'idem'`).Scan(&n))
 	require.Equal(t, 1, n)
