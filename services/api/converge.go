@@ -224,10 +224,9 @@ func (h *convergeAPI) answer(c echo.Context, status int, envID int64, id string)
 	return c.JSON(status, taskAnswer{Success: true, TaskID: id, Task: st.Task})
 }
 
-// record writes the API's record of task req.TaskID of tenant t and its converge.request in one
-// round trip, unless the tenant already has the tasks in flight its plan allows, after it
-// reserved the run's worst case against the tenant's budgets (reserve); a run not recorded
-// gives its reservation back.
+// record reserves the run's worst case against tenant t's budgets (reserve), then writes the
+// API's record of task req.TaskID and its converge.request (write); a run not recorded gives its
+// reservation back.
 func (h *convergeAPI) record(ctx context.Context, t Tenant, req events.ConvergeRequest, requestID string, key *idempotency) error {
 	release, err := h.reserve(ctx, t, &req)
 	if err != nil {
@@ -240,7 +239,8 @@ func (h *convergeAPI) record(ctx context.Context, t Tenant, req events.ConvergeR
 	return nil
 }
 
-// write writes the record and the event of record.
+// write records the task and its converge.request in one round trip, unless the tenant already
+// has the unfinished tasks its plan allows.
 func (h *convergeAPI) write(ctx context.Context, req events.ConvergeRequest, requestID string, key *idempotency, plan planLimits) error {
 	env, err := events.NewEnvelope(eventSource, events.TypeConvergeRequest, req.TaskID, requestID, req)
 	if err != nil {
