@@ -41,12 +41,16 @@ func BenchmarkSyncConverge(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("clients=%d/converge", clients), func(b *testing.B) {
+			before := c.dbWork(b)
 			p50 := parallel(b, clients, func() {
 				a := call(b, c.URL, http.MethodPost, "/api/v1/converge", key, body, nil)
 				if a.Status != http.StatusOK || a.task(b).Status != tasks.StatusCompleted {
 					b.Fatalf("converge: %d %s", a.Status, a.Raw)
 				}
 			})
+			after := c.dbWork(b)
+			b.ReportMetric(float64(after.xacts-before.xacts)/float64(b.N), "db-xacts/op")
+			b.ReportMetric(float64(after.rows-before.rows)/float64(b.N), "db-rows-written/op")
 			if bare > 0 {
 				b.ReportMetric(ms(p50-bare), "overhead-p50-ms")
 				b.ReportMetric(float64(p50)/float64(bare), "x-bare")
@@ -92,6 +96,27 @@ func parallel(b *testing.B, clients int, fn func()) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// dbCounters are the database's totals of transactions and of rows written (inserted, updated
+// or deleted), from pg_stat_database.
+type dbCounters struct{ xacts, rows int64 }
+
+// dbWork reads the counters once the backends have flushed their statistics (at most a second
+// after their last transaction).
+func (c *convergeEnv) dbWork(b *testing.B) dbCounters {
+	b.Helper()
+	time.Sleep(1100 * time.Millisecond)
+	var d dbCounters
+	if err := c.Pool.QueryRow(b.Context(), `SELECT pg_stat_clear_snapshot()`).Scan(new(any)); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Pool.QueryRow(b.Context(), `
+		SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()`).
+		Scan(&d.xacts, &d.rows); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
 
 // BenchmarkFairShare measures what a flood from one tenant does to another tenant's sync
 // converges: tenant B's median latency (p50-ms) while tenant A keeps as many async tasks in
