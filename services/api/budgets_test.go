@@ -210,7 +210,7 @@ func TestBudgets_Sweep_GivesBackReservationsOfRunsNeverRecorded(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t)
 	a.startConverger()
-	a.startMetering()
+	a.startMeteringWith(pricedSimulated(t))
 	envID, key := a.insertTenant("swept", "running")
 	code, body := a.do(http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken, map[string]any{"monthlySpendLimit": "1"})
 	require.Equal(t, http.StatusOK, code, "%v", body)
@@ -236,4 +236,19 @@ func TestBudgets_Sweep_GivesBackReservationsOfRunsNeverRecorded(t *testing.T) {
 	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{body["taskId"].(string)}, left, "the recorded run, not finished, keeps its reservation")
+}
+
+func TestBudgets_AFreeModelRunsWhateverTheBudgetHasLeft(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	a.startConverger()
+	a.startMetering() // the built-in prices: the simulated provider is free
+	envID, key := a.insertTenant("frugal", "running")
+	code, body := a.do(http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken, map[string]any{"monthlySpendLimit": "0"})
+	require.Equal(t, http.StatusOK, code, "%v", body)
+	code, body = a.do(http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Free of charge.", "async": true})
+	require.Equal(t, http.StatusAccepted, code, "%v", body)
+	var n int
+	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM metering.budget_reservations`).Scan(&n))
+	require.Zero(t, n, "nothing to reserve")
 }

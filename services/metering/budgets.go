@@ -29,9 +29,12 @@ import (
 const ledgerLineSlack = 4
 
 // worstCase is the most that tokens tokens of a model at rate can cost as the ledger prices
-// them: every token at the highest of the rate's prices.
+// them: every token at the highest of the rate's prices; nothing for a free model.
 func worstCase(rate pricing.Rate, tokens int64) pricing.Micros {
 	top := max(rate.Input, rate.Output, rate.Cached)
+	if top == 0 {
+		return 0
+	}
 	return pricing.Rate{Input: top}.TokenCost(tokens, 0, 0) + ledgerLineSlack
 }
 
@@ -58,6 +61,9 @@ func (s *Service) reserve(ctx context.Context, r events.BudgetReservation) (even
 	}
 	amount := worstCase(rate, r.Tokens)
 	answer := events.BudgetReserved{AmountMicros: int64(amount), Currency: prices.Currency()}
+	if amount == 0 {
+		return answer, nil // A free model runs whatever a budget has left.
+	}
 	err := pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
 		// The turn is taken before the sums, whose statement then sees every reservation made
 		// before it and every usage recorded before it.
