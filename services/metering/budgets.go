@@ -49,7 +49,7 @@ func (s *Service) reserve(ctx context.Context, r events.BudgetReservation) (even
 	case r.OrgID <= 0 || r.EnvID <= 0:
 		return events.BudgetReserved{}, natsrpc.Errorf(natsrpc.CodeInvalid, "orgId and envId are required")
 	case r.Tokens <= 0 || r.Tokens > maxReservedTokens:
-		return events.BudgetReserved{}, natsrpc.Errorf(natsrpc.CodeInvalid, "tokens %d: use 1 to %d", r.Tokens, maxReservedTokens)
+		return events.BudgetReserved{}, natsrpc.Errorf(natsrpc.CodeInvalid, "tokenBudget %d: a run reserved against a budget may have 1 to %d tokens", r.Tokens, maxReservedTokens)
 	case r.OrgLimitMicros != nil && *r.OrgLimitMicros < 0, r.TenantLimitMicros != nil && *r.TenantLimitMicros < 0:
 		return events.BudgetReserved{}, natsrpc.Errorf(natsrpc.CodeInvalid, "a limit must not be negative")
 	}
