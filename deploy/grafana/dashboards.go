@@ -150,7 +150,7 @@ func convergence() Board {
 func metering() Board {
 	return Board{
 		File: "metering.json", UID: "convergence-metering", Title: "Convergence / Metering and billing",
-		Description: "What is billed: source events, ledger lines, refused results, unpriced usage, rollups.",
+		Description: "What is billed: source events, ledger lines, refused results, unpriced usage, budget reservations, rollups.",
 		Panels: []Panel{
 			{Title: "Results refused", Unit: "short", Stat: true,
 				Description: "Convergence results not billed because the converger's records do not vouch for them: forged or replayed usage (alert ForgedUsageRefused).",
@@ -178,6 +178,9 @@ func metering() Board {
 					{`histogram_quantile(0.95, sum by (le, source) (rate(convergence_metering_batch_duration_seconds_bucket` + rate + `)))`, "p95 time {{source}}"},
 					{`histogram_quantile(0.5, sum by (le, source) (rate(convergence_metering_batch_messages_bucket` + rate + `)))`, "p50 size {{source}} (messages)"},
 				}},
+			{Title: "Budget reservations", Unit: "ops",
+				Description: "Runs' worst cases reserved against budgets, refused (402 budget_exceeded, alert RunsRefusedForBudget) and given back.",
+				Queries:     []Query{{`sum by (outcome) (rate(convergence_metering_budget_reservations_total` + rate + `))`, "{{outcome}}"}}},
 			{Title: "Rollup merges", Unit: "s",
 				Queries: []Query{
 					{`histogram_quantile(0.95, sum by (le) (rate(convergence_metering_rollup_merge_duration_seconds_bucket` + rate + `)))`, "p95 merge time"},

@@ -112,5 +112,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, reason := range refusalReasons() {
 		m.refused.WithLabelValues(reason)
 	}
+	for _, outcome := range []string{"reserved", "refused", "released"} {
+		m.budgetReservations.WithLabelValues(outcome)
+	}
 	return m
 }
