@@ -21,8 +21,9 @@ const (
 	Provisioner Role = "provisioner"
 	Converger   Role = "converger"
 	Metering    Role = "metering"
-	// Integrator reads the platform's facts (tenant lifecycle, convergence results) and nothing
-	// else: no commands, no prompts, no stream or platform consumer management.
+	// Integrator reads the platform's facts (tenant lifecycle, convergence results, budget
+	// alerts) and nothing else: no commands, no prompts, no stream or platform consumer
+	// management.
 	Integrator Role = "integrator"
 	// Admin may do anything: it creates the streams, and is the operator's own tool.
 	Admin Role = "admin"
@@ -93,7 +94,7 @@ func grants() map[Role]grant {
 	return map[Role]grant{
 		API: {
 			// The converge and destroy commands, relayed from its outbox.
-			publish: []string{events.SubjectTenantDestroy, events.SubjectConvergeRequest,
+			publish: []string{events.SubjectTenantDestroy, events.SubjectConvergeRequest, events.SubjectBudgetThreshold,
 				dl(events.ConsumerAPIKeys), dl(events.ConsumerAPITaskEnds)},
 			// A task's progress; a tenant's lifecycle, while a spawn or destroy waits for it.
 			subscribe: []string{events.SubjectConvergeProgress, events.SubjectTenantLifecycle},
@@ -134,7 +135,7 @@ func grants() map[Role]grant {
 
 // integratorStreams are the fact streams an integrator may read.
 func integratorStreams() []string {
-	return []string{events.StreamTenantLifecycle, events.StreamConvergeResults}
+	return []string{events.StreamTenantLifecycle, events.StreamConvergeResults, events.StreamBudgetAlerts}
 }
 
 // permissions returns the NATS permissions of role.
@@ -146,7 +147,7 @@ func permissions(role Role) (jwt.Permissions, error) {
 		p.Sub.Allow.Add(">")
 		return p, nil
 	case Integrator:
-		p.Sub.Allow.Add(events.SubjectTenantLifecycle, events.SubjectConvergeCompleted, events.SubjectConvergeFailed, role.inbox()+".>")
+		p.Sub.Allow.Add(events.SubjectTenantLifecycle, events.SubjectConvergeCompleted, events.SubjectConvergeFailed, events.SubjectBudgetThreshold, role.inbox()+".>")
 		p.Pub.Allow.Add("$JS.API.INFO")
 		for _, s := range integratorStreams() {
 			// Its own consumers, named or durable, on the fact streams. The legacy ephemeral

@@ -57,6 +57,8 @@ func TestSchemas_PayloadsOfTheGoTypesValidate(t *testing.T) {
 			StopReason: "error", Error: "the provider failed", Rounds: 1, Usage: usage, Agents: agents, FinishedAt: at},
 		events.TypeTenantKeyIssued: events.TenantKeyIssued{EnvID: 1, OrgID: 1, Name: "acme", KeyDigest: make([]byte, 32),
 			KeyPrefix: "sk_tenant_abcd…", IssuedAt: at},
+		events.TypeBudgetThreshold: events.BudgetThreshold{OrgID: 1, EnvID: 2, Month: "2026-12", Threshold: 0.8, LimitMicros: 5_000_000,
+			SpentMicros: 4_100_000, Currency: "USD", At: at},
 	} {
 		env, err := events.NewEnvelope("convergence/test", typ, "s", "req-1", data)
 		require.NoError(t, err)

@@ -16,6 +16,7 @@ const (
 	StreamConvergeResults  = "CONVERGE_RESULTS"
 	StreamDeadLetter       = "DEAD_LETTER"
 	StreamTenantKeys       = "TENANT_KEYS"
+	StreamBudgetAlerts     = "BUDGET_ALERTS"
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id to drop a repeated publish.
@@ -72,6 +73,15 @@ func Streams() []jetstream.StreamConfig {
 			Retention:  jetstream.LimitsPolicy,
 			Storage:    jetstream.FileStorage,
 			Duplicates: DuplicateWindow,
+		},
+		{
+			Name:        StreamBudgetAlerts,
+			Description: "Facts: budgets' alert thresholds crossed, kept for replay.",
+			Subjects:    []string{SubjectBudgetThreshold},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      400 * 24 * time.Hour,
+			Duplicates:  DuplicateWindow,
 		},
 		{
 			Name:        StreamDeadLetter,

@@ -17,6 +17,7 @@ const (
 	SubjectDeadLetter        = "deadletter.>"        // deadletter.<consumer>
 	SubjectTenantKeys        = "tenant.key.>"        // tenant.key.issued.<envId>
 	SubjectConvergeCancel    = "converge.cancel.*"   // converge.cancel.<taskId>, core NATS, between convergers
+	SubjectBudgetThreshold   = "budget.threshold.>"  // budget.threshold.<orgId>.<envId>, envId 0 for an organization's
 )
 
 // Event types: reverse-DNS names with the payload version last.
@@ -29,6 +30,7 @@ const (
 	TypeConvergeFailed    = "dev.convergence.converge.failed.v1"
 	TypeConvergeProgress  = "dev.convergence.converge.progress.v1"
 	TypeTenantKeyIssued   = "dev.convergence.tenant.key.issued.v1"
+	TypeBudgetThreshold   = "dev.convergence.budget.threshold.v1"
 )
 
 // TenantState is a tenant's lifecycle state.
@@ -73,6 +75,12 @@ func LifecycleFilter(state TenantState, envID int64) string {
 
 // KeyIssuedSubject is the subject of the fact that tenant envID was given a key.
 func KeyIssuedSubject(envID int64) string { return "tenant.key.issued." + strconv.FormatInt(envID, 10) }
+
+// BudgetThresholdSubject is the subject of a threshold crossed by the budget of organization
+// orgID, or of its tenant envID (0 for the organization's).
+func BudgetThresholdSubject(orgID, envID int64) string {
+	return "budget.threshold." + strconv.FormatInt(orgID, 10) + "." + strconv.FormatInt(envID, 10)
+}
 
 // ProgressSubject is the core-NATS subject on which a task's live progress is published.
 func ProgressSubject(taskID string) string { return "converge.progress." + taskID }

@@ -208,3 +208,18 @@ type BudgetUsage struct {
 	SpentMicros    int64  `json:"spentMicros"`
 	ReservedMicros int64  `json:"reservedMicros"`
 }
+
+// BudgetThreshold (TypeBudgetThreshold, on BudgetThresholdSubject) says that an organization's
+// or a tenant's spend this month crossed one of its budget's alert thresholds: Threshold of
+// LimitMicros (a fraction, 1 for the whole limit), with SpentMicros spent when the API saw it.
+// Each threshold of a budget is told once a month.
+type BudgetThreshold struct {
+	OrgID       int64     `json:"orgId"`
+	EnvID       int64     `json:"envId,omitempty"`
+	Month       string    `json:"month"`
+	Threshold   float64   `json:"threshold"`
+	LimitMicros int64     `json:"limitMicros"`
+	SpentMicros int64     `json:"spentMicros"`
+	Currency    string    `json:"currency"`
+	At          time.Time `json:"at"`
+}

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -251,4 +252,53 @@ func TestBudgets_AFreeModelRunsWhateverTheBudgetHasLeft(t *testing.T) {
 	var n int
 	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM metering.budget_reservations`).Scan(&n))
 	require.Zero(t, n, "nothing to reserve")
+}
+
+func TestBudgets_AlertThresholds_EachToldOnceAsAnEvent(t *testing.T) {
+	t.Parallel()
+	c := newConvergeEnvWith(t, 0, pricedSimulated(t))
+	envID, key := c.insertTenant("watched", "running")
+	a := c.call(t, http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken,
+		map[string]any{"monthlySpendLimit": "0.010000", "alertAt": []float64{0.1, 0.5, 1}})
+	require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
+	run := func() {
+		t.Helper()
+		a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a lock. [sim:converge]", "maxRounds": 2, "tokenBudget": 4000})
+		require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
+		require.Eventually(t, func() bool { return c.budgetOf(t, envID)["reserved"] == "0.000000" }, 20*time.Second, 20*time.Millisecond)
+	}
+	told := func() int {
+		t.Helper()
+		n, err := c.api.BudgetAlertsOnce(t.Context())
+		require.NoError(t, err)
+		return n
+	}
+	require.Zero(t, told(), "nothing spent yet")
+	run() // a run costs about a third of the limit
+	require.Equal(t, 1, told(), "10%% reached: %v", c.budgetOf(t, envID))
+	require.Zero(t, told(), "told once")
+	run()
+	require.Equal(t, 1, told(), "50%% reached: %v", c.budgetOf(t, envID))
+
+	stream, err := c.JS.Stream(t.Context(), events.StreamBudgetAlerts)
+	require.NoError(t, err)
+	var thresholds []float64
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == 2
+	}, 10*time.Second, 20*time.Millisecond, "the events are relayed to BUDGET_ALERTS")
+	for seq := uint64(1); seq <= 2; seq++ {
+		msg, err := stream.GetMsg(t.Context(), seq)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("budget.threshold.1.%d", envID), msg.Subject)
+		env, err := events.Decode(msg.Data)
+		require.NoError(t, err)
+		require.Equal(t, events.TypeBudgetThreshold, env.Type)
+		var ev events.BudgetThreshold
+		require.NoError(t, json.Unmarshal(env.Data, &ev))
+		require.Equal(t, int64(10_000), ev.LimitMicros)
+		require.GreaterOrEqual(t, ev.SpentMicros*1000, int64(ev.Threshold*1000)*ev.LimitMicros)
+		thresholds = append(thresholds, ev.Threshold)
+	}
+	require.Equal(t, []float64{0.1, 0.5}, thresholds)
 }

@@ -57,6 +57,7 @@ type convergeEnv struct {
 	apiPool  *pgxpool.Pool  // the API's role
 	ob       *outbox.Outbox // the API's outbox
 	convPool *pgxpool.Pool  // the converger's role
+	api      *api.Service   // the first API replica
 	secrets  *seal.Keyring  // every converger's, which seals the webhook secrets
 	provider *countingProvider
 }
@@ -199,6 +200,9 @@ func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
 	})
 	require.NoError(c.t, err)
 	c.goRun(svc.Run) // Its consumers: the keys issued, the tasks ended.
+	if c.api == nil {
+		c.api = svc
+	}
 	hs := httptest.NewServer(e)
 	c.t.Cleanup(hs.Close)
 	return hs.URL

@@ -107,8 +107,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run records the keys the provisioner issues (keyFacts) and when tasks end (taskEnds) until
-// ctx is done. The routes are served by the process's HTTP server.
+// Run records the keys the provisioner issues (keyFacts) and when tasks end (taskEnds), forgets
+// old idempotency keys, gives back stale budget reservations, tells of budget thresholds reached
+// and reloads the plan file, until ctx is done. The routes are served by the process's HTTP
+// server.
 func (s *Service) Run(ctx context.Context) error {
 	s.logger.Info("api ready")
 	g, gctx := errgroup.WithContext(ctx)
@@ -116,6 +118,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.taskEnds().Run(gctx) })
 	g.Go(func() error { return s.forgetKeys(gctx) })
 	g.Go(func() error { s.sweepReservations(gctx); return nil })
+	g.Go(func() error { s.watchBudgetAlerts(gctx); return nil })
 	if s.cfg.Plans != "" && s.cfg.PlansReload > 0 {
 		g.Go(func() error { s.plans.watch(gctx, s.cfg.PlansReload); return nil })
 	}
