@@ -27,18 +27,11 @@ const maxAlertBudgets = 1000
 
 // watchBudgetAlerts tells of crossed thresholds until ctx is done.
 func (s *Service) watchBudgetAlerts(ctx context.Context) {
-	t := time.NewTicker(alertEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, alertEvery, func() {
 		if _, err := s.budgetAlertsOnce(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("look at budget alerts", "err", err)
 		}
-	}
+	})
 }
 
 // alertingBudget is a budget with alert thresholds.

@@ -310,18 +310,25 @@ const (
 // tasks the API never recorded or that ended more than settleGrace ago. Every replica sweeps;
 // a release is idempotent.
 func (s *Service) sweepReservations(ctx context.Context) {
-	t := time.NewTicker(sweepEvery)
+	every(ctx, sweepEvery, func() {
+		if n, err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("sweep budget reservations", "err", err)
+		} else if n > 0 {
+			s.logger.Info("gave back budget reservations of runs never recorded or long ended", "reservations", n)
+		}
+	})
+}
+
+// every calls fn every d until ctx is done.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if n, err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
-			s.logger.Warn("sweep budget reservations", "err", err)
-		} else if n > 0 {
-			s.logger.Info("gave back budget reservations of runs never recorded or long ended", "reservations", n)
+			fn()
 		}
 	}
 }
