@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -280,6 +281,8 @@ func chatCompletionOf(model, id string, t taskOutcome) chatCompletion {
 // it keeps the connection alive); the converged output comes as one content chunk once the
 // task has finished, then the finish reason, and the usage when stream_options.include_usage
 // asks for it. A task that ends otherwise than completed ends the stream with an error event.
+// A retry with the Idempotency-Key of an earlier request streams the earlier request's task
+// (Idempotent-Replayed: true), from where it stands: no second task runs.
 func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) error {
 	ctx := c.Request().Context()
 	t := tenantOf(c)
@@ -288,7 +291,20 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 		return err
 	}
 	defer release()
+	key, err := idempotencyOf(c, v)
+	if err != nil {
+		return err
+	}
+	var earlier *earlier
+	if key != nil {
+		if earlier, err = h.lookup(ctx, t.EnvID, key); err != nil {
+			return err
+		}
+	}
 	id := taskspec.NewID()
+	if earlier != nil {
+		id = earlier.taskID
+	}
 	// Subscribed before the task exists, so none of its progress is missed.
 	live := make(chan *nats.Msg, 64)
 	sub, err := h.s.deps.NC.ChanSubscribe(events.ProgressSubject(id), live)
@@ -296,11 +312,30 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 		return httpx.Unavailable("the message bus")
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := h.backlog.admit(ctx); err != nil {
-		return err
+	if earlier == nil {
+		if err := h.backlog.admit(ctx); err != nil {
+			return err
+		}
+		err := h.record(ctx, t, v.event(id, t), httpx.RequestID(c), key)
+		if errors.Is(err, errIdempotencyKeyTaken) {
+			// A concurrent request with the key recorded its task first: stream that one.
+			if earlier, err = h.lookup(ctx, t.EnvID, key); err == nil && earlier == nil {
+				err = errIdempotencyKeyTaken
+			}
+			if err == nil {
+				_ = sub.Unsubscribe()
+				id = earlier.taskID
+				if sub, err = h.s.deps.NC.ChanSubscribe(events.ProgressSubject(id), live); err != nil {
+					return httpx.Unavailable("the message bus")
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if err := h.record(ctx, t, v.event(id, t), httpx.RequestID(c), nil); err != nil {
-		return err
+	if earlier != nil {
+		c.Response().Header().Set("Idempotent-Replayed", "true")
 	}
 
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
@@ -317,7 +352,12 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 	// No task outlives its timeout by much; a stream that would is ended, the task left to GET.
 	bound := time.NewTimer(h.limits.MaxTimeout + time.Minute)
 	defer bound.Stop()
-	for finished := false; !finished; {
+	finished := false
+	if earlier != nil {
+		st, err := h.state(ctx, t.EnvID, id, events.TaskQuery{})
+		finished = err == nil && st.Finished()
+	}
+	for !finished {
 		select {
 		case <-ctx.Done():
 			return nil // The client left; the task runs on, as an async one would.

@@ -103,6 +103,39 @@ func TestOpenAI_SDKConvergesThroughThePlatform(t *testing.T) {
 	require.Equal(t, acc.Choices[0].Message.Content, streamed.Result.Output)
 	require.Equal(t, acc.Usage.TotalTokens, streamed.Usage.TotalTokens)
 
+	// A streamed retry under the Idempotency-Key of the first streams the first one's task.
+	streamAgain := func() (string, bool) {
+		t.Helper()
+		var header http.Header
+		s := sdk.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+			Model:    "convergence-plan",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Plan a migration. [sim:converge]")},
+		}, option.WithHeader("Idempotency-Key", "stream-1"), option.WithMiddleware(
+			func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+				resp, err := next(r)
+				if resp != nil {
+					header = resp.Header
+				}
+				return resp, err
+			}))
+		var acc openai.ChatCompletionAccumulator
+		for s.Next() {
+			acc.AddChunk(s.Current())
+		}
+		require.NoError(t, s.Err())
+		require.NoError(t, s.Close())
+		require.NotEmpty(t, acc.Choices[0].Message.Content)
+		return acc.ID, header.Get("Idempotent-Replayed") == "true"
+	}
+	first, replayed := streamAgain()
+	require.False(t, replayed)
+	again, replayed := streamAgain()
+	require.True(t, replayed)
+	require.Equal(t, first, again, "the same task, streamed again")
+	var plans int
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api.tasks WHERE env_id = $1 AND request->>'type' = 'plan'`, envID).Scan(&plans))
+	require.Equal(t, 1, plans, "no second task ran")
+
 	for _, bad := range []struct {
 		params openai.ChatCompletionNewParams
 		want   string
