@@ -21,9 +21,9 @@ const (
 	Provisioner Role = "provisioner"
 	Converger   Role = "converger"
 	Metering    Role = "metering"
-	// Integrator reads the platform's facts (tenant lifecycle, convergence results, budget
-	// alerts) and nothing else: no commands, no prompts, no stream or platform consumer
-	// management.
+	// Integrator reads the platform's facts (tenant lifecycle, convergence results, usage
+	// recorded, budget alerts) and nothing else: no commands, no prompts, no stream or platform
+	// consumer management.
 	Integrator Role = "integrator"
 	// Admin may do anything: it creates the streams, and is the operator's own tool.
 	Admin Role = "admin"
@@ -124,7 +124,8 @@ func grants() map[Role]grant {
 				{events.StreamDeadLetter, events.ConsumerConvergerDeadLetters}},
 		},
 		Metering: {
-			publish: []string{dl(events.ConsumerMeteringResults), dl(events.ConsumerMeteringLifecyle)},
+			// The usage the ledger recorded, relayed from its outbox.
+			publish: []string{events.SubjectUsageRecorded, dl(events.ConsumerMeteringResults), dl(events.ConsumerMeteringLifecyle)},
 			serve:   []string{"metering.>"},
 			call:    []string{events.SubjectTasksFinished, events.SubjectTasksKnown},
 			consumes: []durable{{events.StreamConvergeResults, events.ConsumerMeteringResults},
@@ -135,7 +136,7 @@ func grants() map[Role]grant {
 
 // integratorStreams are the fact streams an integrator may read.
 func integratorStreams() []string {
-	return []string{events.StreamTenantLifecycle, events.StreamConvergeResults, events.StreamBudgetAlerts}
+	return []string{events.StreamTenantLifecycle, events.StreamConvergeResults, events.StreamBilling}
 }
 
 // permissions returns the NATS permissions of role.
@@ -147,7 +148,8 @@ func permissions(role Role) (jwt.Permissions, error) {
 		p.Sub.Allow.Add(">")
 		return p, nil
 	case Integrator:
-		p.Sub.Allow.Add(events.SubjectTenantLifecycle, events.SubjectConvergeCompleted, events.SubjectConvergeFailed, events.SubjectBudgetThreshold, role.inbox()+".>")
+		p.Sub.Allow.Add(events.SubjectTenantLifecycle, events.SubjectConvergeCompleted, events.SubjectConvergeFailed, events.SubjectBudgetThreshold,
+			events.SubjectUsageRecorded, role.inbox()+".>")
 		p.Pub.Allow.Add("$JS.API.INFO")
 		for _, s := range integratorStreams() {
 			// Its own consumers, named or durable, on the fact streams. The legacy ephemeral

@@ -22,5 +22,5 @@ func SchemaName(typ string) string { return typ + ".json" }
 // Types lists every event type.
 func Types() []string {
 	return []string{TypeTenantSpawn, TypeTenantDestroy, TypeTenantLifecycle, TypeConvergeRequest,
-		TypeConvergeCompleted, TypeConvergeFailed, TypeConvergeProgress, TypeTenantKeyIssued, TypeBudgetThreshold}
+		TypeConvergeCompleted, TypeConvergeFailed, TypeConvergeProgress, TypeTenantKeyIssued, TypeBudgetThreshold, TypeUsageRecorded}
 }

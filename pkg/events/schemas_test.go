@@ -57,6 +57,10 @@ func TestSchemas_PayloadsOfTheGoTypesValidate(t *testing.T) {
 			StopReason: "error", Error: "the provider failed", Rounds: 1, Usage: usage, Agents: agents, FinishedAt: at},
 		events.TypeTenantKeyIssued: events.TenantKeyIssued{EnvID: 1, OrgID: 1, Name: "acme", KeyDigest: make([]byte, 32),
 			KeyPrefix: "sk_tenant_abcd…", IssuedAt: at},
+		events.TypeUsageRecorded: events.UsageRecorded{OrgID: 1, Currency: "USD", PriceVersion: "builtin-2025-06",
+			Records: []events.UsageRecord{{SourceEventID: "0193f1c2a4b0a1b2c3d4e5f6a7", Kind: "task", EnvID: 2, TaskID: task, OccurredAt: at,
+				Lines: []events.UsageLine{{Line: 0, Provider: "openai", Model: "gpt-4o-mini", Agent: "A", Calls: 1, InputTokens: 30,
+					OutputTokens: 10, CachedTokens: 5, TotalTokens: 40, CostMicros: new(int64)}}}}},
 		events.TypeBudgetThreshold: events.BudgetThreshold{OrgID: 1, EnvID: 2, Month: "2026-12", Threshold: 0.8, LimitMicros: 5_000_000,
 			SpentMicros: 4_100_000, Currency: "USD", At: at},
 	} {

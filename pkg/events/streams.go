@@ -16,7 +16,7 @@ const (
 	StreamConvergeResults  = "CONVERGE_RESULTS"
 	StreamDeadLetter       = "DEAD_LETTER"
 	StreamTenantKeys       = "TENANT_KEYS"
-	StreamBudgetAlerts     = "BUDGET_ALERTS"
+	StreamBilling          = "BILLING"
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id to drop a repeated publish.
@@ -75,9 +75,9 @@ func Streams() []jetstream.StreamConfig {
 			Duplicates: DuplicateWindow,
 		},
 		{
-			Name:        StreamBudgetAlerts,
-			Description: "Facts: budgets' alert thresholds crossed, kept for replay.",
-			Subjects:    []string{SubjectBudgetThreshold},
+			Name:        StreamBilling,
+			Description: "Facts: usage recorded in the ledger, and budgets' alert thresholds crossed, kept for replay.",
+			Subjects:    []string{SubjectUsageRecorded, SubjectBudgetThreshold},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			MaxAge:      400 * 24 * time.Hour,

@@ -18,6 +18,7 @@ const (
 	SubjectTenantKeys        = "tenant.key.>"        // tenant.key.issued.<envId>
 	SubjectConvergeCancel    = "converge.cancel.*"   // converge.cancel.<taskId>, core NATS, between convergers
 	SubjectBudgetThreshold   = "budget.threshold.>"  // budget.threshold.<orgId>.<envId>, envId 0 for an organization's
+	SubjectUsageRecorded     = "usage.recorded.>"    // usage.recorded.<orgId>
 )
 
 // Event types: reverse-DNS names with the payload version last.
@@ -31,6 +32,7 @@ const (
 	TypeConvergeProgress  = "dev.convergence.converge.progress.v1"
 	TypeTenantKeyIssued   = "dev.convergence.tenant.key.issued.v1"
 	TypeBudgetThreshold   = "dev.convergence.budget.threshold.v1"
+	TypeUsageRecorded     = "dev.convergence.usage.recorded.v1"
 )
 
 // TenantState is a tenant's lifecycle state.
@@ -80,6 +82,11 @@ func KeyIssuedSubject(envID int64) string { return "tenant.key.issued." + strcon
 // orgID, or of its tenant envID (0 for the organization's).
 func BudgetThresholdSubject(orgID, envID int64) string {
 	return "budget.threshold." + strconv.FormatInt(orgID, 10) + "." + strconv.FormatInt(envID, 10)
+}
+
+// UsageRecordedSubject is the subject of usage the ledger recorded for organization orgID.
+func UsageRecordedSubject(orgID int64) string {
+	return "usage.recorded." + strconv.FormatInt(orgID, 10)
 }
 
 // ProgressSubject is the core-NATS subject on which a task's live progress is published.

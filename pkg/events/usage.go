@@ -223,3 +223,41 @@ type BudgetThreshold struct {
 	Currency    string    `json:"currency"`
 	At          time.Time `json:"at"`
 }
+
+// UsageRecorded (TypeUsageRecorded, on UsageRecordedSubject) is the usage of one organization
+// that one ledger transaction recorded: for each source event (Records), a task's usage (Kind
+// task, one line per agent and model) or a tenant's container time (Kind container), each line
+// as the ledger holds it, priced (CostMicros, in Currency at PriceVersion) or not (CostMicros
+// absent: the price table had no price). The ledger records a source event once, so each ledger
+// line is published once.
+type UsageRecorded struct {
+	OrgID        int64         `json:"orgId"`
+	Currency     string        `json:"currency"`
+	PriceVersion string        `json:"priceVersion"`
+	Records      []UsageRecord `json:"records"`
+}
+
+// UsageRecord is what the ledger recorded for one source event.
+type UsageRecord struct {
+	SourceEventID string      `json:"sourceEventId"`
+	Kind          string      `json:"kind"`
+	EnvID         int64       `json:"envId"`
+	TaskID        string      `json:"taskId,omitempty"`
+	OccurredAt    time.Time   `json:"occurredAt"`
+	Lines         []UsageLine `json:"lines"`
+}
+
+// UsageLine is one line of the ledger.
+type UsageLine struct {
+	Line         int    `json:"line"`
+	Provider     string `json:"provider,omitempty"`
+	Model        string `json:"model,omitempty"`
+	Agent        string `json:"agent,omitempty"`
+	Calls        int64  `json:"calls"`
+	InputTokens  int64  `json:"inputTokens"`
+	OutputTokens int64  `json:"outputTokens"`
+	CachedTokens int64  `json:"cachedTokens"`
+	TotalTokens  int64  `json:"totalTokens"`
+	ContainerMS  int64  `json:"containerMs"`
+	CostMicros   *int64 `json:"costMicros,omitempty"`
+}

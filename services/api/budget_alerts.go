@@ -16,7 +16,7 @@ import (
 // Budget alerts. Every alertEvery, each replica looks at the budgets that have alert thresholds
 // (alertAt), asks the metering what each has spent this month, and tells of every threshold the
 // spend has reached that was not told this month: a budget.threshold event (stream
-// BUDGET_ALERTS), written with its record in api.budget_alerts in one transaction, so each is
+// BILLING), written with its record in api.budget_alerts in one transaction, so each is
 // told once however many replicas look.
 
 // alertEvery is how often the budgets are looked at.

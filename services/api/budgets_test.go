@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
@@ -280,18 +281,16 @@ func TestBudgets_AlertThresholds_EachToldOnceAsAnEvent(t *testing.T) {
 	run()
 	require.Equal(t, 1, told(), "50%% reached: %v", c.budgetOf(t, envID))
 
-	stream, err := c.JS.Stream(t.Context(), events.StreamBudgetAlerts)
+	// The stream holds the runs' usage events too; the alerts are the budget.threshold ones.
+	cons, err := c.JS.OrderedConsumer(t.Context(), events.StreamBilling, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectBudgetThreshold}})
 	require.NoError(t, err)
 	var thresholds []float64
-	require.Eventually(t, func() bool {
-		info, err := stream.Info(t.Context())
-		return err == nil && info.State.Msgs == 2
-	}, 10*time.Second, 20*time.Millisecond, "the events are relayed to BUDGET_ALERTS")
-	for seq := uint64(1); seq <= 2; seq++ {
-		msg, err := stream.GetMsg(t.Context(), seq)
-		require.NoError(t, err)
-		require.Equal(t, fmt.Sprintf("budget.threshold.1.%d", envID), msg.Subject)
-		env, err := events.Decode(msg.Data)
+	for range 2 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		require.NoError(t, err, "the events are relayed to BILLING")
+		require.Equal(t, fmt.Sprintf("budget.threshold.1.%d", envID), msg.Subject())
+		env, err := events.Decode(msg.Data())
 		require.NoError(t, err)
 		require.Equal(t, events.TypeBudgetThreshold, env.Type)
 		var ev events.BudgetThreshold

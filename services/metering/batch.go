@@ -27,6 +27,9 @@ func ingest[T any](s *Service, source string, record func(context.Context, []T) 
 			}
 			return err
 		}
+		if res.Recorded > 0 {
+			s.wakePublisher()
+		}
 		s.metrics.events.WithLabelValues(source, outcomeRecorded).Add(float64(res.Recorded))
 		s.metrics.events.WithLabelValues(source, outcomeDuplicate).Add(float64(res.Duplicates))
 		s.metrics.events.WithLabelValues(source, outcomeConflict).Add(float64(len(res.Conflicts)))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
+	"github.com/convergence-dev/convergence/pkg/events/eventstest"
 )
 
 var t0 = time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)
@@ -53,6 +54,37 @@ func TestIngest_CompletedEventDeliveredThreeTimesPublishedTwice_CountsOnce(t *te
 	require.EqualValues(t, 2500, p.count(`SELECT sum(total_tokens) FROM metering_ledger`))
 	require.Equal(t, 1, in.events("results", "recorded"))
 	require.Equal(t, 5, in.events("results", "duplicate"), "six handlings, one effect")
+
+	// The usage went out once, as one usage.recorded event with a record of the ledger's two
+	// lines.
+	billing, err := p.JS.Stream(t.Context(), events.StreamBilling)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := billing.Info(t.Context())
+		return err == nil && info.State.Msgs == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // no second one comes
+	info, err := billing.Info(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Msgs)
+	msg, err := billing.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Equal(t, "usage.recorded.1", msg.Subject)
+	v, err := eventstest.NewValidator()
+	require.NoError(t, err)
+	require.NoError(t, v.Validate(msg.Data), "the event is its schema's")
+	env, err := events.Decode(msg.Data)
+	require.NoError(t, err)
+	var usage events.UsageRecorded
+	require.NoError(t, json.Unmarshal(env.Data, &usage))
+	require.Len(t, usage.Records, 1)
+	rec := usage.Records[0]
+	require.Equal(t, ev.ID, rec.SourceEventID)
+	require.Equal(t, "task-1", rec.TaskID)
+	require.EqualValues(t, 7, rec.EnvID)
+	require.Len(t, rec.Lines, 2)
+	require.EqualValues(t, 1500, rec.Lines[0].TotalTokens)
+	require.NotNil(t, rec.Lines[0].CostMicros, "sonnet is priced")
 }
 
 func TestIngest_TwoInstancesOneDurable_EveryEventCountedOnce(t *testing.T) {

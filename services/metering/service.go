@@ -47,6 +47,8 @@ type Service struct {
 	// badPrices is the digest of the last price file that failed to load, so an unchanged bad
 	// file is reported once, not on every check.
 	badPrices [sha256.Size]byte
+	// published wakes the usage publisher (publish.go) after a batch is recorded.
+	published chan struct{}
 }
 
 // hooks let tests step into the ingest path.
@@ -68,12 +70,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("metering.prices: %w", err)
 	}
 	s := &Service{
-		cfg:     cfg,
-		deps:    deps,
-		logger:  deps.Logger.With("service", "metering"),
-		store:   ledger.NewStore(deps.Pool),
-		metrics: newMetrics(deps.Registry),
-		table:   table,
+		cfg:       cfg,
+		deps:      deps,
+		logger:    deps.Logger.With("service", "metering"),
+		store:     ledger.NewStore(deps.Pool),
+		metrics:   newMetrics(deps.Registry),
+		table:     table,
+		published: make(chan struct{}, 1),
 	}
 	s.queries = s.queryServer()
 	return s, nil
@@ -126,6 +129,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.queries.Run(gctx) })
 	g.Go(func() error { s.watchPrices(gctx); return nil })
 	g.Go(func() error { s.mergeRollups(gctx); return nil })
+	g.Go(func() error { s.publishUsage(gctx); return nil })
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())
 	return g.Wait()
 }
