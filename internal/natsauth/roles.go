@@ -116,12 +116,13 @@ func grants() map[Role]grant {
 			// Only the converger reports finished tasks, and with them the usage that is billed.
 			publish: []string{events.SubjectConvergeCompleted, events.SubjectConvergeFailed, events.SubjectConvergeProgress,
 				events.SubjectConvergeCancel, dl(events.ConsumerConverger), dl(events.ConsumerConvergerTenants),
-				dl(events.ConsumerConvergerDeadLetters)},
+				dl(events.ConsumerConvergerDeadLetters), dl(events.ConsumerConvergerBudgetAlerts)},
 			subscribe: []string{events.SubjectConvergeCancel},
 			serve:     []string{"converger.>"},
 			consumes: []durable{{events.StreamConvergeCommands, events.ConsumerConverger},
 				{events.StreamTenantLifecycle, events.ConsumerConvergerTenants},
-				{events.StreamDeadLetter, events.ConsumerConvergerDeadLetters}},
+				{events.StreamDeadLetter, events.ConsumerConvergerDeadLetters},
+				{events.StreamBilling, events.ConsumerConvergerBudgetAlerts}},
 		},
 		Metering: {
 			// The usage the ledger recorded, relayed from its outbox.

@@ -62,7 +62,7 @@ func TestSchemas_PayloadsOfTheGoTypesValidate(t *testing.T) {
 				Lines: []events.UsageLine{{Line: 0, Provider: "openai", Model: "gpt-4o-mini", Agent: "A", Calls: 1, InputTokens: 30,
 					OutputTokens: 10, CachedTokens: 5, TotalTokens: 40, CostMicros: new(int64)}}}}},
 		events.TypeBudgetThreshold: events.BudgetThreshold{OrgID: 1, EnvID: 2, Month: "2026-12", Threshold: 0.8, LimitMicros: 5_000_000,
-			SpentMicros: 4_100_000, Currency: "USD", At: at},
+			SpentMicros: 4_100_000, Currency: "USD", At: at, WebhookURL: "https://hooks.example.com/budget"},
 	} {
 		env, err := events.NewEnvelope("convergence/test", typ, "s", "req-1", data)
 		require.NoError(t, err)

@@ -144,4 +144,7 @@ const (
 	// ConsumerConvergerDeadLetters: the converger, for the converge requests its consumer gave
 	// up on, whose tasks it fails.
 	ConsumerConvergerDeadLetters = "converger-dead-letters"
+	// ConsumerConvergerBudgetAlerts: the converger, for the budget alerts it delivers as
+	// webhooks.
+	ConsumerConvergerBudgetAlerts = "converger-budget-alerts"
 )

@@ -222,6 +222,9 @@ type BudgetThreshold struct {
 	SpentMicros int64     `json:"spentMicros"`
 	Currency    string    `json:"currency"`
 	At          time.Time `json:"at"`
+	// WebhookURL is where a tenant's budget has its alerts delivered (the converger signs and
+	// sends them); empty when it names none.
+	WebhookURL string `json:"webhookUrl,omitempty"`
 }
 
 // UsageRecorded (TypeUsageRecorded, on UsageRecordedSubject) is the usage of one organization

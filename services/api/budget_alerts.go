@@ -17,7 +17,8 @@ import (
 // (alertAt), asks the metering what each has spent this month, and tells of every threshold the
 // spend has reached that was not told this month: a budget.threshold event (stream
 // BILLING), written with its record in api.budget_alerts in one transaction, so each is
-// told once however many replicas look.
+// told once however many replicas look. The converger delivers the alerts of tenants' budgets
+// that name a webhook URL.
 
 // alertEvery is how often the budgets are looked at.
 const alertEvery = 30 * time.Second
@@ -38,18 +39,20 @@ func (s *Service) watchBudgetAlerts(ctx context.Context) {
 type alertingBudget struct {
 	orgID, envID, limit int64
 	alertAt             []int32 // thousandths of the limit
+	webhookURL          string
 }
 
 // budgetAlertsOnce looks at the budgets once and says how many thresholds it told of.
 func (s *Service) budgetAlertsOnce(ctx context.Context) (int, error) {
 	rows, err := s.deps.Pool.Query(ctx, `
-		SELECT org_id, env_id, monthly_limit_micros, alert_at FROM budgets WHERE alert_at <> '{}' ORDER BY org_id, env_id LIMIT $1`, maxAlertBudgets)
+		SELECT org_id, env_id, monthly_limit_micros, alert_at, coalesce(webhook_url, '') FROM budgets
+		WHERE alert_at <> '{}' ORDER BY org_id, env_id LIMIT $1`, maxAlertBudgets)
 	if err != nil {
 		return 0, fmt.Errorf("read budgets: %w", err)
 	}
 	budgets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (alertingBudget, error) {
 		var a alertingBudget
-		err := r.Scan(&a.orgID, &a.envID, &a.limit, &a.alertAt)
+		err := r.Scan(&a.orgID, &a.envID, &a.limit, &a.alertAt, &a.webhookURL)
 		return a, err
 	})
 	if err != nil {
@@ -98,7 +101,7 @@ func (s *Service) tellThreshold(ctx context.Context, b alertingBudget, t int32, 
 		}
 		told = true
 		ev := events.BudgetThreshold{OrgID: b.orgID, EnvID: b.envID, Month: u.Month, Threshold: float64(t) / 1000,
-			LimitMicros: b.limit, SpentMicros: u.SpentMicros, Currency: u.Currency, At: time.Now().UTC()}
+			LimitMicros: b.limit, SpentMicros: u.SpentMicros, Currency: u.Currency, At: time.Now().UTC(), WebhookURL: b.webhookURL}
 		env, err := events.NewEnvelope(eventSource, events.TypeBudgetThreshold,
 			strconv.FormatInt(b.orgID, 10)+"/"+strconv.FormatInt(b.envID, 10), "", ev)
 		if err != nil {

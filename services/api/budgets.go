@@ -15,6 +15,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/money"
 )
@@ -27,6 +28,7 @@ import (
 // budgetRoutes registers the operators' budget endpoints:
 //
 //	PUT /api/v1/orgs/:orgId/budget     {"monthlySpendLimit": "5.00" | null, "alertAt"?: [0.5, 0.8, 1]}
+//	                                   (a tenant's may add "webhookUrl" for its alerts)
 //	GET /api/v1/orgs/:orgId/budget
 //	PUT /api/v1/tenant/:envId/budget   the same for one tenant
 //	GET /api/v1/tenant/:envId/budget
@@ -52,10 +54,12 @@ const maxMonthlyLimit = money.Micros(100_000_000 * 1_000_000)
 const maxAlerts = 10
 
 // budgetRequest is the body of PUT .../budget. A monthlySpendLimit of null removes the budget:
-// an organization's plan's limit then applies, a tenant has none of its own.
+// an organization's plan's limit then applies, a tenant has none of its own. A tenant's budget
+// may name a webhookUrl its alerts are delivered to.
 type budgetRequest struct {
 	MonthlySpendLimit nullable[json.RawMessage] `json:"monthlySpendLimit"`
 	AlertAt           []float64                 `json:"alertAt"`
+	WebhookURL        string                    `json:"webhookUrl"`
 }
 
 // budgetView is a budget as the API shows it: the limit in force and where it comes from
@@ -66,6 +70,7 @@ type budgetView struct {
 	MonthlySpendLimit *money.Micros `json:"monthlySpendLimit"`
 	Source            string        `json:"source"`
 	AlertAt           []float64     `json:"alertAt"`
+	WebhookURL        string        `json:"webhookUrl,omitempty"`
 	Month             string        `json:"month"`
 	Currency          string        `json:"currency"`
 	Spent             money.Micros  `json:"spent"`
@@ -111,6 +116,14 @@ func (s *Service) setBudget(scope budgetScope) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if req.WebhookURL != "" {
+			if scope == orgScope {
+				return httpx.BadRequest("webhookUrl: an organization's alerts go to the BILLING stream only; give a webhookUrl to a tenant's budget")
+			}
+			if err := taskspec.ValidateWebhookURL(req.WebhookURL); err != nil {
+				return httpx.BadRequest("webhookUrl: %v", err)
+			}
+		}
 		orgID, envID, _, err := s.budgetTarget(c, scope)
 		if err != nil {
 			return err
@@ -121,9 +134,10 @@ func (s *Service) setBudget(scope budgetScope) echo.HandlerFunc {
 			_, err = s.deps.Pool.Exec(ctx, `DELETE FROM budgets WHERE org_id = $1 AND env_id = $2`, orgID, envID)
 		} else {
 			_, err = s.deps.Pool.Exec(ctx, `
-				INSERT INTO budgets (org_id, env_id, monthly_limit_micros, alert_at) VALUES ($1, $2, $3, $4)
+				INSERT INTO budgets (org_id, env_id, monthly_limit_micros, alert_at, webhook_url) VALUES ($1, $2, $3, $4, NULLIF($5, ''))
 				ON CONFLICT (org_id, env_id) DO UPDATE SET monthly_limit_micros = EXCLUDED.monthly_limit_micros,
-					alert_at = EXCLUDED.alert_at, updated_at = now()`, orgID, envID, int64(*limit), alerts)
+					alert_at = EXCLUDED.alert_at, webhook_url = EXCLUDED.webhook_url, updated_at = now()`,
+				orgID, envID, int64(*limit), alerts, req.WebhookURL)
 		}
 		if err != nil {
 			return fmt.Errorf("set budget: %w", err)
@@ -192,12 +206,16 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 	}
 	var limit int64
 	var alerts []int32
-	err = s.deps.Pool.QueryRow(ctx, `SELECT monthly_limit_micros, alert_at FROM budgets WHERE org_id = $1 AND env_id = $2`, orgID, envID).
-		Scan(&limit, &alerts)
+	var hook *string
+	err = s.deps.Pool.QueryRow(ctx, `SELECT monthly_limit_micros, alert_at, webhook_url FROM budgets WHERE org_id = $1 AND env_id = $2`, orgID, envID).
+		Scan(&limit, &alerts, &hook)
 	switch {
 	case err == nil:
 		l := money.Micros(limit)
 		v.MonthlySpendLimit, v.Source = &l, string(scope)
+		if hook != nil {
+			v.WebhookURL = *hook
+		}
 		for _, a := range alerts {
 			v.AlertAt = append(v.AlertAt, float64(a)/1000)
 		}

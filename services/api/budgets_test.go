@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -255,13 +257,24 @@ func TestBudgets_AFreeModelRunsWhateverTheBudgetHasLeft(t *testing.T) {
 	require.Zero(t, n, "nothing to reserve")
 }
 
-func TestBudgets_AlertThresholds_EachToldOnceAsAnEvent(t *testing.T) {
+func TestBudgets_AlertThresholds_EachToldOnce_AsAnEventAndToTheTenantsWebhook(t *testing.T) {
 	t.Parallel()
 	c := newConvergeEnvWith(t, 0, pricedSimulated(t))
 	envID, key := c.insertTenant("watched", "running")
+	hooks := make(chan map[string]any, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		if json.NewDecoder(r.Body).Decode(&body) == nil && r.Header.Get("webhook-signature") != "" {
+			hooks <- body
+		}
+	}))
+	t.Cleanup(receiver.Close)
 	a := c.call(t, http.MethodPut, fmt.Sprintf("/api/v1/tenant/%d/budget", envID), adminToken,
-		map[string]any{"monthlySpendLimit": "0.010000", "alertAt": []float64{0.1, 0.5, 1}})
+		map[string]any{"monthlySpendLimit": "0.010000", "alertAt": []float64{0.1, 0.5, 1}, "webhookUrl": receiver.URL + "/budget"})
 	require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
+	require.Equal(t, receiver.URL+"/budget", a.Body["budget"].(map[string]any)["webhookUrl"])
+	a = c.call(t, http.MethodPut, "/api/v1/orgs/1/budget", adminToken, map[string]any{"monthlySpendLimit": "1", "webhookUrl": receiver.URL})
+	require.Equal(t, http.StatusBadRequest, a.Status, "an organization's alerts have no webhook: %s", a.Raw)
 	run := func() {
 		t.Helper()
 		a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a lock. [sim:converge]", "maxRounds": 2, "tokenBudget": 4000})
@@ -300,4 +313,18 @@ func TestBudgets_AlertThresholds_EachToldOnceAsAnEvent(t *testing.T) {
 		thresholds = append(thresholds, ev.Threshold)
 	}
 	require.Equal(t, []float64{0.1, 0.5}, thresholds)
+
+	// The converger delivers each to the budget's webhook, signed like a task's.
+	var delivered []float64
+	for range 2 {
+		select {
+		case body := <-hooks:
+			require.Equal(t, "budget.threshold", body["type"])
+			delivered = append(delivered, body["data"].(map[string]any)["threshold"].(float64))
+		case <-time.After(15 * time.Second):
+			t.Fatal("no budget alert webhook came")
+		}
+	}
+	slices.Sort(delivered)
+	require.Equal(t, []float64{0.1, 0.5}, delivered)
 }

@@ -83,6 +83,7 @@ func TestConverger_KilledMidTaskAndRestarted_ResumesWithoutDoubleCountedUsage(t 
 	for stream, name := range map[string]string{
 		events.StreamTenantLifecycle: events.ConsumerConvergerTenants,
 		events.StreamDeadLetter:      events.ConsumerConvergerDeadLetters,
+		events.StreamBilling:         events.ConsumerConvergerBudgetAlerts,
 	} {
 		require.Eventually(t, func() bool {
 			_, err := e.js.Consumer(t.Context(), stream, name)

@@ -121,8 +121,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run consumes convergence requests, delivers webhooks and answers questions about tasks on the
-// bus until ctx is done or a part fails.
+// Run consumes convergence requests, delivers webhooks (tasks' results and tenants' budget
+// alerts) and answers questions about tasks on the bus until ctx is done or a part fails.
 // It then stops taking requests, leaves the tasks in flight to their next delivery (they
 // resume from their persisted turns), and returns.
 func (s *Service) Run(ctx context.Context) error {
@@ -152,6 +152,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(gctx) })
 	g.Go(func() error { return s.deadLetters().Run(gctx) })
+	g.Go(func() error { return s.budgetAlerts().Run(gctx) })
 	g.Go(func() error { return s.destroyedTenants().Run(gctx) })
 	g.Go(func() error { return s.deliverer.Run(gctx) })
 	g.Go(func() error { return s.ServeQueries(gctx) })

@@ -11,7 +11,8 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
-// Delivery is one webhook to send.
+// Delivery is one webhook to send: a task's result, or another event of a tenant's (TaskID
+// empty), such as a budget alert.
 type Delivery struct {
 	ID     string
 	TaskID string
@@ -19,7 +20,7 @@ type Delivery struct {
 	URL    string
 	// EventType is the payload's type, e.g. "converge.completed".
 	EventType string
-	// Data is the payload's data: the task as GET returns it.
+	// Data is the payload's data: the task as GET returns it, or the event's data.
 	Data any
 }
 
@@ -43,8 +44,8 @@ func (d Delivery) Body() ([]byte, error) {
 func NewDeliveryID() string { return "msg_" + events.NewID() }
 
 // Enqueue records d in tx, to be delivered once tx commits, and makes sure the tenant has a
-// secret to sign it with. A task has at most one delivery: enqueueing another for the same
-// task does nothing.
+// secret to sign it with. A task has at most one delivery, and an ID is used once: enqueueing
+// another for the same task, or with the same ID, does nothing.
 func Enqueue(ctx context.Context, tx pgx.Tx, secrets *Secrets, d Delivery) error {
 	body, err := d.Body()
 	if err != nil {
@@ -55,8 +56,8 @@ func Enqueue(ctx context.Context, tx pgx.Tx, secrets *Secrets, d Delivery) error
 	}
 	_, err = tx.Exec(ctx, `
 		INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (task_id) DO NOTHING`, d.ID, d.TaskID, d.EnvID, d.URL, d.EventType, body)
+		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6)
+		ON CONFLICT DO NOTHING`, d.ID, d.TaskID, d.EnvID, d.URL, d.EventType, body)
 	if err != nil {
 		return fmt.Errorf("record webhook delivery: %w", err)
 	}
