@@ -22,24 +22,23 @@ func audit(fs *flag.FlagSet) func(*caller, []string) error {
 	action := fs.String("action", "", "only this action, such as key.revoke")
 	from := fs.String("from", "", "entries from this time (RFC 3339) or day (YYYY-MM-DD) on")
 	to := fs.String("to", "", "entries before this time or day")
-	limit := fs.Int("limit", 0, "page size")
-	cursor := fs.String("cursor", "", "the next page, as the previous page said")
+	paging := pageFlags(fs)
 	return func(c *caller, args []string) error {
 		if len(args) != 0 {
 			return fmt.Errorf("unexpected argument %q", args[0])
 		}
 		q := url.Values{}
-		for name, v := range map[string]int64{"orgId": *org, "envId": *tenant, "limit": int64(*limit)} {
+		for name, v := range map[string]int64{"orgId": *org, "envId": *tenant} {
 			if v != 0 {
 				q.Set(name, strconv.FormatInt(v, 10))
 			}
 		}
-		for name, v := range map[string]string{"action": *action, "from": *from, "to": *to, "cursor": *cursor} {
+		for name, v := range map[string]string{"action": *action, "from": *from, "to": *to} {
 			if v != "" {
 				q.Set(name, v)
 			}
 		}
-		raw, err := c.do(http.MethodGet, "/api/v1/audit", q, nil)
+		raw, err := c.do(http.MethodGet, "/api/v1/audit", paging(q), nil)
 		if err != nil {
 			return err
 		}

@@ -96,8 +96,7 @@ func tenantSpawn(fs *flag.FlagSet) func(*caller, []string) error {
 func tenantList(fs *flag.FlagSet) func(*caller, []string) error {
 	org := fs.Int64("org", 0, "only this organization's tenants")
 	status := fs.String("status", "", "only tenants in this state; all includes destroyed ones")
-	limit := fs.Int("limit", 0, "page size")
-	cursor := fs.String("cursor", "", "the next page, as the previous page said")
+	paging := pageFlags(fs)
 	return func(c *caller, args []string) error {
 		if len(args) != 0 {
 			return fmt.Errorf("unexpected argument %q", args[0])
@@ -109,13 +108,7 @@ func tenantList(fs *flag.FlagSet) func(*caller, []string) error {
 		if *status != "" {
 			q.Set("status", *status)
 		}
-		if *limit != 0 {
-			q.Set("limit", strconv.Itoa(*limit))
-		}
-		if *cursor != "" {
-			q.Set("cursor", *cursor)
-		}
-		raw, err := c.do(http.MethodGet, "/api/v1/tenant", q, nil)
+		raw, err := c.do(http.MethodGet, "/api/v1/tenant", paging(q), nil)
 		if err != nil {
 			return err
 		}

@@ -83,21 +83,13 @@ func invoiceFinalize(*flag.FlagSet) func(*caller, []string) error {
 }
 
 func invoiceList(fs *flag.FlagSet) func(*caller, []string) error {
-	limit := fs.Int("limit", 0, "invoices per page (default 50)")
-	cursor := fs.String("cursor", "", "the page after this cursor")
+	paging := pageFlags(fs)
 	return func(c *caller, args []string) error {
 		org, err := oneArg(args, "ORG_ID")
 		if err != nil {
 			return err
 		}
-		q := url.Values{}
-		if *limit > 0 {
-			q.Set("limit", fmt.Sprint(*limit))
-		}
-		if *cursor != "" {
-			q.Set("cursor", *cursor)
-		}
-		raw, err := c.do(http.MethodGet, invoicePath(org), q, nil)
+		raw, err := c.do(http.MethodGet, invoicePath(org), paging(nil), nil)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -16,21 +15,13 @@ var keyColumns = []column{
 }
 
 func keysList(fs *flag.FlagSet) func(*caller, []string) error {
-	limit := fs.Int("limit", 0, "page size")
-	cursor := fs.String("cursor", "", "the next page, as the previous page said")
+	paging := pageFlags(fs)
 	return func(c *caller, args []string) error {
 		id, err := envIDArg(args)
 		if err != nil {
 			return err
 		}
-		q := url.Values{}
-		if *limit != 0 {
-			q.Set("limit", strconv.Itoa(*limit))
-		}
-		if *cursor != "" {
-			q.Set("cursor", *cursor)
-		}
-		raw, err := c.do(http.MethodGet, "/api/v1/tenant/"+id+"/keys", q, nil)
+		raw, err := c.do(http.MethodGet, "/api/v1/tenant/"+id+"/keys", paging(nil), nil)
 		if err != nil {
 			return err
 		}

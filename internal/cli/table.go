@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -52,6 +55,25 @@ func page(w io.Writer, a map[string]any, key string, cols []column) error {
 		return err
 	}
 	return nil
+}
+
+// pageFlags registers -limit and -cursor, the paging of a list command, on fs, and returns
+// the query of a request with them set: q, or a new query when q is nil.
+func pageFlags(fs *flag.FlagSet) func(q url.Values) url.Values {
+	limit := fs.Int("limit", 0, "page size")
+	cursor := fs.String("cursor", "", "the next page, as the previous page said")
+	return func(q url.Values) url.Values {
+		if q == nil {
+			q = url.Values{}
+		}
+		if *limit != 0 {
+			q.Set("limit", strconv.Itoa(*limit))
+		}
+		if *cursor != "" {
+			q.Set("cursor", *cursor)
+		}
+		return q
+	}
 }
 
 // message writes an answer's message, if it has one, after a blank line.
