@@ -221,8 +221,10 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 		}
 	case !errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("read budget: %w", err)
-	case scope == orgScope && s.plans.limits(plan).MonthlySpendLimit != nil:
-		v.MonthlySpendLimit, v.Source = s.plans.limits(plan).MonthlySpendLimit, "plan"
+	case scope == orgScope:
+		if l := s.plans.limits(plan).MonthlySpendLimit; l != nil {
+			v.MonthlySpendLimit, v.Source = l, "plan"
+		}
 	}
 	u, err := natsrpc.Call[events.BudgetUsageQuery, events.BudgetUsage](ctx, s.deps.NC, events.SubjectBudgetUsage,
 		events.BudgetUsageQuery{OrgID: orgID, EnvID: envID})
@@ -335,20 +337,6 @@ func (s *Service) sweepReservations(ctx context.Context) {
 			s.logger.Info("gave back budget reservations of runs never recorded or long ended", "reservations", n)
 		}
 	})
-}
-
-// every calls fn every d until ctx is done.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
 }
 
 // sweepOnce gives back one page of stale reservations and says how many.

@@ -262,23 +262,16 @@ func (p *plans) check(name string) string {
 }
 
 // watch reloads the plan file every interval when its content changed, until ctx is done.
-func (p *plans) watch(ctx context.Context, every time.Duration) {
+func (p *plans) watch(ctx context.Context, interval time.Duration) {
 	last := sha256.Sum256(nil)
 	if b, err := os.ReadFile(p.file); err == nil {
 		last = sha256.Sum256(b)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, interval, func() {
 		b, err := os.ReadFile(p.file)
 		sum := sha256.Sum256(b)
 		if sum == last || sum == p.badFile {
-			continue // unchanged, or the same content that did not load
+			return // unchanged, or the same content that did not load
 		}
 		if err == nil {
 			var table *planTable
@@ -286,11 +279,11 @@ func (p *plans) watch(ctx context.Context, every time.Duration) {
 				p.current.Store(table)
 				last = sum
 				p.logger.Info("plans reloaded", "file", p.file, "plans", strings.Join(table.names, ","))
-				continue
+				return
 			}
 		}
 		p.badFile = sum
 		p.reloadErrors.Inc()
 		p.logger.Error("plan file not reloaded; the plans in force stay", "file", p.file, "err", err)
-	}
+	})
 }
