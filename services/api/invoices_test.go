@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/csv"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -141,9 +140,10 @@ func TestInvoices_CSVAndStripe_AddUpToTheTotal(t *testing.T) {
 	require.Equal(t, http.StatusCreated, code, "%v", body)
 	path := fmt.Sprintf("/api/v1/orgs/%d/invoices/%d", orgID, int64(body["invoice"].(map[string]any)["invoiceId"].(float64)))
 
-	resp := a.get(path + "?format=csv")
-	require.Equal(t, "text/csv; charset=utf-8", resp.Header.Get("Content-Type"))
-	records, err := csv.NewReader(strings.NewReader(resp.body)).ReadAll()
+	code, header, answer := a.raw(http.MethodGet, path+"?format=csv", nil)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+	require.Equal(t, "text/csv; charset=utf-8", header.Get("Content-Type"))
+	records, err := csv.NewReader(strings.NewReader(answer["text"].(string))).ReadAll()
 	require.NoError(t, err)
 	require.Len(t, records, 5, "a header, three lines, the total")
 	require.Equal(t, []string{"", "total", "", "", "2026-10", "", "", "", "", "", "", "", "", "10013", "0.010013", "USD", ""}, records[4])
@@ -204,25 +204,4 @@ func TestInvoices_BadInput_UnpricedUsageIsNotFinalized(t *testing.T) {
 	var marked int
 	require.NoError(t, a.Pool.QueryRow(t.Context(), `SELECT count(*) FROM metering.invoice_items`).Scan(&marked))
 	require.Zero(t, marked, "a refused finalize marks nothing")
-}
-
-// got is a raw answer.
-type got struct {
-	Header http.Header
-	body   string
-}
-
-// get GETs path with the admin token and returns the answer as it came.
-func (a *testAPI) get(path string) got {
-	a.t.Helper()
-	req, err := http.NewRequestWithContext(a.t.Context(), http.MethodGet, a.URL+path, nil)
-	require.NoError(a.t, err)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(a.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(a.t, err)
-	require.Equal(a.t, http.StatusOK, resp.StatusCode, "%s", b)
-	return got{Header: resp.Header, body: string(b)}
 }
