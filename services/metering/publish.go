@@ -155,7 +155,7 @@ func (s *Service) sendUsage(ctx context.Context, rows []publishedRow) error {
 		first := rows[i]
 		ev := events.UsageRecorded{OrgID: first.orgID, Currency: first.currency, PriceVersion: first.priceVersion}
 		j := i
-		for j < len(rows) && rows[j].xact == first.xact && rows[j].orgID == first.orgID && len(ev.Records) <= maxRecordsPerEvent {
+		for j < len(rows) && rows[j].xact == first.xact && rows[j].orgID == first.orgID {
 			r := rows[j]
 			if n := len(ev.Records); n > 0 && ev.Records[n-1].SourceEventID == r.eventID {
 				ev.Records[n-1].Lines = append(ev.Records[n-1].Lines, r.line)
