@@ -87,11 +87,8 @@ func (s *Service) budgetTarget(c echo.Context, scope budgetScope) (orgID, envID 
 		if orgID, err = orgIDParam(c); err != nil {
 			return 0, 0, "", err
 		}
-		err = s.deps.Pool.QueryRow(ctx, `SELECT plan FROM organizations WHERE id = $1`, orgID).Scan(&plan)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, 0, "", httpx.NotFound(fmt.Sprintf("organization %d", orgID))
-		}
-		return orgID, 0, plan, err
+		_, limits, err := s.orgOf(ctx, orgID)
+		return orgID, 0, limits.Plan, err
 	}
 	if envID, err = envIDParam(c); err != nil {
 		return 0, 0, "", err

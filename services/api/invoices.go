@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
@@ -42,11 +40,7 @@ func (s *Service) existingOrg(c echo.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var one int
-	err = s.deps.Pool.QueryRow(c.Request().Context(), `SELECT 1 FROM organizations WHERE id = $1`, id).Scan(&one)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, httpx.NotFound(fmt.Sprintf("organization %d", id))
-	}
+	_, _, err = s.orgOf(c.Request().Context(), id)
 	return id, err
 }
 

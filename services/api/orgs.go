@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,22 @@ func (s *Service) scanOrg(row pgx.Row) (orgView, error) {
 	v.Limits = s.orgLimits(v.Plan, v.MaxTenantsOverride)
 	v.MaxTenants = v.Limits.MaxTenants
 	return v, err
+}
+
+// orgOf returns organization orgID (0: the default one) and its limits, or a 404.
+func (s *Service) orgOf(ctx context.Context, orgID int64) (int64, planLimits, error) {
+	var plan string
+	var maxTenants *int
+	err := s.deps.Pool.QueryRow(ctx, `
+		SELECT id, plan, max_tenants FROM organizations WHERE CASE WHEN $1 = 0 THEN name = 'default' ELSE id = $1 END`, orgID).
+		Scan(&orgID, &plan, &maxTenants)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, planLimits{}, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
+	}
+	if err != nil {
+		return 0, planLimits{}, fmt.Errorf("read organization: %w", err)
+	}
+	return orgID, s.orgLimits(plan, maxTenants), nil
 }
 
 // orgLimits are the limits of an organization on plan with its own tenant quota (nil: none).

@@ -163,7 +163,7 @@ func (h *tenantAPI) spawn(c echo.Context) error {
 // admit has the provisioner admit the tenant sp describes, opens its key, and records the
 // key's digest, which tenants authenticate with.
 func (h *tenantAPI) admit(ctx context.Context, sp spawnSpec, requestID string) (events.TenantView, string, error) {
-	orgID, limits, err := h.org(ctx, sp.orgID)
+	orgID, limits, err := h.s.orgOf(ctx, sp.orgID)
 	if err != nil {
 		return events.TenantView{}, "", err
 	}
@@ -248,23 +248,6 @@ func failedSpawnBody(c echo.Context, v tenantView) map[string]any {
 		},
 		"tenant": v,
 	}
-}
-
-// org returns organization orgID (0: the default one) and its limits, whose tenant quota the
-// provisioner enforces at admission.
-func (h *tenantAPI) org(ctx context.Context, orgID int64) (int64, planLimits, error) {
-	var plan string
-	var maxTenants *int
-	err := h.s.deps.Pool.QueryRow(ctx, `
-		SELECT id, plan, max_tenants FROM organizations WHERE CASE WHEN $1 = 0 THEN name = 'default' ELSE id = $1 END`, orgID).
-		Scan(&orgID, &plan, &maxTenants)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, planLimits{}, httpx.NotFound(fmt.Sprintf("organization %d (list them with GET /api/v1/orgs)", orgID))
-	}
-	if err != nil {
-		return 0, planLimits{}, fmt.Errorf("read organization: %w", err)
-	}
-	return orgID, h.s.orgLimits(plan, maxTenants), nil
 }
 
 // admissionError is the HTTP answer to a refused admission of a tenant of organization orgID,
