@@ -123,9 +123,14 @@ func fits(amount pricing.Micros, scope string, id int64, limit *int64, u spent, 
 // spent is what an organization or a tenant has spent this month, and has reserved.
 type spent struct{ spent, reserved pricing.Micros }
 
+// rowQuerier is a pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // spend reads the organization's and the tenant's spend in month in one statement, so that
 // both sums see the same recorded usage and reservations.
-func spend(ctx context.Context, q pgx.Tx, orgID, envID int64, month time.Time) (org, tenant spent, err error) {
+func spend(ctx context.Context, q rowQuerier, orgID, envID int64, month time.Time) (org, tenant spent, err error) {
 	err = q.QueryRow(ctx, `
 		SELECT
 			(SELECT coalesce(sum(cost_micros), 0) FROM metering_rollup_monthly WHERE org_id = $1 AND month = $3)::bigint
@@ -181,12 +186,7 @@ func (s *Service) budgetUsage(ctx context.Context, q events.BudgetUsageQuery) (e
 		return events.BudgetUsage{}, natsrpc.Errorf(natsrpc.CodeInvalid, "orgId is required")
 	}
 	month := thisMonth()
-	var org, tenant spent
-	err := pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
-		var err error
-		org, tenant, err = spend(ctx, tx, q.OrgID, q.EnvID, month)
-		return err
-	})
+	org, tenant, err := spend(ctx, s.deps.Pool, q.OrgID, q.EnvID, month)
 	if err != nil {
 		return events.BudgetUsage{}, err
 	}
