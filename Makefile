@@ -53,7 +53,7 @@ images: ## Build the tenant template image locally (FROM scratch; pulls nothing)
 	$(GO) run ./tenant-templates/cmd/tenant-images
 
 .PHONY: images-stack
-images-stack: build ## Build the compose stack's images FROM scratch from this machine's binaries (pulls nothing).
+images-stack: deps build ## Build the compose stack's images FROM scratch from this machine's binaries (pulls nothing).
 	deploy/compose/images.sh
 
 .PHONY: up

@@ -19,23 +19,49 @@ if ! have_postgres; then
   have_postgres || fail "PostgreSQL server binaries (initdb, postgres) not found: apt-get install postgresql, or set DATABASE_URL / TEST_DATABASE_URL."
 fi
 
-# promtool checks and unit-tests the alert rules (deploy/prometheus). It is unpacked from
-# Debian's prometheus package into bin/tools rather than installed: the installed package
-# would also run a Prometheus service on this machine.
-if ! command -v promtool >/dev/null && [ ! -x bin/tools/promtool ]; then
-  command -v apt-get >/dev/null || fail "promtool not found: put Prometheus 2.x's promtool on PATH or in bin/tools."
-  echo "ensure-deps: unpacking promtool from Debian's prometheus package into bin/tools"
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+# Prometheus's tools come from Debian's packages, unpacked into bin/tools rather than
+# installed: an installed package would also run its service on this machine. promtool checks
+# and unit-tests the alert rules (deploy/prometheus); prometheus and alertmanager run in the
+# test that follows an alert from a metric to its receiver, and in the compose stack's images.
+#
+# unpack PACKAGE unpacks Debian's PACKAGE into $work/PACKAGE.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+unpack() {
+  [ -d "$work/$1" ] && return 0
+  command -v apt-get >/dev/null || fail "Debian's $1 package is needed and there is no apt-get: put its files in place by hand (see scripts/ensure-deps.sh)."
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null
+    [ -n "${apt_updated:-}" ] || apt-get update -qq >/dev/null
+    apt_updated=1
     chown _apt "$work" 2>/dev/null || true # apt downloads as _apt when it can write there
   fi
-  (cd "$work" && apt-get download -qq prometheus >/dev/null) ||
-    fail "apt-get download prometheus failed: run apt-get update as root, or put promtool on PATH"
-  dpkg-deb -x "$work"/prometheus_*.deb "$work/package"
+  (cd "$work" && apt-get download -qq "$1" >/dev/null) ||
+    fail "apt-get download $1 failed: run apt-get update as root, or install it"
+  dpkg-deb -x "$work/$1"_*.deb "$work/$1"
+}
+# tool NAME PACKAGE PATH puts PACKAGE's file PATH at bin/tools/NAME unless NAME is on PATH or
+# already there.
+tool() {
+  if command -v "$1" >/dev/null || [ -x "bin/tools/$1" ]; then
+    return 0
+  fi
+  echo "ensure-deps: unpacking $1 from Debian's $2 package into bin/tools"
+  unpack "$2"
   mkdir -p bin/tools
-  cp "$work/package/usr/bin/promtool" bin/tools/promtool
+  cp "$work/$2$3" "bin/tools/$1"
+}
+tool promtool prometheus /usr/bin/promtool
+tool prometheus prometheus /usr/bin/prometheus
+tool alertmanager prometheus-alertmanager /usr/bin/prometheus-alertmanager
+# Debian's Alertmanager reads its default notification templates from this directory, where
+# its package puts them, and applies no configuration without them.
+am_share=/usr/share/prometheus/alertmanager
+if [ ! -f "$am_share/default.tmpl" ]; then
+  [ "$(id -u)" = 0 ] || fail "$am_share/default.tmpl is missing: as root, apt-get install prometheus-alertmanager, or run make deps"
+  echo "ensure-deps: putting Alertmanager's templates from Debian's package in $am_share"
+  unpack prometheus-alertmanager
+  mkdir -p "$am_share"
+  cp -r "$work/prometheus-alertmanager$am_share/." "$am_share/"
 fi
 
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then

@@ -4,10 +4,11 @@
 #
 #   convergence/platform:local    bin/convergence (static) and the host's CA certificates
 #   convergence/postgres:local    the host's PostgreSQL server package, run by `convergence postgres`
-#   convergence/prometheus:local  the host's Prometheus (Debian package), probed by bin/convergence
+#   convergence/prometheus:local    Prometheus (Debian's package), probed by bin/convergence
+#   convergence/alertmanager:local  Alertmanager (Debian's package), probed likewise
 #
-# When Prometheus is not installed (or PROMETHEUS_FROM_PACKAGE=1), its Debian package is
-# downloaded with apt-get (after apt-get update) and unpacked, not installed.
+# Prometheus and Alertmanager are taken from PATH, or from bin/tools, where `make deps` unpacks
+# them from Debian's packages without installing them.
 #
 # Each build context is a temporary directory holding only what its image needs. Files that
 # did not change hit the build cache, so a second run rebuilds nothing. Every image carries
@@ -29,7 +30,6 @@ docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker i
 
 work="$(mktemp -d /tmp/convergence-images.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-chmod 0755 "$work" # apt-get download fetches as the _apt user, which must pass through
 
 # copy FILE... copies host files into $rootfs at the same paths, following symlinks.
 copy() {
@@ -116,23 +116,15 @@ copy_libs "$pg_bin/postgres" "$pg_bin/initdb" "$sh_bin" "${modules[@]}"
 passwd postgres 999
 build postgres convergence/postgres:local
 
-# --- convergence/prometheus:local ---------------------------------------------------------
-prom=/usr/bin/prometheus
-if [ ! -x "$prom" ] || [ -n "${PROMETHEUS_FROM_PACKAGE:-}" ]; then
-  # Unpacked from Debian's package rather than installed: an installed package would also
-  # start a Prometheus service on the host, on the port the stack publishes.
-  command -v apt-get >/dev/null || fail "$prom is missing and there is no apt-get: install Prometheus 2.x at $prom"
-  say "unpacking Debian's prometheus package (not installed here, or PROMETHEUS_FROM_PACKAGE is set)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null
-  fi
-  mkdir "$work/apt"
-  chown _apt "$work/apt" 2>/dev/null || true # apt downloads as _apt when it can write there
-  (cd "$work/apt" && apt-get download -qq prometheus >/dev/null) ||
-    fail "apt-get download prometheus failed: run apt-get update as root, or install Prometheus at $prom"
-  dpkg-deb -x "$work"/apt/prometheus_*.deb "$work/prometheus-package"
-  prom="$work/prometheus-package/usr/bin/prometheus"
-fi
+# --- convergence/prometheus:local, convergence/alertmanager:local --------------------------
+# tool NAME prints the path of NAME, on PATH or in bin/tools, where `make deps` unpacks it
+# from Debian's package.
+tool() {
+  command -v "$1" 2>/dev/null && return 0
+  [ -x "$root/bin/tools/$1" ] || fail "$1 is neither on PATH nor in bin/tools: run make deps"
+  echo "$root/bin/tools/$1"
+}
+prom="$(tool prometheus)"
 "$prom" --version 2>&1 | grep -q '^prometheus, version 2\.' ||
   fail "$prom is not Prometheus 2.x: $("$prom" --version 2>&1 | head -n 1)"
 rootfs="$work/prometheus/rootfs"
@@ -143,3 +135,19 @@ cp "$here/prometheus.yml" "$rootfs/etc/prometheus/prometheus.yml"
 copy_libs "$prom"
 passwd nobody 65534
 build prometheus convergence/prometheus:local
+
+am="$(tool alertmanager)"
+"$am" --version 2>&1 | grep -q '^alertmanager, version 0\.' ||
+  fail "$am is not Alertmanager: $("$am" --version 2>&1 | head -n 1)"
+rootfs="$work/alertmanager/rootfs"
+mkdir -p "$rootfs/bin" "$rootfs/etc/alertmanager" "$work/alertmanager/data"
+cp "$bin" "$rootfs/convergence"
+cp -L "$am" "$rootfs/bin/alertmanager"
+cp "$here/alertmanager.yml" "$rootfs/etc/alertmanager/alertmanager.yml"
+# Debian's build reads its default notification templates from here (make deps puts them there).
+am_share=/usr/share/prometheus/alertmanager
+[ -f "$am_share/default.tmpl" ] || fail "$am_share/default.tmpl is missing: run make deps"
+mkdir -p "$rootfs$am_share" && cp -rL "$am_share/." "$rootfs$am_share/"
+copy_libs "$am"
+passwd nobody 65534
+build alertmanager convergence/alertmanager:local

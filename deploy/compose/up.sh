@@ -107,7 +107,7 @@ cat <<EOF
 
 The stack is up (compose project "$project"):
   API         http://127.0.0.1:${api_port:-3000}   (admin token: CONVERGENCE_ADMIN_TOKEN in $env_file)
-  Prometheus  http://127.0.0.1:$(env_value PROMETHEUS_PORT | grep . || echo 9090)
+  Prometheus  http://127.0.0.1:$(env_value PROMETHEUS_PORT | grep . || echo 9090)   Alertmanager http://127.0.0.1:$(env_value ALERTMANAGER_PORT | grep . || echo 9093)
   PostgreSQL  127.0.0.1:$(env_value POSTGRES_PORT | grep . || echo 5432), NATS 127.0.0.1:$(env_value NATS_PORT | grep . || echo 4222)
   NATS user   deploy/compose/nats-creds.sh integrator > integrator.creds   (read-only: lifecycle, results)
 make down removes it, its volumes and networks, and the tenants it started.

@@ -21,7 +21,8 @@ func TestReadyz_DetailsOnlyOnTheOpsListener(t *testing.T) {
 	ready.Add("postgres-api", func(context.Context) error { return errors.New("dial tcp 10.1.2.3:5432: connection refused") })
 	public, ops := httpx.NewEcho(slog.New(slog.DiscardHandler)), httpx.NewEcho(slog.New(slog.DiscardHandler))
 	healthRoutes(public, ready)
-	opsRoutes(ops, prometheus.NewRegistry(), ready)
+	reg := prometheus.NewRegistry()
+	opsRoutes(ops, reg, ready, telemetry.NewAlertReceiver(slog.New(slog.DiscardHandler), reg))
 
 	get := func(e http.Handler, path, auth string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -38,11 +39,13 @@ func TestReadyz_DetailsOnlyOnTheOpsListener(t *testing.T) {
 		require.JSONEq(t, `{"status":"not ready"}`, rec.Body.String(), "no check names or errors, whoever asks")
 	}
 	require.Equal(t, http.StatusNotFound, get(public, "/metrics", "").Code, "no metrics where tenants reach")
+	require.Equal(t, http.StatusNotFound, get(public, "/alerts", "").Code, "no alerts where tenants reach")
 
 	rec := get(ops, "/readyz", "")
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	require.Contains(t, rec.Body.String(), "10.1.2.3:5432")
 	require.Equal(t, http.StatusOK, get(ops, "/metrics", "").Code)
 	require.Equal(t, http.StatusOK, get(ops, "/healthz", "").Code)
+	require.Equal(t, http.StatusOK, get(ops, "/alerts", "").Code)
 	require.Equal(t, http.StatusOK, get(public, "/healthz", "").Code)
 }

@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	e.Use(measured)
 	healthRoutes(e, ready)
 	ops := httpx.NewEcho(logger)
-	opsRoutes(ops, reg, ready)
+	opsRoutes(ops, reg, ready, telemetry.NewAlertReceiver(logger, reg))
 	servers := map[net.Listener]*echo.Echo{ln: e, opsLn: ops}
 	var admin *echo.Echo // nil: the admin routes are on e
 	if adminLn != nil {
@@ -202,8 +202,8 @@ func healthRoutes(e *echo.Echo, ready *telemetry.Readiness) {
 }
 
 // opsRoutes serves the operators' listener: /healthz, /readyz with the checks that fail and
-// why, and /metrics.
-func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness) {
+// why, /metrics, and /alerts, the receiver for Alertmanager's webhook.
+func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readiness, alerts *telemetry.AlertReceiver) {
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", func(c echo.Context) error {
 		failed := ready.Failures(c.Request().Context())
@@ -213,6 +213,7 @@ func opsRoutes(e *echo.Echo, reg *prometheus.Registry, ready *telemetry.Readines
 		return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 	})
 	e.GET("/metrics", echo.WrapHandler(telemetry.MetricsHandler(reg)))
+	e.Match([]string{http.MethodGet, http.MethodPost}, "/alerts", echo.WrapHandler(alerts))
 }
 
 func healthz(c echo.Context) error { return c.JSON(http.StatusOK, map[string]any{"status": "ok"}) }
