@@ -178,4 +178,3 @@ func received(t *testing.T, s *stack, name string) []receivedAlert {
 	}
 	return named
 }
-

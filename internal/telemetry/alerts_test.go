@@ -52,7 +52,7 @@ convergence_alerts_received_total{status="resolved"} 1
 
 	for body, want := range map[string]string{
 		`{"version":"3","alerts":[]}`: `version "3" is not supported`,
-		`not json`:                     "not an Alertmanager webhook notification",
+		`not json`:                    "not an Alertmanager webhook notification",
 	} {
 		rec := post(body)
 		require.Equal(t, http.StatusBadRequest, rec.Code)
