@@ -202,6 +202,12 @@ func bus() Board {
 				Queries: []Query{{`sum(increase(convergence_outbox_publish_errors_total[$__range]))`, "errors"}}},
 			{Title: "Consumer messages by outcome", Unit: "ops",
 				Queries: []Query{{`sum by (consumer, outcome) (rate(convergence_consumer_messages_total` + rate + `))`, "{{consumer}} {{outcome}}"}}},
+			{Title: "Consumer backlog", Unit: "short",
+				Description: "Messages each consumer has yet to deliver, and those it delivered but not yet acknowledged, as JetStream counts them; replicas of a service report the same consumer.",
+				Queries: []Query{
+					{`max by (consumer) (convergence_consumer_pending_messages)`, "pending {{consumer}}"},
+					{`max by (consumer) (convergence_consumer_ack_pending_messages)`, "unacknowledged {{consumer}}"},
+				}},
 			{Title: "Consumer handling time", Unit: "s",
 				Queries: []Query{{`histogram_quantile(0.95, sum by (le, consumer) (rate(convergence_consumer_handle_duration_seconds_bucket` + rate + `)))`, "p95 {{consumer}}"}}},
 			{Title: "Outbox events published", Unit: "ops",

@@ -93,7 +93,7 @@ func (b *Batch[T]) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("create consumer %s on %s: %w", b.cfg.Name, b.cfg.Stream, err)
 	}
-	announce(b.observer, b.cfg.Name)
+	defer announce(b.observer, b.cfg.Name, cons)()
 	b.logger.Info("consumer started", "stream", b.cfg.Stream, "subjects", b.cfg.Subjects, "batch_size", b.cfg.BatchSize)
 
 	// The heartbeats outlive the pulls: they go on until the last batch is handled or released.

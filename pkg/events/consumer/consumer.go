@@ -157,7 +157,7 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.cfg.Name, err)
 	}
-	announce(c.observer, c.cfg.Name)
+	defer announce(c.observer, c.cfg.Name, cons)()
 	c.logger.Info("consumer started", "stream", c.cfg.Stream, "subjects", c.cfg.Subjects, "concurrency", c.cfg.Concurrency)
 	<-ctx.Done()
 	cc.Stop()
