@@ -6,19 +6,27 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
 )
 
-// Metrics returns middleware that records what each request cost, labelled by route template
-// (never the raw path, so tenant and task IDs add no series), method and status class:
+// Metrics returns middleware that traces each request (a server span named by method and
+// route template, in the trace of the request's traceparent header when it has one) and
+// records what it cost, labelled by route template (never the raw path, so tenant and task IDs
+// add no series), method and status class:
 //
 //	convergence_http_requests_total               requests answered
 //	convergence_http_request_duration_seconds     time to answer (classic and native buckets)
 //	convergence_http_response_size_bytes          bytes written
 //	convergence_http_requests_in_flight           requests being served, by route and method
 //
-// A request that matches no route counts under route "unmatched". Per-tenant figures belong in
+// The duration's exemplars are the requests' trace IDs while tracing is on. A request that
+// matches no route counts under route "unmatched". Per-tenant figures belong in
 // the usage API, not in labels. Use it after the routes' middleware that may answer early
 // (it commits a handler's error to see its status).
 func Metrics(reg prometheus.Registerer) echo.MiddlewareFunc {
@@ -50,17 +58,28 @@ func Metrics(reg prometheus.Registerer) echo.MiddlewareFunc {
 			if route == "" {
 				route = "unmatched"
 			}
-			method := c.Request().Method
+			req := c.Request()
+			method := req.Method
 			g := inFlight.WithLabelValues(route, method)
 			g.Inc()
 			defer g.Dec()
 			start := time.Now()
+			ctx := otel.GetTextMapPropagator().Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+			ctx, span := telemetry.Tracer().Start(ctx, method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("http.route", route)))
+			defer span.End()
+			c.SetRequest(req.WithContext(ctx))
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			code := statusClass(c.Response().Status)
+			status := c.Response().Status
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if status >= 500 {
+				span.SetStatus(codes.Error, "")
+			}
+			code := statusClass(status)
 			requests.WithLabelValues(route, method, code).Inc()
-			duration.WithLabelValues(route, method, code).Observe(time.Since(start).Seconds())
+			telemetry.Observe(ctx, duration.WithLabelValues(route, method, code), time.Since(start).Seconds())
 			size.WithLabelValues(route, method, code).Observe(float64(c.Response().Size))
 			return nil
 		}

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -68,6 +71,9 @@ type Relay struct {
 	mu     sync.Mutex
 	atomic map[string]bool // stream name → accepts atomic batches
 
+	// traced: the process exports traces, so events' trace contexts are read and spanned.
+	traced bool
+
 	published prometheus.Counter
 	failed    prometheus.Counter
 	lag       prometheus.Histogram
@@ -83,6 +89,7 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, cfg RelayConfig, logger *slog.
 		cfg:    cfg.withDefaults(),
 		logger: logger.With("component", "outbox-relay"),
 		atomic: map[string]bool{},
+		traced: telemetry.TracingEnabled(),
 		published: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: telemetry.Namespace, Subsystem: "outbox", Name: "published_total",
 			Help: "Outbox events published to JetStream and marked published.",
@@ -133,6 +140,8 @@ type outboxRow struct {
 	subject   string
 	payload   []byte
 	createdAt time.Time
+	// trace holds the event's type and trace context, read while tracing is on.
+	trace events.Envelope
 }
 
 // RelayOnce claims one batch of unpublished events, publishes them, and marks those that
@@ -166,6 +175,11 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	}
 	if len(batch) == 0 {
 		return 0, nil
+	}
+	if r.traced {
+		for i := range batch {
+			batch[i].trace = traceOf(batch[i].payload)
+		}
 	}
 
 	acked, publishErr := r.publish(ctx, batch)
@@ -315,7 +329,7 @@ func (r *Relay) wait(ctx context.Context, flights []inFlight) (acked []int64, re
 		case <-f.future.Ok():
 			for _, x := range f.rows {
 				acked = append(acked, x.id)
-				r.lag.Observe(time.Since(x.createdAt).Seconds())
+				r.relayed(x)
 			}
 		case pubErr := <-f.future.Err():
 			if f.atomic {
@@ -331,11 +345,46 @@ func (r *Relay) wait(ctx context.Context, flights []inFlight) (acked []int64, re
 	return acked, refused, err
 }
 
-// message is the JetStream message of x, deduplicated by its event id.
+// message is the JetStream message of x, deduplicated by its event id. The event's trace
+// context, when read, goes in the W3C headers too, for consumers that trace by headers.
 func message(x outboxRow) *nats.Msg {
 	msg := &nats.Msg{Subject: x.subject, Data: x.payload, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, x.eventID)
+	if x.trace.TraceParent != "" {
+		msg.Header.Set("traceparent", x.trace.TraceParent)
+		if x.trace.TraceState != "" {
+			msg.Header.Set("tracestate", x.trace.TraceState)
+		}
+	}
 	return msg
+}
+
+// traceOf reads the type and trace context of an event's payload.
+func traceOf(payload []byte) events.Envelope {
+	var tc struct {
+		Type        string `json:"type"`
+		TraceParent string `json:"traceparent"`
+		TraceState  string `json:"tracestate"`
+	}
+	_ = json.Unmarshal(payload, &tc) // The writer encoded it; without a trace context, the event is not traced.
+	return events.Envelope{Type: tc.Type, TraceParent: tc.TraceParent, TraceState: tc.TraceState}
+}
+
+// relayed records that JetStream stored x: the time since its commit and, for an event with a
+// trace context, a producer span in that trace from the commit to the PubAck (whose trace ID
+// is the lag's exemplar).
+func (r *Relay) relayed(x outboxRow) {
+	now := time.Now()
+	ctx := x.trace.TraceContext(context.Background())
+	if x.trace.TraceParent != "" {
+		var span trace.Span
+		ctx, span = telemetry.Tracer().Start(ctx, "publish "+x.trace.Type,
+			trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(x.createdAt),
+			trace.WithAttributes(attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.destination.name", x.subject), attribute.String("messaging.message.id", x.eventID)))
+		span.End(trace.WithTimestamp(now))
+	}
+	telemetry.Observe(ctx, r.lag, now.Sub(x.createdAt).Seconds())
 }
 
 func (r *Relay) deletePublished(ctx context.Context) error {

@@ -15,7 +15,7 @@ import (
 // wakes the process's relay after the commit; an event written with a bare Write is found by
 // the relay's next poll.
 func Write(ctx context.Context, tx pgx.Tx, subject string, env events.Envelope) error {
-	row, err := NewRow(subject, env)
+	row, err := NewRow(ctx, subject, env)
 	if err != nil {
 		return err
 	}
@@ -35,8 +35,10 @@ type Row struct {
 	Payload          []byte
 }
 
-// NewRow checks env and returns its outbox row on subject.
-func NewRow(subject string, env events.Envelope) (Row, error) {
+// NewRow checks env and returns its outbox row on subject, with the span of ctx, if any, as
+// the event's trace context.
+func NewRow(ctx context.Context, subject string, env events.Envelope) (Row, error) {
+	env.InjectTrace(ctx)
 	if err := env.Validate(); err != nil {
 		return Row{}, fmt.Errorf("outbox event: %w", err)
 	}
@@ -79,7 +81,7 @@ func (o *Outbox) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // one implicit transaction, so the change and its event commit together or not at all. It
 // suits changes that need no reads between statements; the rest use Tx.
 func (o *Outbox) Batch(ctx context.Context, b *pgx.Batch, subject string, env events.Envelope) error {
-	row, err := NewRow(subject, env)
+	row, err := NewRow(ctx, subject, env)
 	if err != nil {
 		return err
 	}

@@ -88,6 +88,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		defer adminLn.Close()
 	}
 
+	// Traces, when the OTEL_* variables ask for them, of service "convergence-api" and so on
+	// ("convergence" for every target in one process).
+	service := "convergence"
+	if len(targets) == 1 {
+		service += "-" + targets[0]
+	}
+	stopTracing, err := telemetry.StartTracing(ctx, service)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			logger.Warn("flush traces", "err", err)
+		}
+	}()
+
 	infra, err := startInfra(ctx, cfg, targets, logger)
 	if err != nil {
 		return err

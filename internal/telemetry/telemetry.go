@@ -40,9 +40,10 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// MetricsHandler serves reg in the Prometheus text format.
+// MetricsHandler serves reg in the Prometheus text format, or in OpenMetrics, with the
+// latency histograms' exemplars (trace IDs), to a scraper that asks for it.
 func MetricsHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})
 }
 
 // Check reports whether one dependency answers.

@@ -28,6 +28,11 @@ type Envelope struct {
 	// RequestID is the CloudEvents extension that carries the HTTP request ID that caused the
 	// event, so one request can be followed through every service's logs.
 	RequestID string `json:"requestid,omitempty"`
+	// TraceParent and TraceState are the CloudEvents Distributed Tracing extension: the W3C
+	// Trace Context of the span that caused the event, so its consumers' spans join that
+	// span's trace (InjectTrace, TraceContext).
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // NewEnvelope wraps data as an event of type typ from source. subject is the CloudEvents

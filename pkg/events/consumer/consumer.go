@@ -11,9 +11,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/convergence-dev/convergence/pkg/events"
 )
+
+// tracerName names the tracer of the consumers' spans.
+const tracerName = "github.com/convergence-dev/convergence/pkg/events/consumer"
 
 // Event is what a handler receives: the envelope and its decoded data.
 type Event[T any] struct {
@@ -192,8 +199,19 @@ func (c *Consumer[T]) handle(ctx context.Context, msg jetstream.Msg) {
 	if env.RequestID != "" {
 		logger = logger.With("request_id", env.RequestID)
 	}
+	// The handler's span, in the trace of the event's cause (its traceparent), through the
+	// global OpenTelemetry provider: a no-op unless the process installed one.
+	hctx, span := otel.Tracer(tracerName).Start(env.TraceContext(ctx), "process "+env.Type,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("messaging.consumer.group.name", c.cfg.Name),
+			attribute.String("messaging.message.id", env.ID), attribute.Int64("messaging.delivery", int64(delivery)))) //nolint:gosec // Deliveries are far below 2^63.
+	defer span.End()
 
-	err = c.runHandler(ctx, msg, Event[T]{Envelope: env, Data: data, Delivery: delivery})
+	err = c.runHandler(hctx, msg, Event[T]{Envelope: env, Data: data, Delivery: delivery})
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case err == nil:
 		if ackErr := msg.Ack(); ackErr != nil {

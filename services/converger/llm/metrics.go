@@ -1,11 +1,15 @@
 package llm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
 )
@@ -14,6 +18,9 @@ import (
 //
 //	convergence_llm_requests_total{provider, model, outcome}
 //	convergence_llm_request_duration_seconds{provider, model, outcome}
+//
+// and traces it: a client span "chat <model>" with OpenTelemetry's GenAI attributes (provider,
+// models asked for and answering, tokens), whose trace ID is the duration's exemplar.
 //
 // outcome is ok, rate_limited, server_error, timeout, bad_response, rejected, cancelled or
 // error. model is the model that answered, as the provider reports it, and "unknown" for a
@@ -52,13 +59,26 @@ func (p *instrumented) Name() string { return p.next.Name() }
 
 func (p *instrumented) Complete(ctx context.Context, req Request) (Response, error) {
 	start := time.Now()
+	ctx, span := telemetry.Tracer().Start(ctx, "chat "+cmp.Or(req.Model, "default"), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("gen_ai.operation.name", "chat"), attribute.String("gen_ai.provider.name", p.next.Name()),
+			attribute.String("gen_ai.request.model", req.Model)))
+	defer span.End()
 	resp, err := p.next.Complete(ctx, req)
 	model, outcome := resp.Model, outcomeOf(ctx, err)
 	if err != nil || model == "" {
 		model = "unknown"
 	}
+	if err != nil {
+		span.SetStatus(codes.Error, outcome)
+	} else {
+		if req.Model == "" && resp.Model != "" {
+			span.SetName("chat " + resp.Model) // The default model, as the provider names it.
+		}
+		span.SetAttributes(attribute.String("gen_ai.response.model", resp.Model),
+			attribute.Int64("gen_ai.usage.input_tokens", resp.Usage.InputTokens), attribute.Int64("gen_ai.usage.output_tokens", resp.Usage.OutputTokens))
+	}
 	p.calls.WithLabelValues(p.next.Name(), model, outcome).Inc()
-	p.duration.WithLabelValues(p.next.Name(), model, outcome).Observe(time.Since(start).Seconds())
+	telemetry.Observe(ctx, p.duration.WithLabelValues(p.next.Name(), model, outcome), time.Since(start).Seconds())
 	return resp, err
 }
 

@@ -411,7 +411,7 @@ func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcom
 	if err != nil {
 		return err
 	}
-	event, err := outbox.NewRow(e.subject, e.event)
+	event, err := outbox.NewRow(ctx, e.subject, e.event)
 	if err != nil {
 		return err
 	}
@@ -445,15 +445,15 @@ func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcom
 			FROM t, unnest($14::int2[], $15::int2[], $16::text[], $17::json[], $18::int8[], $19::int8[], $20::int8[])
 				AS x(seq, round, agent, turn, input, output, cached)),
 		hook AS (
-			INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload)
-			SELECT $21, t.id, $22, $23, $24, $25 FROM t WHERE $23 <> ''
+			INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload, traceparent)
+			SELECT $21, t.id, $22, $23, $24, $25, NULLIF($29, '') FROM t WHERE $23 <> ''
 			ON CONFLICT (task_id) DO NOTHING)
 		INSERT INTO outbox (event_id, subject, payload) SELECT $26, $27, $28 FROM t`,
 		c.TaskID, c.Run, o.Status, result, o.Result.StopReason, scoreOf(o), o.Result.Rounds,
 		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, finishedAt,
 		rows.seq, rows.round, rows.agent, rows.turn, rows.input, rows.output, rows.cached,
 		hook.ID, c.EnvID, hook.URL, hook.EventType, body,
-		event.EventID, event.Subject, event.Payload)
+		event.EventID, event.Subject, event.Payload, webhook.TraceParent(ctx))
 	if err != nil {
 		return fmt.Errorf("finish task %s: %w", c.TaskID, err)
 	}

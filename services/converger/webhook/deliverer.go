@@ -17,6 +17,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/convergence-dev/convergence/internal/telemetry"
 )
@@ -172,6 +176,8 @@ type job struct {
 	url      string
 	payload  []byte
 	attempts int
+	// traceparent is the trace the delivery's attempts join, "" for none.
+	traceparent string
 }
 
 func (d *Deliverer) claim(ctx context.Context, n int) ([]job, error) {
@@ -184,13 +190,13 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]job, error) {
 			WHERE status = 'pending' AND next_attempt_at <= now()
 			ORDER BY next_attempt_at LIMIT $1
 			FOR UPDATE SKIP LOCKED)
-		RETURNING d.id, d.env_id, d.url, d.payload, d.attempts`, n, lease)
+		RETURNING d.id, d.env_id, d.url, d.payload, d.attempts, COALESCE(d.traceparent, '')`, n, lease)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (job, error) {
 		var j job
-		err := r.Scan(&j.id, &j.envID, &j.url, &j.payload, &j.attempts)
+		err := r.Scan(&j.id, &j.envID, &j.url, &j.payload, &j.attempts, &j.traceparent)
 		return j, err
 	})
 }
@@ -201,11 +207,21 @@ const maxErrorLen = 500
 func (d *Deliverer) attempt(ctx context.Context, j job) {
 	start := time.Now()
 	log := d.log.With("delivery_id", j.id, "host", hostOf(j.url), "attempt", j.attempts)
+	// The attempt's span, in the trace of the run that made the delivery; the receiver gets
+	// its traceparent.
+	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": j.traceparent})
+	ctx, span := telemetry.Tracer().Start(ctx, "POST webhook", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("server.address", hostOf(j.url)), attribute.Int("webhook.attempt", j.attempts)))
+	defer span.End()
 	status, err := d.post(ctx, j)
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if err != nil || status < 200 || status >= 300 {
+		span.SetStatus(codes.Error, "not delivered")
+	}
 	if ctx.Err() != nil {
 		return // Shutting down: the claim lapses and the delivery is retried.
 	}
-	d.duration.Observe(time.Since(start).Seconds())
+	telemetry.Observe(ctx, d.duration, time.Since(start).Seconds())
 	outcome := "delivered"
 	switch {
 	case err == nil && status >= 200 && status < 300:
@@ -258,6 +274,7 @@ func (d *Deliverer) post(ctx context.Context, j job) (int, error) {
 	req.Header.Set(HeaderID, j.id)
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	req.Header.Set(HeaderSignature, sig)
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := d.client.Do(req) //nolint:gosec // G704: see above.
 	if err != nil {
 		return 0, err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/convergence-dev/convergence/pkg/events"
 )
@@ -40,6 +41,14 @@ func (d Delivery) Body() ([]byte, error) {
 	return body, nil
 }
 
+// TraceParent is the W3C traceparent of ctx's span, which a delivery keeps so that its
+// attempts join the span's trace; "" when ctx has no span.
+func TraceParent(ctx context.Context) string {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return carrier["traceparent"]
+}
+
 // NewDeliveryID returns a new delivery ID.
 func NewDeliveryID() string { return "msg_" + events.NewID() }
 
@@ -55,9 +64,9 @@ func Enqueue(ctx context.Context, tx pgx.Tx, secrets *Secrets, d Delivery) error
 		return err
 	}
 	_, err = tx.Exec(ctx, `
-		INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload)
-		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6)
-		ON CONFLICT DO NOTHING`, d.ID, d.TaskID, d.EnvID, d.URL, d.EventType, body)
+		INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload, traceparent)
+		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6, NULLIF($7, ''))
+		ON CONFLICT DO NOTHING`, d.ID, d.TaskID, d.EnvID, d.URL, d.EventType, body, TraceParent(ctx))
 	if err != nil {
 		return fmt.Errorf("record webhook delivery: %w", err)
 	}
