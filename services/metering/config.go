@@ -28,16 +28,21 @@ type Config struct {
 	// RollupMerge is how often the rollup deltas appended by ingest are merged into the daily
 	// and monthly rollups. Reads are current either way; merging keeps them cheap.
 	RollupMerge time.Duration
+	// ReconcileCheck is how often the ledger is compared with the converger's records of
+	// yesterday's and today's tasks, without repairing, for the UsageUnreconciled alert; 0
+	// never.
+	ReconcileCheck time.Duration
 }
 
 // Defaults of the fields left zero.
 const (
-	DefaultBatchSize    = 500
-	DefaultIdleWait     = 5 * time.Second
-	DefaultAckWait      = consumer.DefaultAckWait
-	DefaultMaxDeliver   = consumer.DefaultMaxDeliver
-	DefaultPricesReload = 30 * time.Second
-	DefaultRollupMerge  = time.Second
+	DefaultBatchSize      = 500
+	DefaultIdleWait       = 5 * time.Second
+	DefaultAckWait        = consumer.DefaultAckWait
+	DefaultMaxDeliver     = consumer.DefaultMaxDeliver
+	DefaultPricesReload   = 30 * time.Second
+	DefaultRollupMerge    = time.Second
+	DefaultReconcileCheck = time.Hour
 )
 
 // RegisterFlags registers the metering's flags on fs, prefixed "metering.".
@@ -49,6 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.AckWait, "metering.ack-wait", DefaultAckWait, "how long an event may go unacknowledged before it is redelivered")
 	fs.IntVar(&c.MaxDeliver, "metering.max-deliver", DefaultMaxDeliver, "delivery at which an event that still fails is dead-lettered")
 	fs.DurationVar(&c.RollupMerge, "metering.rollup-merge", DefaultRollupMerge, "how often ingested rollup deltas are merged into the daily and monthly rollups")
+	fs.DurationVar(&c.ReconcileCheck, "metering.reconcile-check", DefaultReconcileCheck, "how often the ledger is checked against the converger's task records of yesterday and today (report only; 0 never)")
 }
 
 // withDefaults fills in the zero fields, for configs built in code rather than from flags.
@@ -87,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("metering.rollup-merge %s: must be from 10ms to 1m", c.RollupMerge)
 	case c.PricesReload < 0:
 		return errors.New("metering.prices-reload must not be negative; 0 disables reloading")
+	case c.ReconcileCheck < 0 || (c.ReconcileCheck > 0 && c.ReconcileCheck < 10*time.Millisecond):
+		return fmt.Errorf("metering.reconcile-check %s: must be 10ms or more, or 0 to never check", c.ReconcileCheck)
 	}
 	return nil
 }

@@ -25,6 +25,11 @@ type metrics struct {
 	mergeErrors       prometheus.Counter
 	// budgetReservations counts reservations by outcome: reserved, refused, released.
 	budgetReservations *prometheus.CounterVec
+	// reconcileGaps and reconcileChecked are the last reconciliation check's gaps by kind
+	// and when it ended; reconcileErrors counts checks that failed.
+	reconcileGaps    *prometheus.GaugeVec
+	reconcileChecked prometheus.Gauge
+	reconcileErrors  prometheus.Counter
 }
 
 // Event outcomes.
@@ -99,6 +104,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time one merge of the pending rollup deltas takes.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		})),
+		reconcileGaps: telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "reconcile_gaps",
+			Help: "Tasks on which the ledger and the converger's records disagreed at this process's last reconciliation check, by kind (missing, mismatched, orphaned).",
+		}, []string{"kind"})),
+		reconcileChecked: telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "reconcile_checked_timestamp_seconds",
+			Help: "When this process's last reconciliation check ended (Unix seconds; 0 before its first).",
+		})),
+		reconcileErrors: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "reconcile_check_errors_total",
+			Help: "Reconciliation checks that failed (the converger did not answer, or the database).",
+		})),
 		mergeErrors: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "rollup_merge_errors_total",
 			Help: "Merges of the pending rollup deltas that failed; the deltas stay pending, and reads stay right.",
@@ -114,6 +131,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	for _, outcome := range []string{"reserved", "refused", "released"} {
 		m.budgetReservations.WithLabelValues(outcome)
+	}
+	for _, kind := range []string{gapMissing, gapMismatched, gapOrphaned} {
+		m.reconcileGaps.WithLabelValues(kind)
 	}
 	return m
 }

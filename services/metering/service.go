@@ -130,6 +130,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { s.watchPrices(gctx); return nil })
 	g.Go(func() error { s.mergeRollups(gctx); return nil })
 	g.Go(func() error { s.publishUsage(gctx); return nil })
+	g.Go(func() error { s.checkReconciliation(gctx); return nil })
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())
 	return g.Wait()
 }

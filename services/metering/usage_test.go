@@ -6,9 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/pgrole"
@@ -241,6 +244,7 @@ func TestConfig_Validate(t *testing.T) {
 		"idle wait tiny":  {metering.Config{IdleWait: time.Microsecond}, "metering.idle-wait"},
 		"max deliver":     {metering.Config{MaxDeliver: -2}, "metering.max-deliver"},
 		"negative reload": {metering.Config{PricesReload: -time.Second}, "metering.prices-reload"},
+		"check too often": {metering.Config{ReconcileCheck: time.Millisecond}, "metering.reconcile-check"},
 	} {
 		require.ErrorContains(t, tt.cfg.Validate(), tt.want, name)
 	}
@@ -276,4 +280,38 @@ func TestReconcile_Command_ReportsAndRepairs(t *testing.T) {
 	require.Contains(t, out.String(), `"clean": true`)
 	require.Contains(t, out.String(), `"matched": 1`)
 	require.EqualValues(t, 120, p.count(`SELECT sum(total_tokens) FROM metering_rollup_monthly WHERE env_id = $1`, env))
+}
+
+func TestReconcileCheck_ReportsTheGapsOfYesterdayAndTodayInItsMetrics(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ctx := t.Context()
+	// A task the ledger never heard of, finished ten minutes ago, and one that finished a moment
+	// ago, whose result may still be on its way: only the first is a gap.
+	for id, ago := range map[string]time.Duration{"lost-task": 10 * time.Minute, "just-finished": 0} {
+		_, err := p.Pool.Exec(ctx, `
+			INSERT INTO convergence_tasks (id, env_id, org_id, type, status, request, result, input_tokens, output_tokens, total_tokens, finished_at)
+			VALUES ($1, 1, 1, 'design', 'completed', '{}', '{"agents": []}', 100, 20, 120, $2)`, id, time.Now().Add(-ago))
+		require.NoError(t, err)
+	}
+	cfg := testConfig()
+	cfg.ReconcileCheck = 100 * time.Millisecond
+	in := p.start(cfg, nil)
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		require.NoError(c, testutil.GatherAndCompare(in.Registry, strings.NewReader(`
+# HELP convergence_metering_reconcile_gaps Tasks on which the ledger and the converger's records disagreed at this process's last reconciliation check, by kind (missing, mismatched, orphaned).
+# TYPE convergence_metering_reconcile_gaps gauge
+convergence_metering_reconcile_gaps{kind="mismatched"} 0
+convergence_metering_reconcile_gaps{kind="missing"} 1
+convergence_metering_reconcile_gaps{kind="orphaned"} 0
+`), "convergence_metering_reconcile_gaps"))
+	}, 15*time.Second, 50*time.Millisecond)
+	mfs, err := in.Registry.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "convergence_metering_reconcile_checked_timestamp_seconds" {
+			require.InDelta(t, float64(time.Now().Unix()), mf.GetMetric()[0].GetGauge().GetValue(), 60, "the check's time")
+		}
+	}
 }
