@@ -76,6 +76,11 @@ func (s *Service) budgetAlertsOnce(ctx context.Context) (int, error) {
 			}
 			if ok {
 				told++
+				level := "approaching"
+				if t >= 1000 {
+					level = "limit"
+				}
+				s.thresholds.WithLabelValues(level).Inc()
 				s.logger.Info("budget threshold reached", "orgId", b.orgID, "envId", b.envID, "threshold", float64(t)/1000,
 					"spent", u.SpentMicros, "limit", b.limit, "month", u.Month)
 			}

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
@@ -293,6 +295,12 @@ func TestBudgets_AlertThresholds_EachToldOnce_AsAnEventAndToTheTenantsWebhook(t 
 	require.Zero(t, told(), "told once")
 	run()
 	require.Equal(t, 1, told(), "50%% reached: %v", c.budgetOf(t, envID))
+	require.NoError(t, testutil.GatherAndCompare(c.apiReg, strings.NewReader(`
+# HELP convergence_api_budget_thresholds_total Budget thresholds reached and told of (event, webhook), by level: approaching (below the limit) or limit.
+# TYPE convergence_api_budget_thresholds_total counter
+convergence_api_budget_thresholds_total{level="approaching"} 2
+convergence_api_budget_thresholds_total{level="limit"} 0
+`), "convergence_api_budget_thresholds_total"))
 
 	// The stream holds the runs' usage events too; the alerts are the budget.threshold ones.
 	cons, err := c.JS.OrderedConsumer(t.Context(), events.StreamBilling, jetstream.OrderedConsumerConfig{

@@ -54,11 +54,12 @@ type convergeEnv struct {
 	JS       jetstream.JetStream
 	db       *pgtest.DB
 	nats     *natstest.Server
-	apiPool  *pgxpool.Pool  // the API's role
-	ob       *outbox.Outbox // the API's outbox
-	convPool *pgxpool.Pool  // the converger's role
-	api      *api.Service   // the first API replica
-	secrets  *seal.Keyring  // every converger's, which seals the webhook secrets
+	apiPool  *pgxpool.Pool        // the API's role
+	ob       *outbox.Outbox       // the API's outbox
+	convPool *pgxpool.Pool        // the converger's role
+	api      *api.Service         // the first API replica
+	apiReg   *prometheus.Registry // its metrics
+	secrets  *seal.Keyring        // every converger's, which seals the webhook secrets
 	provider *countingProvider
 }
 
@@ -195,13 +196,14 @@ func (c *convergeEnv) serveAPIWith(cfg api.ConvergeConfig) string {
 		}
 		return ec.JSON(http.StatusOK, map[string]any{"success": true, "result": tasks.ResultOf(res, "")})
 	})
+	reg := prometheus.NewRegistry()
 	svc, err := api.New(api.Config{AdminToken: adminToken, MaxBodyBytes: 1 << 20, Converge: cfg}, api.Deps{
-		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: prometheus.NewRegistry(),
+		Pool: c.apiPool, Outbox: c.ob, NC: nc, JS: js, Echo: e, Logger: testLogger(), Registry: reg,
 	})
 	require.NoError(c.t, err)
 	c.goRun(svc.Run) // Its consumers: the keys issued, the tasks ended.
 	if c.api == nil {
-		c.api = svc
+		c.api, c.apiReg = svc, reg
 	}
 	hs := httptest.NewServer(e)
 	c.t.Cleanup(hs.Close)

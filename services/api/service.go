@@ -22,6 +22,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/outbox"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/internal/telemetry"
 )
 
 // Config is what the API reads at start.
@@ -82,6 +83,9 @@ type Service struct {
 	// adminID names the admin token in the audit log (adminTokenID).
 	adminID string
 	plans   *plans
+	// thresholds counts the budget thresholds told of, by level: "approaching" below the
+	// limit, "limit" at it or over.
+	thresholds *prometheus.CounterVec
 }
 
 // New wires the API and registers its routes on deps.Echo (and deps.AdminEcho); it starts
@@ -95,6 +99,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps:    deps,
 		logger:  deps.Logger.With("service", "api"),
 		adminID: adminTokenID(cfg.AdminToken),
+		thresholds: telemetry.Register(deps.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: "api", Name: "budget_thresholds_total",
+			Help: "Budget thresholds reached and told of (event, webhook), by level: approaching (below the limit) or limit.",
+		}, []string{"level"})),
+	}
+	for _, level := range []string{"approaching", "limit"} {
+		s.thresholds.WithLabelValues(level)
 	}
 	conv, tasks := s.convergeConfig(), taskspec.DefaultLimits()
 	platform := planLimits{MaxTenants: maxMaxTenants, RequestsPerMinute: conv.RateLimit.CreatePerMinute, Burst: conv.RateLimit.CreateBurst,
