@@ -31,6 +31,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
+	"github.com/convergence-dev/convergence/services/api/openapi"
 	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/metering"
 	"github.com/convergence-dev/convergence/services/provisioner"
@@ -39,7 +40,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(pgtest.Wrap(m))
+	// Every call a test makes is checked against the API's OpenAPI document.
+	goleak.VerifyTestMain(openapi.Checked(pgtest.Wrap(m)))
 }
 
 const adminToken = "test-admin-token-0123456789"

@@ -115,6 +115,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.routes(deps.Echo)
+	if err := docsRoutes(deps.Echo); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -1,0 +1,55 @@
+// Package openapi holds the OpenAPI 3.1 document of the API's tenant surface (openapi.yaml),
+// which the API serves at /api-docs with an interactive page, and the validation of requests
+// and answers against it that the tests run every call through (Validator).
+package openapi
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"sync"
+
+	"github.com/getkin/kin-openapi/openapi3"
+)
+
+// YAML is the document as written.
+//
+//go:embed openapi.yaml
+var YAML []byte
+
+var (
+	loadOnce sync.Once
+	doc      *openapi3.T
+	docJSON  []byte
+	loadErr  error
+)
+
+// Load parses the document, resolves its references and validates it, once.
+func Load() (*openapi3.T, error) {
+	loadOnce.Do(func() {
+		loader := openapi3.NewLoader()
+		d, err := loader.LoadFromData(YAML)
+		if err != nil {
+			loadErr = fmt.Errorf("load openapi.yaml: %w", err)
+			return
+		}
+		if err := d.Validate(context.Background(), openapi3.EnableSchemaFormatValidation()); err != nil {
+			loadErr = fmt.Errorf("openapi.yaml is not a valid OpenAPI document: %w", err)
+			return
+		}
+		if docJSON, err = d.MarshalJSON(); err != nil {
+			loadErr = fmt.Errorf("openapi.yaml as JSON: %w", err)
+			return
+		}
+		doc = d
+	})
+	return doc, loadErr
+}
+
+// JSON is the document as JSON.
+func JSON() ([]byte, error) {
+	if _, err := Load(); err != nil {
+		return nil, err
+	}
+	return docJSON, nil
+}
