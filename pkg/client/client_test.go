@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -377,5 +378,20 @@ func TestFromEnv_KeyFileReplaced_CallsUseTheNewKey(t *testing.T) {
 	var apiErr *client.ClientError
 	if err := task(); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized || len(seen) != 1 {
 		t.Fatalf("err = %v after %d requests, want one 401", err, len(seen))
+	}
+}
+
+func TestVerifyWebhook_RefusesWhatItCannotCheck(t *testing.T) {
+	t.Parallel()
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	for name, h := range map[string]http.Header{
+		"no headers":        {},
+		"bad timestamp":     {"Webhook-Id": {"msg_1"}, "Webhook-Timestamp": {"soon"}, "Webhook-Signature": {"v1,AAAA"}},
+		"unknown version":   {"Webhook-Id": {"msg_1"}, "Webhook-Timestamp": {now}, "Webhook-Signature": {"v2,AAAA"}},
+		"signature garbled": {"Webhook-Id": {"msg_1"}, "Webhook-Timestamp": {now}, "Webhook-Signature": {"v1,not base64!"}},
+	} {
+		if err := client.VerifyWebhook(h, []byte(`{}`), 0, "whsec_c2VjcmV0"); !errors.Is(err, client.ErrWebhookSignature) {
+			t.Errorf("%s: %v, want ErrWebhookSignature", name, err)
+		}
 	}
 }

@@ -14,5 +14,14 @@
 // answers, *RateLimitError for 429 once retries are spent, *ServerError for 5xx; each wraps an
 // *APIError with the status, code, message and request ID, so errors.As finds either.
 //
+// Me, Usage and WebhookSecret answer who the key belongs to, what it used, and the secret the
+// platform signs its webhooks with; a receiver checks a delivery with VerifyWebhook:
+//
+//	body, _ := io.ReadAll(r.Body)
+//	if err := client.VerifyWebhook(r.Header, body, 0, secret.Secret); err != nil {
+//		http.Error(w, "not from Convergence", http.StatusUnauthorized)
+//		return
+//	}
+//
 // The package depends on the standard library and pkg/events only.
 package client
