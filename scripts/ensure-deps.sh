@@ -64,6 +64,18 @@ if [ ! -f "$am_share/default.tmpl" ]; then
   cp -r "$work/prometheus-alertmanager$am_share/." "$am_share/"
 fi
 
+# The JavaScript and Python clients' test suites run against the platform in internal/e2e:
+# Node 18 or newer and Python 3.11 or newer, Debian's packages when missing.
+need_node() { ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; }
+need_python() { ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+if { need_node || need_python; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "ensure-deps: installing Node.js and Python 3 from Debian's packages"
+  [ -n "${apt_updated:-}" ] || apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs python3 >/dev/null
+fi
+need_node && fail "Node.js 18 or newer is needed for the JavaScript client's tests: apt-get install nodejs"
+need_python && fail "Python 3.11 or newer is needed for the Python client's tests: apt-get install python3"
+
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   # initdb refuses to run as root; the local server runs as this user.
   useradd --system --home-dir /var/lib/postgresql --shell /bin/false postgres
