@@ -13,6 +13,7 @@
 // message and request id the API answered.
 
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 /** The error the API answered: status, code, message, requestId, retryAfter (seconds). */
 export class ConvergenceError extends Error {
@@ -33,14 +34,19 @@ export class ConvergenceClient {
    * @param {object} options
    * @param {string} [options.baseUrl] the API, default CONVERGENCE_API_URL or http://localhost:3000
    * @param {string} [options.apiKey] the tenant key, default CONVERGENCE_API_KEY
+   * @param {string} [options.apiKeyFile] a file holding the key, read at each call so that the
+   *   platform's key rotations need no restart; default CONVERGENCE_API_KEY_FILE (a tenant
+   *   container's), which wins over a key
    * @param {number} [options.retries] retries of a 429 or 503 answer, default 3
    * @param {number} [options.maxWaitMs] the longest wait before a retry, default 30000
    * @param {typeof fetch} [options.fetch] the fetch to use, default the global one
    */
-  constructor({ baseUrl, apiKey, retries = 3, maxWaitMs = 30_000, fetch: f } = {}) {
+  constructor({ baseUrl, apiKey, apiKeyFile, retries = 3, maxWaitMs = 30_000, fetch: f } = {}) {
     this.baseUrl = (baseUrl ?? process.env.CONVERGENCE_API_URL ?? "http://localhost:3000").replace(/\/+$/, "");
+    this.apiKeyFile = apiKeyFile ?? (apiKey ? undefined : process.env.CONVERGENCE_API_KEY_FILE);
     this.apiKey = apiKey ?? process.env.CONVERGENCE_API_KEY;
-    if (!this.apiKey) throw new Error("convergence: no API key: pass apiKey or set CONVERGENCE_API_KEY");
+    if (this.apiKeyFile) this.#key(); // A file that cannot be read fails here, not at the first call.
+    else if (!this.apiKey) throw new Error("convergence: no API key: pass apiKey or apiKeyFile, or set CONVERGENCE_API_KEY(_FILE)");
     this.retries = retries;
     this.maxWaitMs = maxWaitMs;
     this.fetch = f ?? globalThis.fetch;
@@ -164,8 +170,12 @@ export class ConvergenceClient {
     return false;
   }
 
+  #key() {
+    return this.apiKeyFile ? readFileSync(this.apiKeyFile, "utf8").trim() : this.apiKey;
+  }
+
   #headers(extra = {}) {
-    return { authorization: `Bearer ${this.apiKey}`, "user-agent": "convergence-js/1", ...extra };
+    return { authorization: `Bearer ${this.#key()}`, "user-agent": "convergence-js/1", ...extra };
   }
 
   async #call(method, path, body, { create = false } = {}) {

@@ -3,6 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ConvergenceClient, ConvergenceError } from "./convergence.mjs";
 
 const client = new ConvergenceClient();
@@ -65,4 +68,15 @@ test("me, usage and a webhook the client verifies", async () => {
   assert.equal(ConvergenceClient.verifyWebhook(headers, body, secret), true);
   assert.equal(ConvergenceClient.verifyWebhook(headers, Buffer.concat([body, Buffer.from(" ")]), secret), false);
   assert.equal(ConvergenceClient.verifyWebhook(headers, body, "whsec_c2VjcmV0"), false);
+});
+
+test("a key file is read at each call, so a rotated key needs no restart", async () => {
+  const file = join(mkdtempSync(join(tmpdir(), "convergence-")), "api-key");
+  writeFileSync(file, `${process.env.CONVERGENCE_API_KEY}\n`);
+  const fromFile = new ConvergenceClient({ apiKeyFile: file });
+  assert.ok((await fromFile.me()).envId > 0);
+  writeFileSync(file, "sk_tenant_replaced_by_someone\n");
+  await assert.rejects(fromFile.me(), (e) => e.status === 401);
+  writeFileSync(file, process.env.CONVERGENCE_API_KEY);
+  assert.ok((await fromFile.me()).envId > 0);
 });

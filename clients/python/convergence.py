@@ -43,14 +43,21 @@ class ConvergenceError(Exception):
 
 
 class ConvergenceClient:
-    """A tenant's client: base_url defaults to CONVERGENCE_API_URL, api_key to CONVERGENCE_API_KEY."""
+    """A tenant's client: base_url defaults to CONVERGENCE_API_URL, api_key to CONVERGENCE_API_KEY.
+
+    api_key_file (default CONVERGENCE_API_KEY_FILE, a tenant container's, unless api_key is
+    given) names a file holding the key, read at each call so that the platform's key rotations
+    need no restart."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
-                 retries: int = 3, max_wait: float = 30.0, timeout: float = 330.0):
+                 api_key_file: str | None = None, retries: int = 3, max_wait: float = 30.0, timeout: float = 330.0):
         self.base_url = (base_url or os.environ.get("CONVERGENCE_API_URL") or "http://localhost:3000").rstrip("/")
+        self.api_key_file = api_key_file or (None if api_key else os.environ.get("CONVERGENCE_API_KEY_FILE"))
         self.api_key = api_key or os.environ.get("CONVERGENCE_API_KEY")
-        if not self.api_key:
-            raise ValueError("convergence: no API key: pass api_key or set CONVERGENCE_API_KEY")
+        if self.api_key_file:
+            self._key()  # A file that cannot be read fails here, not at the first call.
+        elif not self.api_key:
+            raise ValueError("convergence: no API key: pass api_key or api_key_file, or set CONVERGENCE_API_KEY(_FILE)")
         self.retries, self.max_wait, self.timeout = retries, max_wait, timeout
 
     # Tasks.
@@ -176,8 +183,14 @@ class ConvergenceClient:
 
     # Plumbing.
 
+    def _key(self) -> str:
+        if self.api_key_file:
+            with open(self.api_key_file, encoding="utf-8") as f:
+                return f.read().strip()
+        return self.api_key
+
     def _headers(self, **extra: str) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}", "User-Agent": "convergence-python/1",
+        return {"Authorization": f"Bearer {self._key()}", "User-Agent": "convergence-python/1",
                 **{k.replace("_", "-"): v for k, v in extra.items()}}
 
     def _call(self, method: str, path: str, body: Any = None, create: bool = False) -> tuple[int, dict]:

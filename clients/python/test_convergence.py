@@ -3,6 +3,8 @@
 `python3 -m unittest`."""
 
 import http.server
+import os
+import tempfile
 import threading
 import unittest
 
@@ -76,6 +78,19 @@ class AgainstTheAPI(unittest.TestCase):
         self.assertTrue(ConvergenceClient.verify_webhook(delivered["headers"], delivered["body"], secret))
         self.assertFalse(ConvergenceClient.verify_webhook(delivered["headers"], delivered["body"] + b" ", secret))
         self.assertFalse(ConvergenceClient.verify_webhook(delivered["headers"], delivered["body"], "whsec_c2VjcmV0"))
+
+    def test_a_key_file_is_read_at_each_call(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "api-key")
+            with open(path, "w") as f:
+                f.write(os.environ["CONVERGENCE_API_KEY"] + "\n")
+            from_file = ConvergenceClient(api_key_file=path)
+            self.assertGreater(from_file.me()["envId"], 0)
+            with open(path, "w") as f:
+                f.write("sk_tenant_replaced_by_someone\n")
+            with self.assertRaises(ConvergenceError) as e:
+                from_file.me()
+            self.assertEqual(e.exception.status, 401)
 
 
 if __name__ == "__main__":
