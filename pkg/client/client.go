@@ -125,10 +125,10 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 			return fmt.Errorf("convergence: encode request: %w", err)
 		}
 	}
-	requestID := newRequestID()
+	requestID, idempotencyKey := callIDs(ctx)
 	rekeyed := false
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, method, path, body, requestID, "application/json")
+		resp, err := c.send(ctx, method, path, body, requestID, idempotencyKey, "application/json")
 		if err != nil {
 			return err
 		}
@@ -161,7 +161,7 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	}
 }
 
-func (c *Client) send(ctx context.Context, method, path string, body []byte, requestID, accept string) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, method, path string, body []byte, requestID, idempotencyKey, accept string) (*http.Response, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
@@ -173,9 +173,8 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, req
 	req.Header.Set("Authorization", "Bearer "+c.key())
 	req.Header.Set("X-Request-ID", requestID)
 	if method == http.MethodPost {
-		// The request id is kept across a call's retries, so it serves as the key that has
-		// the platform run a retried create once.
-		req.Header.Set("Idempotency-Key", requestID)
+		// The key is kept across a call's retries, so the platform runs a retried create once.
+		req.Header.Set("Idempotency-Key", idempotencyKey)
 	}
 	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", c.userAgent)
@@ -244,6 +243,39 @@ func retryAfter(v string) time.Duration {
 		return max(time.Until(t), 0)
 	}
 	return 0
+}
+
+type callKey int
+
+const (
+	requestIDKey callKey = iota
+	idempotencyKeyKey
+)
+
+// WithRequestID returns ctx with the X-Request-ID the calls made with it send: an app passes
+// on the request id of the request it serves, so one id follows it into the platform's logs.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey, id)
+}
+
+// WithIdempotencyKey returns ctx with the Idempotency-Key a create made with it sends: an app
+// passes on its own caller's key, so the caller's retries run the task once.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyKey, key)
+}
+
+// callIDs are the request id and idempotency key of a call made with ctx: ctx's, or new ones.
+// Each is kept across the call's retries.
+func callIDs(ctx context.Context) (requestID, idempotencyKey string) {
+	requestID, _ = ctx.Value(requestIDKey).(string)
+	if requestID == "" {
+		requestID = newRequestID()
+	}
+	idempotencyKey, _ = ctx.Value(idempotencyKeyKey).(string)
+	if idempotencyKey == "" {
+		idempotencyKey = newRequestID()
+	}
+	return requestID, idempotencyKey
 }
 
 func newRequestID() string {

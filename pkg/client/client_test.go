@@ -395,3 +395,26 @@ func TestVerifyWebhook_RefusesWhatItCannotCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestCalls_CarryTheRequestIDAndIdempotencyKeyOfTheirContext(t *testing.T) {
+	t.Parallel()
+	var got []string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("X-Request-ID"), r.Header.Get("Idempotency-Key"))
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"success":true,"taskId":"tsk_1","task":{"taskId":"tsk_1","status":"completed"}}`)
+	})
+	ctx := client.WithIdempotencyKey(client.WithRequestID(t.Context(), "req-from-the-app"), "key-from-the-caller")
+	if _, err := c.Converge(ctx, client.Request{Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Converge(t.Context(), client.Request{Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != "req-from-the-app" || got[1] != "key-from-the-caller" {
+		t.Errorf("X-Request-ID %q, Idempotency-Key %q: want the context's", got[0], got[1])
+	}
+	if got[2] == "" || got[3] == "" || got[2] == got[0] || got[3] == got[1] {
+		t.Errorf("without them in the context a call makes its own: %q", got[2:])
+	}
+}

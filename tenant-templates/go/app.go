@@ -47,6 +47,12 @@ type convergeBody struct {
 	Context    string `json:"context"`
 	MaxRounds  int    `json:"maxRounds"`
 	Async      bool   `json:"async"`
+	// Model, WebhookURL, TokenBudget and TimeoutSeconds are passed on as they are; the
+	// platform checks them.
+	Model          string  `json:"model"`
+	WebhookURL     string  `json:"webhookUrl"`
+	TokenBudget    int64   `json:"tokenBudget"`
+	TimeoutSeconds float64 `json:"timeoutSeconds"`
 	// Type is accepted by POST /api/converge only; the shortcuts set it themselves.
 	Type string `json:"type"`
 }
@@ -107,16 +113,20 @@ func (a *app) converge(typ string) http.HandlerFunc {
 		if typ != "" {
 			in.Type = typ
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+		ctx, cancel := context.WithTimeout(passOn(r), callTimeout)
 		defer cancel()
 		task, err := a.platform.Converge(ctx, client.Request{
-			Prompt:     in.Prompt,
-			Type:       in.Type,
-			AgentARole: in.AgentARole,
-			AgentBRole: in.AgentBRole,
-			Context:    in.Context,
-			MaxRounds:  in.MaxRounds,
-			Async:      in.Async,
+			Prompt:         in.Prompt,
+			Type:           in.Type,
+			AgentARole:     in.AgentARole,
+			AgentBRole:     in.AgentBRole,
+			Context:        in.Context,
+			MaxRounds:      in.MaxRounds,
+			Async:          in.Async,
+			Model:          in.Model,
+			WebhookURL:     in.WebhookURL,
+			TokenBudget:    in.TokenBudget,
+			TimeoutSeconds: in.TimeoutSeconds,
 		})
 		if err != nil {
 			a.platformError(w, r, err)
@@ -124,6 +134,34 @@ func (a *app) converge(typ string) http.HandlerFunc {
 		}
 		a.writeTask(w, task)
 	}
+}
+
+// passOn is r's context with its caller's X-Request-ID and Idempotency-Key, when it has them,
+// for the calls made for it: the request id follows the request into the platform's logs, and
+// the caller's retries of a create run one task. Values the platform would refuse are left
+// out; the SDK then makes its own.
+func passOn(r *http.Request) context.Context {
+	ctx := r.Context()
+	if id := r.Header.Get("X-Request-ID"); printable(id, 128) {
+		ctx = client.WithRequestID(ctx, id)
+	}
+	if key := r.Header.Get("Idempotency-Key"); printable(key, 255) {
+		ctx = client.WithIdempotencyKey(ctx, key)
+	}
+	return ctx
+}
+
+// printable reports whether s is 1 to max printable ASCII characters.
+func printable(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // problem says what is wrong with the body, or "" when nothing is. The platform checks the
@@ -153,7 +191,7 @@ func (a *app) task(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "the task ID in the path is missing or too long; use the taskId a POST /api/converge answered")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(passOn(r), 30*time.Second)
 	defer cancel()
 	task, err := a.platform.Task(ctx, id)
 	if err != nil {

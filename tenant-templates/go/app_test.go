@@ -25,12 +25,14 @@ type fakePlatform struct {
 }
 
 type recorded struct {
-	Method, Path, Auth string
-	Body               map[string]any
+	Method, Path, Auth        string
+	RequestID, IdempotencyKey string
+	Body                      map[string]any
 }
 
 func (f *fakePlatform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := recorded{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization")}
+	rec := recorded{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"),
+		RequestID: r.Header.Get("X-Request-ID"), IdempotencyKey: r.Header.Get("Idempotency-Key")}
 	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
 		_ = json.Unmarshal(b, &rec.Body)
 	}
@@ -144,6 +146,28 @@ func TestConverge_ForwardsRequestWithTenantKey_AnswersScore(t *testing.T) {
 		"prompt": "A password reset flow", "agentARole": "Security Expert", "agentBRole": "UX Designer",
 		"context": "a bank", "maxRounds": float64(5),
 	}, got.Body)
+}
+
+func TestConverge_PassesOnTheTaskSettingsRequestIDAndIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	app, fake := newApp(t, func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, finishedTask, "design")
+	})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, app.URL+"/api/design", strings.NewReader(
+		`{"prompt":"A cache","model":"gpt-4o-mini","webhookUrl":"https://example.com/hook","tokenBudget":5000,"timeoutSeconds":90}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-ID", "req-7")
+	req.Header.Set("Idempotency-Key", "order-42")
+	require.Equal(t, http.StatusOK, do(t, req).Status)
+
+	got := fake.last(t)
+	require.Equal(t, map[string]any{
+		"prompt": "A cache", "type": "design", "model": "gpt-4o-mini", "webhookUrl": "https://example.com/hook",
+		"tokenBudget": float64(5000), "timeoutSeconds": float64(90),
+	}, got.Body)
+	require.Equal(t, "req-7", got.RequestID)
+	require.Equal(t, "order-42", got.IdempotencyKey)
 }
 
 func TestShortcuts_SetTheTaskType(t *testing.T) {
