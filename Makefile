@@ -29,7 +29,7 @@ run: deps build images ## Run the whole platform in one process (embedded JetStr
 	$(BIN)/convergence serve -target=all
 
 .PHONY: test
-test: deps ## Run every test against real PostgreSQL, JetStream and Docker.
+test: deps images ## Run every test against real PostgreSQL, JetStream and Docker (the tenant images first).
 	$(GO) test -race -count=1 -p 2 -timeout 15m $(PKGS)
 
 .PHONY: bench
@@ -37,6 +37,7 @@ bench: deps ## Run the benchmarks; each prints its figure beside a baseline from
 	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
 	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
 	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/
+	$(GO) test -run '^$$' -bench Templates -benchtime 5x -timeout 30m ./services/provisioner/
 	$(GO) test -run '^$$' -bench ServiceThroughput -benchtime 1x -timeout 30m ./services/converger/
 	$(GO) test -run '^$$' -bench EngineRound -benchtime 2000x ./services/converger/engine/
 	$(GO) test -run '^$$' -bench SyncConverge -benchtime 300x ./services/api/
@@ -49,7 +50,7 @@ dashboards: ## Write the Grafana dashboards (deploy/grafana/dashboards.go) as JS
 	$(GO) run ./deploy/grafana/gen
 
 .PHONY: images
-images: ## Build the tenant template image locally (FROM scratch; pulls nothing).
+images: ## Build the tenant template images locally: Go (FROM scratch), Node.js and Python (mmdebstrap bases); pulls nothing.
 	$(GO) run ./tenant-templates/cmd/tenant-images
 
 .PHONY: images-stack

@@ -76,6 +76,14 @@ fi
 need_node && fail "Node.js 18 or newer is needed for the JavaScript client's tests: apt-get install nodejs"
 need_python && fail "Python 3.11 or newer is needed for the Python client's tests: apt-get install python3"
 
+# mmdebstrap makes the Node.js and Python tenant images' bases from Debian's packages.
+if ! command -v mmdebstrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "ensure-deps: installing mmdebstrap from Debian's packages"
+  [ -n "${apt_updated:-}" ] || apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+fi
+command -v mmdebstrap >/dev/null || fail "mmdebstrap is needed for the Node.js and Python tenant images: apt-get install mmdebstrap"
+
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   # initdb refuses to run as root; the local server runs as this user.
   useradd --system --home-dir /var/lib/postgresql --shell /bin/false postgres

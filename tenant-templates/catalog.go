@@ -20,6 +20,8 @@ type Template struct {
 func templates() []Template {
 	return []Template{
 		{Language: "go", Framework: "net-http", Image: GoImage},
+		{Language: "node", Framework: "express", Image: NodeImage},
+		{Language: "python", Framework: "flask", Image: PythonImage},
 	}
 }
 

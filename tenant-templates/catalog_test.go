@@ -18,7 +18,11 @@ func TestLookupTemplate(t *testing.T) {
 		{"go", "", tenanttemplates.GoImage, ""},
 		{"go", "net-http", tenanttemplates.GoImage, ""},
 		{"go", "gin", "", `framework "gin" is not a known template for go; use one of: net-http (or omit it for net-http)`},
-		{"cobol", "", "", `language "cobol" is not a known template; use one of: go (or name a local image)`},
+		{"node", "", tenanttemplates.NodeImage, ""},
+		{"node", "express", tenanttemplates.NodeImage, ""},
+		{"node", "koa", "", `framework "koa" is not a known template for node; use one of: express (or omit it for express)`},
+		{"python", "flask", tenanttemplates.PythonImage, ""},
+		{"cobol", "", "", `language "cobol" is not a known template; use one of: go, node, python (or name a local image)`},
 	}
 	for _, tt := range tests {
 		got, err := tenanttemplates.LookupTemplate(tt.language, tt.framework)

@@ -54,32 +54,33 @@ export class ConvergenceClient {
 
   /**
    * Runs a task: converge(prompt, options) or converge({prompt, ...options}). Resolves with the
-   * finished task (waiting past the API's sync wait), or at once with options.async.
+   * finished task (waiting past the API's sync wait), or at once with options.async. call may
+   * carry the requestId and idempotencyKey to send, e.g. those of the request an app serves.
    */
-  async converge(prompt, options = {}) {
+  async converge(prompt, options = {}, call = {}) {
     const request = typeof prompt === "string" ? { ...options, prompt } : { ...prompt };
     if (!request.prompt) throw new Error("convergence: a request needs a prompt");
-    const { status, body } = await this.#call("POST", "/api/v1/converge", request, { create: true });
+    const { status, body } = await this.#call("POST", "/api/v1/converge", request, { ...call, create: true });
     if (status === 202 && !request.async) return this.wait(body.taskId);
     return body.task;
   }
 
   // The shortcuts take the prompt and options, or, as the second argument, the context text.
-  design(prompt, options) { return this.#typed("design", prompt, options); }
-  review(prompt, options) { return this.#typed("review", prompt, options); }
-  decide(prompt, options) { return this.#typed("decide", prompt, options); }
-  plan(prompt, options) { return this.#typed("plan", prompt, options); }
-  analyze(prompt, options) { return this.#typed("analyze", prompt, options); }
-  generate(prompt, options) { return this.#typed("generate", prompt, options); }
+  design(prompt, options, call) { return this.#typed("design", prompt, options, call); }
+  review(prompt, options, call) { return this.#typed("review", prompt, options, call); }
+  decide(prompt, options, call) { return this.#typed("decide", prompt, options, call); }
+  plan(prompt, options, call) { return this.#typed("plan", prompt, options, call); }
+  analyze(prompt, options, call) { return this.#typed("analyze", prompt, options, call); }
+  generate(prompt, options, call) { return this.#typed("generate", prompt, options, call); }
 
-  #typed(type, prompt, options = {}) {
+  #typed(type, prompt, options = {}, call = {}) {
     const extra = typeof options === "string" ? { context: options } : options;
-    return this.converge(prompt, { ...extra, type });
+    return this.converge(prompt, { ...extra, type }, call);
   }
 
   /** The task as it stands. */
-  async task(taskId) {
-    return (await this.#call("GET", `/api/v1/converge/${encodeURIComponent(taskId)}`)).body.task;
+  async task(taskId, call = {}) {
+    return (await this.#call("GET", `/api/v1/converge/${encodeURIComponent(taskId)}`, undefined, call)).body.task;
   }
 
   /** Polls the task until it has finished (every pollMs, default 500) and returns it. */
@@ -178,11 +179,10 @@ export class ConvergenceClient {
     return { authorization: `Bearer ${this.#key()}`, "user-agent": "convergence-js/1", ...extra };
   }
 
-  async #call(method, path, body, { create = false } = {}) {
-    const requestId = randomUUID();
+  async #call(method, path, body, { create = false, requestId = randomUUID(), idempotencyKey = randomUUID() } = {}) {
     const headers = this.#headers({ accept: "application/json", "x-request-id": requestId });
     if (body !== undefined) headers["content-type"] = "application/json";
-    if (create) headers["idempotency-key"] = requestId;
+    if (create) headers["idempotency-key"] = idempotencyKey;
     for (let attempt = 0; ; attempt++) {
       const res = await this.fetch(this.baseUrl + path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),

@@ -62,11 +62,15 @@ class ConvergenceClient:
 
     # Tasks.
 
-    def converge(self, prompt: str, **options: Any) -> dict:
-        """Runs a task and returns it finished (waiting past the API's sync wait), or at once with async=True."""
+    def converge(self, prompt: str, *, request_id: str | None = None, idempotency_key: str | None = None,
+                 **options: Any) -> dict:
+        """Runs a task and returns it finished (waiting past the API's sync wait), or at once with
+        async=True. request_id and idempotency_key, when given, are sent instead of new ones (an
+        app passes on those of the request it serves)."""
         if not prompt:
             raise ValueError("convergence: a request needs a prompt")
-        status, body = self._call("POST", "/api/v1/converge", {"prompt": prompt, **options}, create=True)
+        status, body = self._call("POST", "/api/v1/converge", {"prompt": prompt, **options}, create=True,
+                                  request_id=request_id, idempotency_key=idempotency_key)
         if status == 202 and not options.get("async"):
             return self.wait(body["taskId"])
         return body["task"]
@@ -94,9 +98,9 @@ class ConvergenceClient:
             options["context"] = context
         return self.converge(prompt, **{**options, "type": type_})
 
-    def task(self, task_id: str) -> dict:
+    def task(self, task_id: str, request_id: str | None = None) -> dict:
         """The task as it stands."""
-        return self._call("GET", f"/api/v1/converge/{urllib.parse.quote(task_id, safe='')}")[1]["task"]
+        return self._call("GET", f"/api/v1/converge/{urllib.parse.quote(task_id, safe='')}", request_id=request_id)[1]["task"]
 
     def wait(self, task_id: str, poll: float = 0.5) -> dict:
         """Polls the task until it has finished and returns it."""
@@ -193,15 +197,15 @@ class ConvergenceClient:
         return {"Authorization": f"Bearer {self._key()}", "User-Agent": "convergence-python/1",
                 **{k.replace("_", "-"): v for k, v in extra.items()}}
 
-    def _call(self, method: str, path: str, body: Any = None, create: bool = False) -> tuple[int, dict]:
-        request_id = str(uuid.uuid4())
-        headers = self._headers(accept="application/json", x_request_id=request_id)
+    def _call(self, method: str, path: str, body: Any = None, create: bool = False,
+              request_id: str | None = None, idempotency_key: str | None = None) -> tuple[int, dict]:
+        headers = self._headers(accept="application/json", x_request_id=request_id or str(uuid.uuid4()))
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         if create:
-            headers["Idempotency-Key"] = request_id
+            headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         attempt = 0
         while True:
             req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)

@@ -78,7 +78,7 @@ func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance
 	log := d.log.With("envId", spec.EnvID, "container", d.ContainerName(spec.EnvID))
 	if _, err := d.cli.ImageInspect(ctx, spec.Image); err != nil {
 		if isNotFound(err) {
-			return Instance{}, fmt.Errorf("%w: %q is not on the Docker host (images are never pulled: build or load it first)", ErrImageNotFound, spec.Image)
+			return Instance{}, fmt.Errorf("%w: %q is not on the Docker host (images are never pulled: build or load it first; make images builds the templates')", ErrImageNotFound, spec.Image)
 		}
 		return Instance{}, fmt.Errorf("inspect image %s: %w", spec.Image, err)
 	}
