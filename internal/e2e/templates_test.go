@@ -23,6 +23,18 @@ func TestTemplates_GoNodeAndPython_PassOneConformanceSuite(t *testing.T) {
 	dockertest.TenantImage(t)
 	dockertest.TemplateImages(t)
 	s := startStack(t)
+	var listed struct {
+		Templates []struct {
+			Language, Framework, Image string
+			Default, Available         bool
+		}
+	}
+	require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/api/v1/templates", nil, &listed))
+	require.Len(t, listed.Templates, 3)
+	for _, tpl := range listed.Templates {
+		require.True(t, tpl.Available, "%s's image is built", tpl.Language)
+		require.Equal(t, tpl.Language == "go", tpl.Default)
+	}
 	for _, c := range []struct{ language, framework, image string }{
 		{"go", "", tenanttemplates.GoImage},
 		{"node", "express", tenanttemplates.NodeImage},

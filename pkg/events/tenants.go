@@ -16,6 +16,9 @@ const (
 	SubjectTenantArchive = "provisioner.tenant.archive"
 	SubjectKeyRotate     = "provisioner.tenant.key.rotate"
 	SubjectKeyDeliver    = "provisioner.tenant.key.deliver"
+	// SubjectTemplates answers which templates the provisioner can run (TemplatesQuery →
+	// Templates).
+	SubjectTemplates = "provisioner.templates"
 )
 
 // TenantAdmission (on SubjectTenantAdmit) asks the provisioner to admit a tenant: check the
@@ -175,4 +178,25 @@ type TenantLimits struct {
 	MemoryMB int64   `json:"memoryMb"`
 	CPUs     float64 `json:"cpus"`
 	PIDs     int64   `json:"pids"`
+}
+
+// TemplatesQuery asks the provisioner for its templates.
+type TemplatesQuery struct{}
+
+// Templates are the tenant templates a spawn may name, each with whether this installation
+// can run it now.
+type Templates struct {
+	Templates []TemplateInfo `json:"templates"`
+}
+
+// TemplateInfo is one template: a spawn names its language (and framework); Default is the
+// one a spawn that names neither runs. Available says whether its image is on the Docker host;
+// Reason says why not, and how to fix it.
+type TemplateInfo struct {
+	Language  string `json:"language"`
+	Framework string `json:"framework"`
+	Image     string `json:"image"`
+	Default   bool   `json:"default"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
 }

@@ -68,11 +68,22 @@ func (s *Service) tenantRoutes(admin *echo.Group) {
 	h := &tenantAPI{s: s, live: live.NewClient(s.deps.NC, 0)}
 	admin.POST("/tenant/spawn", h.spawn, s.audited(auditTenantSpawn), s.idempotent)
 	admin.GET("/tenant", h.list)
+	admin.GET("/templates", h.templates)
 	admin.GET("/tenant/:envId/status", h.status)
 	admin.GET("/tenant/:envId/logs", h.logs)
 	admin.DELETE("/tenant/:envId", h.destroy, s.audited(auditTenantDestroy))
 	h.keyRoutes(admin) // tenant_keys.go
 	s.orgRoutes(admin)
+}
+
+// templates answers the templates a spawn may name, each with whether the provisioner can run
+// it now and, if not, why.
+func (h *tenantAPI) templates(c echo.Context) error {
+	ts, err := natsrpc.Call[events.TemplatesQuery, events.Templates](c.Request().Context(), h.s.deps.NC, events.SubjectTemplates, events.TemplatesQuery{})
+	if err != nil {
+		return fromProvisioner(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "templates": ts.Templates})
 }
 
 // tenantView is a tenant as the API shows it: the provisioner's view, with APIKey in the spawn

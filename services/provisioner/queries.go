@@ -16,6 +16,7 @@ import (
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/provisioner/keyring"
 	"github.com/convergence-dev/convergence/services/provisioner/ports"
+	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
 
 // queryTimeout bounds the answer to one question about tenants, an admission included.
@@ -31,7 +32,23 @@ func (s *Service) queryServer() *natsrpc.Server {
 	natsrpc.Handle(srv, events.SubjectTenantArchive, queryTimeout, s.archive)
 	natsrpc.Handle(srv, events.SubjectKeyRotate, queryTimeout, s.rotateKey)
 	natsrpc.Handle(srv, events.SubjectKeyDeliver, queryTimeout, s.deliverKeyNow)
+	natsrpc.Handle(srv, events.SubjectTemplates, queryTimeout, s.templates)
 	return srv
+}
+
+// templates answers the catalog of tenant templates, each with whether its image is on the
+// Docker host this provisioner drives.
+func (s *Service) templates(ctx context.Context, _ events.TemplatesQuery) (events.Templates, error) {
+	def := tenanttemplates.DefaultTemplate()
+	var out events.Templates
+	for _, t := range tenanttemplates.Templates() {
+		info := events.TemplateInfo{Language: t.Language, Framework: t.Framework, Image: t.Image, Default: t == def, Available: true}
+		if err := s.rt.CheckImage(ctx, t.Image); err != nil {
+			info.Available, info.Reason = false, err.Error()
+		}
+		out.Templates = append(out.Templates, info)
+	}
+	return out, nil
 }
 
 // admit admits a tenant: in one transaction, taken in turns per organization so its quota is

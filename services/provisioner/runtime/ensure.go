@@ -72,15 +72,24 @@ func (d *Docker) adopt(ctx context.Context, c container.InspectResponse) (Instan
 	return inst, nil
 }
 
+// CheckImage returns nil when ref is on the Docker host, an error wrapping ErrImageNotFound
+// (saying how to get it) when it is not, or the engine's error.
+func (d *Docker) CheckImage(ctx context.Context, ref string) error {
+	if _, err := d.cli.ImageInspect(ctx, ref); err != nil {
+		if isNotFound(err) {
+			return fmt.Errorf("%w: %q is not on the Docker host (images are never pulled: build or load it first; make images builds the templates')", ErrImageNotFound, ref)
+		}
+		return fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	return nil
+}
+
 // create makes the network and container for a tenant that has no container. It undoes
 // its own work on failure.
 func (d *Docker) create(ctx context.Context, spec Spec, hash string) (_ Instance, err error) {
 	log := d.log.With("envId", spec.EnvID, "container", d.ContainerName(spec.EnvID))
-	if _, err := d.cli.ImageInspect(ctx, spec.Image); err != nil {
-		if isNotFound(err) {
-			return Instance{}, fmt.Errorf("%w: %q is not on the Docker host (images are never pulled: build or load it first; make images builds the templates')", ErrImageNotFound, spec.Image)
-		}
-		return Instance{}, fmt.Errorf("inspect image %s: %w", spec.Image, err)
+	if err := d.CheckImage(ctx, spec.Image); err != nil {
+		return Instance{}, err
 	}
 
 	// The calls that create objects run to their end even when ctx is done: the engine may
