@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 )
 
@@ -104,38 +103,11 @@ func ensureDebianImage(ctx context.Context, cli ImageClient, t debianTemplate, o
 	}
 	hash := hex.EncodeToString(sum.Sum(nil))
 
-	previous := ""
-	if existing, err := cli.ImageInspect(ctx, t.image); err == nil {
-		if !opts.Force && existing.Config != nil && existing.Config.Labels[LabelContentHash] == hash {
-			return Image{Tag: t.image, ID: existing.ID, ContentHash: hash}, nil
-		}
-		previous = existing.ID
-	}
 	tarball, err := tarOf(files)
 	if err != nil {
 		return Image{}, err
 	}
-	resp, err := cli.ImageBuild(ctx, bytes.NewReader(tarball), build.ImageBuildOptions{
-		Tags: []string{t.image}, Dockerfile: "Dockerfile", Remove: true, ForceRemove: true,
-		BuildArgs: map[string]*string{"BASE": &base},
-		Labels:    map[string]string{LabelTemplate: t.name, LabelContentHash: hash},
-		Version:   build.BuilderV1,
-	})
-	if err != nil {
-		return Image{}, fmt.Errorf("build image %s: %w", t.image, err)
-	}
-	defer resp.Body.Close()
-	if err := readBuildOutput(resp.Body); err != nil {
-		return Image{}, fmt.Errorf("build image %s: %w", t.image, err)
-	}
-	built, err := cli.ImageInspect(ctx, t.image)
-	if err != nil {
-		return Image{}, fmt.Errorf("inspect built image %s: %w", t.image, err)
-	}
-	if previous != "" && previous != built.ID {
-		_, _ = cli.ImageRemove(ctx, previous, image.RemoveOptions{PruneChildren: true})
-	}
-	return Image{Tag: t.image, ID: built.ID, ContentHash: hash, Built: true}, nil
+	return buildImage(ctx, cli, t.image, t.name, hash, opts.Force, tarball, map[string]*string{"BASE": &base})
 }
 
 // mmdebstrapArgs are the options of the bases' mmdebstrap run, part of their hash: Debian's

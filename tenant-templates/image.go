@@ -99,45 +99,52 @@ func EnsureGoImage(ctx context.Context, cli ImageClient, opts BuildOptions) (Ima
 	sum.Write(bin)
 	hash := hex.EncodeToString(sum.Sum(nil))
 
-	previous := ""
-	if existing, err := cli.ImageInspect(ctx, opts.Tag); err == nil {
-		if !opts.Force && existing.Config != nil && existing.Config.Labels[LabelContentHash] == hash {
-			return Image{Tag: opts.Tag, ID: existing.ID, ContentHash: hash}, nil
-		}
-		previous = existing.ID
-	}
-
 	tarball, err := buildContext(goDockerfile, bin)
 	if err != nil {
 		return Image{}, err
 	}
+	return buildImage(ctx, cli, opts.Tag, "go", hash, opts.Force, tarball, nil)
+}
+
+// buildImage builds tag from the build context tarball (with buildArgs), labelled as
+// template's with its content hash, unless an image with the tag already carries hash (and
+// not force). The image it replaces is removed when no container uses it.
+func buildImage(ctx context.Context, cli ImageClient, tag, template, hash string, force bool, tarball []byte, buildArgs map[string]*string) (Image, error) {
+	previous := ""
+	if existing, err := cli.ImageInspect(ctx, tag); err == nil {
+		if !force && existing.Config != nil && existing.Config.Labels[LabelContentHash] == hash {
+			return Image{Tag: tag, ID: existing.ID, ContentHash: hash}, nil
+		}
+		previous = existing.ID
+	}
 	resp, err := cli.ImageBuild(ctx, bytes.NewReader(tarball), build.ImageBuildOptions{
-		Tags:        []string{opts.Tag},
+		Tags:        []string{tag},
 		Dockerfile:  "Dockerfile",
 		Remove:      true,
 		ForceRemove: true,
 		PullParent:  false,
-		Labels:      map[string]string{LabelTemplate: "go", LabelContentHash: hash},
+		BuildArgs:   buildArgs,
+		Labels:      map[string]string{LabelTemplate: template, LabelContentHash: hash},
 		// The classic builder needs no BuildKit session and no registry for FROM scratch.
 		Version: build.BuilderV1,
 	})
 	if err != nil {
-		return Image{}, fmt.Errorf("build image %s: %w", opts.Tag, err)
+		return Image{}, fmt.Errorf("build image %s: %w", tag, err)
 	}
 	defer resp.Body.Close()
 	if err := readBuildOutput(resp.Body); err != nil {
-		return Image{}, fmt.Errorf("build image %s: %w", opts.Tag, err)
+		return Image{}, fmt.Errorf("build image %s: %w", tag, err)
 	}
-	built, err := cli.ImageInspect(ctx, opts.Tag)
+	built, err := cli.ImageInspect(ctx, tag)
 	if err != nil {
-		return Image{}, fmt.Errorf("inspect built image %s: %w", opts.Tag, err)
+		return Image{}, fmt.Errorf("inspect built image %s: %w", tag, err)
 	}
 	if previous != "" && previous != built.ID {
 		// The old image lost its tag; remove it unless a container still uses it (then the
 		// engine refuses, which is fine).
 		_, _ = cli.ImageRemove(ctx, previous, image.RemoveOptions{PruneChildren: true})
 	}
-	return Image{Tag: opts.Tag, ID: built.ID, ContentHash: hash, Built: true}, nil
+	return Image{Tag: tag, ID: built.ID, ContentHash: hash, Built: true}, nil
 }
 
 // buildBinary compiles the Go template statically for linux/arch and returns the binary.

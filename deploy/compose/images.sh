@@ -124,30 +124,28 @@ tool() {
   [ -x "$root/bin/tools/$1" ] || fail "$1 is neither on PATH nor in bin/tools: run make deps"
   echo "$root/bin/tools/$1"
 }
-prom="$(tool prometheus)"
-"$prom" --version 2>&1 | grep -q '^prometheus, version 2\.' ||
-  fail "$prom is not Prometheus 2.x: $("$prom" --version 2>&1 | head -n 1)"
-rootfs="$work/prometheus/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc/prometheus" "$work/prometheus/data"
-cp "$bin" "$rootfs/convergence"
-cp -L "$prom" "$rootfs/bin/prometheus"
-cp "$here/prometheus.yml" "$rootfs/etc/prometheus/prometheus.yml"
-copy_libs "$prom"
-passwd nobody 65534
+# prometheus_image NAME VERSION-PREFIX lays out the rootfs of convergence/NAME:local as the
+# official prom/NAME image is (/bin/NAME, /etc/NAME/NAME.yml, /NAME for data), with
+# bin/convergence for the healthcheck; extra files may be added to $rootfs before it is built.
+prometheus_image() {
+  local name="$1" version="$2" exe
+  exe="$(tool "$name")"
+  "$exe" --version 2>&1 | grep -q "^$name, version $version" ||
+    fail "$exe is not the $name the stack is built for: $("$exe" --version 2>&1 | head -n 1)"
+  rootfs="$work/$name/rootfs"
+  mkdir -p "$rootfs/bin" "$rootfs/etc/$name" "$work/$name/data"
+  cp "$bin" "$rootfs/convergence"
+  cp -L "$exe" "$rootfs/bin/$name"
+  cp "$here/$name.yml" "$rootfs/etc/$name/$name.yml"
+  copy_libs "$exe"
+  passwd nobody 65534
+}
+prometheus_image prometheus '2\.'
 build prometheus convergence/prometheus:local
 
-am="$(tool alertmanager)"
-"$am" --version 2>&1 | grep -q '^alertmanager, version 0\.' ||
-  fail "$am is not Alertmanager: $("$am" --version 2>&1 | head -n 1)"
-rootfs="$work/alertmanager/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc/alertmanager" "$work/alertmanager/data"
-cp "$bin" "$rootfs/convergence"
-cp -L "$am" "$rootfs/bin/alertmanager"
-cp "$here/alertmanager.yml" "$rootfs/etc/alertmanager/alertmanager.yml"
+prometheus_image alertmanager '0\.'
 # Debian's build reads its default notification templates from here (make deps puts them there).
 am_share=/usr/share/prometheus/alertmanager
 [ -f "$am_share/default.tmpl" ] || fail "$am_share/default.tmpl is missing: run make deps"
 mkdir -p "$rootfs$am_share" && cp -rL "$am_share/." "$rootfs$am_share/"
-copy_libs "$am"
-passwd nobody 65534
 build alertmanager convergence/alertmanager:local
