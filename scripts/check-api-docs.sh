@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Opens a running API's /api-docs in headless Chromium, as a person would, and checks that
 # Swagger UI rendered every operation of the OpenAPI document the API serves; saves a
-# screenshot. Usage: scripts/check-api-docs.sh [API URL, default http://127.0.0.1:3000]
-# [screenshot file, default api-docs.png]. Chromium is Debian's package: installed when missing
-# and run as root.
+# screenshot. With a tenant key in CONVERGENCE_API_KEY it also authorizes with it and runs
+# "Try it out" on GET /api/v1/me (scripts/tryitout), which must answer 200 with the tenant.
+# Usage: scripts/check-api-docs.sh [API URL, default http://127.0.0.1:3000] [screenshot file,
+# default api-docs.png]. Chromium is Debian's package: installed when missing and run as root.
 set -euo pipefail
 
 url="${1:-http://127.0.0.1:3000}"
@@ -35,3 +36,8 @@ done
   fail "chromium could not take the screenshot"
 [ "$missing" = 0 ] || fail "$missing of ${#paths[@]} paths are not on the page; see $shot"
 echo "check-api-docs: $url/api-docs lists all ${#paths[@]} paths of the document; screenshot in $shot"
+if [ -n "${CONVERGENCE_API_KEY:-}" ]; then
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." && go run ./scripts/tryitout -url "$url" -browser "$browser")
+else
+  echo "check-api-docs: set CONVERGENCE_API_KEY to a tenant key to run Try it out too"
+fi
