@@ -139,7 +139,7 @@ func run(ctx context.Context, browser, url, key string) (string, error) {
 	status, body, _ := strings.Cut(value, " ")
 	var me struct{ EnvID int64 }
 	if status != "200" || json.Unmarshal([]byte(body), &me) != nil || me.EnvID == 0 {
-		return "", fmt.Errorf("Try it out answered %s %.300s, not 200 with the tenant", status, body)
+		return "", fmt.Errorf("the page's Try it out answered %s %.300s, not 200 with the tenant", status, body)
 	}
 	return fmt.Sprintf("%s (envId %d)", status, me.EnvID), nil
 }
