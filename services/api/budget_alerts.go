@@ -10,6 +10,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -28,7 +29,7 @@ const maxAlertBudgets = 1000
 
 // watchBudgetAlerts tells of crossed thresholds until ctx is done.
 func (s *Service) watchBudgetAlerts(ctx context.Context) {
-	every(ctx, alertEvery, func() {
+	periodic.Every(ctx, alertEvery, func() {
 		if _, err := s.budgetAlertsOnce(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("look at budget alerts", "err", err)
 		}

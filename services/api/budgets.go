@@ -15,6 +15,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/money"
@@ -327,7 +328,7 @@ const (
 // tasks the API never recorded or that ended more than settleGrace ago. Every replica sweeps;
 // a release is idempotent.
 func (s *Service) sweepReservations(ctx context.Context) {
-	every(ctx, sweepEvery, func() {
+	periodic.Every(ctx, sweepEvery, func() {
 		if n, err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("sweep budget reservations", "err", err)
 		} else if n > 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/money"
@@ -267,7 +268,7 @@ func (p *plans) watch(ctx context.Context, interval time.Duration) {
 	if b, err := os.ReadFile(p.file); err == nil {
 		last = sha256.Sum256(b)
 	}
-	every(ctx, interval, func() {
+	periodic.Every(ctx, interval, func() {
 		b, err := os.ReadFile(p.file)
 		sum := sha256.Sum256(b)
 		if sum == last || sum == p.badFile {

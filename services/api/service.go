@@ -168,20 +168,6 @@ func (s *Service) routes(e *echo.Echo) {
 	s.usageRoutes(admin, tenant)     // usage.go: usage for operators and for a tenant itself
 }
 
-// every calls fn every d until ctx is done.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
-}
-
 // bodyLimit answers 413 for a body over limit bytes, whether or not it declares its length.
 func bodyLimit(limit int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {

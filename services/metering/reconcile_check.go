@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
 )
 
@@ -28,14 +29,7 @@ func (s *Service) checkReconciliation(ctx context.Context) {
 	if s.cfg.ReconcileCheck <= 0 {
 		return
 	}
-	t := time.NewTicker(s.cfg.ReconcileCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, s.cfg.ReconcileCheck, func() {
 		ran, gaps, err := s.reconcileOnce(ctx, time.Now())
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -51,7 +45,7 @@ func (s *Service) checkReconciliation(ctx context.Context) {
 					gapMissing, gaps[gapMissing], gapMismatched, gaps[gapMismatched], gapOrphaned, gaps[gapOrphaned])
 			}
 		}
-	}
+	})
 }
 
 // reconcileOnce runs one check as of now, unless another replica is running one. It returns

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
 	"github.com/convergence-dev/convergence/services/metering/ledger"
@@ -138,14 +139,7 @@ func (s *Service) Run(ctx context.Context) error {
 // mergeRollups merges the rollup deltas every RollupMerge until ctx is done. Every replica
 // runs it; one at a time merges, the others find the merge taken and wait for the next tick.
 func (s *Service) mergeRollups(ctx context.Context) {
-	t := time.NewTicker(s.cfg.RollupMerge)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, s.cfg.RollupMerge, func() {
 		start := time.Now()
 		rows, ran, err := ledger.MergeRollups(ctx, s.deps.Pool)
 		switch {
@@ -156,7 +150,7 @@ func (s *Service) mergeRollups(ctx context.Context) {
 			s.metrics.mergedRows.Add(float64(rows))
 			s.metrics.mergeDuration.Observe(time.Since(start).Seconds())
 		}
-	}
+	})
 }
 
 // usePrices makes p the prices new usage is charged at.
@@ -196,20 +190,13 @@ const unpricedRefresh = 30 * time.Second
 // watchPrices reloads the price file when it changes and refreshes the unpriced-models gauge,
 // until ctx is done. A file that cannot be loaded leaves the prices in force.
 func (s *Service) watchPrices(ctx context.Context) {
-	every := unpricedRefresh
+	interval := unpricedRefresh
 	reload := s.cfg.Prices != "" && s.cfg.PricesReload > 0
 	if reload {
-		every = min(every, s.cfg.PricesReload)
+		interval = min(interval, s.cfg.PricesReload)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
 	lastRefresh := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, interval, func() {
 		if reload {
 			s.reloadPrices(ctx)
 		}
@@ -217,7 +204,7 @@ func (s *Service) watchPrices(ctx context.Context) {
 			s.refreshUnpriced(ctx)
 			lastRefresh = time.Now()
 		}
-	}
+	})
 }
 
 // reloadPrices loads the price file if its content changed.

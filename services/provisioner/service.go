@@ -29,6 +29,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/internal/telemetry"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/events/consumer"
@@ -166,16 +167,8 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return w.run(gctx, evs, evErrs) })
 	g.Go(func() error {
 		s.reconcile(gctx, true)
-		t := time.NewTicker(s.cfg.ReconcileInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-				s.reconcile(gctx, false)
-			}
-		}
+		periodic.Every(gctx, s.cfg.ReconcileInterval, func() { s.reconcile(gctx, false) })
+		return nil
 	})
 	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir, "instance", s.cfg.Runtime.Instance)
 	return g.Wait()
