@@ -27,6 +27,9 @@ type Validator struct {
 
 // NewValidator returns a Validator on the document.
 func NewValidator() (*Validator, error) {
+	if err := Validate(); err != nil {
+		return nil, err
+	}
 	d, err := Load()
 	if err != nil {
 		return nil, err
