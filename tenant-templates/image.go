@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,23 +177,29 @@ func buildBinary(ctx context.Context, dir, arch string) ([]byte, error) {
 // buildContext returns a tar of the Dockerfile and the binary, named as the Dockerfile
 // expects.
 func buildContext(dockerfile, bin []byte) ([]byte, error) {
+	return tarOf(map[string][]byte{"Dockerfile": dockerfile, "tenant": bin}, "tenant")
+}
+
+// tarOf is a build context of files, by name, 0644 but the executables 0755, with a fixed
+// mtime, so the context, and so the builder's cache key, is reproducible.
+func tarOf(files map[string][]byte, executables ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	// A fixed mtime keeps the context, and so the builder's cache key, reproducible.
-	mtime := time.Unix(0, 0)
-	for _, f := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"Dockerfile", 0o644, dockerfile},
-		{"tenant", 0o755, bin},
-	} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
-			return nil, fmt.Errorf("tar %s: %w", f.name, err)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		mode := int64(0o644)
+		if slices.Contains(executables, n) {
+			mode = 0o755
 		}
-		if _, err := tw.Write(f.data); err != nil {
-			return nil, fmt.Errorf("tar %s: %w", f.name, err)
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: mode, Size: int64(len(files[n])), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+			return nil, fmt.Errorf("tar %s: %w", n, err)
+		}
+		if _, err := tw.Write(files[n]); err != nil {
+			return nil, fmt.Errorf("tar %s: %w", n, err)
 		}
 	}
 	if err := tw.Close(); err != nil {
