@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -253,4 +254,36 @@ func (s *stack) sdk(t *testing.T, key string, opts ...client.Option) *client.Cli
 	c, err := client.New(s.API, key, opts...)
 	require.NoError(t, err)
 	return c
+}
+
+// delivery is a webhook delivery as its receiver got it.
+type delivery struct {
+	header http.Header
+	body   []byte
+}
+
+// webhookReceiver serves webhooks until the test ends and returns its URL and a function that
+// waits up to a minute for the first delivery.
+func webhookReceiver(t *testing.T) (url string, first func() delivery) {
+	t.Helper()
+	deliveries := make(chan delivery, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		select {
+		case deliveries <- delivery{r.Header.Clone(), body}:
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() delivery {
+		t.Helper()
+		select {
+		case d := <-deliveries:
+			return d
+		case <-time.After(time.Minute):
+			t.Fatal("no webhook delivery within a minute")
+			return delivery{}
+		}
+	}
 }

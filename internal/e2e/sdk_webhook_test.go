@@ -2,9 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -30,32 +27,14 @@ func TestSDK_MeUsageAndWebhooksTheClientVerifies(t *testing.T) {
 	require.Equal(t, "e2e-sdk-hooks", me.Name)
 	require.NotEmpty(t, me.Plan)
 
-	type delivery struct {
-		header http.Header
-		body   []byte
-	}
-	deliveries := make(chan delivery, 1)
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		select {
-		case deliveries <- delivery{r.Header.Clone(), body}:
-		default:
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(receiver.Close)
+	hookURL, firstDelivery := webhookReceiver(t)
 	secret, err := sdk.WebhookSecret(ctx)
 	require.NoError(t, err)
 
-	task, err := sdk.Design(ctx, "Design a cache [sim:converge]", client.WithWebhook(receiver.URL+"/hook"))
+	task, err := sdk.Design(ctx, "Design a cache [sim:converge]", client.WithWebhook(hookURL+"/hook"))
 	require.NoError(t, err)
 	require.Equal(t, client.StatusCompleted, task.Status)
-	var d delivery
-	select {
-	case d = <-deliveries:
-	case <-time.After(time.Minute):
-		t.Fatal("no webhook delivery within a minute")
-	}
+	d := firstDelivery()
 	require.NoError(t, client.VerifyWebhook(d.header, d.body, 0, secret.Secret), "a delivery as sent verifies")
 	require.Contains(t, string(d.body), task.TaskID)
 
