@@ -13,6 +13,7 @@ WORKDIR /src
 COPY go.work go.work.sum go.mod go.sum ./
 COPY pkg/events/go.mod pkg/events/go.sum pkg/events/
 COPY pkg/client/go.mod pkg/client/
+COPY pkg/api/go.mod pkg/api/
 RUN go mod download
 COPY . .
 ARG VERSION=dev

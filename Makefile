@@ -7,8 +7,8 @@ TOOLS := $(BIN)/tools
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
-# Every module of the workspace: the root module and the two that integrators import.
-PKGS := ./... ./pkg/events/... ./pkg/client/...
+# Every module of the workspace: the root module and the three that integrators import.
+PKGS := ./... ./pkg/events/... ./pkg/api/... ./pkg/client/...
 
 .DEFAULT_GOAL := help
 
@@ -64,6 +64,10 @@ up: deps images-stack images ## Run the docker compose stack (deploy/compose) an
 .PHONY: down
 down: ## Remove the compose stack with its volumes and networks, and the tenants it started.
 	deploy/compose/down.sh
+
+.PHONY: generate
+generate: ## Regenerate the Go types of the HTTP contract (pkg/api/types.gen.go) from pkg/api/openapi.yaml.
+	cd pkg/api && $(GO) generate ./
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet and golangci-lint.

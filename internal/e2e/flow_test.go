@@ -51,7 +51,7 @@ func TestTenantFlow_SpawnConvergeThroughTenantMeterDestroy(t *testing.T) {
 		Task             *client.Task `json:"task"`
 	}
 	require.NoError(t, json.Unmarshal(body, &ans))
-	require.Equal(t, client.StatusCompleted, ans.Status)
+	require.EqualValues(t, client.StatusCompleted, ans.Status)
 	require.NotNil(t, ans.ConvergenceScore, "the answer carries convergenceScore: %s", body)
 	require.Positive(t, *ans.ConvergenceScore)
 	require.Equal(t, "Security Expert", ans.Task.AgentARole)

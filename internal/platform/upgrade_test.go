@@ -23,8 +23,8 @@ import (
 	"github.com/convergence-dev/convergence/internal/platform"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/migrations"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 	"github.com/convergence-dev/convergence/services/provisioner"
 )
 
@@ -61,7 +61,7 @@ func TestUpgrade_SharedSchemaDatabaseWithData_EveryRowKeptAndServed(t *testing.T
 			rounds, input_tokens, output_tokens, total_tokens, started_at, finished_at, run)
 		VALUES ($1, 7, 2, 'design', 'completed', $2, $3, 'converged', 91, 1, 120, 80, 200, $4, $4, 1)`,
 		taskID, request, result, finished)
-	b.Queue(`INSERT INTO convergence_rounds (task_id, number, score, round) VALUES ($1, 1, 91, '{"round":1,"score":91}')`, taskID)
+	b.Queue(`INSERT INTO convergence_rounds (task_id, number, score, round) VALUES ($1, 1, 91, '{"round":1,"score":{"value":91}}')`, taskID)
 	b.Queue(`INSERT INTO webhook_secrets (env_id, secret) VALUES (7, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')`)
 	b.Queue(`
 		INSERT INTO webhook_deliveries (id, task_id, env_id, url, event_type, payload, status, attempts)
@@ -125,16 +125,16 @@ func TestUpgrade_SharedSchemaDatabaseWithData_EveryRowKeptAndServed(t *testing.T
 
 	// The tenant's key still admits it, and its task is there with its result and rounds.
 	var task struct {
-		Task tasks.View `json:"task"`
+		Task api.Task `json:"task"`
 	}
 	getJSON(t, base+"/converge/"+taskID, key, &task)
-	require.Equal(t, tasks.StatusCompleted, task.Task.Status)
+	require.Equal(t, api.TaskStatusCompleted, task.Task.Status)
 	require.NotNil(t, task.Task.Result)
 	require.Equal(t, 91, task.Task.Result.ConvergenceScore)
 	require.Equal(t, "Use passkeys.", task.Task.Result.Output)
 	require.Len(t, task.Task.Rounds, 1)
 	require.NotNil(t, task.Task.Webhook)
-	require.Equal(t, "delivered", task.Task.Webhook.Status)
+	require.EqualValues(t, "delivered", task.Task.Webhook.Status)
 
 	var secret struct {
 		Webhook struct {

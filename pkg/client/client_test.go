@@ -137,7 +137,7 @@ func TestConverge_SyncAnswered202_WaitsForTheResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task == nil || task.Status != "completed" || task.Result == nil || task.Result.Output != "done" {
+	if task == nil || !task.Finished() || task.Status != "completed" || task.Result.Output != "done" {
 		t.Fatalf("task = %+v", task)
 	}
 	if polls.Load() < 2 {

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // Task types.
@@ -23,30 +23,18 @@ const (
 
 // Task statuses.
 const (
-	StatusQueued    = "queued"
-	StatusRunning   = "running"
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
-	StatusCancelled = "cancelled"
+	StatusQueued    = api.TaskStatusQueued
+	StatusRunning   = api.TaskStatusRunning
+	StatusCompleted = api.TaskStatusCompleted
+	StatusFailed    = api.TaskStatusFailed
+	StatusCancelled = api.TaskStatusCancelled
 )
 
 // Request asks two agents to converge. Only Prompt is required; the API picks roles for the
-// task type and bounds the rest.
-type Request struct {
-	Prompt     string `json:"prompt"`
-	Type       string `json:"type,omitempty"`
-	AgentARole string `json:"agentARole,omitempty"`
-	AgentBRole string `json:"agentBRole,omitempty"`
-	Context    string `json:"context,omitempty"`
-	MaxRounds  int    `json:"maxRounds,omitempty"`
-	Model      string `json:"model,omitempty"`
-	// Async asks for an answer at once (202, status queued) instead of waiting for the result.
-	Async bool `json:"async,omitempty"`
-	// WebhookURL receives the result, signed with the tenant's webhook secret.
-	WebhookURL     string  `json:"webhookUrl,omitempty"`
-	TokenBudget    int64   `json:"tokenBudget,omitempty"`
-	TimeoutSeconds float64 `json:"timeoutSeconds,omitempty"`
-}
+// task type and bounds the rest. Async asks for an answer at once (202, status queued) instead
+// of waiting for the result; WebhookURL receives the result, signed with the tenant's webhook
+// secret.
+type Request = api.ConvergeRequest
 
 // RequestOption sets optional fields of a Request made by a shortcut such as Design.
 type RequestOption func(*Request)
@@ -71,101 +59,14 @@ func WithAsync() RequestOption { return func(r *Request) { r.Async = true } }
 // WithWebhook has the result POSTed to url.
 func WithWebhook(url string) RequestOption { return func(r *Request) { r.WebhookURL = url } }
 
-// Task is a convergence task as the API shows it.
-type Task struct {
-	TaskID          string       `json:"taskId"`
-	Status          string       `json:"status"`
-	Type            string       `json:"type"`
-	AgentARole      string       `json:"agentARole"`
-	AgentBRole      string       `json:"agentBRole"`
-	MaxRounds       int          `json:"maxRounds"`
-	Model           string       `json:"model,omitempty"`
-	RoundsCompleted int          `json:"roundsCompleted"`
-	Usage           events.Usage `json:"usage"`
-	// Result is set once the task has finished.
-	Result          *Result    `json:"result,omitempty"`
-	Rounds          []Round    `json:"rounds,omitempty"`
-	Error           string     `json:"error,omitempty"`
-	CancelRequested bool       `json:"cancelRequested,omitempty"`
-	WebhookURL      string     `json:"webhookUrl,omitempty"`
-	RequestID       string     `json:"requestId,omitempty"`
-	CreatedAt       time.Time  `json:"createdAt"`
-	StartedAt       *time.Time `json:"startedAt,omitempty"`
-	FinishedAt      *time.Time `json:"finishedAt,omitempty"`
-}
-
-// Finished reports whether the task has ended: completed, failed or cancelled.
-func (t *Task) Finished() bool {
-	return t.Status == StatusCompleted || t.Status == StatusFailed || t.Status == StatusCancelled
-}
+// Task is a convergence task as the API shows it; its Result is set once it has Finished.
+type Task = api.Task
 
 // Result is the outcome of a finished task.
-type Result struct {
-	Converged bool `json:"converged"`
-	// StopReason: converged, stalemate, max_rounds, budget_exhausted, timeout, cancelled, error.
-	StopReason       string              `json:"stopReason"`
-	ConvergenceScore int                 `json:"convergenceScore"`
-	ScoreBreakdown   Breakdown           `json:"scoreBreakdown"`
-	ScoreMethod      string              `json:"scoreMethod"`
-	Output           string              `json:"output"`
-	Synthesized      bool                `json:"synthesized"`
-	Disputed         []string            `json:"disputed"`
-	Rounds           int                 `json:"rounds"`
-	Usage            events.Usage        `json:"usage"`
-	Agents           []events.AgentUsage `json:"agents"`
-	Provider         string              `json:"provider"`
-	Model            string              `json:"model"`
-}
-
-// Breakdown is how a convergence score was made: each component's weight, input, value and
-// points; the score is the rounded sum of the points.
-type Breakdown struct {
-	Agreement  Component `json:"agreement"`
-	OpenIssues Component `json:"openIssues"`
-	Stability  Component `json:"stability"`
-	Overlap    Component `json:"overlap"`
-}
-
-// Component is one part of a score.
-type Component struct {
-	Weight float64 `json:"weight"`
-	Input  float64 `json:"input"`
-	Value  float64 `json:"value"`
-	Points float64 `json:"points"`
-}
+type Result = api.Result
 
 // Round is one round of the transcript: a turn of each agent and the round's score.
-type Round struct {
-	Round    int          `json:"round"`
-	Critique bool         `json:"critique"`
-	Score    Score        `json:"score"`
-	A        Turn         `json:"a"`
-	B        Turn         `json:"b"`
-	Usage    events.Usage `json:"usage"`
-}
-
-// Score is a round's convergence score.
-type Score struct {
-	Value         int       `json:"value"`
-	Breakdown     Breakdown `json:"breakdown"`
-	MethodVersion string    `json:"methodVersion"`
-}
-
-// Turn is one agent's reply in a round.
-type Turn struct {
-	Agent       string       `json:"agent"`
-	Role        string       `json:"role"`
-	Valid       bool         `json:"valid"`
-	Proposal    string       `json:"proposal"`
-	Agreement   int          `json:"agreement"`
-	OpenIssues  []string     `json:"openIssues"`
-	Concessions []string     `json:"concessions"`
-	Confidence  int          `json:"confidence"`
-	Attempts    int          `json:"attempts"`
-	Model       string       `json:"model,omitempty"`
-	Usage       events.Usage `json:"usage"`
-	DurationMs  int64        `json:"durationMs"`
-}
+type Round = api.Round
 
 type taskAnswer struct {
 	Task Task `json:"task"`
@@ -192,7 +93,7 @@ func (c *Client) Converge(ctx context.Context, req Request) (*Task, error) {
 }
 
 func (c *Client) shortcut(ctx context.Context, typ, prompt string, opts []RequestOption) (*Task, error) {
-	req := Request{Prompt: prompt, Type: typ}
+	req := Request{Prompt: prompt, Type: api.ConvergeRequestType(typ)}
 	for _, o := range opts {
 		o(&req)
 	}

@@ -2,15 +2,6 @@ module github.com/convergence-dev/convergence/pkg/client
 
 go 1.26.0
 
-require github.com/convergence-dev/convergence/pkg/events v0.0.0
+require github.com/convergence-dev/convergence/pkg/api v0.0.0
 
-require (
-	github.com/klauspost/compress v1.20.4 // indirect
-	github.com/nats-io/nats.go v1.55.0 // indirect
-	github.com/nats-io/nkeys v0.4.16 // indirect
-	github.com/nats-io/nuid v1.0.1 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
-)
-
-replace github.com/convergence-dev/convergence/pkg/events => ../events
+replace github.com/convergence-dev/convergence/pkg/api => ../api

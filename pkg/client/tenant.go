@@ -5,27 +5,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/convergence-dev/convergence/pkg/events"
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
-// Me is the tenant behind the client's key.
-type Me struct {
-	EnvID int64  `json:"envId"`
-	OrgID int64  `json:"orgId"`
-	Name  string `json:"name"`
-	KeyID int64  `json:"keyId"`
-	// KeyExpiresAt is when the key stops working, once a rotation replaced it.
-	KeyExpiresAt *time.Time `json:"keyExpiresAt"`
-	// Plan is the organization's plan; Limits its limits in force, as the API shows them.
-	Plan   string         `json:"plan"`
-	Limits map[string]any `json:"limits"`
-	Used   struct {
-		Tenants       int `json:"tenants"`
-		TasksInFlight int `json:"tasksInFlight"`
-	} `json:"used"`
-}
+// Me is the tenant behind the client's key: its plan, the plan's limits in force as the API
+// shows them, and what it uses.
+type Me = api.Me
 
 // Me answers who the client's key belongs to, its plan's limits and what it uses.
 func (c *Client) Me(ctx context.Context) (*Me, error) {
@@ -39,7 +25,7 @@ func (c *Client) Me(ctx context.Context) (*Me, error) {
 // Usage answers the tenant's own usage and cost from one UTC day to another, inclusive
 // (YYYY-MM-DD; empty from is the first of this month, empty to today), grouped by groupBy
 // (model, and day or month; none for the totals alone).
-func (c *Client) Usage(ctx context.Context, from, to string, groupBy ...string) (*events.UsageSummary, error) {
+func (c *Client) Usage(ctx context.Context, from, to string, groupBy ...string) (*api.UsageSummary, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"from": from, "to": to} {
 		if v != "" {
@@ -53,7 +39,7 @@ func (c *Client) Usage(ctx context.Context, from, to string, groupBy ...string) 
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	var sum events.UsageSummary
+	var sum api.UsageSummary
 	if err := c.call(ctx, http.MethodGet, path, nil, &sum); err != nil {
 		return nil, err
 	}
@@ -62,7 +48,7 @@ func (c *Client) Usage(ctx context.Context, from, to string, groupBy ...string) 
 
 // WebhookSecret is the secret the platform signs the tenant's webhooks with (whsec_...);
 // after a rotation the previous one signs them too until PreviousExpiresAt.
-type WebhookSecret = events.WebhookSecret
+type WebhookSecret = api.WebhookSigningSecret
 
 // WebhookSecret answers the tenant's webhook signing secret, to verify deliveries with
 // VerifyWebhook.
@@ -77,9 +63,7 @@ func (c *Client) RotateWebhookSecret(ctx context.Context) (*WebhookSecret, error
 }
 
 func (c *Client) webhookSecret(ctx context.Context, method, path string) (*WebhookSecret, error) {
-	var a struct {
-		Webhook WebhookSecret `json:"webhook"`
-	}
+	var a api.WebhookSecretAnswer
 	if err := c.call(ctx, method, path, nil, &a); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 )
 
 // Audited actions: what operators do to organizations, tenants and keys, and what a tenant
@@ -145,21 +146,6 @@ func adminTokenID(token string) string {
 	return hex.EncodeToString(sum[:])[:12]
 }
 
-// auditEntry is one audit log entry as operators read it.
-type auditEntry struct {
-	ID        int64     `json:"id"`
-	At        time.Time `json:"at"`
-	Actor     string    `json:"actor"`
-	Action    string    `json:"action"`
-	OrgID     *int64    `json:"orgId"`
-	EnvID     *int64    `json:"envId"`
-	Target    string    `json:"target"`
-	RequestID *string   `json:"requestId"`
-	Client    *string   `json:"client"`
-	Status    int       `json:"status"`
-	Outcome   string    `json:"outcome"`
-}
-
 // listAudit answers the audit log, newest first, filtered by ?orgId=, ?envId=, ?action=, ?from=
 // and ?to= (RFC 3339 times or YYYY-MM-DD days, from inclusive, to exclusive), a page of ?limit=
 // at a time.
@@ -207,11 +193,15 @@ func (s *Service) listAudit(c echo.Context) error {
 			AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5) AND ($6 = 0 OR id < $6)
 		ORDER BY id DESC LIMIT $7`,
 		ids["orgId"], ids["envId"], action, from, to, before, limit+1)
-	entries, err := pgx.CollectRows(rows, pgx.RowToStructByPos[auditEntry])
+	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (e contract.AuditEntry, err error) {
+		err = r.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.OrgID, &e.EnvID, &e.Target, &e.RequestID, &e.Client, &e.Status, &e.Outcome)
+		return e, err
+	})
 	if err != nil {
 		return fmt.Errorf("read the audit log: %w", err)
 	}
-	return page(c, "entries", entries, limit, func(e auditEntry) int64 { return e.ID })
+	entries, next := pageOf(entries, limit, func(e contract.AuditEntry) int64 { return e.ID })
+	return c.JSON(http.StatusOK, contract.AuditPage{Success: true, Entries: entries, NextCursor: next})
 }
 
 // parseTimeOrDay reads an RFC 3339 time or a day (YYYY-MM-DD, its start in UTC).

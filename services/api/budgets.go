@@ -17,6 +17,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/pkg/money"
 )
@@ -54,32 +55,6 @@ const maxMonthlyLimit = money.Micros(100_000_000 * 1_000_000)
 // maxAlerts bounds the thresholds of a budget.
 const maxAlerts = 10
 
-// budgetRequest is the body of PUT .../budget. A monthlySpendLimit of null removes the budget:
-// an organization's plan's limit then applies, a tenant has none of its own. A tenant's budget
-// may name a webhookUrl its alerts are delivered to.
-type budgetRequest struct {
-	MonthlySpendLimit nullable[json.RawMessage] `json:"monthlySpendLimit"`
-	AlertAt           []float64                 `json:"alertAt"`
-	WebhookURL        string                    `json:"webhookUrl"`
-}
-
-// budgetView is a budget as the API shows it: the limit in force and where it comes from
-// (organization, plan, tenant or none), its alert thresholds, and this month's spend.
-type budgetView struct {
-	OrgID             int64         `json:"orgId"`
-	EnvID             *int64        `json:"envId,omitempty"`
-	MonthlySpendLimit *money.Micros `json:"monthlySpendLimit"`
-	Source            string        `json:"source"`
-	AlertAt           []float64     `json:"alertAt"`
-	WebhookURL        string        `json:"webhookUrl,omitempty"`
-	Month             string        `json:"month"`
-	Currency          string        `json:"currency"`
-	Spent             money.Micros  `json:"spent"`
-	Reserved          money.Micros  `json:"reserved"`
-	// Remaining is the limit less spent and reserved, never below zero; null without a limit.
-	Remaining *money.Micros `json:"remaining"`
-}
-
 // budgetTarget reads the organization or tenant of the path: its organization, its tenant (0
 // for an organization's budget) and the organization's plan.
 func (s *Service) budgetTarget(c echo.Context, scope budgetScope) (orgID, envID int64, plan string, err error) {
@@ -106,11 +81,11 @@ func (s *Service) budgetTarget(c echo.Context, scope budgetScope) (orgID, envID 
 // setBudget sets or removes a budget and answers it as it now stands.
 func (s *Service) setBudget(scope budgetScope) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		var req budgetRequest
+		var req contract.BudgetRequest
 		if err := decodeBody(c, &req); err != nil {
 			return err
 		}
-		limit, alerts, err := req.check()
+		limit, alerts, err := checkBudget(req)
 		if err != nil {
 			return err
 		}
@@ -152,10 +127,12 @@ func budgetName(scope budgetScope, orgID, envID int64) string {
 	return fmt.Sprintf("budget of tenant %d of organization %d", envID, orgID)
 }
 
-// check says what is wrong with the request, or returns its limit (nil: remove the budget)
-// and its thresholds in thousandths of the limit.
-func (r budgetRequest) check() (*money.Micros, []int32, error) {
-	if !r.MonthlySpendLimit.Set {
+// checkBudget says what is wrong with the body of PUT .../budget, or returns its limit (nil:
+// remove the budget) and its thresholds in thousandths of the limit. A monthlySpendLimit of null
+// removes the budget: an organization's plan's limit then applies, a tenant has none of its
+// own. A tenant's budget may name a webhookUrl its alerts are delivered to.
+func checkBudget(r contract.BudgetRequest) (*money.Micros, []int32, error) {
+	if r.MonthlySpendLimit == nil { // Absent; a JSON null is the text null.
 		return nil, nil, httpx.BadRequest(`monthlySpendLimit is required: a decimal amount in currency units such as "5.00", or null to remove the budget`)
 	}
 	var alerts []int32
@@ -171,11 +148,11 @@ func (r budgetRequest) check() (*money.Micros, []int32, error) {
 	if len(alerts) > maxAlerts {
 		return nil, nil, httpx.BadRequest("alertAt: give at most %d thresholds", maxAlerts)
 	}
-	if r.MonthlySpendLimit.Value == nil {
+	if string(r.MonthlySpendLimit) == "null" {
 		return nil, nil, nil
 	}
 	var limit money.Micros
-	if err := json.Unmarshal(*r.MonthlySpendLimit.Value, &limit); err != nil {
+	if err := json.Unmarshal(r.MonthlySpendLimit, &limit); err != nil {
 		return nil, nil, httpx.BadRequest(`monthlySpendLimit: %v; give a decimal amount in currency units such as "5.00"`, err)
 	}
 	if limit > maxMonthlyLimit {
@@ -198,10 +175,8 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	v := budgetView{OrgID: orgID, Source: "none", AlertAt: []float64{}}
-	if envID != 0 {
-		v.EnvID = &envID
-	}
+	v := contract.Budget{OrgID: orgID, EnvID: envID, Source: contract.BudgetSourceNone, AlertAt: []float64{}}
+	var monthly *money.Micros
 	var limit int64
 	var alerts []int32
 	var hook *string
@@ -210,7 +185,7 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 	switch {
 	case err == nil:
 		l := money.Micros(limit)
-		v.MonthlySpendLimit, v.Source = &l, string(scope)
+		monthly, v.Source = &l, contract.BudgetSource(scope)
 		if hook != nil {
 			v.WebhookURL = *hook
 		}
@@ -221,7 +196,7 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 		return fmt.Errorf("read budget: %w", err)
 	case scope == orgScope:
 		if l := s.plans.limits(plan).MonthlySpendLimit; l != nil {
-			v.MonthlySpendLimit, v.Source = l, "plan"
+			monthly, v.Source = l, contract.BudgetSourcePlan
 		}
 	}
 	u, err := natsrpc.Call[events.BudgetUsageQuery, events.BudgetUsage](ctx, s.deps.NC, events.SubjectBudgetUsage,
@@ -229,12 +204,13 @@ func (s *Service) answerBudget(c echo.Context, scope budgetScope) error {
 	if err != nil {
 		return fromService(err, "the metering, which keeps what is spent,")
 	}
-	v.Month, v.Currency, v.Spent, v.Reserved = u.Month, u.Currency, money.Micros(u.SpentMicros), money.Micros(u.ReservedMicros)
-	if v.MonthlySpendLimit != nil {
-		r := max(0, *v.MonthlySpendLimit-v.Spent-v.Reserved)
-		v.Remaining = &r
+	spent, reserved := money.Micros(u.SpentMicros), money.Micros(u.ReservedMicros)
+	v.Month, v.Currency, v.Spent, v.Reserved = u.Month, u.Currency, spent.String(), reserved.String()
+	if monthly != nil {
+		limit, remaining := monthly.String(), max(0, *monthly-spent-reserved).String()
+		v.MonthlySpendLimit, v.Remaining = &limit, &remaining
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "budget": v})
+	return c.JSON(http.StatusOK, contract.BudgetAnswer{Success: true, Budget: v})
 }
 
 // runLimits are the monthly limits a tenant's run is reserved against; nil where there is none.

@@ -17,6 +17,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/pgerr"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -112,7 +113,7 @@ func (h *convergeAPI) create(shortcut taskspec.TaskType) echo.HandlerFunc {
 
 // check validates in for the request's tenant against the platform's limits and its plan's,
 // and checks that its model is priced.
-func (h *convergeAPI) check(c echo.Context, in convergeInput, shortcut taskspec.TaskType) (validated, error) {
+func (h *convergeAPI) check(c echo.Context, in contract.ConvergeRequest, shortcut taskspec.TaskType) (validated, error) {
 	plan := h.s.plans.limits(tenantOf(c).Plan)
 	v, err := validate(in, shortcut, h.limits, plan)
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/api"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
 // BenchmarkSyncConverge measures what the platform adds to a convergence. Its converge
@@ -44,7 +44,7 @@ func BenchmarkSyncConverge(b *testing.B) {
 			before := c.dbWork(b)
 			p50 := parallel(b, clients, func() {
 				a := call(b, c.URL, http.MethodPost, "/api/v1/converge", key, body, nil)
-				if a.Status != http.StatusOK || a.task(b).Status != tasks.StatusCompleted {
+				if a.Status != http.StatusOK || a.task(b).Status != contract.TaskStatusCompleted {
 					b.Fatalf("converge: %d %s", a.Status, a.Raw)
 				}
 			})

@@ -33,6 +33,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/pgrole"
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/seal"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/converger"
@@ -303,12 +304,12 @@ type answer struct {
 
 // taskAnswer decodes the body of an answer about a task.
 type taskAnswer struct {
-	Success bool       `json:"success"`
-	TaskID  string     `json:"taskId"`
-	Task    tasks.View `json:"task"`
+	Success bool          `json:"success"`
+	TaskID  string        `json:"taskId"`
+	Task    contract.Task `json:"task"`
 }
 
-func (a answer) task(t testing.TB) tasks.View {
+func (a answer) task(t testing.TB) contract.Task {
 	t.Helper()
 	var ta taskAnswer
 	require.NoError(t, json.Unmarshal(a.Raw, &ta), "body: %s", a.Raw)
@@ -378,9 +379,9 @@ func (c *convergeEnv) call(t testing.TB, method, path, key string, body any) ans
 }
 
 // waitTask polls the task until done says it is what the test waits for.
-func (c *convergeEnv) waitTask(t testing.TB, key, id string, done func(tasks.View) bool) tasks.View {
+func (c *convergeEnv) waitTask(t testing.TB, key, id string, done func(contract.Task) bool) contract.Task {
 	t.Helper()
-	var v tasks.View
+	var v contract.Task
 	require.Eventually(t, func() bool {
 		a := c.call(t, http.MethodGet, "/api/v1/converge/"+id, key, nil)
 		require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
@@ -390,7 +391,7 @@ func (c *convergeEnv) waitTask(t testing.TB, key, id string, done func(tasks.Vie
 	return v
 }
 
-func finished(v tasks.View) bool { return v.Status.Finished() }
+func finished(v contract.Task) bool { return v.Status.Finished() }
 
 // sse is a Server-Sent Event.
 type sse struct {
@@ -484,10 +485,9 @@ func (c *convergeEnv) resultEventsByTask(t testing.TB) map[string][]events.Envel
 
 // requireScoreConsistent checks that a result's score is the rounded sum of its breakdown's
 // points, each its weight times its value, and the last round's score.
-func requireScoreConsistent(t testing.TB, v tasks.View) {
+func requireScoreConsistent(t testing.TB, v contract.Task) {
 	t.Helper()
 	r := v.Result
-	require.NotNil(t, r)
 	var points, weights float64
 	for _, c := range r.ScoreBreakdown.Components() {
 		require.InDelta(t, c.Weight*c.Value, c.Points, 0.005+1e-9)
@@ -498,14 +498,13 @@ func requireScoreConsistent(t testing.TB, v tasks.View) {
 	require.InDelta(t, float64(r.ConvergenceScore), points, 0.5+1e-9)
 	require.Len(t, v.Rounds, r.Rounds)
 	if r.Rounds > 0 {
-		var last tasks.RoundView
-		require.NoError(t, json.Unmarshal(v.Rounds[len(v.Rounds)-1], &last))
+		last := v.Rounds[len(v.Rounds)-1]
 		require.Equal(t, r.ConvergenceScore, last.Score.Value)
 		require.Equal(t, r.ScoreBreakdown, last.Score.Breakdown)
 	}
-	var sum events.Usage
+	var sum contract.Usage
 	for _, a := range r.Agents {
-		sum = sum.Add(a.Usage)
+		sum = sum.Add(a.Usage())
 	}
 	require.Equal(t, r.Usage, sum)
 	require.Equal(t, r.Usage, v.Usage)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/outbox"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
@@ -56,9 +57,9 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 	require.Len(t, got, 3)
 	require.Equal(t, []string{"round", "round", "result"}, []string{got[0].Event, got[1].Event, got[2].Event})
 	require.Equal(t, []string{"1", "2"}, []string{got[0].ID, got[1].ID})
-	var v tasks.View
+	var v contract.Task
 	require.NoError(t, json.Unmarshal(got[2].Data, &v))
-	require.Equal(t, "max_rounds", v.Result.StopReason)
+	require.EqualValues(t, "max_rounds", v.Result.StopReason)
 	require.Equal(t, int64(660), v.Usage.TotalTokens)
 
 	// A sync request whose task finishes without a word on core NATS is answered too.
@@ -99,8 +100,8 @@ func TestConverge_CancelQueuedTask_CancelledAtOnceWithoutARun(t *testing.T) {
 	d := c.call(t, http.MethodDelete, "/api/v1/converge/"+id, key, nil)
 	require.Equal(t, http.StatusOK, d.Status, "%s", d.Raw)
 	v := d.task(t)
-	require.Equal(t, tasks.StatusCancelled, v.Status)
-	require.Equal(t, "cancelled", v.Result.StopReason)
+	require.Equal(t, contract.TaskStatusCancelled, v.Status)
+	require.EqualValues(t, "cancelled", v.Result.StopReason)
 	require.Zero(t, v.Usage.TotalTokens)
 	got := collect(t, stream, 5*time.Second)
 	require.Len(t, got, 1)

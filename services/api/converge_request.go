@@ -14,30 +14,16 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
-
-// convergeInput is the body of POST /api/v1/converge and its shortcuts.
-type convergeInput struct {
-	Prompt         string  `json:"prompt"`
-	Type           string  `json:"type"`
-	AgentARole     string  `json:"agentARole"`
-	AgentBRole     string  `json:"agentBRole"`
-	Context        string  `json:"context"`
-	MaxRounds      int     `json:"maxRounds"`
-	Model          string  `json:"model"`
-	Async          bool    `json:"async"`
-	WebhookURL     string  `json:"webhookUrl"`
-	TokenBudget    int64   `json:"tokenBudget"`
-	TimeoutSeconds float64 `json:"timeoutSeconds"`
-}
 
 // maxModelBytes bounds the model name.
 const maxModelBytes = 128
 
 // decodeConvergeInput reads the request body strictly; every failure says what to fix.
-func decodeConvergeInput(c echo.Context) (convergeInput, error) {
-	var in convergeInput
+func decodeConvergeInput(c echo.Context) (contract.ConvergeRequest, error) {
+	var in contract.ConvergeRequest
 	err := httpx.DecodeJSON(c, &in, `send a JSON object with at least a prompt, e.g. {"prompt": "Design a rate limiter"}`)
 	return in, err
 }
@@ -60,12 +46,12 @@ func (v validated) event(id string, t Tenant) events.ConvergeRequest {
 // request to queue: type, roles and max rounds filled in. shortcut is the type an endpoint such
 // as /design sets, "" for /converge. What the platform never accepts is a 400; what only the
 // plan refuses, a 403 that says so.
-func validate(in convergeInput, shortcut taskspec.TaskType, limits taskspec.Limits, plan planLimits) (validated, error) {
+func validate(in contract.ConvergeRequest, shortcut taskspec.TaskType, limits taskspec.Limits, plan planLimits) (validated, error) {
 	if shortcut != "" {
-		if in.Type != "" && in.Type != string(shortcut) {
+		if in.Type != "" && string(in.Type) != string(shortcut) {
 			return validated{}, httpx.BadRequest("type: this endpoint makes %s tasks; leave type out, or POST to /api/v1/converge for type %q", shortcut, in.Type)
 		}
-		in.Type = string(shortcut)
+		in.Type = contract.ConvergeRequestType(shortcut)
 	}
 	var timeout time.Duration
 	switch limit := limits.MaxTimeout; {

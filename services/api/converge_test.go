@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/api"
-	"github.com/convergence-dev/convergence/services/converger/tasks"
 )
 
 func TestConverge_SyncWithSimulatedAgents_EachStopReasonWithAConsistentScore(t *testing.T) {
@@ -44,9 +44,9 @@ func TestConverge_SyncWithSimulatedAgents_EachStopReasonWithAConsistentScore(t *
 			require.Equal(t, http.StatusOK, a.Status, "%s", a.Raw)
 			v := a.task(t)
 			require.Equal(t, "/api/v1/converge/"+v.TaskID, a.Header.Get("Location"))
-			require.Equal(t, tasks.StatusCompleted, v.Status)
+			require.Equal(t, contract.TaskStatusCompleted, v.Status)
 			require.Equal(t, "design", v.Type)
-			require.Equal(t, tt.stop, v.Result.StopReason)
+			require.EqualValues(t, tt.stop, v.Result.StopReason)
 			require.Equal(t, tt.converged, v.Result.Converged)
 			require.True(t, tt.rounds(v.Result.Rounds), "%d rounds", v.Result.Rounds)
 			requireScoreConsistent(t, v)
@@ -74,13 +74,13 @@ func TestConverge_Cancel_RunningTaskEndsCancelled_FinishedTaskConflicts(t *testi
 	a := c.call(t, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Analyse churn. [sim:never]", "maxRounds": 10, "async": true})
 	require.Equal(t, http.StatusAccepted, a.Status, "%s", a.Raw)
 	id := a.task(t).TaskID
-	c.waitTask(t, key, id, func(v tasks.View) bool { return v.RoundsCompleted >= 1 })
+	c.waitTask(t, key, id, func(v contract.Task) bool { return v.RoundsCompleted >= 1 })
 
 	d := c.call(t, http.MethodDelete, "/api/v1/converge/"+id, key, nil)
 	require.Equal(t, http.StatusOK, d.Status, "%s", d.Raw)
 	v := d.task(t)
-	require.Equal(t, tasks.StatusCancelled, v.Status)
-	require.Equal(t, "cancelled", v.Result.StopReason)
+	require.Equal(t, contract.TaskStatusCancelled, v.Status)
+	require.EqualValues(t, "cancelled", v.Result.StopReason)
 	require.Less(t, v.Result.Rounds, 10)
 	requireScoreConsistent(t, v)
 
@@ -107,17 +107,17 @@ func TestConverge_AsyncAndSyncBound_Answer202WithTheTaskID(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, a.Status, "%s", a.Raw)
 	require.Less(t, time.Since(start), 500*time.Millisecond, "async answers at once")
 	v := a.task(t)
-	require.Contains(t, []tasks.Status{tasks.StatusQueued, tasks.StatusRunning}, v.Status)
-	require.Nil(t, v.Result)
+	require.Contains(t, []contract.TaskStatus{contract.TaskStatusQueued, contract.TaskStatusRunning}, v.Status)
+	require.Zero(t, v.Result, "no result before the task finishes")
 
 	start = time.Now()
 	b := call(t, c.URL, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a cache. [sim:never]", "maxRounds": 10}, map[string]string{"Prefer": "wait=1"})
 	require.Equal(t, http.StatusAccepted, b.Status, "%s", b.Raw)
 	require.InDelta(t, 1.0, time.Since(start).Seconds(), 0.5, "it waited its bound, then answered")
-	require.Equal(t, tasks.StatusRunning, b.task(t).Status)
+	require.Equal(t, contract.TaskStatusRunning, b.task(t).Status)
 
 	final := c.waitTask(t, key, v.TaskID, finished)
-	require.Equal(t, "converged", final.Result.StopReason)
+	require.EqualValues(t, "converged", final.Result.StopReason)
 }
 
 func TestConverge_ServerShutsDownDuringSyncWait_Answers202AtOnceAndTheTaskRunsOn(t *testing.T) {
@@ -146,7 +146,7 @@ func TestConverge_ServerShutsDownDuringSyncWait_Answers202AtOnceAndTheTaskRunsOn
 	require.Less(t, time.Since(start), 3*time.Second, "the shutdown did not wait out the sync bound")
 	require.Equal(t, http.StatusAccepted, r.a.Status, "%s", r.a.Raw)
 	require.Equal(t, id, r.a.task(t).TaskID)
-	require.Equal(t, "max_rounds", c.waitTask(t, key, id, finished).Result.StopReason, "the task ran on")
+	require.EqualValues(t, "max_rounds", c.waitTask(t, key, id, finished).Result.StopReason, "the task ran on")
 }
 
 func TestConverge_Shortcuts_SetTheTypeAndItsDefaultRoles(t *testing.T) {
@@ -197,7 +197,7 @@ func TestConverge_BadInput_400SayingWhatToFix(t *testing.T) {
 		{"negative budget", "converge", map[string]any{"prompt": "x", "tokenBudget": -1}, "tokenBudget: must not be negative"},
 		{"timeout too long", "converge", map[string]any{"prompt": "x", "timeoutSeconds": 3600}, "timeoutSeconds: is 3600; use at most 1800"},
 		{"model with spaces", "converge", map[string]any{"prompt": "x", "model": "gpt 4"}, "model: must be a model name"},
-		{"unknown field", "converge", map[string]any{"prompt": "x", "maxRound": 3}, `unknown field "maxRound"; the fields are prompt, type`},
+		{"unknown field", "converge", map[string]any{"prompt": "x", "maxRound": 3}, `unknown field "maxRound"; the fields are agentARole, agentBRole, async, context, maxRounds, model, prompt`},
 		{"wrong type", "converge", map[string]any{"prompt": "x", "maxRounds": "three"}, "maxRounds: must be a number, not a JSON string"},
 		{"not JSON", "converge", "{prompt: x}", "the body is not one valid JSON object"},
 		{"empty body", "converge", "", "send a JSON object with at least a prompt"},
@@ -252,7 +252,7 @@ func TestConverge_Auth_WrongKey401_OtherTenantsTask404(t *testing.T) {
 		require.Equal(t, "not_found", errorCode(got.Body))
 	}
 	v := c.waitTask(t, key, id, finished)
-	require.Equal(t, tasks.StatusCompleted, v.Status, "the other tenant's DELETE did not touch it")
+	require.Equal(t, contract.TaskStatusCompleted, v.Status, "the other tenant's DELETE did not touch it")
 }
 
 func TestConverge_RateLimit_429WithRetryAfter_SharedByAPIReplicas(t *testing.T) {
@@ -526,7 +526,7 @@ func TestConverge_Events_LateClientGetsEveryRoundInOrderThenTheResult(t *testing
 	id := a.task(t).TaskID
 
 	early := c.openEvents(t, key, id, nil)
-	c.waitTask(t, key, id, func(v tasks.View) bool { return v.RoundsCompleted >= 2 })
+	c.waitTask(t, key, id, func(v contract.Task) bool { return v.RoundsCompleted >= 2 })
 	late := c.openEvents(t, key, id, nil) // Two rounds are replayed from the record, the rest live.
 	resumed := c.openEvents(t, key, id, map[string]string{"Last-Event-ID": "4"})
 
@@ -540,7 +540,7 @@ func TestConverge_Events_LateClientGetsEveryRoundInOrderThenTheResult(t *testing
 			n := tc.first + i
 			require.Equal(t, "round", ev.Event, name)
 			require.Equal(t, strconv.Itoa(n), ev.ID, name)
-			var rv tasks.RoundView
+			var rv contract.Round
 			require.NoError(t, json.Unmarshal(ev.Data, &rv))
 			require.Equal(t, n, rv.Round, "%s: in order", name)
 			require.Equal(t, id, rv.TaskID)
@@ -550,10 +550,10 @@ func TestConverge_Events_LateClientGetsEveryRoundInOrderThenTheResult(t *testing
 		}
 		last := got[len(got)-1]
 		require.Equal(t, "result", last.Event, name)
-		var v tasks.View
+		var v contract.Task
 		require.NoError(t, json.Unmarshal(last.Data, &v))
-		require.Equal(t, tasks.StatusCompleted, v.Status)
-		require.Equal(t, "max_rounds", v.Result.StopReason)
+		require.Equal(t, contract.TaskStatusCompleted, v.Status)
+		require.EqualValues(t, "max_rounds", v.Result.StopReason)
 		require.Equal(t, 6, v.Result.Rounds)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/swaggest/swgui/v5emb"
 
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/api/openapi"
 )
 
@@ -23,7 +24,7 @@ func docsRoutes(e *echo.Echo) error {
 	}
 	ui := v5emb.New("Convergence API", "/api-docs/openapi.json", "/api-docs")
 	e.GET("/api-docs/openapi.json", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/json", doc) })
-	e.GET("/api-docs/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", openapi.YAML) })
+	e.GET("/api-docs/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", contract.Document) })
 	e.GET("/api-docs", echo.WrapHandler(ui))
 	e.GET("/api-docs/*", echo.WrapHandler(ui))
 	return nil

@@ -112,7 +112,8 @@ func (s *Service) listInvoices(c echo.Context) error {
 	if err != nil {
 		return fromService(err, invoicesOf)
 	}
-	return page(c, "invoices", list.Invoices, limit, func(inv events.Invoice) int64 { return inv.InvoiceID })
+	invoices, next := pageOf(list.Invoices, limit, func(inv events.Invoice) int64 { return inv.InvoiceID })
+	return c.JSON(http.StatusOK, map[string]any{"success": true, "invoices": invoices, "nextCursor": next})
 }
 
 func (s *Service) getInvoice(c echo.Context) error {

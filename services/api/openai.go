@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -36,55 +37,20 @@ func (h *convergeAPI) openAIRoutes(v1 *echo.Group) {
 // modelPrefix starts every model name: convergence-design is a design task, and so on.
 const modelPrefix = "convergence-"
 
-type openAIModel struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Created int64  `json:"created"`
-	OwnedBy string `json:"owned_by"`
-}
-
 func (h *convergeAPI) models(c echo.Context) error {
-	var data []openAIModel
+	list := contract.ModelList{Object: contract.List}
 	for _, t := range taskspec.TaskTypes() {
-		data = append(data, openAIModel{ID: modelPrefix + string(t), Object: "model", OwnedBy: "convergence"})
+		list.Data = append(list.Data, contract.Model{ID: modelPrefix + string(t), Object: contract.ModelObjectModel, OwnedBy: "convergence"})
 	}
-	return c.JSON(http.StatusOK, map[string]any{"object": "list", "data": data})
+	return c.JSON(http.StatusOK, list)
 }
 
-// chatRequest is the body of POST /v1/chat/completions: OpenAI's fields, the ones that have no
-// meaning here accepted and left alone, so that SDKs' defaults pass; any other field is
-// refused, as everywhere in the API.
-type chatRequest struct {
-	Model    string            `json:"model"`
-	Messages []chatMessage     `json:"messages"`
-	Stream   bool              `json:"stream"`
-	Metadata map[string]string `json:"metadata"`
-	N        *int              `json:"n"`
-	// Accepted and left alone: sampling settings the agents' own calls decide.
-	Temperature         *float64        `json:"temperature"`
-	TopP                *float64        `json:"top_p"`
-	MaxTokens           *int64          `json:"max_tokens"`
-	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
-	PresencePenalty     *float64        `json:"presence_penalty"`
-	FrequencyPenalty    *float64        `json:"frequency_penalty"`
-	Seed                *int64          `json:"seed"`
-	Stop                json.RawMessage `json:"stop"`
-	Store               *bool           `json:"store"`
-	ServiceTier         string          `json:"service_tier"`
-	User                string          `json:"user"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-}
+// The body of POST /v1/chat/completions is a [contract.ChatRequest]: OpenAI's fields, the ones
+// that have no meaning here accepted and left alone, so that SDKs' defaults pass; any other
+// field is refused, as everywhere in the API.
 
-type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
-	Name    string          `json:"name"`
-}
-
-// text is a message's content: a string, or the text parts of a list of parts.
-func (m chatMessage) text() (string, error) {
+// messageText is m's content: a string, or the text parts of a list of parts.
+func messageText(m contract.ChatMessage) (string, error) {
 	var s string
 	if err := json.Unmarshal(m.Content, &s); err == nil {
 		return s, nil
@@ -106,20 +72,20 @@ func (m chatMessage) text() (string, error) {
 	return b.String(), nil
 }
 
-// convergeInput turns the chat request into the convergence it asks for.
-func (r chatRequest) convergeInput() (convergeInput, taskspec.TaskType, error) {
-	typ, ok := strings.CutPrefix(r.Model, modelPrefix)
+// convergeRequestOf turns the chat request r into the convergence it asks for.
+func convergeRequestOf(r contract.ChatRequest) (contract.ConvergeRequest, taskspec.TaskType, error) {
+	typ, ok := strings.CutPrefix(string(r.Model), modelPrefix)
 	if !ok || !taskspec.TaskType(typ).Valid() {
-		return convergeInput{}, "", httpx.BadRequest("model %q is not a convergence: use one of GET /v1/models, such as %sdesign", r.Model, modelPrefix)
+		return contract.ConvergeRequest{}, "", httpx.BadRequest("model %q is not a convergence: use one of GET /v1/models, such as %sdesign", r.Model, modelPrefix)
 	}
-	if r.N != nil && *r.N != 1 {
-		return convergeInput{}, "", httpx.BadRequest("n: a convergence has one answer; leave n out or set it to 1")
+	if r.N != 0 && r.N != 1 {
+		return contract.ConvergeRequest{}, "", httpx.BadRequest("n: a convergence has one answer; leave n out or set it to 1")
 	}
-	var in convergeInput
+	var in contract.ConvergeRequest
 	for _, m := range r.Messages {
-		text, err := m.text()
+		text, err := messageText(m)
 		if err != nil {
-			return convergeInput{}, "", err
+			return contract.ConvergeRequest{}, "", err
 		}
 		switch m.Role {
 		case "system", "developer":
@@ -128,11 +94,11 @@ func (r chatRequest) convergeInput() (convergeInput, taskspec.TaskType, error) {
 			in.Prompt = text
 		case "assistant", "tool":
 		default:
-			return convergeInput{}, "", httpx.BadRequest("messages: role %q is not known: use system, user or assistant", m.Role)
+			return contract.ConvergeRequest{}, "", httpx.BadRequest("messages: role %q is not known: use system, user or assistant", m.Role)
 		}
 	}
 	if in.Prompt == "" {
-		return convergeInput{}, "", httpx.BadRequest("messages: send at least one user message; the last one is the prompt")
+		return contract.ConvergeRequest{}, "", httpx.BadRequest("messages: send at least one user message; the last one is the prompt")
 	}
 	for k, v := range r.Metadata {
 		switch k {
@@ -141,7 +107,7 @@ func (r chatRequest) convergeInput() (convergeInput, taskspec.TaskType, error) {
 		case "agent_b_role":
 			in.AgentBRole = v
 		default:
-			return convergeInput{}, "", httpx.BadRequest("metadata: %q is not known: use agent_a_role and agent_b_role", k)
+			return contract.ConvergeRequest{}, "", httpx.BadRequest("metadata: %q is not known: use agent_a_role and agent_b_role", k)
 		}
 	}
 	return in, taskspec.TaskType(typ), nil
@@ -150,11 +116,11 @@ func (r chatRequest) convergeInput() (convergeInput, taskspec.TaskType, error) {
 // chatCompletion runs a convergence and answers with its output as a chat completion. A task
 // that has not finished within the sync wait is answered 504, with its id to follow it by.
 func (h *convergeAPI) chatCompletion(c echo.Context) error {
-	var req chatRequest
+	var req contract.ChatRequest
 	if err := httpx.DecodeJSON(c, &req, `send an OpenAI chat completion request, e.g. {"model": "convergence-design", "messages": [{"role": "user", "content": "Design a rate limiter"}]}`); err != nil {
 		return err
 	}
-	in, typ, err := req.convergeInput()
+	in, typ, err := convergeRequestOf(req)
 	if err != nil {
 		return err
 	}
@@ -177,101 +143,52 @@ func (h *convergeAPI) chatCompletion(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if f := task.failure(id); f != nil {
+	if f := failure(task, id); f != nil {
 		return f
 	}
-	return c.JSON(http.StatusOK, chatCompletionOf(req.Model, id, task))
+	return c.JSON(http.StatusOK, chatCompletionOf(string(req.Model), id, task))
 }
 
-// failure says why a finished task has no answer to give, or is nil when it completed.
-func (t taskOutcome) failure(id string) *httpx.Error {
-	if t.Result != nil && t.Status == "completed" {
+// failure says why the finished task t has no answer to give, or is nil when it completed.
+func failure(t contract.Task, id string) *httpx.Error {
+	if t.Status == contract.TaskStatusCompleted {
 		return nil
 	}
 	msg := t.Error
 	if msg == "" {
-		msg = "the convergence ended as " + t.Status
+		msg = "the convergence ended as " + string(t.Status)
 	}
-	return &httpx.Error{Status: http.StatusBadGateway, Code: "task_" + t.Status,
+	return &httpx.Error{Status: http.StatusBadGateway, Code: "task_" + string(t.Status),
 		Message: fmt.Sprintf("%s; GET /api/v1/converge/%s has the task", msg, id)}
 }
 
-// taskOutcome is what a chat completion needs of the converger's view of a finished task.
-type taskOutcome struct {
-	Status string `json:"status"`
-	Error  string `json:"error"`
-	Result *struct {
-		Converged        bool   `json:"converged"`
-		StopReason       string `json:"stopReason"`
-		ConvergenceScore int    `json:"convergenceScore"`
-		Output           string `json:"output"`
-		Rounds           int    `json:"rounds"`
-	} `json:"result"`
-	Usage      events.Usage `json:"usage"`
-	FinishedAt *time.Time   `json:"finishedAt"`
-}
-
-func (h *convergeAPI) finishedTask(ctx context.Context, envID int64, id string) (taskOutcome, error) {
+func (h *convergeAPI) finishedTask(ctx context.Context, envID int64, id string) (contract.Task, error) {
 	st, err := h.state(ctx, envID, id, events.TaskQuery{})
 	if err != nil {
-		return taskOutcome{}, err
+		return contract.Task{}, err
 	}
-	var t taskOutcome
+	var t contract.Task
 	if err := json.Unmarshal(st.Task, &t); err != nil {
-		return taskOutcome{}, fmt.Errorf("read task %s: %w", id, err)
+		return contract.Task{}, fmt.Errorf("read task %s: %w", id, err)
 	}
 	return t, nil
 }
 
-type chatCompletion struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []chatChoice `json:"choices"`
-	Usage   chatUsage    `json:"usage"`
-	// Convergence is what an OpenAI answer has no field for.
-	Convergence chatConvergence `json:"convergence"`
-}
-
-type chatChoice struct {
-	Index        int        `json:"index"`
-	Message      chatAnswer `json:"message"`
-	FinishReason string     `json:"finish_reason"`
-	Logprobs     *struct{}  `json:"logprobs"`
-}
-
-type chatAnswer struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-type chatUsage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
-}
-
-type chatConvergence struct {
-	TaskID     string `json:"taskId"`
-	Score      int    `json:"convergenceScore"`
-	Converged  bool   `json:"converged"`
-	StopReason string `json:"stopReason"`
-	Rounds     int    `json:"rounds"`
-}
-
-func chatCompletionOf(model, id string, t taskOutcome) chatCompletion {
-	created := time.Now()
-	if t.FinishedAt != nil {
-		created = *t.FinishedAt
+// chatCompletionOf is the finished task id, t, as a chat completion of model.
+func chatCompletionOf(model, id string, t contract.Task) contract.ChatCompletion {
+	created := t.FinishedAt
+	if created.IsZero() {
+		created = time.Now()
 	}
 	r := t.Result
-	return chatCompletion{
-		ID: "chatcmpl-" + id, Object: "chat.completion", Created: created.Unix(), Model: model,
-		Choices: []chatChoice{{Message: chatAnswer{Role: "assistant", Content: r.Output}, FinishReason: "stop"}},
-		Usage:   chatUsage{PromptTokens: t.Usage.InputTokens, CompletionTokens: t.Usage.OutputTokens, TotalTokens: t.Usage.TotalTokens},
-		Convergence: chatConvergence{TaskID: id, Score: r.ConvergenceScore, Converged: r.Converged,
-			StopReason: r.StopReason, Rounds: r.Rounds},
+	choice := contract.ChatChoice{FinishReason: "stop"}
+	choice.Message.Role, choice.Message.Content = contract.ChatChoiceMessageRoleAssistant, r.Output
+	return contract.ChatCompletion{
+		ID: "chatcmpl-" + id, Object: contract.ChatCompletionObjectChatCompletion, Created: created.Unix(), Model: model,
+		Choices: []contract.ChatChoice{choice},
+		Usage:   contract.ChatUsage{PromptTokens: t.Usage.InputTokens, CompletionTokens: t.Usage.OutputTokens, TotalTokens: t.Usage.TotalTokens},
+		Convergence: contract.ChatConvergence{TaskID: id, ConvergenceScore: r.ConvergenceScore, Converged: r.Converged,
+			StopReason: string(r.StopReason), Rounds: r.Rounds},
 	}
 }
 
@@ -283,7 +200,7 @@ func chatCompletionOf(model, id string, t taskOutcome) chatCompletion {
 // asks for it. A task that ends otherwise than completed ends the stream with an error event.
 // A retry with the Idempotency-Key of an earlier request streams the earlier request's task
 // (Idempotent-Replayed: true), from where it stands: no second task runs.
-func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) error {
+func (h *convergeAPI) chatStream(c echo.Context, req contract.ChatRequest, v validated) error {
 	ctx := c.Request().Context()
 	t := tenantOf(c)
 	release, err := h.streams.take(t.EnvID)
@@ -340,7 +257,7 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/converge/"+id)
 	st := openEventStream(c.Response())
-	chunk := chatChunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: req.Model}
+	chunk := chatChunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: string(req.Model)}
 	send := func(data any) {
 		b, _ := json.Marshal(data)
 		st.write("data: " + string(b) + "\n\n")
@@ -394,15 +311,15 @@ func (h *convergeAPI) chatStream(c echo.Context, req chatRequest, v validated) e
 			"message": fmt.Sprintf("%v; GET /api/v1/converge/%s has the task", err, id)}})
 		return nil
 	}
-	if f := task.failure(id); f != nil {
+	if f := failure(task, id); f != nil {
 		send(map[string]any{"error": map[string]any{"code": f.Code, "message": f.Message}})
 		return nil
 	}
 	send(chunk.with(chatDelta{Content: task.Result.Output}, nil))
 	stop := "stop"
 	send(chunk.with(chatDelta{}, &stop))
-	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		done := chatCompletionOf(req.Model, id, task)
+	if req.StreamOptions.IncludeUsage {
+		done := chatCompletionOf(string(req.Model), id, task)
 		send(map[string]any{"id": chunk.ID, "object": chunk.Object, "created": chunk.Created, "model": chunk.Model,
 			"choices": []any{}, "usage": done.Usage, "convergence": done.Convergence})
 	}

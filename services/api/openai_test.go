@@ -181,5 +181,5 @@ func TestOpenAI_OutlastsTheSyncWait_504WithTheTask(t *testing.T) {
 	id := strings.TrimPrefix(apiErr.Response.Header.Get("Location"), "/api/v1/converge/")
 	require.NotEmpty(t, id)
 	final := c.waitTask(t, key, id, finished)
-	require.Equal(t, "converged", final.Result.StopReason)
+	require.EqualValues(t, "converged", final.Result.StopReason)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/api/openapi"
 )
@@ -86,5 +87,5 @@ func TestOpenAPI_ServedAtAPIDocs_WithAnInteractivePageThatLoadsNothingFromElsewh
 	require.JSONEq(t, string(want), doc)
 	status, _, yaml := get("/api-docs/openapi.yaml")
 	require.Equal(t, http.StatusOK, status)
-	require.YAMLEq(t, string(openapi.YAML), yaml)
+	require.YAMLEq(t, string(contract.Document), yaml)
 }

@@ -8,13 +8,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/pgerr"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 )
 
 // maxMaxTenants bounds an organization's tenant quota, the plan's or its own.
@@ -26,23 +26,6 @@ func (s *Service) orgRoutes(admin *echo.Group) {
 	admin.GET("/orgs", s.listOrgs)
 	admin.GET("/orgs/:orgId", s.getOrg)
 	admin.PATCH("/orgs/:orgId", s.updateOrg, s.audited(auditOrgUpdate))
-}
-
-// orgView is an organization as the API shows it: its plan's limits in force and what it uses of
-// them. MaxTenants is its tenant quota: its own (MaxTenantsOverride) if it has one, else its
-// plan's. LiveTenants counts the tenants whose destroy has not been asked for; TasksInFlight
-// its tenants' unfinished tasks.
-type orgView struct {
-	OrgID              int64      `json:"orgId"`
-	Name               string     `json:"name"`
-	Plan               string     `json:"plan"`
-	MaxTenants         int        `json:"maxTenants"`
-	MaxTenantsOverride *int       `json:"maxTenantsOverride"`
-	LiveTenants        int        `json:"liveTenants"`
-	TasksInFlight      int        `json:"tasksInFlight"`
-	Limits             planLimits `json:"limits"`
-	CreatedAt          time.Time  `json:"createdAt"`
-	UpdatedAt          time.Time  `json:"updatedAt"`
 }
 
 // liveTenants counts organization o's tenants whose destroy has not been asked for, and
@@ -59,12 +42,15 @@ const selectOrgs = `SELECT o.id, o.name, o.plan, o.max_tenants, ` + liveTenants 
 	o.created_at, o.updated_at FROM organizations o
 	WHERE ($1 = 0 OR o.id = $1) AND o.id > $2 ORDER BY o.id LIMIT $3`
 
-// scanOrg reads a row of selectOrgs and fills in the limits of its plan.
-func (s *Service) scanOrg(row pgx.Row) (orgView, error) {
-	var v orgView
+// scanOrg reads a row of selectOrgs and fills in the limits of its plan in force: MaxTenants is
+// the organization's tenant quota, its own (MaxTenantsOverride) if it has one, else its plan's.
+// LiveTenants counts the tenants whose destroy has not been asked for; TasksInFlight its
+// tenants' unfinished tasks.
+func (s *Service) scanOrg(row pgx.Row) (contract.Org, error) {
+	var v contract.Org
 	err := row.Scan(&v.OrgID, &v.Name, &v.Plan, &v.MaxTenantsOverride, &v.LiveTenants, &v.TasksInFlight, &v.CreatedAt, &v.UpdatedAt)
-	v.Limits = s.orgLimits(v.Plan, v.MaxTenantsOverride)
-	v.MaxTenants = v.Limits.MaxTenants
+	limits := s.orgLimits(v.Plan, v.MaxTenantsOverride)
+	v.Limits, v.MaxTenants = limits.view(), limits.MaxTenants
 	return v, err
 }
 
@@ -105,9 +91,10 @@ func (s *Service) me(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the tenant's organization: %w", err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "role": "tenant", "envId": t.EnvID, "orgId": t.OrgID, "name": t.Name,
-		"keyId": t.KeyID, "keyExpiresAt": t.KeyExpiresAt, "plan": t.Plan, "limits": s.orgLimits(t.Plan, maxTenants),
-		"used": map[string]int{"tenants": tenants, "tasksInFlight": tasks}})
+	me := contract.Me{Success: true, Role: contract.MeRoleTenant, EnvID: t.EnvID, OrgID: t.OrgID, Name: t.Name,
+		KeyID: t.KeyID, KeyExpiresAt: t.KeyExpiresAt, Plan: t.Plan, Limits: s.orgLimits(t.Plan, maxTenants).view()}
+	me.Used.Tenants, me.Used.TasksInFlight = tenants, tasks
+	return c.JSON(http.StatusOK, me)
 }
 
 // createOrgRequest is the body of POST /orgs. MaxTenants, when given, is the organization's own
@@ -146,7 +133,7 @@ func (s *Service) createOrg(c echo.Context) error {
 				return err
 			}
 		}
-		var created orgView
+		var created contract.Org
 		err = pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
 			if key != nil {
 				if err := claimOperatorKey(ctx, tx, opCreateOrg, key); err != nil {
@@ -187,7 +174,9 @@ func (s *Service) createOrg(c echo.Context) error {
 // opCreateOrg names organization creates among the operators' idempotent requests.
 const opCreateOrg = "org.create"
 
-func orgAnswer(v orgView) map[string]any { return map[string]any{"success": true, "organization": v} }
+func orgAnswer(v contract.Org) map[string]any {
+	return map[string]any{"success": true, "organization": v}
+}
 
 // checkOrg says what is wrong with a plan and a tenant quota; nil ones are not checked.
 func (s *Service) checkOrg(plan *string, maxTenants *int) []string {
@@ -279,11 +268,12 @@ func (s *Service) listOrgs(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
-	orgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgView, error) { return s.scanOrg(r) })
+	orgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (contract.Org, error) { return s.scanOrg(r) })
 	if err != nil {
 		return fmt.Errorf("list organizations: %w", err)
 	}
-	return page(c, "organizations", orgs, limit, func(o orgView) int64 { return o.OrgID })
+	orgs, next := pageOf(orgs, limit, func(o contract.Org) int64 { return o.OrgID })
+	return c.JSON(http.StatusOK, contract.OrgList{Success: true, Organizations: orgs, NextCursor: next})
 }
 
 // orgIDParam reads the :orgId of the path.

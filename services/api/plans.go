@@ -24,6 +24,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/internal/taskspec"
 	"github.com/convergence-dev/convergence/internal/telemetry"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/money"
 )
 
@@ -55,14 +56,27 @@ type planEntry struct {
 // the plan sets none. MaxTenants is per organization; the rate, tasks in flight and rounds are
 // per tenant (per task for rounds).
 type planLimits struct {
-	Plan              string        `json:"plan"`
-	MaxTenants        int           `json:"maxTenants"`
-	RequestsPerMinute float64       `json:"requestsPerMinute"`
-	Burst             int           `json:"burst"`
-	TasksInFlight     int           `json:"tasksInFlight"`
-	MaxRounds         int           `json:"maxRounds"`
-	Models            []string      `json:"models"`
-	MonthlySpendLimit *money.Micros `json:"monthlySpendLimit"`
+	Plan              string
+	MaxTenants        int
+	RequestsPerMinute float64
+	Burst             int
+	TasksInFlight     int
+	MaxRounds         int
+	Models            []string
+	MonthlySpendLimit *money.Micros
+}
+
+// view is l as the API shows it.
+func (l planLimits) view() contract.PlanLimits {
+	v := contract.PlanLimits{
+		Plan: l.Plan, MaxTenants: l.MaxTenants, RequestsPerMinute: l.RequestsPerMinute, Burst: l.Burst,
+		TasksInFlight: l.TasksInFlight, MaxRounds: l.MaxRounds, Models: l.Models,
+	}
+	if l.MonthlySpendLimit != nil {
+		amount := l.MonthlySpendLimit.String()
+		v.MonthlySpendLimit = &amount
+	}
+	return v
 }
 
 // allows reports whether the plan lets a task ask for model by name. A task that names no

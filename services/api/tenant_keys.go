@@ -14,6 +14,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -27,24 +28,13 @@ const (
 // adds one, so rotations in a loop cannot pile up working keys.
 const maxWorkingKeys = 10
 
-// keyView is a tenant key as operators see it: never the key, but in the rotation's answer.
-type keyView struct {
-	ID         int64      `json:"id"`
-	Prefix     string     `json:"prefix"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	// Active says whether the key works now: neither revoked nor expired.
-	Active bool   `json:"active"`
-	APIKey string `json:"apiKey,omitempty"`
-}
-
 const keyColumns = `id, prefix, created_at, last_used_at, expires_at, revoked_at,
 	revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`
 
-func scanKey(row pgx.CollectableRow) (keyView, error) {
-	var k keyView
+// scanKey reads a key as operators see it: never the key itself, which only the rotation's
+// answer carries (APIKey).
+func scanKey(row pgx.CollectableRow) (contract.Key, error) {
+	var k contract.Key
 	err := row.Scan(&k.ID, &k.Prefix, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.RevokedAt, &k.Active)
 	return k, err
 }
@@ -112,8 +102,8 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var added keyView
-	var previous []keyView
+	var added contract.Key
+	var previous []contract.Key
 	err = pgx.BeginFunc(ctx, h.s.deps.Pool, func(tx pgx.Tx) error {
 		if err := recordKey(ctx, tx, rot.Key); err != nil {
 			return err
@@ -145,7 +135,7 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 	h.s.logger.Info("tenant key rotated", "envId", envID, "keyId", added.ID, "apiKey", added.Prefix,
 		"replaced", len(previous), "overlap", overlap, "delivered", delivered, "request_id", requestID)
 	if previous == nil {
-		previous = []keyView{}
+		previous = []contract.Key{}
 	}
 	return c.JSON(http.StatusCreated, map[string]any{"success": true, "key": added, "replacedKeys": previous, "delivered": delivered})
 }
@@ -183,7 +173,8 @@ func (h *tenantAPI) listKeys(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list tenant keys: %w", err)
 	}
-	return page(c, "keys", keys, limit, func(k keyView) int64 { return k.ID })
+	keys, next := pageOf(keys, limit, func(k contract.Key) int64 { return k.ID })
+	return c.JSON(http.StatusOK, contract.KeyList{Success: true, Keys: keys, NextCursor: next})
 }
 
 // revokeKey revokes tenant envId's key keyId at once, on every replica (each request reads the

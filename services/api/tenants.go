@@ -486,16 +486,15 @@ func pageParams(c echo.Context) (limit int, before int64, err error) {
 	return limit, before, nil
 }
 
-// page answers rows, read with LIMIT limit+1, as one page under key, with the ?cursor= of the
-// next page as nextCursor (null on the last page).
-func page[T any](c echo.Context, key string, rows []T, limit int, id func(T) int64) error {
-	var next *string
-	if len(rows) > limit {
-		rows = rows[:limit]
-		cur := encodeCursor(id(rows[limit-1]))
-		next = &cur
+// pageOf cuts rows, read with LIMIT limit+1, to one page, and returns it with the ?cursor= of
+// the next page (nil on the last page).
+func pageOf[T any](rows []T, limit int, id func(T) int64) ([]T, *string) {
+	if len(rows) <= limit {
+		return rows, nil
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, key: rows, "nextCursor": next})
+	rows = rows[:limit]
+	next := encodeCursor(id(rows[limit-1]))
+	return rows, &next
 }
 
 const cursorPrefix = "v1:"

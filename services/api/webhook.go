@@ -6,20 +6,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
-
-// webhookAnswer is the body of the webhook secret endpoints.
-type webhookAnswer struct {
-	Success bool          `json:"success"`
-	Webhook webhookSecret `json:"webhook"`
-}
-
-type webhookSecret struct {
-	events.WebhookSecret
-	// Scheme says how deliveries are signed, for whoever writes the receiver.
-	Scheme string `json:"scheme"`
-}
 
 const signatureScheme = "Standard Webhooks v1: webhook-signature is v1,<base64 HMAC-SHA256 of webhook-id.webhook-timestamp.body>, keyed with the base64-decoded secret after whsec_"
 
@@ -43,5 +32,11 @@ func (h *convergeAPI) answerSecret(c echo.Context, rotate bool) error {
 		return fromService(err, "the converger, which keeps webhook secrets,")
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	return c.JSON(http.StatusOK, webhookAnswer{Success: true, Webhook: webhookSecret{WebhookSecret: s, Scheme: signatureScheme}})
+	w := contract.WebhookSigningSecret{
+		Secret: s.Secret, PreviousSecret: s.PreviousSecret, CreatedAt: s.CreatedAt, RotatedAt: s.RotatedAt, Scheme: signatureScheme,
+	}
+	if s.PreviousExpiresAt != nil {
+		w.PreviousExpiresAt = *s.PreviousExpiresAt
+	}
+	return c.JSON(http.StatusOK, contract.WebhookSecretAnswer{Success: true, Webhook: w})
 }

@@ -276,7 +276,7 @@ func (r *taskRun) saveHeld(ctx context.Context) {
 func (r *taskRun) publish(p tasks.Progress) { r.s.publishProgress(p, r.claim.RequestID) }
 
 func (s *Service) observe(c tasks.Claim, o tasks.Outcome) {
-	s.metrics.finished.WithLabelValues(string(o.Status), o.Result.StopReason).Inc()
+	s.metrics.finished.WithLabelValues(string(o.Status), string(o.Result.StopReason)).Inc()
 	s.metrics.duration.Observe(time.Since(c.StartedAt).Seconds())
 	u := o.Result.Usage
 	p := s.provider.Name()

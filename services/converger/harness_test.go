@@ -24,6 +24,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger"
 	"github.com/convergence-dev/convergence/services/converger/engine"
@@ -237,12 +238,12 @@ func (c *counting) Complete(ctx context.Context, req llm.Request) (llm.Response,
 
 // requireAgentsAddUp checks that a result's usage per agent adds up to its total, and that
 // the score is what its breakdown says.
-func requireAgentsAddUp(t testing.TB, r *tasks.Result) {
+func requireAgentsAddUp(t testing.TB, r *api.Result) {
 	t.Helper()
 	require.NotNil(t, r)
-	var sum events.Usage
+	var sum api.Usage
 	for _, a := range r.Agents {
-		sum = sum.Add(a.Usage)
+		sum = sum.Add(a.Usage())
 		require.Positive(t, a.Calls)
 		require.NotEmpty(t, a.Provider)
 		require.NotEmpty(t, a.Model)

@@ -101,7 +101,7 @@ func TestConverger_KilledMidTaskAndRestarted_ResumesWithoutDoubleCountedUsage(t 
 	rec = e.waitFinished(acme, id, 15*time.Second)
 
 	require.Equal(t, tasks.StatusCompleted, rec.Status)
-	require.Equal(t, string(reference.StopReason), rec.Result.StopReason)
+	require.EqualValues(t, string(reference.StopReason), rec.Result.StopReason)
 	require.EqualValues(t, 4, second.calls.Load(), "B2, A3, B3 and the synthesis: the persisted turns are not asked for again")
 	require.Equal(t, tasks.UsageOf(reference.Usage.Total), rec.Usage, "usage is what an uninterrupted run costs: nothing counted twice")
 	require.Equal(t, rec.Usage, e.persistedUsage(id))
@@ -165,7 +165,7 @@ func TestConverger_CancelRequest_RunningTaskEndsCancelledWithExactUsage(t *testi
 
 	require.Less(t, time.Since(start), time.Second, "the converger running it is told at once")
 	require.Equal(t, tasks.StatusCancelled, rec.Status)
-	require.Equal(t, "cancelled", rec.Result.StopReason)
+	require.EqualValues(t, "cancelled", rec.Result.StopReason)
 	require.Less(t, rec.Rounds, 10)
 	require.Equal(t, rec.Usage, e.persistedUsage(id), "the call cut short was not billed; every billed one is persisted")
 	requireAgentsAddUp(t, rec.Result)
@@ -245,7 +245,7 @@ func TestConverger_DeadLetteredRequest_TaskFailsAndBillsTheRecordedTurns(t *test
 	rec := e.waitFinished(acme, id, 10*time.Second)
 	require.Equal(t, tasks.StatusFailed, rec.Status)
 	require.Contains(t, rec.Error, "gave up on it")
-	require.Equal(t, tasks.StopError, rec.Result.StopReason)
+	require.EqualValues(t, tasks.StopError, rec.Result.StopReason)
 	require.Equal(t, 1, rec.Result.Rounds)
 	require.Positive(t, rec.Usage.TotalTokens)
 	require.Equal(t, e.persistedUsage(id), rec.Usage, "the recorded turns are billed, nothing else")

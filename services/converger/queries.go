@@ -9,6 +9,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 	"github.com/convergence-dev/convergence/services/converger/webhook"
@@ -68,9 +69,11 @@ func (s *Service) taskState(ctx context.Context, q events.TaskQuery) (events.Tas
 			return events.TaskState{}, err
 		}
 	}
-	var transcript []json.RawMessage
+	var transcript []api.Round
 	if q.Transcript {
-		transcript = tasks.Views(stored)
+		if transcript, err = tasks.Views(stored); err != nil {
+			return events.TaskState{}, fmt.Errorf("task %s: %w", q.TaskID, err)
+		}
 	}
 	view, err := json.Marshal(rec.View(transcript))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/seal"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/converger/llm/simulated"
 	"github.com/convergence-dev/convergence/services/converger/tasks"
 	"github.com/convergence-dev/convergence/services/converger/webhook"
@@ -85,7 +86,7 @@ func TestConverger_Webhook_SignedResultDeliveredOnceAfterRetries(t *testing.T) {
 	id := e.submit(acme, tasks.Request{Prompt: "Review this design. [sim:converge]", Type: "review", WebhookURL: recv.URL + "/hooks/convergence?token=abc"})
 	rec := e.waitWebhook(acme, id)
 
-	require.Equal(t, "delivered", rec.Webhook.Status)
+	require.EqualValues(t, "delivered", rec.Webhook.Status)
 	require.Equal(t, 3, rec.Webhook.Attempts)
 	require.Equal(t, http.StatusNoContent, rec.Webhook.LastStatusCode)
 	got := recv.received()
@@ -100,14 +101,14 @@ func TestConverger_Webhook_SignedResultDeliveredOnceAfterRetries(t *testing.T) {
 		require.Equal(t, "application/json", r.header.Get("Content-Type"))
 	}
 	var payload struct {
-		Type string     `json:"type"`
-		Data tasks.View `json:"data"`
+		Type string   `json:"type"`
+		Data api.Task `json:"data"`
 	}
 	require.NoError(t, json.Unmarshal(got[2].body, &payload))
 	require.Equal(t, "converge.completed", payload.Type)
 	require.Equal(t, id, payload.Data.TaskID)
-	require.Equal(t, tasks.StatusCompleted, payload.Data.Status)
-	require.Equal(t, rec.Usage, payload.Data.Result.Usage)
+	require.EqualValues(t, tasks.StatusCompleted, payload.Data.Status)
+	require.Equal(t, tasks.APIUsage(rec.Usage), payload.Data.Result.Usage)
 	require.Equal(t, rec.Result.ConvergenceScore, payload.Data.Result.ConvergenceScore)
 
 	// A tampered body or another tenant's secret does not verify.
@@ -137,7 +138,7 @@ func TestConverger_Webhook_AfterRotation_SignedWithBothSecrets(t *testing.T) {
 	require.Equal(t, old.Current, rotated.Previous)
 
 	id := e.submit(acme, tasks.Request{Prompt: "Decide. [sim:stalemate]", Type: "decide", WebhookURL: recv.URL})
-	require.Equal(t, "delivered", e.waitWebhook(acme, id).Webhook.Status)
+	require.EqualValues(t, "delivered", e.waitWebhook(acme, id).Webhook.Status)
 	got := recv.received()
 	require.Len(t, got, 1)
 	for _, s := range []string{old.Current, rotated.Current} {
@@ -220,7 +221,7 @@ func TestConverger_Webhook_LoopbackTargetRefusedByDefault(t *testing.T) {
 
 	id := e.submit(acme, tasks.Request{Prompt: "Decide. [sim:converge]", Type: "decide", WebhookURL: recv.URL})
 	rec := e.waitWebhook(acme, id)
-	require.Equal(t, "failed", rec.Webhook.Status)
+	require.EqualValues(t, "failed", rec.Webhook.Status)
 	require.Equal(t, 1, rec.Webhook.Attempts, "a refused target is not retried")
 	require.Contains(t, rec.Webhook.LastError, "127.0.0.1 is not a public address")
 	require.Empty(t, recv.received(), "no request reached the loopback address")
@@ -240,7 +241,7 @@ func TestConverger_Webhook_ReceiverDownForGood_GivesUpAfterRetryFor(t *testing.T
 
 	id := e.submit(acme, tasks.Request{Prompt: "Decide. [sim:converge]", Type: "decide", WebhookURL: recv.URL})
 	rec := e.waitWebhook(acme, id)
-	require.Equal(t, "failed", rec.Webhook.Status)
+	require.EqualValues(t, "failed", rec.Webhook.Status)
 	require.GreaterOrEqual(t, rec.Webhook.Attempts, 3)
 	require.Equal(t, http.StatusInternalServerError, rec.Webhook.LastStatusCode)
 	require.Len(t, recv.received(), rec.Webhook.Attempts)

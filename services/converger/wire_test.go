@@ -46,12 +46,12 @@ func TestConverger_OverOpenAIWire_MalformedReplyRateLimitCachedTokens_ExactUsage
 	rec := e.waitFinished(acme, id, 20*time.Second)
 
 	require.Equal(t, tasks.StatusCompleted, rec.Status)
-	require.Equal(t, "converged", rec.Result.StopReason)
+	require.EqualValues(t, "converged", rec.Result.StopReason)
 	reported := srv.Reported()
 	require.Positive(t, reported.CachedTokens)
 	want := tasks.UsageOf(reported)
 	require.Equal(t, want, rec.Usage, "the task's usage is every billed token, once")
-	require.Equal(t, want, rec.Result.Usage)
+	require.Equal(t, want, tasks.EventUsage(rec.Result.Usage))
 	require.Equal(t, want, e.persistedUsage(id), "the persisted turns hold the same tokens")
 	requireAgentsAddUp(t, rec.Result)
 
@@ -66,7 +66,7 @@ func TestConverger_OverOpenAIWire_MalformedReplyRateLimitCachedTokens_ExactUsage
 
 	ev := decodeData[events.ConvergeCompleted](t, e.waitResultEvent(id))
 	require.Equal(t, want, ev.Usage)
-	require.Equal(t, rec.Result.Agents, ev.Agents)
+	require.Equal(t, tasks.EventAgents(rec.Result.Agents), ev.Agents)
 	require.Equal(t, "converged", ev.StopReason)
 	require.InDelta(t, float64(rec.Result.ConvergenceScore), ev.ConvergenceScore, 0)
 }
@@ -135,7 +135,7 @@ func TestConverger_ProviderRejectsRequest_FailedWithTheUsageSpent(t *testing.T) 
 
 	require.Equal(t, tasks.StatusFailed, rec.Status)
 	require.Equal(t, "the LLM provider rejected the request (status 401)", rec.Error, "the tenant is told what failed, not the provider's words")
-	require.Equal(t, tasks.StopError, rec.Result.StopReason)
+	require.EqualValues(t, tasks.StopError, rec.Result.StopReason)
 	require.Equal(t, 1, rec.Rounds)
 	reported := srv.Reported()
 	require.Positive(t, reported.Total())

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/client"
 )
 
@@ -37,24 +38,6 @@ type Platform interface {
 type app struct {
 	platform Platform
 	log      *slog.Logger
-}
-
-// convergeBody is the body of POST /api/converge and its shortcuts.
-type convergeBody struct {
-	Prompt     string `json:"prompt"`
-	AgentARole string `json:"agentARole"`
-	AgentBRole string `json:"agentBRole"`
-	Context    string `json:"context"`
-	MaxRounds  int    `json:"maxRounds"`
-	Async      bool   `json:"async"`
-	// Model, WebhookURL, TokenBudget and TimeoutSeconds are passed on as they are; the
-	// platform checks them.
-	Model          string  `json:"model"`
-	WebhookURL     string  `json:"webhookUrl"`
-	TokenBudget    int64   `json:"tokenBudget"`
-	TimeoutSeconds float64 `json:"timeoutSeconds"`
-	// Type is accepted by POST /api/converge only; the shortcuts set it themselves.
-	Type string `json:"type"`
 }
 
 // taskAnswer is the app's answer about one task: the task as the platform shows it, with its
@@ -102,32 +85,22 @@ func (a *app) converge(typ string) http.HandlerFunc {
 			notConfigured(w)
 			return
 		}
-		var in convergeBody
+		// The body is the platform's own request: model, webhookUrl, tokenBudget and
+		// timeoutSeconds are passed on as they are, and the platform checks them.
+		var in client.Request
 		if !decodeJSON(w, r, &in) {
 			return
 		}
-		if msg := in.problem(typ); msg != "" {
+		if msg := problem(in, typ); msg != "" {
 			writeError(w, http.StatusBadRequest, "invalid_request", msg)
 			return
 		}
 		if typ != "" {
-			in.Type = typ
+			in.Type = api.ConvergeRequestType(typ)
 		}
 		ctx, cancel := context.WithTimeout(passOn(r), callTimeout)
 		defer cancel()
-		task, err := a.platform.Converge(ctx, client.Request{
-			Prompt:         in.Prompt,
-			Type:           in.Type,
-			AgentARole:     in.AgentARole,
-			AgentBRole:     in.AgentBRole,
-			Context:        in.Context,
-			MaxRounds:      in.MaxRounds,
-			Async:          in.Async,
-			Model:          in.Model,
-			WebhookURL:     in.WebhookURL,
-			TokenBudget:    in.TokenBudget,
-			TimeoutSeconds: in.TimeoutSeconds,
-		})
+		task, err := a.platform.Converge(ctx, in)
 		if err != nil {
 			a.platformError(w, r, err)
 			return
@@ -164,9 +137,10 @@ func printable(s string, max int) bool {
 	return true
 }
 
-// problem says what is wrong with the body, or "" when nothing is. The platform checks the
-// rest (role and prompt lengths, the bound on rounds) and its 400 is passed through.
-func (b convergeBody) problem(typ string) string {
+// problem says what is wrong with the body b of an endpoint of type typ, or "" when nothing is.
+// The platform checks the rest (role and prompt lengths, the bound on rounds) and its 400 is
+// passed through.
+func problem(b client.Request, typ string) string {
 	var p []string
 	if strings.TrimSpace(b.Prompt) == "" {
 		p = append(p, `"prompt" is required: say what the two agents should converge on`)
@@ -174,7 +148,7 @@ func (b convergeBody) problem(typ string) string {
 	if b.MaxRounds < 0 {
 		p = append(p, fmt.Sprintf(`"maxRounds" %d must not be negative; leave it out for the platform's default`, b.MaxRounds))
 	}
-	if typ != "" && b.Type != "" && b.Type != typ {
+	if typ != "" && b.Type != "" && string(b.Type) != typ {
 		p = append(p, fmt.Sprintf(`"type" %q does not fit this endpoint, which asks for %s; leave "type" out, or use POST /api/converge`, b.Type, typ))
 	}
 	return strings.Join(p, "; ")
@@ -202,11 +176,12 @@ func (a *app) task(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *app) writeTask(w http.ResponseWriter, t *client.Task) {
-	ans := taskAnswer{Success: true, TaskID: t.TaskID, Status: t.Status, Task: t}
-	if res := t.Result; res != nil {
+	ans := taskAnswer{Success: true, TaskID: t.TaskID, Status: string(t.Status), Task: t}
+	if t.Finished() {
+		res := t.Result
 		score, converged := res.ConvergenceScore, res.Converged
 		ans.ConvergenceScore, ans.Converged = &score, &converged
-		ans.StopReason, ans.Output = res.StopReason, res.Output
+		ans.StopReason, ans.Output = string(res.StopReason), res.Output
 	}
 	status := http.StatusOK
 	if !t.Finished() {

@@ -1,21 +1,16 @@
-// Package openapi holds the OpenAPI 3.1 document of the API's tenant surface (openapi.yaml),
-// which the API serves at /api-docs with an interactive page, and the validation of requests
-// and answers against it that the tests run every call through (Validator).
+// Package openapi loads the API's OpenAPI 3.1 document (pkg/api/openapi.yaml), which the API
+// serves at /api-docs with an interactive page, and validates requests and answers against it:
+// the tests run every call through a Validator.
 package openapi
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"sync"
 
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/getkin/kin-openapi/openapi3"
 )
-
-// YAML is the document as written.
-//
-//go:embed openapi.yaml
-var YAML []byte
 
 var (
 	loadOnce sync.Once
@@ -29,7 +24,7 @@ var (
 func Load() (*openapi3.T, error) {
 	loadOnce.Do(func() {
 		loader := openapi3.NewLoader()
-		d, err := loader.LoadFromData(YAML)
+		d, err := loader.LoadFromData(api.Document)
 		if err != nil {
 			loadErr = fmt.Errorf("load openapi.yaml: %w", err)
 			return

@@ -159,7 +159,7 @@ func (c checked) Run() int {
 		fmt.Println("FAIL:", p)
 	}
 	if len(problems) > 0 {
-		fmt.Printf("FAIL: %d calls outside services/api/openapi/openapi.yaml\n", len(problems))
+		fmt.Printf("FAIL: %d calls outside pkg/api/openapi.yaml\n", len(problems))
 		return max(code, 1)
 	}
 	return code

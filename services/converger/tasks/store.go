@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/convergence-dev/convergence/internal/outbox"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/webhook"
@@ -82,7 +83,7 @@ type Record struct {
 	Type            string
 	Status          Status
 	Request         Request
-	Result          *Result
+	Result          *api.Result
 	Rounds          int
 	Usage           events.Usage
 	Error           string
@@ -91,33 +92,42 @@ type Record struct {
 	CreatedAt       time.Time
 	StartedAt       *time.Time
 	FinishedAt      *time.Time
-	Webhook         *WebhookStatus
+	Webhook         *api.TaskWebhook
 }
 
 // View is the record as the API shows it, with rounds (the stored round views, oldest first)
 // as its transcript.
-func (r Record) View(rounds []json.RawMessage) View {
-	return View{
+func (r Record) View(rounds []api.Round) api.Task {
+	t := api.Task{
 		TaskID:          r.ID,
-		Status:          r.Status,
+		Status:          api.TaskStatus(r.Status),
 		Type:            r.Type,
 		AgentARole:      r.Request.AgentARole,
 		AgentBRole:      r.Request.AgentBRole,
 		MaxRounds:       r.Request.MaxRounds,
 		Model:           r.Request.Model,
 		RoundsCompleted: r.Rounds,
-		Usage:           r.Usage,
-		Result:          r.Result,
+		Usage:           APIUsage(r.Usage),
 		Rounds:          rounds,
 		Error:           r.Error,
 		CancelRequested: r.CancelRequested && !r.Status.Finished(),
 		WebhookURL:      r.Request.WebhookURL,
-		Webhook:         r.Webhook,
 		RequestID:       r.RequestID,
 		CreatedAt:       r.CreatedAt,
-		StartedAt:       r.StartedAt,
-		FinishedAt:      r.FinishedAt,
 	}
+	if r.Result != nil {
+		t.Result = *r.Result
+	}
+	if r.Webhook != nil {
+		t.Webhook = *r.Webhook
+	}
+	if r.StartedAt != nil {
+		t.StartedAt = *r.StartedAt
+	}
+	if r.FinishedAt != nil {
+		t.FinishedAt = *r.FinishedAt
+	}
+	return t
 }
 
 // Get returns tenant envID's task id, or ErrNotFound. While the task runs, its usage is the
@@ -165,13 +175,13 @@ func (s *Store) Get(ctx context.Context, envID int64, id string) (Record, error)
 		return Record{}, fmt.Errorf("decode task %s request: %w", id, err)
 	}
 	if result != nil {
-		r.Result = new(Result)
+		r.Result = new(api.Result)
 		if err := json.Unmarshal(result, r.Result); err != nil {
 			return Record{}, fmt.Errorf("decode task %s result: %w", id, err)
 		}
 	}
 	if w.id != nil {
-		r.Webhook = &WebhookStatus{DeliveryID: *w.id, Status: deref(w.status), LastError: deref(w.lastErr), DeliveredAt: w.deliveredAt}
+		r.Webhook = &api.TaskWebhook{DeliveryID: *w.id, Status: api.TaskWebhookStatus(deref(w.status)), LastError: deref(w.lastErr), DeliveredAt: deref(w.deliveredAt)}
 		if w.attempts != nil {
 			r.Webhook.Attempts = *w.attempts
 		}
@@ -216,12 +226,14 @@ func (s *Store) Rounds(ctx context.Context, id string, after int) ([]StoredRound
 }
 
 // Views returns the views of rounds, for View.
-func Views(rounds []StoredRound) []json.RawMessage {
-	out := make([]json.RawMessage, len(rounds))
+func Views(rounds []StoredRound) ([]api.Round, error) {
+	out := make([]api.Round, len(rounds))
 	for i, r := range rounds {
-		out[i] = r.View
+		if err := json.Unmarshal(r.View, &out[i]); err != nil {
+			return nil, fmt.Errorf("decode round %d: %w", r.Number, err)
+		}
 	}
-	return out
+	return out, nil
 }
 
 // Claim is a converger's hold on a running task: the fencing token of its run, the request,
@@ -389,7 +401,7 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 // Outcome is how a task ended.
 type Outcome struct {
 	Status Status // completed, failed or cancelled
-	Result Result
+	Result api.Result
 	Error  string
 }
 
@@ -405,7 +417,7 @@ func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcom
 	startedAt := c.StartedAt
 	e, err := endOf(Record{
 		ID: c.TaskID, EnvID: c.EnvID, OrgID: c.OrgID, Type: c.Request.Type, Status: o.Status, Request: c.Request,
-		Result: &o.Result, Rounds: o.Result.Rounds, Usage: o.Result.Usage, Error: o.Error, RequestID: c.RequestID,
+		Result: &o.Result, Rounds: o.Result.Rounds, Usage: EventUsage(o.Result.Usage), Error: o.Error, RequestID: c.RequestID,
 		CreatedAt: c.CreatedAt, StartedAt: &startedAt, FinishedAt: &finishedAt,
 	}, SourceConverger)
 	if err != nil {
@@ -487,15 +499,15 @@ func endOf(r Record, source string) (end, error) {
 	o := r.Result
 	subject, typ := events.SubjectConvergeCompleted, events.TypeConvergeCompleted
 	var data any = events.ConvergeCompleted{
-		TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.StopReason,
+		TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: string(o.StopReason),
 		ConvergenceScore: float64(o.ConvergenceScore), Rounds: o.Rounds,
-		Usage: o.Usage, Agents: o.Agents, FinishedAt: *r.FinishedAt,
+		Usage: EventUsage(o.Usage), Agents: EventAgents(o.Agents), FinishedAt: *r.FinishedAt,
 	}
 	if r.Status != StatusCompleted {
 		subject, typ = events.SubjectConvergeFailed, events.TypeConvergeFailed
 		data = events.ConvergeFailed{
-			TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: o.StopReason,
-			Error: r.Error, Rounds: o.Rounds, Usage: o.Usage, Agents: o.Agents, FinishedAt: *r.FinishedAt,
+			TaskID: r.ID, EnvID: r.EnvID, OrgID: r.OrgID, Type: r.Type, StopReason: string(o.StopReason),
+			Error: r.Error, Rounds: o.Rounds, Usage: EventUsage(o.Usage), Agents: EventAgents(o.Agents), FinishedAt: *r.FinishedAt,
 		}
 	}
 	env, err := events.NewEnvelope(source, typ, r.ID, r.RequestID, data)
@@ -542,7 +554,7 @@ func (s *Store) finish(ctx context.Context, tx pgx.Tx, id, source string, o Outc
 	if err != nil {
 		return fmt.Errorf("finish task %s: %w", id, err)
 	}
-	r.ID, r.Status, r.Result, r.Rounds, r.Usage, r.Error, r.RequestID = id, o.Status, &o.Result, o.Result.Rounds, u, o.Error, deref(requestID)
+	r.ID, r.Status, r.Result, r.Rounds, r.Usage, r.Error, r.RequestID = id, o.Status, &o.Result, o.Result.Rounds, EventUsage(u), o.Error, deref(requestID)
 	if err := json.Unmarshal(req, &r.Request); err != nil {
 		return fmt.Errorf("decode task %s request: %w", id, err)
 	}
@@ -582,13 +594,13 @@ func (s *Store) RequestCancel(ctx context.Context, ob *outbox.Outbox, envID int6
 			return err
 		}
 		status = StatusCancelled
-		o := Outcome{Status: StatusCancelled, Error: "cancelled by the tenant before it started", Result: Result{
-			StopReason:     string(engine.StopCancelled),
-			ScoreBreakdown: emptyBreakdown(),
+		o := Outcome{Status: StatusCancelled, Error: "cancelled by the tenant before it started", Result: api.Result{
+			StopReason:     api.ResultStopReason(engine.StopCancelled),
+			ScoreBreakdown: breakdownOf(emptyBreakdown()),
 			ScoreMethod:    engine.MethodVersion,
 			Output:         "Not converged: the task was cancelled before it started.",
 			Disputed:       []string{},
-			Agents:         []events.AgentUsage{},
+			Agents:         []api.AgentUsage{},
 		}}
 		return s.finish(ctx, tx, id, SourceConverger, o)
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/pgtest"
 	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/internal/taskspec"
+	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	"github.com/convergence-dev/convergence/services/converger/engine"
 	"github.com/convergence-dev/convergence/services/converger/llm"
@@ -48,9 +49,9 @@ func TestAgentsOf_UsagePerAgent_TurnCutShortAfterABilledReplyIsOneCall(t *testin
 		Usage: engine.Usage{A: u(150, 15), B: u(200, 20), Total: u(350, 35)},
 	}
 	got := tasks.AgentsOf(res)
-	require.Equal(t, []events.AgentUsage{
-		{Agent: "A", Provider: "openai", Model: "m-1", Calls: 2, Usage: events.Usage{InputTokens: 150, OutputTokens: 15, TotalTokens: 165}},
-		{Agent: "B", Provider: "openai", Model: "m-1", Calls: 2, Usage: events.Usage{InputTokens: 200, OutputTokens: 20, TotalTokens: 220}},
+	require.Equal(t, []api.AgentUsage{
+		{Agent: "A", Provider: "openai", Model: "m-1", Calls: 2, InputTokens: 150, OutputTokens: 15, TotalTokens: 165},
+		{Agent: "B", Provider: "openai", Model: "m-1", Calls: 2, InputTokens: 200, OutputTokens: 20, TotalTokens: 220},
 	}, got, "no synthesis line: it made no call")
 }
 
@@ -97,7 +98,7 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	require.ErrorIs(t, store.SaveTurns(ctx, first, a1), tasks.ErrFenced)
 	_, err = store.SaveRound(ctx, first, []engine.Turn{b1}, rd, []byte(`{}`))
 	require.ErrorIs(t, err, tasks.ErrFenced)
-	done := tasks.Outcome{Status: tasks.StatusCompleted, Result: tasks.Result{StopReason: "converged", Rounds: 1, Disputed: []string{}}}
+	done := tasks.Outcome{Status: tasks.StatusCompleted, Result: api.Result{StopReason: "converged", Rounds: 1, Disputed: []string{}}}
 	require.ErrorIs(t, store.Finish(ctx, ob, first, done, synthesis), tasks.ErrFenced)
 	require.Zero(t, resultEvents(t, pool), "a fenced run writes no result event")
 	require.Equal(t, 1, turnCount(t, pool, id), "a fenced run writes no turn")
