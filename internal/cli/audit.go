@@ -6,14 +6,23 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 var auditCommand = command{group: "audit", usage: "[-org ID] [-tenant ENV_ID] [-action A] [-from TIME] [-to TIME] [-limit N] [-cursor C]", flags: audit}
 
 // auditColumns are what an audit log row shows.
-var auditColumns = []column{
-	{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"TARGET", "target"},
-	{"STATUS", "status"}, {"OUTCOME", "outcome"}, {"CLIENT", "client"}, {"REQUEST ID", "requestId"},
+var auditColumns = []column[api.AuditEntry]{
+	{"ID", func(e api.AuditEntry) any { return e.ID }},
+	{"AT", func(e api.AuditEntry) any { return e.At }},
+	{"ACTOR", func(e api.AuditEntry) any { return e.Actor }},
+	{"ACTION", func(e api.AuditEntry) any { return e.Action }},
+	{"TARGET", func(e api.AuditEntry) any { return e.Target }},
+	{"STATUS", func(e api.AuditEntry) any { return e.Status }},
+	{"OUTCOME", func(e api.AuditEntry) any { return e.Outcome }},
+	{"CLIENT", func(e api.AuditEntry) any { return e.Client }},
+	{"REQUEST ID", func(e api.AuditEntry) any { return e.RequestID }},
 }
 
 func audit(fs *flag.FlagSet) func(*caller, []string) error {
@@ -42,6 +51,6 @@ func audit(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "entries", auditColumns) })
+		return show(c, raw, func(a api.AuditPage) error { return page(c.out, a.Entries, a.NextCursor, auditColumns) })
 	}
 }

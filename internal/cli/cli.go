@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // Env supplies defaults from the environment: the CLI's flags read CONVERGENCE_API_URL,
@@ -184,11 +186,7 @@ func (c *caller) send(method, path string, query url.Values, body any) (*http.Re
 }
 
 func decodeError(resp *http.Response, raw []byte) error {
-	var env struct {
-		Error struct {
-			Code, Message, RequestID string
-		} `json:"error"`
-	}
+	var env api.Error
 	_ = json.Unmarshal(raw, &env)
 	e := &apiError{status: resp.StatusCode, code: env.Error.Code, message: env.Error.Message, requestID: env.Error.RequestID}
 	if e.message == "" {
@@ -197,8 +195,9 @@ func decodeError(resp *http.Response, raw []byte) error {
 	return e
 }
 
-// print writes raw as indented JSON with -o json, or calls table with the decoded answer.
-func (c *caller) print(raw []byte, table func(answer map[string]any) error) error {
+// show writes raw as indented JSON with -o json, or decodes it as the answer it is, a T, and
+// calls view with it.
+func show[T any](c *caller, raw []byte, view func(T) error) error {
 	if c.output == "json" {
 		var buf bytes.Buffer
 		if err := json.Indent(&buf, raw, "", "  "); err != nil {
@@ -208,11 +207,9 @@ func (c *caller) print(raw []byte, table func(answer map[string]any) error) erro
 		_, err := c.out.Write(buf.Bytes())
 		return err
 	}
-	var answer map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&answer); err != nil {
+	var answer T
+	if err := json.Unmarshal(raw, &answer); err != nil {
 		return fmt.Errorf("decode answer: %w", err)
 	}
-	return table(answer)
+	return view(answer)
 }

@@ -1,13 +1,17 @@
 package cli
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // commands are the tenant, org and invoice subcommands, in the order help lists them.
@@ -30,10 +34,28 @@ var commands = append([]command{
 var usageCommand = command{group: "usage", usage: "[-from DAY] [-to DAY] [-group-by organization,tenant,model,day|month] [-org ID] [-tenant ENV_ID]", flags: usage}
 
 // tenantColumns are what a tenant row shows.
-var tenantColumns = []column{
-	{"ENV ID", "envId"}, {"NAME", "name"}, {"ORG", "orgId"}, {"STATUS", "status"},
-	{"HEALTH", "health"}, {"PORT", "port"}, {"IMAGE", "image"}, {"EGRESS", "egress"}, {"CREATED", "createdAt"},
+var tenantColumns = []column[api.Tenant]{
+	{"ENV ID", func(t api.Tenant) any { return t.EnvID }},
+	{"NAME", func(t api.Tenant) any { return t.Name }},
+	{"ORG", func(t api.Tenant) any { return t.OrgID }},
+	{"STATUS", func(t api.Tenant) any { return t.Status }},
+	{"HEALTH", func(t api.Tenant) any { return t.Health }},
+	{"PORT", func(t api.Tenant) any { return t.Port }},
+	{"IMAGE", func(t api.Tenant) any { return t.Image }},
+	{"EGRESS", func(t api.Tenant) any { return t.Egress }},
+	{"CREATED", func(t api.Tenant) any { return t.CreatedAt }},
 }
+
+// tenantStatusColumns add the container's live state.
+var tenantStatusColumns = append(slices.Clone(tenantColumns),
+	column[api.Tenant]{"REASON", func(t api.Tenant) any { return t.Reason }},
+	column[api.Tenant]{"CONTAINER", func(t api.Tenant) any { return t.Container.State }},
+	column[api.Tenant]{"CPU %", func(t api.Tenant) any { return t.Container.CPUPercent }},
+	column[api.Tenant]{"MEMORY BYTES", func(t api.Tenant) any { return t.Container.MemoryBytes }},
+	column[api.Tenant]{"MEMORY LIMIT", func(t api.Tenant) any { return t.Container.MemoryLimitBytes }},
+	column[api.Tenant]{"RESTARTS", func(t api.Tenant) any { return t.Container.RestartCount }},
+	column[api.Tenant]{"UPTIME S", func(t api.Tenant) any { return t.Container.UptimeSeconds }},
+)
 
 // oneArg checks that args is exactly one positional argument, named what.
 func oneArg(args []string, what string) (string, error) {
@@ -66,14 +88,9 @@ func tenantSpawn(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		body := map[string]any{"name": name}
+		body := api.SpawnRequest{Name: name, Language: *language, Framework: *framework, Image: *image, Egress: *egress}
 		if *org != 0 {
-			body["orgId"] = *org
-		}
-		for k, v := range map[string]string{"language": *language, "framework": *framework, "image": *image, "egress": *egress} {
-			if v != "" {
-				body[k] = v
-			}
+			body.OrgID = org
 		}
 		q := url.Values{}
 		if *async {
@@ -83,8 +100,9 @@ func tenantSpawn(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := vertical(c.out, object(a, "tenant"), append(tenantColumns, column{"API KEY", "apiKey"})); err != nil {
+		return show(c, raw, func(a api.TenantAnswer) error {
+			withKey := append(slices.Clone(tenantColumns), column[api.Tenant]{"API KEY", func(t api.Tenant) any { return t.APIKey }})
+			if err := vertical(c.out, a.Tenant, withKey); err != nil {
 				return err
 			}
 			_, err := fmt.Fprintln(c.out, "\nThe API key is shown only now: give it to the tenant's developers.")
@@ -112,7 +130,7 @@ func tenantList(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "tenants", tenantColumns) })
+		return show(c, raw, func(a api.TenantList) error { return page(c.out, a.Tenants, a.NextCursor, tenantColumns) })
 	}
 }
 
@@ -126,17 +144,7 @@ func tenantStatus(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			return vertical(c.out, object(a, "tenant"), append(tenantColumns,
-				column{"REASON", "reason"},
-				column{"CONTAINER", "container.state"},
-				column{"CPU %", "container.cpuPercent"},
-				column{"MEMORY BYTES", "container.memoryBytes"},
-				column{"MEMORY LIMIT", "container.memoryLimitBytes"},
-				column{"RESTARTS", "container.restartCount"},
-				column{"UPTIME S", "container.uptimeSeconds"},
-			))
-		})
+		return show(c, raw, func(a api.TenantAnswer) error { return vertical(c.out, a.Tenant, tenantStatusColumns) })
 	}
 }
 
@@ -188,15 +196,18 @@ func tenantDestroy(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			return vertical(c.out, object(a, "tenant"), tenantColumns)
-		})
+		return show(c, raw, func(a api.TenantAnswer) error { return vertical(c.out, a.Tenant, tenantColumns) })
 	}
 }
 
-var orgColumns = []column{
-	{"ORG ID", "orgId"}, {"NAME", "name"}, {"PLAN", "plan"}, {"TENANTS", "liveTenants"},
-	{"MAX TENANTS", "maxTenants"}, {"TASKS IN FLIGHT", "tasksInFlight"}, {"CREATED", "createdAt"},
+var orgColumns = []column[api.Org]{
+	{"ORG ID", func(o api.Org) any { return o.OrgID }},
+	{"NAME", func(o api.Org) any { return o.Name }},
+	{"PLAN", func(o api.Org) any { return o.Plan }},
+	{"TENANTS", func(o api.Org) any { return o.LiveTenants }},
+	{"MAX TENANTS", func(o api.Org) any { return o.MaxTenants }},
+	{"TASKS IN FLIGHT", func(o api.Org) any { return o.TasksInFlight }},
+	{"CREATED", func(o api.Org) any { return o.CreatedAt }},
 }
 
 func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
@@ -207,20 +218,15 @@ func orgCreate(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		body := map[string]any{"name": name}
-		if *plan != "" {
-			body["plan"] = *plan
-		}
+		body := api.CreateOrgJSONBody{Name: name, Plan: *plan}
 		if *maxTenants >= 0 {
-			body["maxTenants"] = *maxTenants
+			body.MaxTenants = maxTenants
 		}
 		raw, err := c.do(http.MethodPost, "/api/v1/orgs", nil, body)
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			return vertical(c.out, object(a, "organization"), orgColumns)
-		})
+		return show(c, raw, func(a api.OrgAnswer) error { return vertical(c.out, a.Organization, orgColumns) })
 	}
 }
 
@@ -232,28 +238,28 @@ func orgUpdate(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		body := map[string]any{}
+		var body api.UpdateOrgJSONBody
 		if *plan != "" {
-			body["plan"] = *plan
+			body.Plan = plan
 		}
 		switch n, err := strconv.Atoi(*maxTenants); {
 		case *maxTenants == "":
 		case *maxTenants == "plan":
-			body["maxTenants"] = nil
+			body.MaxTenants = json.RawMessage("null")
 		case err != nil:
 			return fmt.Errorf(`-max-tenants %q: give a number, or "plan" for the plan's quota`, *maxTenants)
 		default:
-			body["maxTenants"] = n
+			body.MaxTenants = json.RawMessage(strconv.Itoa(n))
 		}
 		raw, err := c.do(http.MethodPatch, "/api/v1/orgs/"+url.PathEscape(id), nil, body)
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := vertical(c.out, object(a, "organization"), orgColumns); err != nil {
+		return show(c, raw, func(a api.OrgAnswer) error {
+			if err := vertical(c.out, a.Organization, orgColumns); err != nil {
 				return err
 			}
-			return message(c.out, a)
+			return message(c.out, a.Message)
 		})
 	}
 }
@@ -267,15 +273,58 @@ func orgList(*flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "organizations", orgColumns) })
+		return show(c, raw, func(a api.OrgList) error { return page(c.out, a.Organizations, a.NextCursor, orgColumns) })
 	}
 }
 
+// usageGroup is a row of a usage table: a group, or the totals (Label TOTAL).
+type usageGroup struct {
+	api.UsageGroup
+	Label string
+}
+
 // usageColumns are the totals of a usage row; group columns come before them.
-var usageColumns = []column{
-	{"CALLS", "usage.calls"}, {"TASKS", "usage.tasks"}, {"INPUT", "usage.inputTokens"},
-	{"OUTPUT", "usage.outputTokens"}, {"CACHED", "usage.cachedTokens"}, {"TOTAL", "usage.totalTokens"},
-	{"CONTAINER S", "usage.containerSeconds"}, {"COST", "usage.cost"}, {"AVG SCORE", "usage.averageConvergenceScore"},
+var usageColumns = []column[usageGroup]{
+	{"CALLS", func(g usageGroup) any { return g.Usage.Calls }},
+	{"TASKS", func(g usageGroup) any { return g.Usage.Tasks }},
+	{"INPUT", func(g usageGroup) any { return g.Usage.InputTokens }},
+	{"OUTPUT", func(g usageGroup) any { return g.Usage.OutputTokens }},
+	{"CACHED", func(g usageGroup) any { return g.Usage.CachedTokens }},
+	{"TOTAL", func(g usageGroup) any { return g.Usage.TotalTokens }},
+	{"CONTAINER S", func(g usageGroup) any { return g.Usage.ContainerSeconds }},
+	{"COST", func(g usageGroup) any { return g.Usage.Cost }},
+	{"AVG SCORE", func(g usageGroup) any { return g.Usage.AverageConvergenceScore }},
+}
+
+// usageGroupColumns are the group columns, each with the groupBy dimension that makes it.
+var usageGroupColumns = []struct {
+	dimension string
+	column[usageGroup]
+}{
+	{"organization", column[usageGroup]{"ORG", func(g usageGroup) any { return g.OrgID }}},
+	{"tenant", column[usageGroup]{"TENANT", func(g usageGroup) any { return g.EnvID }}},
+	{"model", column[usageGroup]{"PROVIDER", func(g usageGroup) any { return g.Provider }}},
+	{"model", column[usageGroup]{"MODEL", func(g usageGroup) any { return g.Model }}},
+	{"day", column[usageGroup]{"DAY", func(g usageGroup) any { return g.Day }}},
+	{"month", column[usageGroup]{"MONTH", func(g usageGroup) any { return g.Month }}},
+}
+
+// labelled is cols with the totals row's label in the first column and nothing in the others.
+func labelled(cols []column[usageGroup]) []column[usageGroup] {
+	out := make([]column[usageGroup], len(cols))
+	for i, c := range cols {
+		out[i] = column[usageGroup]{c.header, func(g usageGroup) any {
+			switch {
+			case g.Label == "":
+				return c.value(g)
+			case i == 0:
+				return g.Label
+			default:
+				return nil
+			}
+		}}
+	}
+	return out
 }
 
 func usage(fs *flag.FlagSet) func(*caller, []string) error {
@@ -304,20 +353,23 @@ func usage(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			var cols []column
-			for _, g := range []column{{"ORG", "orgId"}, {"TENANT", "envId"}, {"PROVIDER", "provider"}, {"MODEL", "model"}, {"DAY", "day"}, {"MONTH", "month"}} {
-				if groupedBy(a, g.key) {
-					cols = append(cols, g)
+		return show(c, raw, func(a api.UsageSummary) error {
+			var cols []column[usageGroup]
+			for _, g := range usageGroupColumns {
+				if slices.Contains(a.GroupBy, g.dimension) {
+					cols = append(cols, g.column)
 				}
 			}
-			rows := list(a, "groups")
-			if len(cols) == 0 {
-				rows = nil // Ungrouped: the totals are the answer.
-				cols = []column{{"", "label"}}
+			var rows []usageGroup
+			for _, g := range a.Groups {
+				rows = append(rows, usageGroup{UsageGroup: g})
 			}
-			rows = append(rows, map[string]any{cols[0].key: "TOTAL", "usage": a["totals"]})
-			if _, err := fmt.Fprintf(c.out, "Usage %v to %v (%v)\n\n", a["from"], a["to"], a["currency"]); err != nil {
+			if len(cols) == 0 { // Ungrouped: the totals are the answer.
+				cols = []column[usageGroup]{{"", func(usageGroup) any { return nil }}}
+			}
+			cols = labelled(cols)
+			rows = append(rows, usageGroup{UsageGroup: api.UsageGroup{Usage: a.Totals}, Label: "TOTAL"})
+			if _, err := fmt.Fprintf(c.out, "Usage %v to %v (%v)\n\n", a.From, a.To, a.Currency); err != nil {
 				return err
 			}
 			return table(c.out, rows, append(cols, usageColumns...))
@@ -325,23 +377,22 @@ func usage(fs *flag.FlagSet) func(*caller, []string) error {
 	}
 }
 
-// groupedBy reports whether a usage answer is grouped by the dimension whose row key is key.
-func groupedBy(a map[string]any, key string) bool {
-	dims := map[string][]string{"orgId": {"organization"}, "envId": {"tenant"}, "provider": {"model"}, "model": {"model"}, "day": {"day"}, "month": {"month"}}
-	groups, _ := a["groupBy"].([]any)
-	for _, g := range groups {
-		for _, d := range dims[key] {
-			if g == d {
-				return true
-			}
+var budgetColumns = []column[api.Budget]{
+	{"ORG ID", func(b api.Budget) any { return b.OrgID }},
+	{"ENV ID", func(b api.Budget) any {
+		if b.EnvID == 0 {
+			return nil
 		}
-	}
-	return false
-}
-
-var budgetColumns = []column{
-	{"ORG ID", "orgId"}, {"ENV ID", "envId"}, {"MONTHLY LIMIT", "monthlySpendLimit"}, {"SOURCE", "source"}, {"ALERT AT", "alertAt"},
-	{"MONTH", "month"}, {"CURRENCY", "currency"}, {"SPENT", "spent"}, {"RESERVED", "reserved"}, {"REMAINING", "remaining"},
+		return b.EnvID
+	}},
+	{"MONTHLY LIMIT", func(b api.Budget) any { return b.MonthlySpendLimit }},
+	{"SOURCE", func(b api.Budget) any { return b.Source }},
+	{"ALERT AT", func(b api.Budget) any { return b.AlertAt }},
+	{"MONTH", func(b api.Budget) any { return b.Month }},
+	{"CURRENCY", func(b api.Budget) any { return b.Currency }},
+	{"SPENT", func(b api.Budget) any { return b.Spent }},
+	{"RESERVED", func(b api.Budget) any { return b.Reserved }},
+	{"REMAINING", func(b api.Budget) any { return b.Remaining }},
 }
 
 // budget shows an organization's or a tenant's budget (path "orgs" or "tenant"), or sets it
@@ -357,10 +408,11 @@ func budget(path string) func(fs *flag.FlagSet) func(*caller, []string) error {
 			}
 			method, body := http.MethodGet, any(nil)
 			if *set != "" {
-				put := map[string]any{"monthlySpendLimit": *set}
+				limit, _ := json.Marshal(*set)
 				if *set == "none" {
-					put["monthlySpendLimit"] = nil
+					limit = []byte("null")
 				}
+				put := &api.BudgetRequest{MonthlySpendLimit: limit}
 				method, body = http.MethodPut, put
 				if *alertAt != "" {
 					var fractions []float64
@@ -371,16 +423,14 @@ func budget(path string) func(fs *flag.FlagSet) func(*caller, []string) error {
 						}
 						fractions = append(fractions, v)
 					}
-					put["alertAt"] = fractions
+					put.AlertAt = fractions
 				}
 			}
 			raw, err := c.do(method, "/api/v1/"+path+"/"+url.PathEscape(id)+"/budget", nil, body)
 			if err != nil {
 				return err
 			}
-			return c.print(raw, func(a map[string]any) error {
-				return vertical(c.out, object(a, "budget"), budgetColumns)
-			})
+			return show(c, raw, func(a api.BudgetAnswer) error { return vertical(c.out, a.Budget, budgetColumns) })
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // invoiceCommands are the invoice subcommands.
@@ -15,15 +17,30 @@ var invoiceCommands = []command{
 	{group: "invoice", name: "show", usage: "ORG_ID INVOICE_ID [-format json|csv|stripe]", flags: invoiceShow},
 }
 
-var invoiceColumns = []column{
-	{"INVOICE ID", "invoiceId"}, {"ORG ID", "orgId"}, {"PERIOD", "period"}, {"STATUS", "status"}, {"NUMBER", "number"},
-	{"TOTAL", "total"}, {"CURRENCY", "currency"}, {"CREATED", "createdAt"}, {"FINALIZED", "finalizedAt"},
+var invoiceColumns = []column[api.Invoice]{
+	{"INVOICE ID", func(i api.Invoice) any { return i.InvoiceID }},
+	{"ORG ID", func(i api.Invoice) any { return i.OrgID }},
+	{"PERIOD", func(i api.Invoice) any { return i.Period }},
+	{"STATUS", func(i api.Invoice) any { return i.Status }},
+	{"NUMBER", func(i api.Invoice) any { return i.Number }},
+	{"TOTAL", func(i api.Invoice) any { return i.Total }},
+	{"CURRENCY", func(i api.Invoice) any { return i.Currency }},
+	{"CREATED", func(i api.Invoice) any { return i.CreatedAt }},
+	{"FINALIZED", func(i api.Invoice) any { return i.FinalizedAt }},
 }
 
-var invoiceLineColumns = []column{
-	{"TENANT", "envId"}, {"KIND", "kind"}, {"PROVIDER", "provider"}, {"MODEL", "model"}, {"MONTH", "usagePeriod"},
-	{"ADJUSTMENT", "adjustment"}, {"INPUT", "inputTokens"}, {"OUTPUT", "outputTokens"}, {"CACHED", "cachedTokens"},
-	{"CONTAINER S", "containerSeconds"}, {"AMOUNT", "amount"},
+var invoiceLineColumns = []column[api.InvoiceLine]{
+	{"TENANT", func(l api.InvoiceLine) any { return l.EnvID }},
+	{"KIND", func(l api.InvoiceLine) any { return l.Kind }},
+	{"PROVIDER", func(l api.InvoiceLine) any { return l.Provider }},
+	{"MODEL", func(l api.InvoiceLine) any { return l.Model }},
+	{"MONTH", func(l api.InvoiceLine) any { return l.UsagePeriod }},
+	{"ADJUSTMENT", func(l api.InvoiceLine) any { return l.Adjustment }},
+	{"INPUT", func(l api.InvoiceLine) any { return l.InputTokens }},
+	{"OUTPUT", func(l api.InvoiceLine) any { return l.OutputTokens }},
+	{"CACHED", func(l api.InvoiceLine) any { return l.CachedTokens }},
+	{"CONTAINER S", func(l api.InvoiceLine) any { return l.ContainerSeconds }},
+	{"AMOUNT", func(l api.InvoiceLine) any { return l.Amount }},
 }
 
 // twoArgs checks that args are exactly two positional arguments, named what.
@@ -36,13 +53,12 @@ func twoArgs(args []string, what string) (string, string, error) {
 
 // printInvoice prints an invoice and its lines.
 func printInvoice(c *caller, raw []byte) error {
-	return c.print(raw, func(a map[string]any) error {
-		inv := object(a, "invoice")
-		if err := vertical(c.out, inv, invoiceColumns); err != nil {
+	return show(c, raw, func(a api.InvoiceAnswer) error {
+		if err := vertical(c.out, a.Invoice, invoiceColumns); err != nil {
 			return err
 		}
 		fmt.Fprintln(c.out)
-		return table(c.out, list(inv, "lines"), invoiceLineColumns)
+		return table(c.out, a.Invoice.Lines, invoiceLineColumns)
 	})
 }
 
@@ -60,7 +76,7 @@ func invoiceCreate(*flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		raw, err := c.do(http.MethodPost, invoicePath(org), nil, map[string]any{"period": period})
+		raw, err := c.do(http.MethodPost, invoicePath(org), nil, api.CreateInvoiceJSONBody{Period: period})
 		if err != nil {
 			return err
 		}
@@ -93,7 +109,7 @@ func invoiceList(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "invoices", invoiceColumns) })
+		return show(c, raw, func(a api.InvoiceList) error { return page(c.out, a.Invoices, a.NextCursor, invoiceColumns) })
 	}
 }
 

@@ -5,13 +5,21 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // keyColumns are what a tenant key row shows; never the key, which a rotation prints once.
-var keyColumns = []column{
-	{"KEY ID", "id"}, {"PREFIX", "prefix"}, {"ACTIVE", "active"}, {"CREATED", "createdAt"},
-	{"LAST USED", "lastUsedAt"}, {"EXPIRES", "expiresAt"}, {"REVOKED", "revokedAt"},
+var keyColumns = []column[api.Key]{
+	{"KEY ID", func(k api.Key) any { return k.ID }},
+	{"PREFIX", func(k api.Key) any { return k.Prefix }},
+	{"ACTIVE", func(k api.Key) any { return k.Active }},
+	{"CREATED", func(k api.Key) any { return k.CreatedAt }},
+	{"LAST USED", func(k api.Key) any { return k.LastUsedAt }},
+	{"EXPIRES", func(k api.Key) any { return k.ExpiresAt }},
+	{"REVOKED", func(k api.Key) any { return k.RevokedAt }},
 }
 
 func keysList(fs *flag.FlagSet) func(*caller, []string) error {
@@ -25,7 +33,7 @@ func keysList(fs *flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error { return page(c.out, a, "keys", keyColumns) })
+		return show(c, raw, func(a api.KeyList) error { return page(c.out, a.Keys, a.NextCursor, keyColumns) })
 	}
 }
 
@@ -39,19 +47,21 @@ func keysRotate(fs *flag.FlagSet) func(*caller, []string) error {
 		if *overlap < 0 || *overlap%time.Second != 0 {
 			return fmt.Errorf("-overlap %s: use whole seconds, 0 or more, such as 1h", *overlap)
 		}
-		raw, err := c.do(http.MethodPost, "/api/v1/tenant/"+id+"/keys", nil, map[string]any{"overlapSeconds": int64(*overlap / time.Second)})
+		seconds := int(*overlap / time.Second)
+		raw, err := c.do(http.MethodPost, "/api/v1/tenant/"+id+"/keys", nil, api.RotateTenantKeyJSONBody{OverlapSeconds: &seconds})
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := vertical(c.out, object(a, "key"), append(keyColumns, column{"API KEY", "apiKey"})); err != nil {
+		return show(c, raw, func(a api.KeyRotation) error {
+			withKey := append(slices.Clone(keyColumns), column[api.Key]{"API KEY", func(k api.Key) any { return k.APIKey }})
+			if err := vertical(c.out, a.Key, withKey); err != nil {
 				return err
 			}
 			fmt.Fprintln(c.out, "\nThe new API key is shown only now. The keys it replaces:")
-			if err := table(c.out, list(a, "replacedKeys"), keyColumns); err != nil {
+			if err := table(c.out, a.ReplacedKeys, keyColumns); err != nil {
 				return err
 			}
-			if a["delivered"] != true {
+			if !a.Delivered {
 				_, err = fmt.Fprintln(c.out, "\nThe tenant's container was not reached now; the provisioner gives it the new key within a minute.")
 			}
 			return err
@@ -72,11 +82,11 @@ func keysRevoke(*flag.FlagSet) func(*caller, []string) error {
 		if err != nil {
 			return err
 		}
-		return c.print(raw, func(a map[string]any) error {
-			if err := vertical(c.out, object(a, "key"), keyColumns); err != nil {
+		return show(c, raw, func(a api.KeyAnswer) error {
+			if err := vertical(c.out, a.Key, keyColumns); err != nil {
 				return err
 			}
-			return message(c.out, a)
+			return message(c.out, a.Message)
 		})
 	}
 }

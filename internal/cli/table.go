@@ -5,18 +5,21 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
-// column is a table column: its header and the key of the value, dotted for nested objects.
-type column struct {
-	header, key string
+// column is a table column of T: its header and how to read its value from a T.
+type column[T any] struct {
+	header string
+	value  func(T) any
 }
 
 // table writes rows under a header line, aligned.
-func table(w io.Writer, rows []map[string]any, cols []column) error {
+func table[T any](w io.Writer, rows []T, cols []column[T]) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	headers := make([]string, len(cols))
 	for i, c := range cols {
@@ -26,32 +29,32 @@ func table(w io.Writer, rows []map[string]any, cols []column) error {
 	for _, r := range rows {
 		cells := make([]string, len(cols))
 		for i, c := range cols {
-			cells[i] = cell(lookup(r, c.key))
+			cells[i] = cell(c.value(r))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
 
-// vertical writes one object as "HEADER  value" lines.
-func vertical(w io.Writer, obj map[string]any, cols []column) error {
+// vertical writes one object as "HEADER  value" lines, leaving out what it has no value for.
+func vertical[T any](w io.Writer, obj T, cols []column[T]) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, c := range cols {
-		if v := lookup(obj, c.key); v != nil {
+		if v := c.value(obj); !empty(v) {
 			fmt.Fprintf(tw, "%s\t%s\n", c.header, cell(v))
 		}
 	}
 	return tw.Flush()
 }
 
-// page writes the rows of a list answer, under key, as a table, and then how to get the next
-// page, if there is one.
-func page(w io.Writer, a map[string]any, key string, cols []column) error {
-	if err := table(w, list(a, key), cols); err != nil {
+// page writes the rows of a list answer as a table, and then how to get the next page, if
+// there is one.
+func page[T any](w io.Writer, rows []T, next *string, cols []column[T]) error {
+	if err := table(w, rows, cols); err != nil {
 		return err
 	}
-	if next, _ := a["nextCursor"].(string); next != "" {
-		_, err := fmt.Fprintf(w, "\nMore: add -cursor %s\n", next)
+	if next != nil && *next != "" {
+		_, err := fmt.Fprintf(w, "\nMore: add -cursor %s\n", *next)
 		return err
 	}
 	return nil
@@ -77,46 +80,43 @@ func pageFlags(fs *flag.FlagSet) func(q url.Values) url.Values {
 }
 
 // message writes an answer's message, if it has one, after a blank line.
-func message(w io.Writer, a map[string]any) error {
-	if m, ok := a["message"].(string); ok {
-		_, err := fmt.Fprintln(w, "\n"+m)
-		return err
+func message(w io.Writer, m string) error {
+	if m == "" {
+		return nil
 	}
-	return nil
+	_, err := fmt.Fprintln(w, "\n"+m)
+	return err
 }
 
-// lookup returns the value at a dotted key, or nil.
-func lookup(obj map[string]any, key string) any {
-	var v any = obj
-	for _, part := range strings.Split(key, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[part]
-	}
-	return v
-}
-
-func cell(v any) string {
+// empty reports whether v is nothing to show: nil, a nil pointer, an empty string or a zero
+// time.
+func empty(v any) bool {
 	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return true
+		}
+		rv = rv.Elem()
+	}
+	if t, ok := rv.Interface().(time.Time); ok {
+		return t.IsZero()
+	}
+	return rv.Kind() == reflect.String && rv.Len() == 0
+}
+
+// cell is v as a table shows it: "-" for nothing, times as RFC 3339, pointers followed.
+func cell(v any) string {
+	if empty(v) {
 		return "-"
 	}
-	return fmt.Sprint(v)
-}
-
-func object(a map[string]any, key string) map[string]any {
-	m, _ := a[key].(map[string]any)
-	return m
-}
-
-func list(a map[string]any, key string) []map[string]any {
-	items, _ := a[key].([]any)
-	rows := make([]map[string]any, 0, len(items))
-	for _, it := range items {
-		if m, ok := it.(map[string]any); ok {
-			rows = append(rows, m)
-		}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer {
+		v = rv.Elem().Interface()
 	}
-	return rows
+	if t, ok := v.(time.Time); ok {
+		return t.Format(time.RFC3339Nano)
+	}
+	return fmt.Sprint(v)
 }

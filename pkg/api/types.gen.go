@@ -269,6 +269,24 @@ func (e InvoiceAnswerSuccess) Valid() bool {
 	}
 }
 
+// Defines values for InvoiceLineKind.
+const (
+	Container InvoiceLineKind = "container"
+	Tokens    InvoiceLineKind = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceLineKind enum.
+func (e InvoiceLineKind) Valid() bool {
+	switch e {
+	case Container:
+		return true
+	case Tokens:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for InvoiceListSuccess.
 const (
 	InvoiceListSuccessTrue InvoiceListSuccess = true
@@ -284,6 +302,21 @@ func (e InvoiceListSuccess) Valid() bool {
 	}
 }
 
+// Defines values for KeyAnswerSuccess.
+const (
+	KeyAnswerSuccessTrue KeyAnswerSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the KeyAnswerSuccess enum.
+func (e KeyAnswerSuccess) Valid() bool {
+	switch e {
+	case KeyAnswerSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for KeyListSuccess.
 const (
 	KeyListSuccessTrue KeyListSuccess = true
@@ -293,6 +326,21 @@ const (
 func (e KeyListSuccess) Valid() bool {
 	switch e {
 	case KeyListSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyRotationSuccess.
+const (
+	KeyRotationSuccessTrue KeyRotationSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the KeyRotationSuccess enum.
+func (e KeyRotationSuccess) Valid() bool {
+	switch e {
+	case KeyRotationSuccessTrue:
 		return true
 	default:
 		return false
@@ -584,36 +632,6 @@ const (
 func (e ListTemplates200JSONResponseBodySuccess) Valid() bool {
 	switch e {
 	case ListTemplates200JSONResponseBodySuccessTrue:
-		return true
-	default:
-		return false
-	}
-}
-
-// Defines values for RotateTenantKey201JSONResponseBodySuccess.
-const (
-	RotateTenantKey201JSONResponseBodySuccessTrue RotateTenantKey201JSONResponseBodySuccess = true
-)
-
-// Valid indicates whether the value is a known member of the RotateTenantKey201JSONResponseBodySuccess enum.
-func (e RotateTenantKey201JSONResponseBodySuccess) Valid() bool {
-	switch e {
-	case RotateTenantKey201JSONResponseBodySuccessTrue:
-		return true
-	default:
-		return false
-	}
-}
-
-// Defines values for RevokeTenantKey200JSONResponseBodySuccess.
-const (
-	RevokeTenantKey200JSONResponseBodySuccessTrue RevokeTenantKey200JSONResponseBodySuccess = true
-)
-
-// Valid indicates whether the value is a known member of the RevokeTenantKey200JSONResponseBodySuccess enum.
-func (e RevokeTenantKey200JSONResponseBodySuccess) Valid() bool {
-	switch e {
-	case RevokeTenantKey200JSONResponseBodySuccessTrue:
 		return true
 	default:
 		return false
@@ -940,17 +958,17 @@ type ErrorSuccess bool
 
 // Invoice defines model for Invoice.
 type Invoice struct {
-	CreatedAt   time.Time                `json:"createdAt"`
-	Currency    string                   `json:"currency"`
-	FinalizedAt *time.Time               `json:"finalizedAt"`
-	InvoiceID   int64                    `json:"invoiceId"`
-	Lines       []map[string]interface{} `json:"lines,omitempty,omitzero"`
-	Number      *int                     `json:"number"`
-	OrgID       int64                    `json:"orgId"`
-	Period      string                   `json:"period"`
-	Status      InvoiceStatus            `json:"status"`
-	Total       string                   `json:"total"`
-	TotalMicros int64                    `json:"totalMicros"`
+	CreatedAt   time.Time     `json:"createdAt"`
+	Currency    string        `json:"currency"`
+	FinalizedAt *time.Time    `json:"finalizedAt"`
+	InvoiceID   int64         `json:"invoiceId"`
+	Lines       []InvoiceLine `json:"lines,omitempty,omitzero"`
+	Number      *int64        `json:"number"`
+	OrgID       int64         `json:"orgId"`
+	Period      string        `json:"period"`
+	Status      InvoiceStatus `json:"status"`
+	Total       string        `json:"total"`
+	TotalMicros int64         `json:"totalMicros"`
 }
 
 // InvoiceStatus defines model for Invoice.Status.
@@ -964,6 +982,29 @@ type InvoiceAnswer struct {
 
 // InvoiceAnswerSuccess defines model for InvoiceAnswer.Success.
 type InvoiceAnswerSuccess bool
+
+// InvoiceLine The usage of one tenant of one kind (tokens of a provider's model, or container time) in the invoice's period, priced.
+type InvoiceLine struct {
+	Adjustment       bool            `json:"adjustment"`
+	Amount           string          `json:"amount"`
+	AmountMicros     int64           `json:"amountMicros"`
+	CachedTokens     int64           `json:"cachedTokens"`
+	Calls            int64           `json:"calls"`
+	ContainerSeconds float64         `json:"containerSeconds"`
+	Description      string          `json:"description"`
+	EnvID            int64           `json:"envId"`
+	InputTokens      int64           `json:"inputTokens"`
+	Kind             InvoiceLineKind `json:"kind"`
+	Model            string          `json:"model,omitempty,omitzero"`
+	OutputTokens     int64           `json:"outputTokens"`
+	PriceVersion     string          `json:"priceVersion"`
+	Provider         string          `json:"provider,omitempty,omitzero"`
+	Tasks            int64           `json:"tasks"`
+	UsagePeriod      string          `json:"usagePeriod"`
+}
+
+// InvoiceLineKind defines model for InvoiceLine.Kind.
+type InvoiceLineKind string
 
 // InvoiceList defines model for InvoiceList.
 type InvoiceList struct {
@@ -991,6 +1032,16 @@ type Key struct {
 	RevokedAt  *time.Time `json:"revokedAt"`
 }
 
+// KeyAnswer defines model for KeyAnswer.
+type KeyAnswer struct {
+	Key     Key              `json:"key"`
+	Message string           `json:"message,omitempty,omitzero"`
+	Success KeyAnswerSuccess `json:"success"`
+}
+
+// KeyAnswerSuccess defines model for KeyAnswer.Success.
+type KeyAnswerSuccess bool
+
 // KeyList defines model for KeyList.
 type KeyList struct {
 	Keys []Key `json:"keys"`
@@ -1002,6 +1053,18 @@ type KeyList struct {
 
 // KeyListSuccess defines model for KeyList.Success.
 type KeyListSuccess bool
+
+// KeyRotation defines model for KeyRotation.
+type KeyRotation struct {
+	// Delivered Whether the running container was given the new key.
+	Delivered    bool               `json:"delivered,omitempty,omitzero"`
+	Key          Key                `json:"key"`
+	ReplacedKeys []Key              `json:"replacedKeys,omitempty,omitzero"`
+	Success      KeyRotationSuccess `json:"success"`
+}
+
+// KeyRotationSuccess defines model for KeyRotation.Success.
+type KeyRotationSuccess bool
 
 // Me defines model for Me.
 type Me struct {
@@ -1181,15 +1244,19 @@ type SpawnRequest struct {
 	Framework string `json:"framework,omitempty,omitzero"`
 	Image     string `json:"image,omitempty,omitzero"`
 	Language  string `json:"language,omitempty,omitzero"`
-	Limits    struct {
-		Cpus     float64 `json:"cpus,omitempty,omitzero"`
-		MemoryMb int     `json:"memoryMb,omitempty,omitzero"`
-		Pids     int     `json:"pids,omitempty,omitzero"`
-	} `json:"limits,omitempty,omitzero"`
+
+	// Limits What the container may use; what is left out is the platform's default.
+	Limits *struct {
+		Cpus     *float64 `json:"cpus,omitempty"`
+		MemoryMb *int64   `json:"memoryMb,omitempty"`
+		Pids     *int64   `json:"pids,omitempty"`
+	} `json:"limits,omitempty"`
 
 	// Name A DNS label: lower-case letters, digits and hyphens.
-	Name  string `json:"name"`
-	OrgID int64  `json:"orgId,omitempty,omitzero"`
+	Name string `json:"name"`
+
+	// OrgID Absent: the default organization.
+	OrgID *int64 `json:"orgId,omitempty"`
 }
 
 // Task defines model for Task.
@@ -1252,23 +1319,23 @@ type Tenant struct {
 	APIKeyPrefix string `json:"apiKeyPrefix,omitempty,omitzero"`
 
 	// Container The container's live state, in the status answer.
-	Container      map[string]interface{} `json:"container,omitempty,omitzero"`
-	ContainerError string                 `json:"containerError,omitempty,omitzero"`
-	ContainerName  *string                `json:"containerName,omitempty"`
-	CreatedAt      time.Time              `json:"createdAt"`
-	DesiredStatus  string                 `json:"desiredStatus"`
-	DestroyedAt    *time.Time             `json:"destroyedAt,omitempty"`
-	Egress         string                 `json:"egress"`
-	EnvID          int64                  `json:"envId"`
-	Framework      *string                `json:"framework,omitempty"`
-	Generation     int                    `json:"generation,omitempty,omitzero"`
-	Health         *string                `json:"health,omitempty"`
-	Image          string                 `json:"image"`
-	Language       *string                `json:"language,omitempty"`
+	Container      TenantContainer `json:"container,omitempty,omitzero"`
+	ContainerError string          `json:"containerError,omitempty,omitzero"`
+	ContainerName  *string         `json:"containerName,omitempty"`
+	CreatedAt      time.Time       `json:"createdAt"`
+	DesiredStatus  string          `json:"desiredStatus"`
+	DestroyedAt    *time.Time      `json:"destroyedAt,omitempty"`
+	Egress         string          `json:"egress"`
+	EnvID          int64           `json:"envId"`
+	Framework      *string         `json:"framework,omitempty"`
+	Generation     int64           `json:"generation,omitempty,omitzero"`
+	Health         *string         `json:"health,omitempty"`
+	Image          string          `json:"image"`
+	Language       *string         `json:"language,omitempty"`
 	Limits         struct {
 		Cpus     float64 `json:"cpus"`
-		MemoryMb int     `json:"memoryMb"`
-		Pids     int     `json:"pids"`
+		MemoryMb int64   `json:"memoryMb"`
+		Pids     int64   `json:"pids"`
 	} `json:"limits"`
 	Name            string       `json:"name"`
 	OrgID           int64        `json:"orgId"`
@@ -1287,6 +1354,38 @@ type TenantAnswer struct {
 	Message string `json:"message,omitempty,omitzero"`
 	Success bool   `json:"success"`
 	Tenant  Tenant `json:"tenant"`
+}
+
+// TenantContainer The container's live state, in the status answer.
+type TenantContainer struct {
+	ContainerID   string `json:"containerId,omitempty,omitzero"`
+	ContainerName string `json:"containerName,omitempty,omitzero"`
+
+	// CPULimit The quota in cores.
+	CPULimit float64 `json:"cpuLimit"`
+
+	// CPUPercent CPU use over the engine's last sample, 100 being one full core.
+	CPUPercent float64 `json:"cpuPercent"`
+	Error      string  `json:"error,omitempty,omitzero"`
+	ExitCode   int     `json:"exitCode"`
+	Generation int64   `json:"generation,omitempty,omitzero"`
+
+	// Health healthy, unhealthy, starting, or none.
+	Health string `json:"health"`
+	Image  string `json:"image,omitempty,omitzero"`
+
+	// MemoryBytes Memory in use without reclaimable page cache.
+	MemoryBytes      int64     `json:"memoryBytes"`
+	MemoryLimitBytes int64     `json:"memoryLimitBytes"`
+	OomKilled        bool      `json:"oomKilled"`
+	Pids             int64     `json:"pids"`
+	Port             int       `json:"port,omitempty,omitzero"`
+	RestartCount     int       `json:"restartCount"`
+	StartedAt        time.Time `json:"startedAt,omitempty,omitzero"`
+
+	// State The engine's container state, or missing.
+	State         string `json:"state"`
+	UptimeSeconds int64  `json:"uptimeSeconds"`
 }
 
 // TenantList defines model for TenantList.
@@ -1324,25 +1423,30 @@ type Usage struct {
 	TotalTokens  int64 `json:"totalTokens"`
 }
 
+// UsageGroup The usage of one group; only the fields of the summary's groupBy are set.
+type UsageGroup struct {
+	Day   string  `json:"day,omitempty,omitzero"`
+	EnvID int64   `json:"envId,omitempty,omitzero"`
+	Model *string `json:"model,omitempty"`
+	Month string  `json:"month,omitempty,omitzero"`
+	OrgID int64   `json:"orgId,omitempty,omitzero"`
+
+	// Provider Empty for the container time of a model grouping.
+	Provider *string     `json:"provider,omitempty"`
+	Usage    UsageTotals `json:"usage"`
+}
+
 // UsageSummary defines model for UsageSummary.
 type UsageSummary struct {
-	Currency string   `json:"currency"`
-	EnvID    int64    `json:"envId,omitempty,omitzero"`
-	From     string   `json:"from"`
-	GroupBy  []string `json:"groupBy"`
-	Groups   []struct {
-		Day      string      `json:"day,omitempty,omitzero"`
-		EnvID    int64       `json:"envId,omitempty,omitzero"`
-		Model    string      `json:"model,omitempty,omitzero"`
-		Month    string      `json:"month,omitempty,omitzero"`
-		OrgID    int64       `json:"orgId,omitempty,omitzero"`
-		Provider string      `json:"provider,omitempty,omitzero"`
-		Usage    UsageTotals `json:"usage"`
-	} `json:"groups"`
-	OrgID   int64               `json:"orgId,omitempty,omitzero"`
-	Success UsageSummarySuccess `json:"success"`
-	To      string              `json:"to"`
-	Totals  UsageTotals         `json:"totals"`
+	Currency string              `json:"currency"`
+	EnvID    int64               `json:"envId,omitempty,omitzero"`
+	From     string              `json:"from"`
+	GroupBy  []string            `json:"groupBy"`
+	Groups   []UsageGroup        `json:"groups"`
+	OrgID    int64               `json:"orgId,omitempty,omitzero"`
+	Success  UsageSummarySuccess `json:"success"`
+	To       string              `json:"to"`
+	Totals   UsageTotals         `json:"totals"`
 }
 
 // UsageSummarySuccess defines model for UsageSummary.Success.
@@ -1518,8 +1622,9 @@ type CreateOrgParams struct {
 
 // UpdateOrgJSONBody defines parameters for UpdateOrg.
 type UpdateOrgJSONBody struct {
-	MaxTenants *int   `json:"maxTenants,omitempty"`
-	Plan       string `json:"plan,omitempty,omitzero"`
+	// MaxTenants The organization's own tenant quota; null: its plan's.
+	MaxTenants json.RawMessage `json:"maxTenants,omitempty,omitzero"`
+	Plan       *string         `json:"plan,omitempty"`
 }
 
 // ListInvoicesParams defines parameters for ListInvoices.
@@ -1617,7 +1722,8 @@ type ListTenantKeysParams struct {
 
 // RotateTenantKeyJSONBody defines parameters for RotateTenantKey.
 type RotateTenantKeyJSONBody struct {
-	OverlapSeconds int `json:"overlapSeconds,omitempty,omitzero"`
+	// OverlapSeconds How long the previous keys go on working; 0 ends them now. Absent: 24 hours.
+	OverlapSeconds *int `json:"overlapSeconds,omitempty"`
 }
 
 // RotateTenantKeyParams defines parameters for RotateTenantKey.
@@ -1627,12 +1733,6 @@ type RotateTenantKeyParams struct {
 	// it twice; the key with another request is refused 422 `idempotency_key_reused`.
 	IdempotencyKey IdempotencyKey `json:"Idempotency-Key,omitempty,omitzero"`
 }
-
-// RotateTenantKey201JSONResponseBodySuccess defines parameters for RotateTenantKey.
-type RotateTenantKey201JSONResponseBodySuccess bool
-
-// RevokeTenantKey200JSONResponseBodySuccess defines parameters for RevokeTenantKey.
-type RevokeTenantKey200JSONResponseBodySuccess bool
 
 // TenantLogsParams defines parameters for TenantLogs.
 type TenantLogsParams struct {

@@ -310,30 +310,14 @@ func (h *convergeAPI) state(ctx context.Context, envID int64, id string, q event
 	if err != nil {
 		return st, err
 	}
-	view, err := json.Marshal(queuedTask{TaskID: id, Status: events.TaskQueued, Type: req.Type, AgentARole: req.AgentARole,
+	// The fields the converger's view of a task has before its first run.
+	view, err := json.Marshal(contract.Task{TaskID: id, Status: contract.TaskStatusQueued, Type: req.Type, AgentARole: req.AgentARole,
 		AgentBRole: req.AgentBRole, MaxRounds: req.MaxRounds, Model: req.Model, WebhookURL: req.WebhookURL,
 		RequestID: requestID, CreatedAt: created})
 	if err != nil {
 		return st, fmt.Errorf("encode task %s: %w", id, err)
 	}
 	return events.TaskState{Status: events.TaskQueued, Task: view}, nil
-}
-
-// queuedTask is a task whose request the converger has not seen yet, as the API shows it: the
-// fields the converger's view of a task has at that point.
-type queuedTask struct {
-	TaskID          string       `json:"taskId"`
-	Status          string       `json:"status"`
-	Type            string       `json:"type"`
-	AgentARole      string       `json:"agentARole"`
-	AgentBRole      string       `json:"agentBRole"`
-	MaxRounds       int          `json:"maxRounds"`
-	Model           string       `json:"model,omitempty"`
-	RoundsCompleted int          `json:"roundsCompleted"`
-	Usage           events.Usage `json:"usage"`
-	WebhookURL      string       `json:"webhookUrl,omitempty"`
-	RequestID       string       `json:"requestId,omitempty"`
-	CreatedAt       time.Time    `json:"createdAt"`
 }
 
 // taskParam is the task ID in the path, or a 404 for anything that cannot be one.

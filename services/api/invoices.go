@@ -13,6 +13,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -49,9 +50,7 @@ func (s *Service) createInvoice(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Period string `json:"period"`
-	}
+	var req contract.CreateInvoiceJSONBody
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
@@ -64,7 +63,7 @@ func (s *Service) createInvoice(c echo.Context) error {
 		return fromService(err, invoicesOf)
 	}
 	noteAudit(c, auditFacts{OrgID: orgID, Target: invoiceName(inv.InvoiceID, orgID)})
-	return c.JSON(http.StatusCreated, map[string]any{"success": true, "invoice": inv})
+	return c.JSON(http.StatusCreated, contract.InvoiceAnswer{Success: true, Invoice: invoiceView(inv)})
 }
 
 func invoiceName(id, orgID int64) string {
@@ -95,7 +94,7 @@ func (s *Service) finalizeInvoice(c echo.Context) error {
 	if err != nil {
 		return fromService(err, invoicesOf)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "invoice": inv})
+	return c.JSON(http.StatusOK, contract.InvoiceAnswer{Success: true, Invoice: invoiceView(inv)})
 }
 
 func (s *Service) listInvoices(c echo.Context) error {
@@ -113,7 +112,11 @@ func (s *Service) listInvoices(c echo.Context) error {
 		return fromService(err, invoicesOf)
 	}
 	invoices, next := pageOf(list.Invoices, limit, func(inv events.Invoice) int64 { return inv.InvoiceID })
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "invoices": invoices, "nextCursor": next})
+	views := make([]contract.Invoice, len(invoices))
+	for i, inv := range invoices {
+		views[i] = invoiceView(inv)
+	}
+	return c.JSON(http.StatusOK, contract.InvoiceList{Success: true, Invoices: views, NextCursor: next})
 }
 
 func (s *Service) getInvoice(c echo.Context) error {
@@ -135,10 +138,27 @@ func (s *Service) getInvoice(c echo.Context) error {
 	case "stripe":
 		return c.JSON(http.StatusOK, stripeItems(inv))
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "invoice": inv})
+	return c.JSON(http.StatusOK, contract.InvoiceAnswer{Success: true, Invoice: invoiceView(inv)})
 }
 
 // invoiceCSV writes the invoice's lines as CSV, one line a row, and its total last.
+// invoiceView is the metering's invoice as the API shows it.
+func invoiceView(inv events.Invoice) contract.Invoice {
+	v := contract.Invoice{
+		InvoiceID: inv.InvoiceID, OrgID: inv.OrgID, Period: inv.Period, Status: contract.InvoiceStatus(inv.Status), Number: inv.Number,
+		Currency: inv.Currency, TotalMicros: inv.TotalMicros, Total: inv.Total, CreatedAt: inv.CreatedAt, FinalizedAt: inv.FinalizedAt,
+	}
+	for _, l := range inv.Lines {
+		v.Lines = append(v.Lines, contract.InvoiceLine{
+			EnvID: l.EnvID, Kind: contract.InvoiceLineKind(l.Kind), Provider: l.Provider, Model: l.Model, UsagePeriod: l.UsagePeriod,
+			Adjustment: l.Adjustment, PriceVersion: l.PriceVersion, Calls: l.Calls, Tasks: l.Tasks, InputTokens: l.InputTokens,
+			OutputTokens: l.OutputTokens, CachedTokens: l.CachedTokens, ContainerSeconds: l.ContainerSeconds,
+			AmountMicros: l.AmountMicros, Amount: l.Amount, Description: l.Description,
+		})
+	}
+	return v
+}
+
 func invoiceCSV(c echo.Context, inv events.Invoice) error {
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")

@@ -97,18 +97,10 @@ func (s *Service) me(c echo.Context) error {
 	return c.JSON(http.StatusOK, me)
 }
 
-// createOrgRequest is the body of POST /orgs. MaxTenants, when given, is the organization's own
-// tenant quota in place of its plan's.
-type createOrgRequest struct {
-	Name       string `json:"name"`
-	Plan       string `json:"plan"`
-	MaxTenants *int   `json:"maxTenants"`
-}
-
 // createOrg creates an organization: 201 with it, 409 when the name is taken.
 func (s *Service) createOrg(c echo.Context) error {
 	ctx := c.Request().Context()
-	var req createOrgRequest
+	var req contract.CreateOrgJSONBody // MaxTenants, when given, is its own quota in place of its plan's.
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
@@ -192,29 +184,6 @@ func (s *Service) checkOrg(plan *string, maxTenants *int) []string {
 	return problems
 }
 
-// updateOrgRequest is the body of PATCH /orgs/:orgId: the fields to change. A maxTenants of
-// null drops the organization's own tenant quota, so its plan's applies.
-type updateOrgRequest struct {
-	Plan       *string       `json:"plan"`
-	MaxTenants nullable[int] `json:"maxTenants"`
-}
-
-// nullable is a JSON field that may be left out (Set false), null (Set, Value nil), or a value.
-type nullable[T any] struct {
-	Set   bool
-	Value *T
-}
-
-func (n *nullable[T]) UnmarshalJSON(b []byte) error {
-	n.Set = true
-	if string(b) == "null" {
-		n.Value = nil
-		return nil
-	}
-	n.Value = new(T)
-	return json.Unmarshal(b, n.Value)
-}
-
 // updateOrg changes an organization's plan or tenant quota. A quota below its live tenants
 // stops new spawns and leaves the tenants running; the answer says so.
 func (s *Service) updateOrg(c echo.Context) error {
@@ -222,12 +191,22 @@ func (s *Service) updateOrg(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req updateOrgRequest
+	// The fields to change; a maxTenants of null drops the organization's own tenant quota, so
+	// its plan's applies.
+	var req contract.UpdateOrgJSONBody
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	problems := s.checkOrg(req.Plan, req.MaxTenants.Value)
-	if req.Plan == nil && !req.MaxTenants.Set {
+	setQuota := req.MaxTenants != nil
+	var quota *int
+	if setQuota && string(req.MaxTenants) != "null" {
+		quota = new(int)
+		if err := json.Unmarshal(req.MaxTenants, quota); err != nil {
+			return httpx.BadRequest("maxTenants %s is not valid: give a whole number, or null for the plan's quota", req.MaxTenants)
+		}
+	}
+	problems := s.checkOrg(req.Plan, quota)
+	if req.Plan == nil && !setQuota {
 		problems = append(problems, "nothing to change: give plan, maxTenants (null for the plan's) or both")
 	}
 	if len(problems) > 0 {
@@ -237,7 +216,7 @@ func (s *Service) updateOrg(c echo.Context) error {
 	tag, err := s.deps.Pool.Exec(ctx, `
 		UPDATE organizations SET plan = coalesce($2, plan),
 			max_tenants = CASE WHEN $3 THEN $4 ELSE max_tenants END, updated_at = now()
-		WHERE id = $1`, id, req.Plan, req.MaxTenants.Set, req.MaxTenants.Value)
+		WHERE id = $1`, id, req.Plan, setQuota, quota)
 	if err != nil {
 		return fmt.Errorf("update organization: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/apikey"
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 	tenanttemplates "github.com/convergence-dev/convergence/tenant-templates"
 )
@@ -31,23 +32,6 @@ const (
 	maxPIDs         = 4096
 )
 
-// spawnRequest is the body of POST /tenant/spawn.
-type spawnRequest struct {
-	Name      string       `json:"name"`
-	Language  string       `json:"language"`
-	Framework string       `json:"framework"`
-	Image     string       `json:"image"`
-	OrgID     *int64       `json:"orgId"`
-	Limits    *limitsInput `json:"limits"`
-	Egress    string       `json:"egress"`
-}
-
-type limitsInput struct {
-	MemoryMB *int64   `json:"memoryMb"`
-	CPUs     *float64 `json:"cpus"`
-	PIDs     *int64   `json:"pids"`
-}
-
 // spawnSpec is a validated spawn request.
 type spawnSpec struct {
 	name, language, framework, image string
@@ -56,7 +40,8 @@ type spawnSpec struct {
 	egress                           string
 }
 
-func (r spawnRequest) validate() (spawnSpec, error) {
+// validateSpawn checks the body of POST /tenant/spawn and returns the tenant it asks for.
+func validateSpawn(r contract.SpawnRequest) (spawnSpec, error) {
 	sp := spawnSpec{name: r.Name}
 	var problems []string
 	if !dnsLabel.MatchString(r.Name) {
@@ -90,14 +75,14 @@ func (r spawnRequest) validate() (spawnSpec, error) {
 	}
 	mem, cpus, pids := int64(defaultMemoryMB), defaultCPUs, int64(defaultPIDs)
 	if l := r.Limits; l != nil {
-		if l.MemoryMB != nil {
-			mem = *l.MemoryMB
+		if l.MemoryMb != nil {
+			mem = *l.MemoryMb
 		}
-		if l.CPUs != nil {
-			cpus = *l.CPUs
+		if l.Cpus != nil {
+			cpus = *l.Cpus
 		}
-		if l.PIDs != nil {
-			pids = *l.PIDs
+		if l.Pids != nil {
+			pids = *l.Pids
 		}
 	}
 	if mem < minMemoryMB || mem > maxMemoryMB {
@@ -128,11 +113,11 @@ func (r spawnRequest) validate() (spawnSpec, error) {
 // it is shown nowhere else.
 func (h *tenantAPI) spawn(c echo.Context) error {
 	ctx := c.Request().Context()
-	var req spawnRequest
+	var req contract.SpawnRequest
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	sp, err := req.validate()
+	sp, err := validateSpawn(req)
 	if err != nil {
 		return err
 	}
@@ -213,28 +198,24 @@ func (h *tenantAPI) awaitSpawn(ctx context.Context, envID int64, wait time.Durat
 // not answer now) and its key: 201 running, 202 still provisioning, 422 failed, 409 destroyed
 // meanwhile.
 func (h *tenantAPI) answerSpawn(c echo.Context, admitted events.TenantView, key string, code int, message string) error {
-	v := tenantView{TenantView: admitted}
+	v := tenantView(admitted)
 	if now, err := h.loadTenant(c.Request().Context(), admitted.EnvID); err == nil {
 		v = now
 	}
 	v.APIKey = key
-	switch v.Status {
+	switch string(v.Status) {
 	case string(events.StateError):
 		return c.JSON(http.StatusUnprocessableEntity, failedSpawnBody(c, v))
 	case string(events.StateDestroyed):
 		code = http.StatusConflict
 		message = "the tenant was destroyed while it was being spawned"
 	}
-	body := map[string]any{"success": code != http.StatusConflict, "tenant": v}
-	if message != "" {
-		body["message"] = message
-	}
-	return c.JSON(code, body)
+	return c.JSON(code, contract.TenantAnswer{Success: code != http.StatusConflict, Tenant: v, Message: message})
 }
 
 // failedSpawnBody is the answer to a spawn whose tenant ended in error: the error envelope,
 // plus the tenant so its envId, logs and reason are at hand.
-func failedSpawnBody(c echo.Context, v tenantView) map[string]any {
+func failedSpawnBody(c echo.Context, v contract.Tenant) map[string]any {
 	reason := "the tenant could not be started"
 	if v.Reason != nil {
 		reason = *v.Reason

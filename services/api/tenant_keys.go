@@ -46,11 +46,6 @@ func (h *tenantAPI) keyRoutes(admin *echo.Group) {
 	admin.DELETE("/tenant/:envId/keys/:keyId", h.revokeKey, h.s.audited(auditKeyRevoke))
 }
 
-// rotateRequest is the body of POST /tenant/:envId/keys; it may be left out.
-type rotateRequest struct {
-	OverlapSeconds *int64 `json:"overlapSeconds"`
-}
-
 // rotateKey issues tenant envId a new key, shown in this answer only, and gives the keys it had
 // an expiry overlapSeconds from now (24 h by default; 0 ends them now). The provisioner makes the key
 // and seals it for the tenant's container; the API records its digest and expires the others in
@@ -64,13 +59,13 @@ func (h *tenantAPI) rotateKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req rotateRequest
+	var req contract.RotateTenantKeyJSONBody // It may be left out.
 	if err := httpx.DecodeJSON(c, &req, ""); err != nil {
 		return err
 	}
 	overlap := defaultKeyOverlap
 	if s := req.OverlapSeconds; s != nil {
-		if *s < 0 || *s > int64(maxKeyOverlap/time.Second) {
+		if *s < 0 || *s > int(maxKeyOverlap/time.Second) {
 			return httpx.BadRequest("overlapSeconds %d is out of range: use 0 (the old keys stop now) to %d (default %d)",
 				*s, int64(maxKeyOverlap/time.Second), int64(defaultKeyOverlap/time.Second))
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -86,23 +87,37 @@ func (h *tenantAPI) templates(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"success": true, "templates": ts.Templates})
 }
 
-// tenantView is a tenant as the API shows it: the provisioner's view, with APIKey in the spawn
-// answer only and Container in the status answer only.
-type tenantView struct {
-	events.TenantView
-	APIKey    string       `json:"apiKey,omitempty"`
-	Container *live.Status `json:"container,omitempty"`
-	// ContainerError says why Container is missing from a status answer.
-	ContainerError string `json:"containerError,omitempty"`
+// tenantView is the provisioner's view of a tenant as the API shows it. The spawn answer adds
+// its key (APIKey), the status answer its container's live state (Container, or ContainerError
+// saying why that is missing).
+func tenantView(v events.TenantView) contract.Tenant {
+	t := contract.Tenant{
+		EnvID: v.EnvID, OrgID: v.OrgID, Name: v.Name, Status: contract.TenantStatus(v.Status), DesiredStatus: v.DesiredStatus,
+		Health: v.Health, Reason: v.Reason, Port: v.Port, APIKeyPrefix: v.APIKeyPrefix, Language: v.Language,
+		Framework: v.Framework, Image: v.Image, Egress: v.Egress, Generation: v.Generation, ContainerName: v.ContainerName,
+		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, StatusChangedAt: v.StatusChangedAt, DestroyedAt: v.DestroyedAt,
+	}
+	t.Limits.MemoryMb, t.Limits.Cpus, t.Limits.Pids = v.Limits.MemoryMB, v.Limits.CPUs, v.Limits.PIDs
+	return t
+}
+
+// containerOf is a container's live state as the API shows it.
+func containerOf(st live.Status) contract.TenantContainer {
+	return contract.TenantContainer{
+		State: st.State, Health: st.Health, ContainerID: st.ContainerID, ContainerName: st.ContainerName, Image: st.Image,
+		Port: st.HostPort, Generation: st.Generation, RestartCount: st.RestartCount, StartedAt: st.StartedAt,
+		UptimeSeconds: st.UptimeSeconds, CPUPercent: st.CPUPercent, CPULimit: st.CPULimit, MemoryBytes: int64(st.MemoryBytes),
+		MemoryLimitBytes: int64(st.MemoryLimitBytes), Pids: int64(st.PIDs), ExitCode: st.ExitCode, OomKilled: st.OOMKilled, Error: st.Error,
+	}
 }
 
 // loadTenant asks the provisioner for one tenant, answering 404 when there is none.
-func (h *tenantAPI) loadTenant(ctx context.Context, envID int64) (tenantView, error) {
+func (h *tenantAPI) loadTenant(ctx context.Context, envID int64) (contract.Tenant, error) {
 	v, err := natsrpc.Call[events.TenantQuery, events.TenantView](ctx, h.s.deps.NC, events.SubjectTenantGet, events.TenantQuery{EnvID: envID})
 	if err != nil {
-		return tenantView{}, fromProvisioner(err)
+		return contract.Tenant{}, fromProvisioner(err)
 	}
-	return tenantView{TenantView: v}, nil
+	return tenantView(v), nil
 }
 
 // fromProvisioner is the HTTP answer to a failed question to the provisioner.
@@ -134,7 +149,7 @@ func (h *tenantAPI) waitFor(ctx context.Context, sub *nats.Subscription, envID i
 		func(ctx context.Context) (bool, error) {
 			// A provisioner that does not answer leaves the wait to the facts.
 			v, err := h.loadTenant(ctx, envID)
-			return err == nil && done(v.Status), nil
+			return err == nil && done(string(v.Status)), nil
 		})
 }
 
@@ -187,11 +202,11 @@ func (h *tenantAPI) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if v.Status != string(events.StateDestroyed) {
+	if v.Status != contract.TenantStatus(events.StateDestroyed) {
 		st, err := h.live.Status(ctx, envID)
 		switch {
 		case err == nil:
-			v.Container = &st
+			v.Container = containerOf(st)
 		case errors.Is(err, live.ErrUnavailable):
 			v.ContainerError = "no provisioner answered; the state shown is the last one recorded"
 		default:
@@ -199,7 +214,7 @@ func (h *tenantAPI) status(c echo.Context) error {
 			v.ContainerError = "the container's live state could not be read; the state shown is the last one recorded"
 		}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "tenant": v})
+	return c.JSON(http.StatusOK, contract.TenantAnswer{Success: true, Tenant: v})
 }
 
 // logs answers the tenant's container output as plain text: the last ?tail= lines (100 by
@@ -235,7 +250,7 @@ func (h *tenantAPI) logs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if v.Status == string(events.StateDestroyed) {
+	if string(v.Status) == string(events.StateDestroyed) {
 		return h.archivedLogs(c, envID, req.Tail)
 	}
 
@@ -355,7 +370,7 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 	// provisioner checks that nothing of it is left. Without the provisioner's answer, the
 	// destroy goes on all the same.
 	v, err := h.loadTenant(ctx, envID)
-	already := err == nil && v.Status == string(events.StateDestroyed)
+	already := err == nil && string(v.Status) == string(events.StateDestroyed)
 	var sub *nats.Subscription
 	if !async && !already {
 		if sub, err = h.s.deps.NC.SubscribeSync(events.LifecycleFilter(events.StateDestroyed, envID)); err != nil {
@@ -405,11 +420,7 @@ func (h *tenantAPI) destroy(c echo.Context) error {
 		return err
 	}
 	v.DesiredStatus = "destroyed" // The provisioner may not have taken the command yet.
-	body := map[string]any{"success": true, "tenant": v}
-	if message != "" {
-		body["message"] = message
-	}
-	return c.JSON(code, body)
+	return c.JSON(code, contract.TenantAnswer{Success: true, Tenant: v, Message: message})
 }
 
 // list answers tenants, newest first, filtered by ?orgId= and ?status= (a comma list of
@@ -443,7 +454,11 @@ func (h *tenantAPI) list(c echo.Context) error {
 		cur := encodeCursor(list.Tenants[len(list.Tenants)-1].EnvID)
 		next = &cur
 	}
-	return c.JSON(http.StatusOK, map[string]any{"success": true, "tenants": list.Tenants, "nextCursor": next})
+	tenants := make([]contract.Tenant, len(list.Tenants))
+	for i, v := range list.Tenants {
+		tenants[i] = tenantView(v)
+	}
+	return c.JSON(http.StatusOK, contract.TenantList{Success: true, Tenants: tenants, NextCursor: next})
 }
 
 var allStatuses = []string{

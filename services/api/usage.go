@@ -12,6 +12,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/httpx"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
+	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
 
@@ -113,10 +114,40 @@ func (s *Service) answerUsage(c echo.Context, q events.UsageQuery) error {
 	if err != nil {
 		return fromMetering(err)
 	}
-	return c.JSON(http.StatusOK, struct {
-		Success bool `json:"success"`
-		events.UsageSummary
-	}{true, sum})
+	return c.JSON(http.StatusOK, usageView(sum))
+}
+
+// usageView is the metering's usage summary as the API shows it.
+func usageView(sum events.UsageSummary) contract.UsageSummary {
+	v := contract.UsageSummary{
+		Success: true, From: sum.From, To: sum.To, GroupBy: sum.GroupBy, Currency: sum.Currency,
+		Totals: usageTotals(sum.Totals), Groups: make([]contract.UsageGroup, len(sum.Groups)),
+	}
+	if sum.OrgID != nil {
+		v.OrgID = *sum.OrgID
+	}
+	if sum.EnvID != nil {
+		v.EnvID = *sum.EnvID
+	}
+	for i, g := range sum.Groups {
+		v.Groups[i] = contract.UsageGroup{Provider: g.Provider, Model: g.Model, Day: g.Day, Month: g.Month, Usage: usageTotals(g.Usage)}
+		if g.OrgID != nil {
+			v.Groups[i].OrgID = *g.OrgID
+		}
+		if g.EnvID != nil {
+			v.Groups[i].EnvID = *g.EnvID
+		}
+	}
+	return v
+}
+
+func usageTotals(t events.UsageTotals) contract.UsageTotals {
+	return contract.UsageTotals{
+		Calls: t.Calls, Tasks: t.Tasks, FailedTasks: t.FailedTasks, InputTokens: t.InputTokens, OutputTokens: t.OutputTokens,
+		CachedTokens: t.CachedTokens, TotalTokens: t.TotalTokens, ContainerSeconds: t.ContainerSeconds, Cost: t.Cost,
+		CostMicros: t.CostMicros, UnpricedCalls: t.UnpricedCalls, UnpricedTokens: t.UnpricedTokens,
+		AverageConvergenceScore: t.AverageConvergenceScore,
+	}
 }
 
 // unpricedModels lists the models whose usage arrived without a price.

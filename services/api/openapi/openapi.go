@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/convergence-dev/convergence/pkg/api"
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 var (
