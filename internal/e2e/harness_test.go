@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -38,6 +40,9 @@ type stack struct {
 	Pool *pgxpool.Pool
 	// Config is the platform's configuration, addresses included.
 	Config platform.Config
+	// TenantAPIPort is the host port tenant containers reach the API on: a proxy in front of
+	// it, so that their calls are checked against the OpenAPI document as the tests' own are.
+	TenantAPIPort int
 	// Egress names the installation's egress policy (its firewall table and bridge prefix).
 	Egress egress.Policy
 	// logs holds every line the platform logged, at debug level and up.
@@ -66,9 +71,10 @@ func (b *syncBuffer) String() string {
 func (s *stack) Logs() string { return s.logs.String() }
 
 // startStack runs the whole platform in-process until the test ends and waits until it is
-// ready; options change its configuration before it starts. The API listens on every interface, so tenant containers reach it as
-// host.docker.internal (the Docker host's gateway address); the provisioner's containers,
-// networks and ports are scoped to this test.
+// ready; options change its configuration before it starts. Tenant containers reach the API as
+// host.docker.internal (the Docker host's gateway address) through a proxy on every interface,
+// whose calls go through http.DefaultTransport and so through openapi.Checked's validation;
+// the provisioner's containers, networks and ports are scoped to this test.
 func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	t.Helper()
 	var cfg platform.Config
@@ -93,7 +99,8 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	cfg.Provisioner.Runtime.Labels = run.Labels
 	first, last := dockertest.PortRange(t, 4)
 	cfg.Provisioner.Ports = fmt.Sprintf("%d-%d", first, last)
-	cfg.Provisioner.TenantAPIURL = fmt.Sprintf("http://host.docker.internal:%d", port)
+	tenantPort := tenantProxy(t, fmt.Sprintf("127.0.0.1:%d", port))
+	cfg.Provisioner.TenantAPIURL = fmt.Sprintf("http://host.docker.internal:%d", tenantPort)
 	cfg.Provisioner.DestroyGrace = 2 * time.Second
 	for _, o := range options {
 		o(&cfg)
@@ -121,7 +128,7 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 		}
 	})
 
-	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool, Config: cfg, logs: logs}
+	s := &stack{API: fmt.Sprintf("http://127.0.0.1:%d", port), Pool: db.Pool, Config: cfg, TenantAPIPort: tenantPort, logs: logs}
 	require.Eventually(t, func() bool {
 		select {
 		case err := <-done:
@@ -136,6 +143,21 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	require.NoError(t, err)
 	s.Egress = policy
 	return s
+}
+
+// tenantProxy serves, until the test ends, a reverse proxy to the API at apiAddr on every
+// interface, and returns its port. It sends with http.DefaultTransport, which openapi.Checked
+// replaced with its validating one: what tenant apps send and are answered is checked too.
+func tenantProxy(t *testing.T, apiAddr string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "0.0.0.0:0") //nolint:gosec // Tenant containers reach it through the Docker host's gateway.
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: apiAddr})
+	proxy.FlushInterval = -1 // Event streams go through as they are written.
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // freePort returns a TCP port that is free on every interface now.

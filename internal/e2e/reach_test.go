@@ -56,7 +56,9 @@ func TestReach_FromInsideATenant_OnlyTheTenantAPIAnswers(t *testing.T) {
 	}
 	db, err := url.Parse(s.Config.DatabaseURL)
 	require.NoError(t, err)
-	api := func(gateway string) string { return "http://" + net.JoinHostPort(gateway, port(s.Config.HTTPAddr)) }
+	api := func(gateway string) string {
+		return "http://" + net.JoinHostPort(gateway, strconv.Itoa(s.TenantAPIPort))
+	}
 	ops := func(gateway string) string { return "tcp://" + net.JoinHostPort(gateway, port(s.Config.OpsAddr)) }
 	targets := map[string]string{
 		"the tenant API":                 api(gateway) + "/api/v1/me",
