@@ -39,7 +39,7 @@ type debianTemplate struct {
 func debianTemplates() []debianTemplate {
 	return []debianTemplate{
 		{name: "node", image: NodeImage, packages: []string{"nodejs", "node-express"},
-			files: []string{"tenant-templates/node/index.mjs", "tenant-templates/node/healthcheck.mjs", "clients/js/convergence.mjs"}},
+			files: []string{"tenant-templates/node/index.mjs", "clients/js/convergence.mjs"}},
 		{name: "python", image: PythonImage, packages: []string{"python3-minimal", "python3-flask"},
 			files: []string{"tenant-templates/python/app.py", "tenant-templates/python/healthcheck.py", "clients/python/convergence.py"}},
 	}
