@@ -28,8 +28,14 @@ type natsConfig struct {
 	// Monitor is the HTTP address of /healthz, /varz, /jsz and /metrics; empty serves none.
 	Monitor string
 	// AuthDir holds the authority whose users alone may connect (internal/natsauth); made
-	// there on first start.
+	// there on first start. Every node of a cluster needs the same one.
 	AuthDir string
+	// Cluster names the JetStream cluster this server is a node of; empty runs it alone.
+	// ServerName is the node's own name, ClusterListen where it takes the other nodes'
+	// routes, and Routes (comma separated, nats-route://host:port) the nodes it joins.
+	Cluster, ServerName, ClusterListen, Routes string
+	// StreamReplicas is how many copies of each stream the cluster keeps (3 on three nodes).
+	StreamReplicas int
 }
 
 // runNATS runs a standalone NATS server with JetStream until SIGINT or SIGTERM: the same
@@ -50,6 +56,11 @@ func runNATS(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.StoreDir, "nats.store-dir", ".convergence/jetstream", "directory of the JetStream file store")
 	fs.StringVar(&cfg.AuthDir, "nats.auth-dir", ".convergence/nats-auth", "directory of the keys that sign the server's accounts and users (made on first start)")
 	fs.StringVar(&cfg.Monitor, "nats.monitor", "127.0.0.1:8222", "HTTP address of /healthz, /varz, /jsz and /metrics; empty for none")
+	fs.StringVar(&cfg.Cluster, "nats.cluster", "", "name of the JetStream cluster this server is a node of; empty runs it alone")
+	fs.StringVar(&cfg.ServerName, "nats.server-name", "", "with -nats.cluster: this node's name, unique in the cluster")
+	fs.StringVar(&cfg.ClusterListen, "nats.cluster-listen", "0.0.0.0:6222", "with -nats.cluster: where the other nodes' routes connect, host:port (keep it on a network only the nodes reach)")
+	fs.StringVar(&cfg.Routes, "nats.routes", "", "with -nats.cluster: other nodes to join, comma separated nats-route://host:port")
+	fs.IntVar(&cfg.StreamReplicas, "nats.stream-replicas", 1, "copies of each stream: 1 alone, 3 on a cluster of three")
 	probe := fs.String("probe", "", "instead of running a server, GET this URL and exit 0 if it answers 2xx "+
 		"(the healthcheck of the stack's FROM-scratch containers, which have no curl)")
 	var logs logOptions
@@ -88,7 +99,15 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: cfg.StoreDir, Host: host, Port: port, Auth: auth}, logger)
+	ec := natsx.EmbeddedConfig{StoreDir: cfg.StoreDir, Host: host, Port: port, Auth: auth}
+	if cfg.Cluster != "" {
+		ch, cp, err := natsx.SplitListen(cfg.ClusterListen)
+		if err != nil {
+			return fmt.Errorf("nats.cluster-listen %q: %w", cfg.ClusterListen, err)
+		}
+		ec.Cluster = &natsx.ClusterConfig{Name: cfg.Cluster, ServerName: cfg.ServerName, Host: ch, Port: cp, Routes: splitList(cfg.Routes)}
+	}
+	emb, err := natsx.StartEmbedded(ec, logger)
 	if err != nil {
 		return err
 	}
@@ -96,7 +115,7 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 	// The embedded server logs nothing by default; a standalone one is worth hearing from.
 	emb.Server().SetLoggerV2(natsLogger{logger.With("component", "nats-server")}, false, false, false)
 	// The services may not manage streams; the server's own process keeps them.
-	if err := ensureStreams(ctx, emb, auth, logger); err != nil {
+	if err := ensureStreams(ctx, emb, auth, cfg.StreamReplicas, logger); err != nil {
 		return err
 	}
 
@@ -120,13 +139,38 @@ func serveNATS(ctx context.Context, cfg natsConfig, logger *slog.Logger) error {
 	}
 }
 
-// ensureStreams creates or updates the platform's streams through an in-process admin user.
-func ensureStreams(ctx context.Context, emb *natsx.Embedded, auth *natsauth.Authority, logger *slog.Logger) error {
+// ensureStreams creates or updates the platform's streams, replicas copies of each, through an
+// in-process admin user. A cluster node retries for up to two minutes, while the other nodes
+// join and the cluster elects the leader that creates streams.
+func ensureStreams(ctx context.Context, emb *natsx.Embedded, auth *natsauth.Authority, replicas int, logger *slog.Logger) error {
 	opts, err := auth.Connect(natsauth.Admin, "convergence-streams")
 	if err != nil {
 		return err
 	}
-	return natsx.SetUpStreams(ctx, "", emb, logger, opts...)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		err := natsx.SetUpStreams(ctx, "", emb, replicas, logger, opts...)
+		if err == nil || emb.RouteURL() == "" || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		logger.Info("streams not set up yet; the cluster may still be forming", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// splitList reads a comma separated list, leaving out empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // runNATSCreds writes a credentials file for a new user of a role, issued by the authority of

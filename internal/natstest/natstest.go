@@ -48,7 +48,7 @@ func Start(t testing.TB) *Server {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, natsx.EnsureStreams(ctx, js))
+	require.NoError(t, natsx.EnsureStreams(ctx, js, 1))
 	return s
 }
 

@@ -49,8 +49,9 @@ func Connect(serverURL string, embedded *Embedded, name string, logger *slog.Log
 }
 
 // SetUpStreams connects to the server at serverURL (or to embedded) with opts, the options of
-// a user that may manage streams, and ensures the platform's streams there.
-func SetUpStreams(ctx context.Context, serverURL string, embedded *Embedded, logger *slog.Logger, opts ...nats.Option) error {
+// a user that may manage streams, and ensures the platform's streams there with replicas copies
+// of each (see EnsureStreams).
+func SetUpStreams(ctx context.Context, serverURL string, embedded *Embedded, replicas int, logger *slog.Logger, opts ...nats.Option) error {
 	nc, err := Connect(serverURL, embedded, "convergence-streams", logger, opts...)
 	if err != nil {
 		return err
@@ -62,13 +63,16 @@ func SetUpStreams(ctx context.Context, serverURL string, embedded *Embedded, log
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return EnsureStreams(sctx, js)
+	return EnsureStreams(sctx, js, replicas)
 }
 
 // EnsureStreams creates every stream pkg/events defines, or updates one whose definition
-// changed. It is idempotent, so every process calls it at start.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
+// changed, each stored replicas times (1 on a single server; 3 on a cluster, so that losing a
+// node loses nothing and the streams go on). It is idempotent, so every process calls it at
+// start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range events.Streams() {
+		cfg.Replicas = max(replicas, 1)
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}

@@ -1,6 +1,7 @@
 package natsx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,23 @@ type EmbeddedConfig struct {
 	// Auth is the authority whose users alone may connect. Required: the server accepts no
 	// anonymous client.
 	Auth *natsauth.Authority
+	// Cluster, when set, joins the server to a JetStream cluster; nil runs it alone.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig makes an embedded server one node of a JetStream cluster (Raft among the
+// nodes): every node has the same Name and Auth, a ServerName of its own, listens for the
+// others' routes, and names at least one of them in Routes (the nodes find the rest through
+// each other). Routes are not authenticated: keep the route port on a network only the nodes
+// reach.
+type ClusterConfig struct {
+	Name       string
+	ServerName string
+	// Host and Port are where the node listens for routes; Port -1 picks a free one.
+	Host string
+	Port int
+	// Routes are other nodes' route URLs, nats-route://host:port.
+	Routes []string
 }
 
 // revocationCheck is how often an embedded server looks whether users were revoked.
@@ -79,6 +98,14 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		NoSigs:     true,
 		NoLog:      true,
 	}
+	if c := cfg.Cluster; c != nil {
+		if c.Name == "" || c.ServerName == "" {
+			return nil, errors.New("embedded nats: a cluster node needs the cluster's name and a server name of its own")
+		}
+		opts.ServerName = c.ServerName
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: cmp.Or(c.Host, host), Port: c.Port}
+		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+	}
 	if err := cfg.Auth.Configure(opts); err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
@@ -107,6 +134,15 @@ func (e *Embedded) ClientURL() string {
 		return ""
 	}
 	return e.srv.ClientURL()
+}
+
+// RouteURL is the URL other nodes of its cluster route to; empty when it is not a cluster node.
+func (e *Embedded) RouteURL() string {
+	addr := e.srv.ClusterAddr()
+	if addr == nil {
+		return ""
+	}
+	return "nats-route://" + addr.String()
 }
 
 // Shutdown stops the server and waits for it to finish. It is safe to call more than once.

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 func TestEnsureStreams_Twice_Idempotent(t *testing.T) {
 	t.Parallel()
 	js := natstest.Start(t).JetStream() // Start has created the streams once.
-	require.NoError(t, natsx.EnsureStreams(t.Context(), js))
+	require.NoError(t, natsx.EnsureStreams(t.Context(), js, 1))
 	for _, cfg := range events.Streams() {
 		s, err := js.Stream(t.Context(), cfg.Name)
 		require.NoError(t, err)
