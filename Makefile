@@ -29,8 +29,13 @@ run: deps build images ## Run the whole platform in one process (embedded JetStr
 	$(BIN)/convergence serve -target=all
 
 .PHONY: test
+# The provisioner's packages run in a step of their own, after the rest, with their Docker Swarm
+# tests: a swarm on the engine slows every other test that drives it.
+SWARM_PKGS := ./services/provisioner/ ./services/provisioner/runtime/
+
 test: deps images ## Run every test against real PostgreSQL, JetStream and Docker (the tenant images first).
-	$(GO) test -race -count=1 -p 2 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -p 2 -timeout 15m $$($(GO) list $(PKGS) | grep -vx -e '.*/services/provisioner' -e '.*/services/provisioner/runtime')
+	CONVERGENCE_TEST_SWARM=1 $(GO) test -race -count=1 -p 1 -timeout 15m $(SWARM_PKGS)
 
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.

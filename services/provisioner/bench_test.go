@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
+	"github.com/convergence-dev/convergence/services/provisioner"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
 
@@ -201,7 +202,7 @@ func (h *harness) timeComposeSpawn(b *testing.B, ctx context.Context, compose []
 	port := h.basePort
 	spec := runtime.Spec{EnvID: envID, OrgID: 1, Name: "bench-compose", Image: h.image, HostPort: port,
 		Env: map[string]string{"CONVERGENCE_ENV_ID": strconv.FormatInt(envID, 10)}}
-	file, err := h.svc.Runtime().ComposeFile(spec)
+	file, err := provisioner.DockerRuntime(h.svc).ComposeFile(spec)
 	require.NoError(b, err)
 	path := filepath.Join(b.TempDir(), "docker-compose.yml")
 	require.NoError(b, os.WriteFile(path, file, 0o600))

@@ -20,12 +20,22 @@ func (s *Service) ComposeFilePath(envID int64) string {
 	return filepath.Join(s.composeDir(), s.rt.ContainerName(envID)+composeSuffix)
 }
 
+// composer is a runtime that describes a tenant as a docker-compose file ([runtime.Docker]).
+type composer interface {
+	ComposeFile(spec runtime.Spec) ([]byte, error)
+}
+
 // writeComposeFile writes the tenant's docker-compose file: the same container the runtime
 // creates, runnable with `docker compose -f FILE up -d`. It holds the tenant's API key, so it
 // is written with mode 0600, through a temporary file renamed into place, so a reader never
-// sees half a file.
+// sees half a file. A runtime without compose files (swarm) gets none, and an older one of the
+// tenant's is removed, since it no longer describes what runs.
 func (s *Service) writeComposeFile(spec runtime.Spec) error {
-	b, err := s.rt.ComposeFile(spec)
+	c, ok := s.rt.(composer)
+	if !ok {
+		return s.removeComposeFile(spec.EnvID)
+	}
+	b, err := c.ComposeFile(spec)
 	if err != nil {
 		return err
 	}

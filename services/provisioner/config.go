@@ -35,8 +35,16 @@ const hostGateway = "host.docker.internal:host-gateway"
 // Config is what the provisioner reads at start. Zero durations and counts take the defaults
 // above; Validate says what is wrong with the rest.
 type Config struct {
-	// Runtime configures the Docker runtime (flags prefixed "provisioner.runtime.").
+	// RuntimeKind is what tenants run on: RuntimeDocker (the default: a container each on the
+	// one engine Deps.Docker reaches) or RuntimeSwarm (a Swarm service each, on the swarm that
+	// engine manages). Flag provisioner.runtime.
+	RuntimeKind string
+	// Runtime configures either runtime: names, labels, user, limits, logs (flags prefixed
+	// "provisioner.runtime.").
 	Runtime runtime.DockerConfig
+	// Swarm holds the settings only the Swarm runtime reads (flags prefixed
+	// "provisioner.runtime.swarm-").
+	Swarm runtime.SwarmConfig
 	// StateDir holds the provisioner's files: a docker-compose file per tenant
 	// (tenants/<container>.compose.yml, mode 0600, since each holds its tenant's API key) and,
 	// unless KeyFile says otherwise, the sealing key (provisioner.key). New requires it; the
@@ -82,7 +90,9 @@ type Config struct {
 // RegisterFlags registers the provisioner's flags on fs, prefixed "provisioner.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	const p = "provisioner."
+	fs.StringVar(&c.RuntimeKind, p+"runtime", RuntimeDocker, "what tenants run on: docker (a container each on one engine) or swarm (a Swarm service each)")
 	c.Runtime.RegisterFlags(fs)
+	c.Swarm.RegisterFlags(fs)
 	fs.StringVar(&c.StateDir, p+"state-dir", "", "directory for tenant compose files and the sealing key (default <data-dir>/provisioner)")
 	fs.StringVar(&c.KeyFile, p+"key-file", "", "the provisioner's private sealing key, shared by all replicas (default <state-dir>/provisioner.key)")
 	fs.StringVar(&c.Ports, p+"ports", DefaultPorts, "host port range for tenants, first-last")
@@ -103,6 +113,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c Config) withDefaults() Config {
 	if c.KeyFile == "" && c.StateDir != "" {
 		c.KeyFile = c.StateDir + "/provisioner.key"
+	}
+	if c.RuntimeKind == "" {
+		c.RuntimeKind = RuntimeDocker
 	}
 	if c.Ports == "" {
 		c.Ports = DefaultPorts
@@ -180,6 +193,15 @@ func (c Config) Validate() error {
 	if err := c.Runtime.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("provisioner.runtime: %w", err))
 	}
+	switch c.RuntimeKind {
+	case RuntimeDocker:
+	case RuntimeSwarm:
+		if err := c.Swarm.Validate(c.Runtime); err != nil {
+			errs = append(errs, fmt.Errorf("provisioner.runtime=swarm: %w", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("provisioner.runtime %q is not a runtime: use %s (a container per tenant on one engine) or %s (a Swarm service per tenant)", c.RuntimeKind, RuntimeDocker, RuntimeSwarm))
+	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
@@ -194,6 +216,12 @@ func parsePorts(s string) (first, last int, err error) {
 	}
 	return first, last, nil
 }
+
+// Runtimes (Config.RuntimeKind).
+const (
+	RuntimeDocker = "docker"
+	RuntimeSwarm  = "swarm"
+)
 
 // Egress policies (Config.EgressPolicy).
 const (

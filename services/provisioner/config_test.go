@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/services/provisioner"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime"
 )
 
 func TestConfig_Flags_DefaultsAreValid(t *testing.T) {
@@ -22,6 +23,24 @@ func TestConfig_Flags_DefaultsAreValid(t *testing.T) {
 	require.Equal(t, "4000-4099", c.Ports)
 	require.Equal(t, 10*time.Second, c.HealthInterval)
 	require.Equal(t, provisioner.DefaultTenantAPIURL, c.TenantAPIURL)
+}
+
+func TestConfig_RuntimeFlag_DockerByDefault_SwarmWhenAsked(t *testing.T) {
+	t.Parallel()
+	parse := func(args ...string) provisioner.Config {
+		var c provisioner.Config
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.RegisterFlags(fs)
+		require.NoError(t, fs.Parse(args))
+		return c
+	}
+	require.Equal(t, provisioner.RuntimeDocker, parse().RuntimeKind)
+	c := parse("-provisioner.runtime=swarm", "-provisioner.runtime.host-ip=0.0.0.0", "-provisioner.runtime.swarm-publish-mode=host")
+	require.NoError(t, c.Validate())
+	require.Equal(t, provisioner.RuntimeSwarm, c.RuntimeKind)
+	require.Equal(t, runtime.PublishHost, c.Swarm.PublishMode)
+	require.ErrorContains(t, parse("-provisioner.runtime=nomad").Validate(), `provisioner.runtime "nomad" is not a runtime`)
 }
 
 func TestConfig_Validate_SaysWhatIsWrong(t *testing.T) {
@@ -43,6 +62,13 @@ func TestConfig_Validate_SaysWhatIsWrong(t *testing.T) {
 		{"spawn within stuck", func(c *provisioner.Config) { c.SpawnTimeout = time.Hour }, "must be shorter than provisioner.stuck-after"},
 		{"negative", func(c *provisioner.Config) { c.OrphanGrace = -time.Second }, "orphan-grace -1s must be positive"},
 		{"runtime", func(c *provisioner.Config) { c.Runtime.User = "0:0" }, "must not be root"},
+		{"runtime kind", func(c *provisioner.Config) { c.RuntimeKind = "kubernetes" },
+			`provisioner.runtime "kubernetes" is not a runtime: use docker (a container per tenant on one engine) or swarm`},
+		{"swarm on loopback", func(c *provisioner.Config) { c.RuntimeKind = provisioner.RuntimeSwarm },
+			"swarm publishes tenant ports on every interface"},
+		{"swarm publish mode", func(c *provisioner.Config) {
+			c.RuntimeKind, c.Runtime.HostIP, c.Swarm.PublishMode = provisioner.RuntimeSwarm, "0.0.0.0", "mesh"
+		}, `swarm publish mode "mesh" must be ingress or host`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

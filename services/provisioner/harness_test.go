@@ -36,6 +36,7 @@ import (
 	"github.com/convergence-dev/convergence/services/api"
 	"github.com/convergence-dev/convergence/services/provisioner"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime/swarmtest"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -134,8 +135,26 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	for _, o := range opts {
 		o(&h.cfg)
 	}
+	if h.cfg.RuntimeKind == provisioner.RuntimeSwarm {
+		// After NewRun's cleanup, so it runs before it: services first, which takes their
+		// tasks' containers off the networks NewRun's cleanup removes.
+		t.Cleanup(func() { swarmtest.RemoveLabelled(t, h.cli, h.run.Labels) })
+	}
 	h.start()
 	return h
+}
+
+// onSwarm runs the test's provisioner with the Swarm runtime, making the engine a single-node
+// swarm first if it is none (swarmtest.Require). Ports are published in host mode, which works
+// on a kernel without IPVS.
+func onSwarm(t testing.TB) option {
+	t.Helper()
+	swarmtest.Require(t)
+	return func(c *provisioner.Config) {
+		c.RuntimeKind = provisioner.RuntimeSwarm
+		c.Runtime.HostIP = "0.0.0.0"
+		c.Swarm.PublishMode = runtime.PublishHost
+	}
 }
 
 // firstPort is the lowest port of the test's range.
@@ -163,7 +182,9 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	h.svc = svc
 	h.kill = cancel
 	// The test's egress rules leave the host's firewall with it.
-	h.t.Cleanup(func() { _ = svc.Runtime().Egress().Remove() })
+	if d, ok := svc.Runtime().(*runtime.Docker); ok {
+		h.t.Cleanup(func() { _ = d.Egress().Remove() })
+	}
 	var once sync.Once
 	h.stopFn = func() {
 		once.Do(func() {

@@ -141,7 +141,7 @@ func TestHealthWatcher_ContainerRemovedOutsideThePlatform_RecreatedOnItsPort(t *
 	require.InDelta(t, port, st["port"], 0)
 	containers, _ := h.objects(envID)
 	require.Len(t, containers, 1)
-	require.Equal(t, []string{h.svc.Runtime().VolumeName(envID)}, h.volumes(envID),
+	require.Equal(t, []string{provisioner.DockerRuntime(h.svc).VolumeName(envID)}, h.volumes(envID),
 		"the removed container's secrets volume is used again, not left behind")
 }
 

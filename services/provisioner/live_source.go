@@ -13,7 +13,7 @@ import (
 
 // liveSource serves the engine's view of tenants' containers to the live server.
 type liveSource struct {
-	rt *runtime.Docker
+	rt runtime.Runtime
 }
 
 func (l liveSource) Status(ctx context.Context, envID int64) (live.Status, error) {

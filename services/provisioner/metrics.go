@@ -29,11 +29,16 @@ const (
 	actionDeliverKey              = "deliver_key"
 )
 
-func newMetrics(reg prometheus.Registerer, rt *runtime.Docker) *metrics {
+func newMetrics(reg prometheus.Registerer, rt runtime.Runtime) *metrics {
+	// Only bridge networks can have duplicates: swarm refuses a second network of one name.
+	duplicates := func() float64 { return 0 }
+	if d, ok := rt.(interface{ DuplicateNetworksRemoved() uint64 }); ok {
+		duplicates = func() float64 { return float64(d.DuplicateNetworksRemoved()) }
+	}
 	telemetry.Register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "duplicate_networks_removed_total",
 		Help: "Empty duplicates of a tenant network's name removed (the engine allows two networks of one name to clients that skip its check).",
-	}, func() float64 { return float64(rt.DuplicateNetworksRemoved()) }))
+	}, duplicates))
 	m := &metrics{
 		spawnSeconds: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: "provisioner", Name: "spawn_duration_seconds",

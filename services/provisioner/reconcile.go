@@ -53,7 +53,7 @@ func (s *Service) reconcileOnce(ctx context.Context, atStart bool) error {
 	}
 	owned := map[int64][]runtime.Object{}
 	for _, o := range objects {
-		if o.EnvID > 0 && (o.Name == s.rt.ContainerName(o.EnvID) || o.Name == s.rt.NetworkName(o.EnvID) || o.Name == s.rt.VolumeName(o.EnvID)) {
+		if s.rt.Owns(o) {
 			owned[o.EnvID] = append(owned[o.EnvID], o)
 		}
 	}

@@ -119,7 +119,7 @@ func TestReconcile_DestroyedTenantWithLeftoverContainer_LeftoverRemoved(t *testi
 func TestReconcile_EgressRulesFlushed_InstalledAgain(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, func(c *provisioner.Config) { c.ReconcileInterval = 300 * time.Millisecond })
-	p := h.svc.Runtime().Egress()
+	p := provisioner.DockerRuntime(h.svc).Egress()
 	apiRule := "input: platform tcp dport 3000 accept # the platform API" // the default tenant API URL's port
 	rules, err := p.Installed()
 	require.NoError(t, err, "the provisioner installed its table at start")

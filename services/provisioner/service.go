@@ -1,5 +1,6 @@
 // Package provisioner runs tenants as hardened Docker containers: it consumes tenant.spawn and
-// tenant.destroy, drives the Docker engine through [runtime.Docker], watches container health,
+// tenant.destroy, drives the Docker engine through a [runtime.Runtime] ([runtime.Docker], or
+// [runtime.Swarm] for a service per tenant on a swarm), watches container health,
 // reconciles the database with what Docker runs, serves live status and logs to the API
 // ([live]), and publishes tenant.lifecycle facts through the outbox.
 //
@@ -57,7 +58,7 @@ type Service struct {
 	cfg       Config
 	deps      Deps
 	log       *slog.Logger
-	rt        *runtime.Docker
+	rt        runtime.Runtime
 	locks     *tenantLocks
 	probes    probeFailures
 	metrics   *metrics
@@ -98,7 +99,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("dependencies missing: pass Pool, Outbox, NC, JS, Logger and Registry")
 	}
 	log := deps.Logger.With("service", "provisioner")
-	rt, err := runtime.NewDocker(deps.Docker, cfg.Runtime, log)
+	rt, err := newRuntime(cfg, deps, log)
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +118,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// Runtime returns the Docker runtime the service drives.
-func (s *Service) Runtime() *runtime.Docker { return s.rt }
+// newRuntime makes the runtime cfg.RuntimeKind names, on the engine of deps.Docker.
+func newRuntime(cfg Config, deps Deps, log *slog.Logger) (runtime.Runtime, error) {
+	if cfg.RuntimeKind == RuntimeSwarm {
+		return runtime.NewSwarm(deps.Docker, cfg.Runtime, cfg.Swarm, log)
+	}
+	return runtime.NewDocker(deps.Docker, cfg.Runtime, log)
+}
+
+// Runtime returns the runtime the service drives.
+func (s *Service) Runtime() runtime.Runtime { return s.rt }
 
 // Run starts the provisioner and blocks until ctx is done or a part fails; then it stops
 // taking commands, lets the work in flight end (a spawn cut short is redelivered and resumed
@@ -203,6 +212,11 @@ func (s *Service) start(ctx context.Context) error {
 	if _, err := s.deps.Docker.Ping(pctx); err != nil {
 		return fmt.Errorf("docker engine does not answer: %w; start dockerd, or point DOCKER_HOST at a running engine", err)
 	}
+	if m, ok := s.rt.(interface{ CheckManager(context.Context) error }); ok {
+		if err := m.CheckManager(pctx); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(s.composeDir(), 0o700); err != nil {
 		return fmt.Errorf("create %s: %w; set provisioner.state-dir to a writable directory", s.composeDir(), err)
 	}
@@ -230,7 +244,12 @@ func (s *Service) applyEgressPolicy() error {
 		s.log.Warn("tenant egress policy is off: tenants reach the host's ports and the internet")
 		return nil
 	}
-	p := s.rt.Egress()
+	fw, ok := s.rt.(firewalled)
+	if !ok {
+		s.log.Warn("the host's firewall cannot hold swarm tenants to their egress class: they reach what swarm's docker_gwbridge lets them (the host's ports and the internet), except that tenants of class none get an internal network when ports go through the routing mesh")
+		return nil
+	}
+	p := fw.Egress()
 	port, err := s.cfg.tenantAPIPort()
 	if err != nil {
 		return err
@@ -243,6 +262,12 @@ func (s *Service) applyEgressPolicy() error {
 	s.egress = &p
 	s.log.Info("tenant egress policy installed", "table", "inet "+p.Table, "bridges", p.Prefix+"*", "apiPort", p.APIPort, "resolvers", p.Resolvers)
 	return nil
+}
+
+// firewalled is a runtime whose tenant networks are bridges on this host, named so that the
+// installation's egress rules match them ([runtime.Docker]).
+type firewalled interface {
+	Egress() egress.Policy
 }
 
 // keepEgressPolicy installs the egress rules again when the host's firewall no longer holds

@@ -37,7 +37,7 @@ func newWatcher(s *Service) *watcher {
 }
 
 // run watches until ctx is done and returns nil once its checks in flight have ended. evs and
-// errs are the engine event stream ([runtime.Docker.Events]); when it breaks, run subscribes
+// errs are the engine event stream ([runtime.Runtime.Events]); when it breaks, run subscribes
 // again and checks every tenant, to cover what it missed.
 func (w *watcher) run(ctx context.Context, evs <-chan runtime.Event, errs <-chan error) error {
 	defer w.wg.Wait()

@@ -32,7 +32,7 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 	_, err = h.rt.Remove(ctx, spec.EnvID, 5*time.Second)
 	require.NoError(t, err)
 
-	file, err := h.rt.ComposeFile(spec)
+	file, err := h.docker.ComposeFile(spec)
 	require.NoError(t, err)
 	require.NotContains(t, string(file), "sk_tenant_never_in_the_file", "secrets stay out of the file")
 	path := filepath.Join(t.TempDir(), "docker-compose.yml")
@@ -60,7 +60,7 @@ func TestComposeFile_ComposeUp_RunsTheSameContainer(t *testing.T) {
 	require.ElementsMatch(t, want.Config.Env, got.Config.Env)
 	require.Contains(t, got.Config.Env, "CONVERGENCE_API_URL=http://api:3000/$not_a_variable", "no interpolation")
 	require.Len(t, got.Mounts, 1)
-	require.Equal(t, h.rt.VolumeName(spec.EnvID), got.Mounts[0].Name, "the secrets volume the runtime would make")
+	require.Equal(t, h.docker.VolumeName(spec.EnvID), got.Mounts[0].Name, "the secrets volume the runtime would make")
 	for k, v := range want.Config.Labels {
 		require.Equal(t, v, got.Config.Labels[k], "label %s", k)
 	}

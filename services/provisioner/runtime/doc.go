@@ -1,10 +1,13 @@
 // Package runtime runs tenant containers for the provisioner service.
 //
-// [Docker] is what the provisioner drives, on one Docker engine through the Docker SDK: make a
-// tenant's container exist and run ([Docker.Ensure]), wait until it answers
-// ([Docker.WaitHealthy]), look at it ([Docker.Status], [Docker.Inspect], [Docker.Probe],
-// [Docker.Logs]), remove it ([Docker.Remove]), and watch and reconcile everything it owns
-// ([Docker.List], [Docker.Events]). An interface over it waits for a second runtime (Swarm).
+// The provisioner drives a [Runtime]: make a tenant exist and run ([Runtime.Ensure]), wait until
+// it answers ([Runtime.WaitHealthy]), look at it ([Runtime.Status], [Runtime.Inspect],
+// [Runtime.Probe], [Runtime.Logs]), rotate its key ([Runtime.PutSecrets]), remove it
+// ([Runtime.Remove]), and watch and reconcile everything it owns ([Runtime.List],
+// [Runtime.Events]). [Docker] runs a container per tenant on one Docker engine; [Swarm] a
+// service per tenant on a Docker Swarm, with the same names, labels and hardening where a
+// service can express them (what it cannot is listed in the README). Both go through the Docker
+// SDK, never the CLI.
 //
 // A tenant is described by a [Spec]. Its container and its private bridge network have
 // deterministic names derived from the environment id, and carry the convergence.* labels

@@ -202,7 +202,7 @@ func (c DockerConfig) Validate() error {
 // isOwnLabel reports whether key is one of the labels the runtime sets itself.
 func isOwnLabel(key string) bool {
 	switch key {
-	case LabelManaged, LabelEnvID, LabelOrgID, LabelName, LabelGeneration, LabelSpecHash:
+	case LabelManaged, LabelEnvID, LabelOrgID, LabelName, LabelGeneration, LabelSpecHash, LabelImage, LabelSecretFile:
 		return true
 	}
 	return false

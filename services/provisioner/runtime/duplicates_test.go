@@ -34,7 +34,7 @@ func TestDuplicateNetworks_EmptyOnesOfThisRuntimeRemoved_SpawnAndDestroyGoOn(t *
 
 	h.start(ctx, h.spec(5))
 	require.Len(t, networksNamed(t, h, h.rt.NetworkName(5)), 1, "the tenant's network, and no duplicate")
-	require.Positive(t, h.rt.DuplicateNetworksRemoved(), "and the removal is counted")
+	require.Positive(t, h.docker.DuplicateNetworksRemoved(), "and the removal is counted")
 
 	_, err := h.rt.Remove(ctx, 5, 0)
 	require.NoError(t, err)

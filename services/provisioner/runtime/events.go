@@ -10,6 +10,9 @@ import (
 	"github.com/docker/docker/api/types/events"
 )
 
+// swarmServiceNameLabel is the label swarm puts on a task's container naming its service.
+const swarmServiceNameLabel = "com.docker.swarm.service.name"
+
 // eventBuffer lets a slow consumer fall this many events behind before the stream waits.
 const eventBuffer = 64
 
@@ -64,6 +67,10 @@ func toEvent(m events.Message) (Event, bool) {
 		ContainerID:   m.Actor.ID,
 		ContainerName: attrs["name"],
 		Time:          time.Unix(0, m.TimeNano).UTC(),
+	}
+	if svc := attrs[swarmServiceNameLabel]; svc != "" {
+		// A swarm task's container: the tenant is known by its service's name.
+		ev.ContainerName = svc
 	}
 	if m.TimeNano == 0 {
 		ev.Time = time.Unix(m.Time, 0).UTC()

@@ -9,38 +9,94 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime/swarmtest"
 )
 
 // tenantTimeout bounds each tenant's way from Ensure to healthy in tests.
 const tenantTimeout = 20 * time.Second
 
+// Runtimes the conformance tests run against.
+const (
+	kindDocker = "docker"
+	kindSwarm  = "swarm"
+)
+
 // harness is one test's runtime on the real engine, scoped to its own labels and names.
 type harness struct {
-	t     *testing.T
-	cli   *client.Client
-	rt    *runtime.Docker
-	run   dockertest.Run
-	image string
+	t   *testing.T
+	cli *client.Client
+	// kind is kindDocker or kindSwarm; rt is the runtime under test, and docker or swarm the
+	// same runtime as its own type.
+	kind   string
+	rt     runtime.Runtime
+	docker *runtime.Docker
+	swarm  *runtime.Swarm
+	run    dockertest.Run
+	image  string
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness returns a harness on the Docker runtime.
+func newHarness(t *testing.T) *harness { return newHarnessOf(t, kindDocker) }
+
+// newHarnessOf returns a harness on the runtime kind. A swarm harness makes the engine a
+// single-node swarm first if it is none (see swarmtest.Require), and removes the test's services,
+// secrets and networks when the test ends.
+func newHarnessOf(t *testing.T, kind string) *harness {
 	t.Helper()
 	cli := dockertest.Client(t)
 	image := dockertest.TenantImage(t)
+	if kind == kindSwarm {
+		swarmtest.Require(t)
+	}
 	run := dockertest.NewRun(t, cli)
-	rt, err := runtime.NewDocker(cli, runtime.DockerConfig{
+	cfg := runtime.DockerConfig{
 		NamePrefix:   run.Prefix,
 		Labels:       run.Labels,
 		ReplaceGrace: 2 * time.Second,
-	}, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	return &harness{t: t, cli: cli, rt: rt, run: run, image: image}
+	}
+	h := &harness{t: t, cli: cli, kind: kind, run: run, image: image}
+	switch kind {
+	case kindDocker:
+		rt, err := runtime.NewDocker(cli, cfg, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		h.rt, h.docker = rt, rt
+	case kindSwarm:
+		// Swarm publishes on every interface and says so; the tests only ever send to
+		// 127.0.0.1. Ports are published in host mode: the routing mesh needs the kernel's
+		// IPVS, which not every test machine has (TestSwarm_RoutingMesh covers it).
+		cfg.HostIP = "0.0.0.0"
+		// As the provisioner configures it, for a tenant API on the host.
+		cfg.ExtraHosts = []string{"host.docker.internal:host-gateway"}
+		rt, err := runtime.NewSwarm(cli, cfg, runtime.SwarmConfig{PublishMode: runtime.PublishHost}, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		h.rt, h.swarm = rt, rt
+		// Registered after NewRun's cleanup, so it runs before it: services first, which
+		// takes their tasks' containers off the networks NewRun's cleanup removes.
+		t.Cleanup(func() { swarmtest.RemoveLabelled(t, cli, run.Labels) })
+	default:
+		t.Fatalf("unknown runtime %q", kind)
+	}
+	return h
+}
+
+// eachRuntime runs test as a parallel subtest against each runtime, named after it.
+func eachRuntime(t *testing.T, test func(t *testing.T, h *harness)) {
+	t.Helper()
+	for _, kind := range []string{kindDocker, kindSwarm} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			test(t, newHarnessOf(t, kind))
+		})
+	}
 }
 
 // spec returns a valid spec for envID on a free host port.
@@ -90,12 +146,22 @@ func get(t *testing.T, ctx context.Context, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// requireGone asserts that the tenant's container and network no longer exist.
+// requireGone asserts that the tenant's container (or service and secrets) and network no
+// longer exist.
 func (h *harness) requireGone(ctx context.Context, envID int64) {
 	h.t.Helper()
-	_, err := h.cli.ContainerInspect(ctx, h.rt.ContainerName(envID))
-	require.True(h.t, client.IsErrNotFound(err), "container %s still exists (err=%v)", h.rt.ContainerName(envID), err) //nolint:staticcheck // containerd/errdefs is not a direct requirement yet.
-	_, err = h.cli.NetworkInspect(ctx, h.rt.NetworkName(envID), network.InspectOptions{})
+	if h.kind == kindSwarm {
+		_, _, err := h.cli.ServiceInspectWithRaw(ctx, h.rt.ContainerName(envID), swarm.ServiceInspectOptions{})
+		require.True(h.t, client.IsErrNotFound(err), "service %s still exists (err=%v)", h.rt.ContainerName(envID), err) //nolint:staticcheck // containerd/errdefs is not a direct requirement yet.
+		secrets, err := h.cli.SecretList(ctx, swarm.SecretListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", dockertest.RunLabel+"="+h.run.ID), filters.Arg("label", runtime.LabelEnvID+"="+strconv.FormatInt(envID, 10)))})
+		require.NoError(h.t, err)
+		require.Empty(h.t, secrets, "the tenant's secrets are removed")
+	} else {
+		_, err := h.cli.ContainerInspect(ctx, h.rt.ContainerName(envID))
+		require.True(h.t, client.IsErrNotFound(err), "container %s still exists (err=%v)", h.rt.ContainerName(envID), err) //nolint:staticcheck // containerd/errdefs is not a direct requirement yet.
+	}
+	_, err := h.cli.NetworkInspect(ctx, h.rt.NetworkName(envID), network.InspectOptions{})
 	require.True(h.t, client.IsErrNotFound(err), "network %s still exists (err=%v)", h.rt.NetworkName(envID), err) //nolint:staticcheck // see above.
 }
 
@@ -109,4 +175,20 @@ func newOfflineRuntime(t *testing.T, cfg runtime.DockerConfig) *runtime.Docker {
 	rt, err := runtime.NewDocker(cli, cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return rt
+}
+
+// stopContainer stops the container of the tenant's workload with SIGTERM (the template exits
+// cleanly), as an operator or a crash would, and waits until the runtime reports it stopped:
+// swarm learns of it from its node a moment later.
+func (h *harness) stopContainer(ctx context.Context, envID int64) {
+	h.t.Helper()
+	st, err := h.rt.Inspect(ctx, envID)
+	require.NoError(h.t, err)
+	require.NotEmpty(h.t, st.ContainerID)
+	timeout := 5
+	require.NoError(h.t, h.cli.ContainerStop(ctx, st.ContainerID, container.StopOptions{Timeout: &timeout}))
+	require.Eventually(h.t, func() bool {
+		st, err := h.rt.Inspect(ctx, envID)
+		return err == nil && st.State == runtime.StateExited
+	}, 10*time.Second, 50*time.Millisecond, "the runtime reports the tenant stopped")
 }

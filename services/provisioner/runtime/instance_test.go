@@ -24,7 +24,7 @@ func TestInstances_SamePrefixOnOneEngine_NeverTouchEachOther(t *testing.T) {
 		require.NoError(t, err)
 		return rt
 	}
-	a, b, legacy := runtimeOf("aaaa1111"), runtimeOf("bbbb2222"), h.rt
+	a, b, legacy := runtimeOf("aaaa1111"), runtimeOf("bbbb2222"), h.docker
 	require.Equal(t, h.run.Prefix+"-aaaa1111-env-1", a.ContainerName(1))
 	require.Equal(t, h.run.Prefix+"-env-1", legacy.ContainerName(1))
 

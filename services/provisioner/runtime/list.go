@@ -54,6 +54,11 @@ func (d *Docker) List(ctx context.Context) ([]Object, error) {
 	return out, nil
 }
 
+// Owns reports whether o is named as tenant o.EnvID's container, network or secrets volume.
+func (d *Docker) Owns(o Object) bool {
+	return o.EnvID > 0 && (o.Name == d.ContainerName(o.EnvID) || o.Name == d.NetworkName(o.EnvID) || o.Name == d.VolumeName(o.EnvID))
+}
+
 func object(kind ObjectKind, id, name string, labels map[string]string, created time.Time, state State) Object {
 	return Object{
 		Kind:       kind,

@@ -1,10 +1,71 @@
 package runtime
 
-import "time"
+import (
+	"context"
+	"io"
+	"time"
+)
 
-// Instance is what [Docker.Ensure] made or found.
+// Runtime is what the provisioner drives: one implementation per way of running tenants,
+// [Docker] (containers on one engine) and [Swarm] (a service per tenant on a swarm). Every
+// method takes a ctx that bounds it and is safe for concurrent use on different tenants; for
+// one tenant, the caller serializes Ensure, PutSecrets and Remove.
+type Runtime interface {
+	// Ensure makes the tenant's network, secrets and workload exist, match spec, and run. It
+	// is idempotent: a workload of the same spec hash is left running (or started), one of
+	// another hash is replaced. A failed call leaves nothing it created behind, and its error
+	// wraps [ErrImageNotFound], [ErrHardeningNotApplied], [ErrPortUnavailable], [ErrNoSubnet],
+	// [ErrNotManaged] or [ErrInvalidSpec] where one applies.
+	Ensure(ctx context.Context, spec Spec) (Instance, error)
+	// WaitHealthy blocks until GET /health on hostPort answers 200 from outside the tenant,
+	// returning an [*ExitError] as soon as the tenant's app exits or is restarted, and an
+	// error saying what the last probe saw when ctx is done.
+	WaitHealthy(ctx context.Context, envID int64, hostPort int) error
+	// Probe GETs /health on hostPort once and returns nil on 200.
+	Probe(ctx context.Context, hostPort int) error
+	// Inspect reports the tenant's state, health, exit, restarts and uptime with quick
+	// engine calls; a tenant with nothing running has State [StateMissing] and no error.
+	Inspect(ctx context.Context, envID int64) (Status, error)
+	// Status is Inspect plus CPU and memory use, where the engine running the tenant
+	// reports them; it may take about a second.
+	Status(ctx context.Context, envID int64) (Status, error)
+	// Logs returns the tenant's output, stdout and stderr merged, as plain text; it wraps
+	// [ErrNotFound] when the tenant has nothing running. The caller closes the reader.
+	Logs(ctx context.Context, envID int64, opts LogOptions) (io.ReadCloser, error)
+	// PutSecrets replaces the tenant's secret files of the same names ([Spec.Secrets]); it
+	// wraps [ErrNotFound] when the tenant has nothing running.
+	PutSecrets(ctx context.Context, envID int64, secrets map[string]string) error
+	// Remove stops the tenant (SIGTERM, then SIGKILL after grace) and removes everything the
+	// runtime made for it, returning its last log lines. Repeating it is safe.
+	Remove(ctx context.Context, envID int64, grace time.Duration) (Removal, error)
+	// List returns every object carrying the runtime's labels, for the reconciler.
+	List(ctx context.Context) ([]Object, error)
+	// Owns reports whether o, as List returned it, carries a name the runtime gives one of
+	// tenant o.EnvID's objects: the reconciler never touches a labelled object named
+	// otherwise.
+	Owns(o Object) bool
+	// Events streams lifecycle events of the tenants' containers until ctx is done or the
+	// engine stream fails; both channels close when it ends.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+	// CheckImage returns nil when ref can run, and an error wrapping [ErrImageNotFound]
+	// (saying how to get it) when it is not on the engine: images are never pulled.
+	CheckImage(ctx context.Context, ref string) error
+	// ContainerName is the deterministic name of the tenant's container ([Docker]) or
+	// service ([Swarm]).
+	ContainerName(envID int64) string
+	// NetworkName is the deterministic name of the tenant's own network.
+	NetworkName(envID int64) string
+}
+
+var (
+	_ Runtime = (*Docker)(nil)
+	_ Runtime = (*Swarm)(nil)
+)
+
+// Instance is what [Runtime.Ensure] made or found.
 type Instance struct {
-	EnvID         int64
+	EnvID int64
+	// ContainerID and ContainerName are the container's on [Docker], the service's on [Swarm].
 	ContainerID   string
 	ContainerName string
 	NetworkID     string
@@ -42,17 +103,20 @@ const (
 	HealthUnhealthy Health = "unhealthy"
 )
 
-// Status is a tenant container's live state. Usage fields are zero unless State is running.
+// Status is a tenant's live state. Usage fields are zero unless State is running. On [Swarm]
+// it describes the service's current task and that task's container.
 type Status struct {
 	EnvID         int64
 	State         State
 	Health        Health
 	ContainerID   string
 	ContainerName string
-	Image         string
-	HostPort      int
-	Generation    int64
-	SpecHash      string
+	// Node is the hostname of the swarm node running the tenant's task; empty on [Docker].
+	Node       string
+	Image      string
+	HostPort   int
+	Generation int64
+	SpecHash   string
 	// ExitCode, OOMKilled and Error describe the last exit when the container is not running.
 	ExitCode  int
 	OOMKilled bool
@@ -87,10 +151,11 @@ type LogOptions struct {
 	Timestamps bool
 }
 
-// Removal is what [Docker.Remove] found and removed.
+// Removal is what [Runtime.Remove] found and removed.
 type Removal struct {
-	// Existed is false when there was no container (the call was a repeat).
-	Existed     bool
+	// Existed is false when there was no container or service (the call was a repeat).
+	Existed bool
+	// ContainerID is the container's id on [Docker], the service's on [Swarm].
 	ContainerID string
 	// ExitCode is the container's exit code after it stopped.
 	ExitCode int
@@ -98,17 +163,20 @@ type Removal struct {
 	LastLogs []byte
 }
 
-// ObjectKind tells containers, networks and volumes apart in [Object].
+// ObjectKind tells containers, services, networks, volumes and secrets apart in [Object].
 type ObjectKind string
 
-// Object kinds.
+// Object kinds. [Docker] makes containers, networks and volumes; [Swarm] services, networks
+// and secrets.
 const (
 	KindContainer ObjectKind = "container"
+	KindService   ObjectKind = "service"
 	KindNetwork   ObjectKind = "network"
 	KindVolume    ObjectKind = "volume"
+	KindSecret    ObjectKind = "secret"
 )
 
-// Object is one managed container, network or volume, as [Docker.List] reports it. Ids read from
+// Object is one managed object, as [Runtime.List] reports it. Ids read from
 // labels are zero when a label is missing or malformed.
 type Object struct {
 	Kind       ObjectKind
@@ -118,7 +186,7 @@ type Object struct {
 	OrgID      int64
 	Generation int64
 	SpecHash   string
-	// State is the container's state; it is empty for networks and volumes.
+	// State is the container's state; it is empty for every other kind.
 	State   State
 	Labels  map[string]string
 	Created time.Time
