@@ -83,6 +83,9 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	cfg.RegisterFlags(fs)
 	require.NoError(t, fs.Parse(nil))
 
+	// The proxy's port is taken first and held, so that none of the ports picked below is it.
+	proxyLn, err := net.Listen("tcp", "0.0.0.0:0") //nolint:gosec // Tenant containers reach it through the Docker host's gateway.
+	require.NoError(t, err)
 	port := freePort(t)
 	cfg.HTTPAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(port))
 	cfg.OpsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
@@ -99,7 +102,7 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	cfg.Provisioner.Runtime.Labels = run.Labels
 	first, last := dockertest.PortRange(t, 4)
 	cfg.Provisioner.Ports = fmt.Sprintf("%d-%d", first, last)
-	tenantPort := tenantProxy(t, fmt.Sprintf("127.0.0.1:%d", port))
+	tenantPort := tenantProxy(t, proxyLn, fmt.Sprintf("127.0.0.1:%d", port))
 	cfg.Provisioner.TenantAPIURL = fmt.Sprintf("http://host.docker.internal:%d", tenantPort)
 	cfg.Provisioner.DestroyGrace = 2 * time.Second
 	for _, o := range options {
@@ -145,13 +148,11 @@ func startStack(t *testing.T, options ...func(*platform.Config)) *stack {
 	return s
 }
 
-// tenantProxy serves, until the test ends, a reverse proxy to the API at apiAddr on every
-// interface, and returns its port. It sends with http.DefaultTransport, which openapi.Checked
-// replaced with its validating one: what tenant apps send and are answered is checked too.
-func tenantProxy(t *testing.T, apiAddr string) int {
+// tenantProxy serves on ln, until the test ends, a reverse proxy to the API at apiAddr, and
+// returns its port. It sends with http.DefaultTransport, which openapi.Checked replaced with its
+// validating one: what tenant apps send and are answered is checked too.
+func tenantProxy(t *testing.T, ln net.Listener, apiAddr string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "0.0.0.0:0") //nolint:gosec // Tenant containers reach it through the Docker host's gateway.
-	require.NoError(t, err)
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: apiAddr})
 	proxy.FlushInterval = -1 // Event streams go through as they are written.
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}}
