@@ -32,7 +32,7 @@ type natsConfig struct {
 	AuthDir string
 	// Cluster names the JetStream cluster this server is a node of; empty runs it alone.
 	// ServerName is the node's own name, ClusterListen where it takes the other nodes'
-	// routes, and Routes (comma separated, nats-route://host:port) the nodes it joins.
+	// routes, and Routes (comma separated, nats-route://host:port) every node, itself included.
 	Cluster, ServerName, ClusterListen, Routes string
 	// StreamReplicas is how many copies of each stream the cluster keeps (3 on three nodes).
 	StreamReplicas int
@@ -59,7 +59,7 @@ func runNATS(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Cluster, "nats.cluster", "", "name of the JetStream cluster this server is a node of; empty runs it alone")
 	fs.StringVar(&cfg.ServerName, "nats.server-name", "", "with -nats.cluster: this node's name, unique in the cluster")
 	fs.StringVar(&cfg.ClusterListen, "nats.cluster-listen", "0.0.0.0:6222", "with -nats.cluster: where the other nodes' routes connect, host:port (keep it on a network only the nodes reach)")
-	fs.StringVar(&cfg.Routes, "nats.routes", "", "with -nats.cluster: other nodes to join, comma separated nats-route://host:port")
+	fs.StringVar(&cfg.Routes, "nats.routes", "", "with -nats.cluster: every node of the cluster, this one included, comma separated nats-route://host:port")
 	fs.IntVar(&cfg.StreamReplicas, "nats.stream-replicas", 1, "copies of each stream: 1 alone, 3 on a cluster of three")
 	probe := fs.String("probe", "", "instead of running a server, GET this URL and exit 0 if it answers 2xx "+
 		"(the healthcheck of the stack's FROM-scratch containers, which have no curl)")

@@ -3,6 +3,7 @@ package natsx_test
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -24,20 +25,28 @@ import (
 func TestCluster_ThreeNodesR3_StreamLeaderKilled_NothingLostOrDoubled(t *testing.T) {
 	t.Parallel()
 	auth := authority(t)
+	// Every node routes to all three, itself included, as a cluster's configuration does; the
+	// route ports are picked first for that.
+	var routes []string
+	ports := make([]int, 3)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		require.NoError(t, ln.Close())
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
+	}
 	nodes := map[string]*natsx.Embedded{}
-	start := func(name string, routes ...string) *natsx.Embedded {
+	for i, port := range ports {
+		name := fmt.Sprintf("n%d", i+1)
 		emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{
 			StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, Auth: auth,
-			Cluster: &natsx.ClusterConfig{Name: "test", ServerName: name, Host: "127.0.0.1", Port: -1, Routes: routes},
+			Cluster: &natsx.ClusterConfig{Name: "test", ServerName: name, Host: "127.0.0.1", Port: port, Routes: routes},
 		}, slog.New(slog.DiscardHandler))
 		require.NoError(t, err)
 		t.Cleanup(emb.Shutdown)
 		nodes[name] = emb
-		return emb
 	}
-	first := start("n1")
-	start("n2", first.RouteURL())
-	start("n3", first.RouteURL())
 
 	opts, err := auth.Connect(natsauth.Admin, "cluster-test")
 	require.NoError(t, err)
@@ -95,4 +104,13 @@ func TestCluster_ThreeNodesR3_StreamLeaderKilled_NothingLostOrDoubled(t *testing
 		require.NoError(t, err)
 		require.Equal(t, fmt.Sprint(seq-1), string(m.Data), "in order")
 	}
+}
+
+func TestStartEmbedded_ClusterRouteNotAURL_SaysSo(t *testing.T) {
+	t.Parallel()
+	_, err := natsx.StartEmbedded(natsx.EmbeddedConfig{
+		StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, Auth: authority(t),
+		Cluster: &natsx.ClusterConfig{Name: "test", ServerName: "n1", Host: "127.0.0.1", Port: -1, Routes: []string{"127.0.0.1:6222"}},
+	}, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, `route "127.0.0.1:6222" is not a nats-route://host:port URL`)
 }

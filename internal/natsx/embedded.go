@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -37,16 +37,16 @@ type EmbeddedConfig struct {
 
 // ClusterConfig makes an embedded server one node of a JetStream cluster (Raft among the
 // nodes): every node has the same Name and Auth, a ServerName of its own, listens for the
-// others' routes, and names at least one of them in Routes (the nodes find the rest through
-// each other). Routes are not authenticated: keep the route port on a network only the nodes
-// reach.
+// others' routes, and lists every node in Routes, itself included (the server skips its own).
+// A node that lists none runs JetStream alone and the others wait for it. Routes are not
+// authenticated: keep the route port on a network only the nodes reach.
 type ClusterConfig struct {
 	Name       string
 	ServerName string
 	// Host and Port are where the node listens for routes; Port -1 picks a free one.
 	Host string
 	Port int
-	// Routes are other nodes' route URLs, nats-route://host:port.
+	// Routes are the nodes' route URLs, nats-route://host:port.
 	Routes []string
 }
 
@@ -104,7 +104,15 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		}
 		opts.ServerName = c.ServerName
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: cmp.Or(c.Host, host), Port: c.Port}
-		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		// Parsed here, not with server.RoutesFromStr, which keeps an empty or unparsable route
+		// as a nil or empty URL instead of saying so.
+		for _, r := range c.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Scheme != "nats-route" || u.Host == "" {
+				return nil, fmt.Errorf("embedded nats: route %q is not a nats-route://host:port URL", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	if err := cfg.Auth.Configure(opts); err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
