@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/convergence-dev/convergence/pkg/api"
 )
 
 // Client calls the Convergence API with a tenant API key. It is safe for concurrent use.
@@ -208,13 +210,7 @@ func (c *Client) read(resp *http.Response, out any) (*APIError, time.Duration, e
 		}
 		return nil, 0, nil
 	}
-	var envelope struct {
-		Error struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			RequestID string `json:"requestId"`
-		} `json:"error"`
-	}
+	var envelope api.Error
 	_ = json.Unmarshal(raw, &envelope) // A proxy's error page is not JSON; the status still tells.
 	e := &APIError{
 		StatusCode: resp.StatusCode,

@@ -68,10 +68,6 @@ type Result = api.Result
 // Round is one round of the transcript: a turn of each agent and the round's score.
 type Round = api.Round
 
-type taskAnswer struct {
-	Task Task `json:"task"`
-}
-
 // Converge submits req. Without Async it waits for the result: the API waits up to its
 // bound, and when the task outlasts that (202), Converge goes on waiting (Wait) while ctx
 // allows; if ctx ends first, it returns the task as it stood, unfinished (Finished says so;
@@ -80,7 +76,7 @@ func (c *Client) Converge(ctx context.Context, req Request) (*Task, error) {
 	if req.Prompt == "" {
 		return nil, errors.New("convergence: empty prompt")
 	}
-	var a taskAnswer
+	var a api.TaskAnswer
 	if err := c.call(ctx, http.MethodPost, "/api/v1/converge", req, &a); err != nil {
 		return nil, err
 	}
@@ -132,7 +128,7 @@ func (c *Client) Generate(ctx context.Context, prompt string, opts ...RequestOpt
 
 // Task returns the task with its transcript so far.
 func (c *Client) Task(ctx context.Context, taskID string) (*Task, error) {
-	var a taskAnswer
+	var a api.TaskAnswer
 	if err := c.call(ctx, http.MethodGet, "/api/v1/converge/"+url.PathEscape(taskID), nil, &a); err != nil {
 		return nil, err
 	}
@@ -142,7 +138,7 @@ func (c *Client) Task(ctx context.Context, taskID string) (*Task, error) {
 // Cancel asks the platform to stop the task. It returns the task as it stands; the task ends
 // with stop reason cancelled shortly after.
 func (c *Client) Cancel(ctx context.Context, taskID string) (*Task, error) {
-	var a taskAnswer
+	var a api.TaskAnswer
 	if err := c.call(ctx, http.MethodDelete, "/api/v1/converge/"+url.PathEscape(taskID), nil, &a); err != nil {
 		return nil, err
 	}
