@@ -142,7 +142,7 @@ func (s *Swarm) create(ctx context.Context, spec Spec, hash string) (_ Instance,
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if serviceID != "" {
-			if rerr := s.cli.ServiceRemove(cctx, serviceID); rerr != nil && !isNotFound(rerr) {
+			if rerr := s.removeService(cctx, serviceID); rerr != nil {
 				log.Error("remove service after failed ensure", "err", rerr)
 			}
 		}

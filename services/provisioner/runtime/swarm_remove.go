@@ -65,7 +65,7 @@ func (s *Swarm) Remove(ctx context.Context, envID int64, grace time.Duration) (R
 				out.ExitCode = t.Status.ContainerStatus.ExitCode
 			}
 		}
-		if err := s.cli.ServiceRemove(ctx, svc.ID); err != nil && !isNotFound(err) {
+		if err := s.removeService(ctx, svc.ID); err != nil {
 			return Removal{}, fmt.Errorf("remove service %s: %w", name, err)
 		}
 	case errors.Is(err, ErrNotFound):
@@ -82,6 +82,40 @@ func (s *Swarm) Remove(ctx context.Context, envID int64, grace time.Duration) (R
 		log.Info("tenant service removed", "exitCode", out.ExitCode, "archivedLogBytes", len(out.LastLogs))
 	}
 	return out, nil
+}
+
+// removeService removes a service and waits until swarm has deleted its tasks, bounded by
+// swarmSettle; a missing service counts as removed. Until then a task that swarm was still
+// starting can attach the node to the tenant's network again, and bring the network back
+// after its removal.
+func (s *Swarm) removeService(ctx context.Context, id string) error {
+	if err := s.cli.ServiceRemove(ctx, id); err != nil && !isNotFound(err) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, swarmSettle)
+	defer cancel()
+	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 250*time.Millisecond) {
+		// The engine refuses a service filter naming a service it no longer has, so the
+		// tasks are picked out of all of them; this runs only while a tenant is removed.
+		all, err := s.cli.TaskList(ctx, swarm.TaskListOptions{})
+		if err != nil {
+			return fmt.Errorf("list tasks: %w", err)
+		}
+		left := 0
+		for _, t := range all {
+			if t.ServiceID == id {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d tasks left after %s: %w", left, swarmSettle, context.Cause(ctx))
+		case <-time.After(delay):
+		}
+	}
 }
 
 // scaleToZero sets the service's replicas to zero and waits until no task of it runs, bounded
