@@ -69,7 +69,8 @@ type harness struct {
 	url      string
 	svc      *provisioner.Service
 	stopFn   func()
-	kill     context.CancelFunc // stops the instance without waiting
+	kill     context.CancelFunc   // stops the instance without waiting
+	reg      *prometheus.Registry // the instance's metrics
 	logger   *slog.Logger
 	// basePort is the first of the ports the benchmark's baselines publish on.
 	basePort int
@@ -166,10 +167,28 @@ func (h *harness) firstPort() int {
 }
 
 // start runs a new provisioner instance until stop (or the test's end) and waits until it has
-// registered its key and port range. prepare runs on the service before it starts.
+// registered its key and port range and, leading, finished its reconciler's pass at start.
+// prepare runs on the service before it starts.
 func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	h.t.Helper()
-	reg := prometheus.NewRegistry()
+	svc, reg, kill, stop := h.launch(prepare...)
+	h.svc, h.reg, h.kill, h.stopFn = svc, reg, kill, stop
+	require.Eventually(h.t, func() bool {
+		var keys, low int
+		err := h.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM provisioner_keys), (SELECT coalesce(min(port), 0) FROM tenant_ports)`).Scan(&keys, &low)
+		return err == nil && keys > 0 && low == h.firstPort()
+	}, 20*time.Second, 20*time.Millisecond, "provisioner did not start")
+	// The pass at start treats tenants differently from later passes (it resumes every
+	// provisioning one); tests that stage a tenant after start must not race it.
+	require.Eventually(h.t, func() bool { return reconcilePasses(reg) > 0 }, 20*time.Second, 20*time.Millisecond,
+		"the reconciler's pass at start did not finish")
+}
+
+// launch runs a provisioner instance, as one replica of the service, until stop (or the
+// test's end); kill stops it without waiting. reg holds its metrics.
+func (h *harness) launch(prepare ...func(*provisioner.Service)) (svc *provisioner.Service, reg *prometheus.Registry, kill context.CancelFunc, stop func()) {
+	h.t.Helper()
+	reg = prometheus.NewRegistry()
 	svc, err := provisioner.New(h.cfg, provisioner.Deps{Pool: h.provPool, Outbox: h.ob, NC: h.nc, JS: h.js, Docker: h.cli,
 		Logger: h.logger, Registry: reg})
 	require.NoError(h.t, err)
@@ -179,14 +198,12 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	h.svc = svc
-	h.kill = cancel
 	// The test's egress rules leave the host's firewall with it.
 	if d, ok := svc.Runtime().(*runtime.Docker); ok {
 		h.t.Cleanup(func() { _ = d.Egress().Remove() })
 	}
 	var once sync.Once
-	h.stopFn = func() {
+	stop = func() {
 		once.Do(func() {
 			cancel()
 			select {
@@ -197,16 +214,8 @@ func (h *harness) start(prepare ...func(*provisioner.Service)) {
 			}
 		})
 	}
-	h.t.Cleanup(h.stopFn)
-	require.Eventually(h.t, func() bool {
-		var keys, low int
-		err := h.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM provisioner_keys), (SELECT coalesce(min(port), 0) FROM tenant_ports)`).Scan(&keys, &low)
-		return err == nil && keys > 0 && low == h.firstPort()
-	}, 20*time.Second, 20*time.Millisecond, "provisioner did not start")
-	// The pass at start treats tenants differently from later passes (it resumes every
-	// provisioning one); tests that stage a tenant after start must not race it.
-	require.Eventually(h.t, func() bool { return reconcilePasses(reg) > 0 }, 20*time.Second, 20*time.Millisecond,
-		"the reconciler's pass at start did not finish")
+	h.t.Cleanup(stop)
+	return svc, reg, cancel, stop
 }
 
 // admitOnly runs a provisioner that admits tenants but runs none (ServeQueries), for a test
@@ -241,6 +250,20 @@ func reconcilePasses(reg *prometheus.Registry) uint64 {
 		}
 	}
 	return 0
+}
+
+// leading reports whether a provisioner leads its replicas, from its metrics.
+func leading(reg *prometheus.Registry) bool {
+	families, err := reg.Gather()
+	if err != nil {
+		return false
+	}
+	for _, f := range families {
+		if f.GetName() == "convergence_leader" && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetGauge().GetValue() == 1
+		}
+	}
+	return false
 }
 
 // stop stops the current provisioner instance and waits until it has.

@@ -196,3 +196,29 @@ func TestSpawn_AppCrashesAtStart_ErrorWithExitReasonAndArchivedLogs(t *testing.T
 	require.Equal(t, "archive", logs.header.Get("X-Log-Source"))
 	require.Contains(t, string(logs.body), "failed to create new OS thread")
 }
+
+func TestReplicas_OneLeads_TheOtherTakesOverWatchingAndReconcilingWhenItStops(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t) // the first replica, which leads
+	_, second, _, _ := h.launch()
+	require.True(t, leading(h.reg))
+
+	// Both replicas take commands; only the leader watches and reconciles.
+	tenant := h.spawn("failover")
+	envID, port := envIDOf(tenant), int(tenant["port"].(float64))
+	require.False(t, leading(second))
+	require.Zero(t, reconcilePasses(second), "a replica that does not lead does not reconcile")
+
+	h.stop()
+	require.Eventually(t, func() bool { return leading(second) && reconcilePasses(second) > 0 }, 30*time.Second, 50*time.Millisecond,
+		"the second replica did not take over when the leader stopped")
+
+	// The new leader's health watcher repairs what the old one would have.
+	old := h.inspect(envID)
+	require.NoError(t, h.cli.ContainerRemove(t.Context(), old.ID, container.RemoveOptions{Force: true}))
+	require.Eventually(t, func() bool {
+		c, err := h.cli.ContainerInspect(t.Context(), h.svc.Runtime().ContainerName(envID))
+		return err == nil && c.ID != old.ID && c.State.Running
+	}, 30*time.Second, 50*time.Millisecond, "the new leader did not recreate the missing container")
+	require.Eventually(t, func() bool { return answers(t, port) }, 20*time.Second, 50*time.Millisecond)
+}

@@ -40,7 +40,6 @@ import (
 func (s *Service) reconcile(ctx context.Context, atStart bool) {
 	started := time.Now()
 	defer func() { s.metrics.reconcileSeconds.Observe(time.Since(started).Seconds()) }()
-	s.keepEgressPolicy()
 	if err := s.reconcileOnce(ctx, atStart); err != nil && ctx.Err() == nil {
 		s.log.Warn("reconcile", "err", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/leader"
 	"github.com/convergence-dev/convergence/internal/live"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/outbox"
@@ -150,12 +152,6 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.started.Store(true)
 	defer s.started.Store(false)
-	// Events are subscribed before the first reconcile, so nothing that happens during it
-	// goes unseen.
-	w := newWatcher(s)
-	evCtx, stopEvents := context.WithCancel(ctx)
-	defer stopEvents()
-	evs, evErrs := s.rt.Events(evCtx)
 
 	g, gctx := errgroup.WithContext(ctx)
 	cons := consumer.New(s.deps.JS, consumer.Config{
@@ -173,14 +169,34 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return live.NewServer(s.deps.NC, liveSource{s.rt}, s.log).Run(gctx) })
 	g.Go(func() error { return s.queries.Run(gctx) })
-	g.Go(func() error { return w.run(gctx, evs, evErrs) })
 	g.Go(func() error {
-		s.reconcile(gctx, true)
-		periodic.Every(gctx, s.cfg.ReconcileInterval, func() { s.reconcile(gctx, false) })
+		// Every replica keeps the firewall of its own host.
+		periodic.Every(gctx, s.cfg.ReconcileInterval, s.keepEgressPolicy)
 		return nil
+	})
+	g.Go(func() error {
+		return leader.Election{Role: leaderRole}.Run(gctx, s.deps.Pool, leader.NewMetrics(s.deps.Registry), s.log, s.lead)
 	})
 	s.log.Info("provisioner ready", "ports", s.cfg.Ports, "concurrency", s.cfg.Concurrency, "stateDir", s.cfg.StateDir, "instance", s.cfg.Runtime.Instance)
 	return g.Wait()
+}
+
+// leaderRole is the provisioner's election: its leader watches health and reconciles.
+const leaderRole = "provisioner"
+
+// lead runs, for one term as the replicas' leader, what must run once however many
+// provisioners there are: the health watcher and the reconciler, whose first pass resumes the
+// tenants a previous leader left half made. Replicas that do not lead still spawn and destroy
+// tenants as the commands reach them.
+func (s *Service) lead(ctx context.Context) {
+	// Events are subscribed before the first reconcile, so nothing that happens during it
+	// goes unseen.
+	evs, evErrs := s.rt.Events(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = newWatcher(s).run(ctx, evs, evErrs) })
+	s.reconcile(ctx, true)
+	periodic.Every(ctx, s.cfg.ReconcileInterval, func() { s.reconcile(ctx, false) })
+	wg.Wait()
 }
 
 // ServeQueries prepares what admissions need (the sealing key, the port pool) and answers the
@@ -271,8 +287,8 @@ type firewalled interface {
 }
 
 // keepEgressPolicy installs the egress rules again when the host's firewall no longer holds
-// them (a firewall reload, `nft flush ruleset`, a hand edit); the reconciler calls it on every
-// pass, and counts each time it had to.
+// them (a firewall reload, `nft flush ruleset`, a hand edit); every replica calls it each
+// ReconcileInterval, and counts each time it had to.
 func (s *Service) keepEgressPolicy() {
 	if s.egress == nil {
 		return
