@@ -73,6 +73,9 @@ func runNATS(args []string, stdout, stderr io.Writer) error {
 	if *probe != "" {
 		return probeHTTP(ctx, *probe)
 	}
+	if cfg.StreamReplicas < 1 || cfg.StreamReplicas > 5 {
+		return fmt.Errorf("nats.stream-replicas %d: JetStream keeps 1 to 5 copies of a stream; use 1 alone, 3 on a cluster of three", cfg.StreamReplicas)
+	}
 	logger, err := logs.logger(stderr)
 	if err != nil {
 		return err

@@ -103,6 +103,14 @@ func TestRunNATS_Probe(t *testing.T) {
 	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard, io.Discard), "not an http(s) URL")
 }
 
+func TestRunNATS_StreamReplicasOutOfRange_SaysWhatToUse(t *testing.T) {
+	t.Parallel()
+	for _, n := range []string{"0", "6"} {
+		err := runNATS([]string{"-nats.stream-replicas", n}, io.Discard, io.Discard)
+		require.ErrorContains(t, err, "nats.stream-replicas "+n+": JetStream keeps 1 to 5 copies of a stream; use 1 alone, 3 on a cluster of three")
+	}
+}
+
 func get(t *testing.T, url string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)

@@ -61,6 +61,9 @@ func TestCluster_ThreeNodesR3_StreamLeaderKilled_NothingLostOrDoubled(t *testing
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return natsx.EnsureStreams(t.Context(), js, 3) == nil }, 60*time.Second, 250*time.Millisecond,
 		"the cluster forms and takes the streams at three replicas")
+	// A service's process, connected as an admin, ensures the streams as it starts: they keep
+	// their three copies.
+	require.NoError(t, natsx.EnsureStreams(t.Context(), js, natsx.KeepReplicas))
 
 	const perPhase = 100
 	publish := func(i int) time.Duration {

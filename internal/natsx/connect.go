@@ -2,6 +2,7 @@ package natsx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -66,13 +67,29 @@ func SetUpStreams(ctx context.Context, serverURL string, embedded *Embedded, rep
 	return EnsureStreams(sctx, js, replicas)
 }
 
+// KeepReplicas, as EnsureStreams' replicas, keeps the number of copies an existing stream has
+// and makes a missing one with a single copy: what the services' processes ask for, so that a
+// process connecting to a cluster as an admin never takes the streams its operator made with
+// three copies (`convergence nats -nats.stream-replicas 3`) down to one.
+const KeepReplicas = 0
+
 // EnsureStreams creates every stream pkg/events defines, or updates one whose definition
 // changed, each stored replicas times (1 on a single server; 3 on a cluster, so that losing a
-// node loses nothing and the streams go on). It is idempotent, so every process calls it at
-// start.
+// node loses nothing and the streams go on), or as many times as it is now with
+// [KeepReplicas]. It is idempotent, so every process calls it at start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range events.Streams() {
-		cfg.Replicas = max(replicas, 1)
+		cfg.Replicas = replicas
+		if replicas == KeepReplicas {
+			cfg.Replicas = 1
+			s, err := js.Stream(ctx, cfg.Name)
+			switch {
+			case err == nil:
+				cfg.Replicas = max(s.CachedInfo().Config.Replicas, 1)
+			case !errors.Is(err, jetstream.ErrStreamNotFound):
+				return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}

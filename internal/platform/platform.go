@@ -472,7 +472,7 @@ func (in *infra) startNATS(ctx context.Context, cfg Config, targets []string, lo
 		return err
 	}
 	if role == natsauth.Admin {
-		if err := natsx.SetUpStreams(ctx, cfg.NATSURL, in.embedded, 1, logger, opts...); err != nil {
+		if err := natsx.SetUpStreams(ctx, cfg.NATSURL, in.embedded, natsx.KeepReplicas, logger, opts...); err != nil {
 			return fmt.Errorf("%w; is JetStream enabled on the server at NATS_URL?", err)
 		}
 	}
