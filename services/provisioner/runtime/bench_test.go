@@ -127,12 +127,13 @@ func timeIt(b *testing.B, f func()) time.Duration {
 	return time.Since(start)
 }
 
-func spawnRuntime(b *testing.B, ctx context.Context, d *Docker, s Spec) {
-	_, err := d.Ensure(ctx, s)
+// spawnRuntime spawns a tenant with rt: Ensure, then WaitHealthy for up to 30 seconds.
+func spawnRuntime(b *testing.B, ctx context.Context, rt Runtime, s Spec) {
+	_, err := rt.Ensure(ctx, s)
 	require.NoError(b, err)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	require.NoError(b, d.WaitHealthy(wctx, s.EnvID, s.HostPort))
+	require.NoError(b, rt.WaitHealthy(wctx, s.EnvID, s.HostPort))
 }
 
 // spawnDirect makes the same network and container with bare SDK calls: no image check, no
