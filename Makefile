@@ -37,10 +37,14 @@ test: deps images ## Run every test against real PostgreSQL, JetStream and Docke
 	$(GO) test -race -count=1 -p 2 -timeout 15m $$($(GO) list $(PKGS) | grep -vx -e '.*/services/provisioner' -e '.*/services/provisioner/runtime')
 	CONVERGENCE_TEST_SWARM=1 $(GO) test -race -count=1 -p 1 -timeout 15m $(SWARM_PKGS)
 
+.PHONY: test-ha
+test-ha: deps images ## Run the fault tests under load (internal/ha): a replica killed, a JetStream node stopped, PostgreSQL restarted.
+	CONVERGENCE_TEST_HA=1 $(GO) test -count=1 -v -timeout 20m ./internal/ha/
+
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
 	$(GO) test -run '^$$' -bench . -benchtime 5000x -timeout 30m ./internal/outbox/
-	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
+	CONVERGENCE_TEST_SWARM=1 $(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/runtime/
 	$(GO) test -run '^$$' -bench SpawnToHealthy -benchtime 5x -timeout 30m ./services/provisioner/
 	$(GO) test -run '^$$' -bench Templates -benchtime 5x -timeout 30m ./services/provisioner/
 	$(GO) test -run '^$$' -bench ServiceThroughput -benchtime 1x -timeout 30m ./services/converger/
