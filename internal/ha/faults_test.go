@@ -201,7 +201,7 @@ func (c *cluster) waitConverging(t testing.TB, key string, within time.Duration)
 
 // requireTasksFinished waits until every task an API replica accepted is finished in the
 // converger's records, and a failed one says why.
-func (c *cluster) requireTasksFinished(t *testing.T, within time.Duration) {
+func (c *cluster) requireTasksFinished(t testing.TB, within time.Duration) {
 	t.Helper()
 	var open, unexplained, accepted int
 	require.Eventually(t, func() bool {
@@ -221,7 +221,7 @@ func (c *cluster) requireTasksFinished(t *testing.T, within time.Duration) {
 // requireLedgerExact waits until the ledger matches the converger's records exactly: every
 // finished task billed once with its token counts, nothing billed that the converger does not
 // know.
-func (c *cluster) requireLedgerExact(t *testing.T, within time.Duration) {
+func (c *cluster) requireLedgerExact(t testing.TB, within time.Duration) {
 	t.Helper()
 	from := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
 	var last string
@@ -256,7 +256,7 @@ func (c *cluster) requireLedgerExact(t *testing.T, within time.Duration) {
 // requireTenantsMatchContainers waits until no tenant is on its way anywhere and then checks
 // that each running tenant has exactly one container, each destroyed one none, and no
 // container of the installation belongs to a tenant the database does not know.
-func (c *cluster) requireTenantsMatchContainers(t *testing.T, within time.Duration) {
+func (c *cluster) requireTenantsMatchContainers(t testing.TB, within time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		var moving int
