@@ -38,8 +38,8 @@ test: deps images ## Run every test against real PostgreSQL, JetStream and Docke
 	CONVERGENCE_TEST_SWARM=1 $(GO) test -race -count=1 -p 1 -timeout 15m $(SWARM_PKGS)
 
 .PHONY: test-ha
-test-ha: deps images ## Run the fault tests under load (internal/ha): a replica killed, a JetStream node stopped, PostgreSQL restarted.
-	CONVERGENCE_TEST_HA=1 $(GO) test -count=1 -v -timeout 20m ./internal/ha/
+test-ha: deps images ## Run the fault tests under load (internal/ha): a replica killed, a JetStream node stopped, PostgreSQL restarted, a tenant's Swarm task killed.
+	CONVERGENCE_TEST_HA=1 CONVERGENCE_TEST_SWARM=1 $(GO) test -count=1 -v -timeout 20m ./internal/ha/
 
 .PHONY: bench
 bench: deps ## Run the benchmarks; each prints its figure beside a baseline from the same run.
@@ -53,6 +53,7 @@ bench: deps ## Run the benchmarks; each prints its figure beside a baseline from
 	$(GO) test -run '^$$' -bench FairShare -benchtime 10x -timeout 30m ./services/api/
 	$(GO) test -run '^$$' -bench BudgetRace -benchtime 1x -timeout 30m ./services/api/
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 30m ./services/metering/
+	$(GO) test -run '^$$' -bench ConvergeThroughput -benchtime 1x -timeout 30m ./internal/ha/
 
 .PHONY: dashboards
 dashboards: ## Write the Grafana dashboards (deploy/grafana/dashboards.go) as JSON, and their list.

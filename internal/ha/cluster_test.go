@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 	"github.com/convergence-dev/convergence/internal/pglocal"
 	"github.com/convergence-dev/convergence/internal/seal"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime/swarmtest"
 )
 
 const adminToken = "ha-admin-token-0123456789abcdef01"
@@ -51,6 +53,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
+	// The engine ends as the tests found it: out of the swarm a test made.
+	if err := swarmtest.Teardown(); err != nil {
+		fmt.Fprintf(os.Stderr, "swarm teardown: %v\n", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -73,6 +80,8 @@ type cluster struct {
 	replicas []*replica
 	ports    string
 	prefix   string
+	// swarm says the tenants are Swarm services.
+	swarm bool
 }
 
 // replica is one `convergence serve` process running every service.
@@ -87,14 +96,15 @@ type replica struct {
 }
 
 // startCluster starts PostgreSQL, natsNodes JetStream nodes (their streams with natsNodes
-// copies) and two replicas, and waits until every replica is ready.
-func startCluster(t testing.TB, natsNodes int) *cluster {
+// copies) and two replicas, and waits until every replica is ready. args are more flags for
+// the replicas.
+func startCluster(t testing.TB, natsNodes int, args ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	// The postgres user reaches its data directory through the test's directories.
 	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o711))
 	require.NoError(t, os.Chmod(dir, 0o711))
-	c := &cluster{t: t, dir: dir}
+	c := &cluster{t: t, dir: dir, swarm: slices.Contains(args, "swarm")}
 	c.startPostgres()
 	c.startNATS(natsNodes)
 
@@ -108,6 +118,9 @@ func startCluster(t testing.TB, natsNodes int) *cluster {
 		// After the replicas stopped: the tenants they made carry the installation's label.
 		var id string
 		if err := c.Pool.QueryRow(context.Background(), `SELECT id FROM provisioner.installation`).Scan(&id); err == nil {
+			if c.swarm {
+				swarmtest.RemoveLabelled(t, cli, map[string]string{runtime.LabelInstance: id})
+			}
 			_ = dockertest.RemoveLabelled(context.Background(), cli, map[string]string{runtime.LabelInstance: id})
 		}
 	})
@@ -115,7 +128,7 @@ func startCluster(t testing.TB, natsNodes int) *cluster {
 	require.NoError(t, err)
 	// One after the other: the first makes the provisioner's key the others share.
 	for i := range 2 {
-		r := c.newReplica(fmt.Sprintf("r%d", i+1))
+		r := c.newReplica(fmt.Sprintf("r%d", i+1), args)
 		c.replicas = append(c.replicas, r)
 		r.start(t)
 		c.waitReady(r, 90*time.Second)
@@ -208,7 +221,7 @@ func (c *cluster) stopNATSNode(i int) {
 	c.nodes[i] = nil
 }
 
-func (c *cluster) newReplica(name string) *replica {
+func (c *cluster) newReplica(name string, args []string) *replica {
 	t := c.t
 	data := filepath.Join(c.dir, name)
 	port := freePort(t)
@@ -235,6 +248,7 @@ func (c *cluster) newReplica(name string) *replica {
 		"-api.ratelimit.create-per-minute", "60000", "-api.ratelimit.create-burst", "1000",
 		"-api.converge.max-tenant-tasks", "1000",
 	}
+	r.args = append(r.args, args...)
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }

@@ -14,11 +14,13 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/provisioner/runtime"
+	"github.com/convergence-dev/convergence/services/provisioner/runtime/swarmtest"
 )
 
 // requireHA skips a fault test that only `make test-ha` runs.
@@ -48,6 +50,33 @@ func TestFault_PostgresRestarted_NothingLostOrDoubled(t *testing.T) {
 	requireHA(t)
 	c := startCluster(t, 3)
 	faultUnderLoad(t, c, "PostgreSQL restarted (fast shutdown)", c.restartPostgres)
+}
+
+func TestFault_SwarmTaskOfATenantStopped_NothingLostOrDoubled(t *testing.T) {
+	requireHA(t)
+	swarmtest.Require(t)
+	c := startCluster(t, 3, "-provisioner.runtime", "swarm",
+		"-provisioner.runtime.swarm-publish-mode", "host", "-provisioner.runtime.host-ip", "0.0.0.0")
+	victim := c.spawn(t, "victim")
+	cli := dockertest.Client(t)
+	faultUnderLoad(t, c, "a tenant's Swarm task killed (SIGKILL to its container)", func() {
+		tasks, err := cli.ContainerList(t.Context(), container.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+*victim.ContainerName))})
+		require.NoError(t, err)
+		require.Len(t, tasks, 1, "the tenant's one running task")
+		require.NoError(t, cli.ContainerKill(t.Context(), tasks[0].ID, "KILL"))
+		killed := time.Now()
+		require.NotNil(t, victim.Port)
+		health := fmt.Sprintf("http://127.0.0.1:%d/health", *victim.Port)
+		require.Eventually(t, func() bool {
+			code, _, err := send(t.Context(), http.MethodGet, health, "", "", nil)
+			return err == nil && code == http.StatusOK
+		}, time.Minute, 50*time.Millisecond, "the tenant never answered again")
+		t.Logf("the tenant answered /health again %s after its task was killed", time.Since(killed).Round(time.Millisecond))
+	})
+	var status string
+	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT status FROM provisioner.environments WHERE id = $1`, victim.EnvID).Scan(&status))
+	require.Equal(t, "running", status, "swarm started the tenant's task again and the provisioner saw it")
 }
 
 // faultUnderLoad runs the load for a while, makes the fault, runs it on, and then checks that
@@ -278,14 +307,27 @@ func (c *cluster) requireTenantsMatchContainers(t testing.TB, within time.Durati
 	var instance string
 	require.NoError(t, c.Pool.QueryRow(t.Context(), `SELECT id FROM provisioner.installation`).Scan(&instance))
 
+	// A tenant's objects: its container, or its Swarm service.
 	cli := dockertest.Client(t)
-	containers, err := cli.ContainerList(t.Context(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", runtime.LabelInstance+"="+instance))})
-	require.NoError(t, err)
+	mine := filters.NewArgs(filters.Arg("label", runtime.LabelInstance+"="+instance))
+	var objects []map[string]string // their labels
+	if c.swarm {
+		services, err := cli.ServiceList(t.Context(), swarm.ServiceListOptions{Filters: mine})
+		require.NoError(t, err)
+		for _, svc := range services {
+			objects = append(objects, svc.Spec.Labels)
+		}
+	} else {
+		containers, err := cli.ContainerList(t.Context(), container.ListOptions{All: true, Filters: mine})
+		require.NoError(t, err)
+		for _, ctr := range containers {
+			objects = append(objects, ctr.Labels)
+		}
+	}
 	per := map[string]int{}
-	for _, ctr := range containers {
-		id := ctr.Labels[runtime.LabelEnvID]
-		require.Contains(t, status, id, "container %v belongs to no tenant the database knows", ctr.Names)
+	for _, labels := range objects {
+		id := labels[runtime.LabelEnvID]
+		require.Contains(t, status, id, "a container or service belongs to no tenant the database knows: %v", labels)
 		per[id]++
 	}
 	running := 0
@@ -293,10 +335,10 @@ func (c *cluster) requireTenantsMatchContainers(t testing.TB, within time.Durati
 		switch st {
 		case "running":
 			running++
-			require.Equal(t, 1, per[id], "tenant %s runs with %d containers", id, per[id])
+			require.Equal(t, 1, per[id], "tenant %s runs with %d containers or services", id, per[id])
 		case "destroyed":
-			require.Zero(t, per[id], "destroyed tenant %s left %d containers", id, per[id])
+			require.Zero(t, per[id], "destroyed tenant %s left %d containers or services", id, per[id])
 		}
 	}
-	t.Logf("tenants: %d known, %d running, each with one container; %d containers in all", len(status), running, len(containers))
+	t.Logf("tenants: %d known, %d running, each with one container or service; %d in all", len(status), running, len(objects))
 }
