@@ -27,8 +27,9 @@ import (
 // it while the first runs is answered 409); the answer the handler writes is kept, sealed, and
 // given to retries with the same body within the window, marked Idempotent-Replayed; the key
 // with another body is 422. An answer that says to retry (5xx, 429) or an error the handler
-// returns gives the key back, so a retry runs again. A key whose request never answered (its
-// replica stopped) is taken again after abandonedClaim.
+// returns gives the key back, so a retry runs again. The request holds its key as a lease it
+// renews while it runs, so a key whose request never answered (its replica stopped) is free
+// again within claimLease.
 //
 // Answers may carry secrets (a new tenant's key), so each is kept sealed with AES-256-GCM under
 // a key derived from the admin token, the request's method and path, and its Idempotency-Key:
@@ -76,7 +77,9 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		tee := &teeWriter{ResponseWriter: c.Response().Writer}
 		c.Response().Writer = tee
+		stopRenewing := s.renewClaim(ctx, operation, k.key, claimLease/3)
 		err = next(c)
+		stopRenewing()
 		status := c.Response().Status
 		keepCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -98,15 +101,49 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// abandonedClaim is how long a key taken by a request that never answered stays taken.
-const abandonedClaim = 10 * time.Minute
+// claimLease is how long a key taken by a request stays taken without being renewed: the
+// request renews it every claimLease/3 while it runs, so a request that never answered (its
+// replica stopped) holds its key up to claimLease, however long requests may run.
+const claimLease = 30 * time.Second
+
+// renewClaim renews the request's claim on operation's key every `every` until the returned
+// function is called; the handler's end, not its client's, ends the renewals. A renewal under
+// way when stop is called finishes first, so none lands after stop returns.
+func (s *Service) renewClaim(ctx context.Context, operation, key string, every time.Duration) (stop func()) {
+	ctx = context.WithoutCancel(ctx)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				rctx, cancel := context.WithTimeout(ctx, every)
+				_, err := s.deps.Pool.Exec(rctx, `
+					UPDATE operator_idempotency_keys SET created_at = now() WHERE operation = $1 AND key = $2 AND status = 0`,
+					operation, key)
+				cancel()
+				if err != nil {
+					s.logger.Warn("renew the claim on an idempotency key", "operation", operation, "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
 
 // claimRoute takes key k for operation: errIdempotencyKeyTaken when a request has it.
 func (s *Service) claimRoute(ctx context.Context, operation string, k *idempotency) error {
 	return pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `
 			DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND status = 0 AND created_at <= now() - $3 * interval '1 second'`,
-			operation, k.key, abandonedClaim.Seconds()); err != nil {
+			operation, k.key, claimLease.Seconds()); err != nil {
 			return fmt.Errorf("take back an abandoned idempotency key: %w", err)
 		}
 		return claimOperatorKey(ctx, tx, operation, k)

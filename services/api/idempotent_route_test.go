@@ -109,3 +109,32 @@ func TestIdempotentRoutes_SpawnRotateInvoice_RetriesGetTheFirstAnswerSealed(t *t
 	require.True(t, replayed)
 	require.Equal(t, inv, again)
 }
+
+func TestIdempotentRoutes_KeyOfARequestThatNeverAnswered_FreeAgainOnceItsLeaseLapsed(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	a.startProvisioner()
+	envID, _ := a.insertTenant("leased", "running")
+	keys := fmt.Sprintf("/api/v1/tenant/%d/keys", envID)
+	rotate := map[string]any{"overlapSeconds": 60}
+	code, body, _ := a.withKey(http.MethodPost, keys, "rotate-lease", rotate)
+	require.Equal(t, http.StatusCreated, code, "%v", body)
+
+	// As a replica that stopped while it ran the request leaves its key: taken, never answered,
+	// renewed last when the replica was still there.
+	abandoned := func(ago string) {
+		_, err := a.Pool.Exec(t.Context(), `
+			UPDATE api.operator_idempotency_keys SET status = 0, answer = 'null', created_at = now() - $1::interval
+			WHERE key = 'rotate-lease'`, ago)
+		require.NoError(t, err)
+	}
+	abandoned("5 seconds")
+	code, body, _ = a.withKey(http.MethodPost, keys, "rotate-lease", rotate)
+	require.Equal(t, http.StatusConflict, code, "renewed a moment ago, the request may still run: %v", body)
+	require.Equal(t, "idempotency_key_in_use", errorCode(body))
+
+	abandoned("31 seconds")
+	code, body, replayed := a.withKey(http.MethodPost, keys, "rotate-lease", rotate)
+	require.Equal(t, http.StatusCreated, code, "the lease lapsed: the retry runs: %v", body)
+	require.False(t, replayed)
+}
