@@ -187,7 +187,10 @@ var envAliases = map[string]string{
 	"nats-url":     "NATS_URL",
 }
 
-// bindEnv sets every flag not given on the command line from its environment variable.
+// bindEnv sets every flag not given on the command line from its environment variable, or
+// from the file its <NAME>_FILE variable names (the trailing newline dropped): the way Docker
+// and Kubernetes hand over secrets, so that a database password or admin token need not be in
+// the process's environment.
 func bindEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -201,7 +204,16 @@ func bindEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 			names = append(names, alias)
 		}
 		for _, name := range names {
-			if v, ok := lookup(name); ok {
+			v, ok := lookup(name)
+			if path, isFile := lookup(name + "_FILE"); !ok && isFile {
+				b, rerr := os.ReadFile(path) //nolint:gosec // The operator names the file.
+				if rerr != nil {
+					err = fmt.Errorf("environment variable %s_FILE: %w", name, rerr)
+					return
+				}
+				v, ok, name = strings.TrimRight(string(b), "\r\n"), true, name+"_FILE"
+			}
+			if ok {
 				if serr := fs.Set(f.Name, v); serr != nil {
 					err = fmt.Errorf("environment variable %s: %w", name, serr)
 				}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,6 +35,37 @@ func TestBindEnv_FlagsReadTheirEnvironmentNamesAndAliases(t *testing.T) {
 	require.Equal(t, "api", cfg.Target)
 	require.Equal(t, "postgres://db/x", cfg.DatabaseURL)
 	require.Equal(t, "nats://nats:4222", cfg.NATSURL)
+}
+
+func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var cfg platform.Config
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	dir := t.TempDir()
+	token, dbURL := filepath.Join(dir, "token"), filepath.Join(dir, "db")
+	require.NoError(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
+	require.NoError(t, os.WriteFile(dbURL, []byte("postgres://u:p@db/x"), 0o600))
+	env := map[string]string{
+		"CONVERGENCE_ADMIN_TOKEN_FILE": token,
+		"DATABASE_URL_FILE":            dbURL,
+		"CONVERGENCE_HTTP_ADDR":        ":4000",
+		"CONVERGENCE_HTTP_ADDR_FILE":   filepath.Join(dir, "missing"), // The variable itself wins.
+	}
+	require.NoError(t, bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	require.Equal(t, "s3cret", cfg.API.AdminToken)
+	require.Equal(t, "postgres://u:p@db/x", cfg.DatabaseURL)
+	require.Equal(t, ":4000", cfg.HTTPAddr)
+
+	fs = flag.NewFlagSet("test", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	env = map[string]string{"CONVERGENCE_ADMIN_TOKEN_FILE": filepath.Join(dir, "missing")}
+	err := bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.ErrorContains(t, err, "CONVERGENCE_ADMIN_TOKEN_FILE")
+	require.ErrorContains(t, err, "no such file")
 }
 
 func TestBindEnv_BadValue_NamesTheVariable(t *testing.T) {
