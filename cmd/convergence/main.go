@@ -14,6 +14,7 @@
 //	convergence nats [flags]       a standalone NATS server with JetStream (compose stack)
 //	convergence nats creds ROLE    a NATS credentials file for a new user of ROLE (integrator, ...)
 //	convergence nats revoke -creds FILE   the NATS server cuts that user off within seconds
+//	convergence nats init -nats.auth-dir DIR   make a NATS authority for a cluster's nodes to share
 //	convergence secrets new-key|reseal   rotate the key that seals webhook secrets
 //	convergence egress show|remove   the tenants' egress rules in the host's firewall
 //	convergence postgres [flags]   a standalone PostgreSQL from the image's binaries (compose stack)
@@ -67,7 +68,8 @@ commands:
   audit     who did what to organizations, tenants and keys, and how it ended (admin API)
   reconcile compare the usage ledger with the task records; -repair fills the gaps
   nats      run a standalone NATS server with JetStream; "nats creds ROLE" issues a user,
-            "nats revoke -creds FILE" revokes one
+            "nats revoke -creds FILE" revokes one, "nats init -nats.auth-dir DIR" makes an
+            authority for a cluster's nodes to share
   secrets   "secrets new-key" prints a key for the secrets keyring; "secrets reseal" moves every
             sealed secret to the keyring's first key
   egress    "egress show" prints the tenants' egress rules the host's firewall holds for this
@@ -205,7 +207,9 @@ func bindEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 		for _, name := range names {
 			v, ok := lookup(name)
-			if path, isFile := lookup(name + "_FILE"); !ok && isFile {
+			// A flag with a -file flag of its own (postgres.password) leaves <NAME>_FILE to it.
+			ownFile := fs.Lookup(f.Name+"-file") != nil
+			if path, isFile := lookup(name + "_FILE"); !ok && isFile && !ownFile {
 				b, rerr := os.ReadFile(path) //nolint:gosec // The operator names the file.
 				if rerr != nil {
 					err = fmt.Errorf("environment variable %s_FILE: %w", name, rerr)

@@ -68,6 +68,18 @@ func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
 	require.ErrorContains(t, err, "no such file")
 }
 
+func TestBindEnv_FlagWithAFileFlagOfItsOwn_LeavesTheFileVariableToIt(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	password := fs.String("postgres.password", "", "")
+	passwordFile := fs.String("postgres.password-file", "", "")
+	require.NoError(t, fs.Parse(nil))
+	env := map[string]string{"CONVERGENCE_POSTGRES_PASSWORD_FILE": "/run/secrets/pg"}
+	require.NoError(t, bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	require.Empty(t, *password)
+	require.Equal(t, "/run/secrets/pg", *passwordFile)
+}
+
 func TestBindEnv_BadValue_NamesTheVariable(t *testing.T) {
 	t.Parallel()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)

@@ -49,6 +49,9 @@ func runNATS(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "revoke" {
 		return runNATSRevoke(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "init" {
+		return runNATSInit(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("convergence nats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg natsConfig
@@ -258,6 +261,25 @@ func (a *authorityFlags) load() (*natsauth.Authority, error) {
 		return natsauth.Load(a.authDir)
 	}
 	return natsauth.Load(natsauth.DirIn(a.dataDir))
+}
+
+// runNATSInit makes the authority in -nats.auth-dir unless one is there: for a cluster whose nodes get the same authority as files (Swarm or
+// Kubernetes secrets) before any of them starts.
+func runNATSInit(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convergence nats init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("nats.auth-dir", "", "the directory to make the authority in")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if *dir == "" {
+		return errors.New("nats init: give -nats.auth-dir DIR")
+	}
+	if _, err := natsauth.LoadOrCreate(*dir); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "NATS authority in %s\n", *dir)
+	return err
 }
 
 // runNATSRevoke revokes a user the authority issued: a running server of the same authority

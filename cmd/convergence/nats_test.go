@@ -103,6 +103,20 @@ func TestRunNATS_Probe(t *testing.T) {
 	require.ErrorContains(t, runNATS([]string{"-probe", "127.0.0.1:3000"}, io.Discard, io.Discard), "not an http(s) URL")
 }
 
+func TestRunNATSInit_MakesTheAuthorityOnceThatCredsAreIssuedFrom(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "auth")
+	require.NoError(t, runNATS([]string{"init", "-nats.auth-dir", dir}, io.Discard, io.Discard))
+	operator, err := os.ReadFile(filepath.Join(dir, "operator.nk"))
+	require.NoError(t, err)
+	require.NoError(t, runNATS([]string{"init", "-nats.auth-dir", dir}, io.Discard, io.Discard))
+	again, err := os.ReadFile(filepath.Join(dir, "operator.nk"))
+	require.NoError(t, err)
+	require.Equal(t, operator, again, "an authority made once stays")
+	require.NoError(t, runNATS([]string{"creds", "-nats.auth-dir", dir, "-o", filepath.Join(dir, "api.creds"), "api"}, io.Discard, io.Discard))
+	require.ErrorContains(t, runNATS([]string{"init"}, io.Discard, io.Discard), "-nats.auth-dir")
+}
+
 func TestRunNATS_StreamReplicasOutOfRange_SaysWhatToUse(t *testing.T) {
 	t.Parallel()
 	for _, n := range []string{"0", "6"} {
