@@ -75,6 +75,14 @@ up: deps images-stack images ## Run the docker compose stack (deploy/compose) an
 down: ## Remove the compose stack with its volumes and networks, and the tenants it started.
 	deploy/compose/down.sh
 
+.PHONY: up-ha
+up-ha: deps images-stack images ## Run the compose stack's HA profile: three JetStream nodes, R3 streams, two replicas of every service.
+	HA=1 deploy/compose/up.sh
+
+.PHONY: down-ha
+down-ha: ## Remove the HA profile's stack with its volumes and networks, and the tenants it started.
+	HA=1 deploy/compose/down.sh
+
 .PHONY: generate
 generate: ## Regenerate the Go types of the HTTP contract (pkg/api/types.gen.go) from pkg/api/openapi.yaml.
 	cd pkg/api && $(GO) generate ./

@@ -5,12 +5,17 @@
 # found by their labels (convergence.managed=true) and the stack's name prefix
 # (TENANT_NAME_PREFIX, "convergence-stack" by default), so tenants of another installation on
 # this engine, such as `make run`'s, are left alone. Safe to run when nothing is up. The
-# images and .env are kept.
+# images and .env are kept. HA=1 (`make down-ha`) removes the HA profile's stack; without it,
+# a stack of the HA profile is found and removed as one all the same.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 find_compose
+if [ "$ha" != 1 ] && runs_ha; then
+  say "project $project runs the HA profile: removing it as make down-ha does"
+  ha=1
+fi
 # Compose checks the file's required variables even to take the stack down; the passwords'
 # values do not matter here. The host's settings do, for the one-off provisioner below.
 : "${POSTGRES_PASSWORD:=$(env_value POSTGRES_PASSWORD | grep . || echo unused)}"
@@ -18,10 +23,14 @@ find_compose
 export POSTGRES_PASSWORD CONVERGENCE_ADMIN_TOKEN
 export_host_settings
 
-# The provisioner first, so that nothing recreates a tenant while they are removed.
-provisioner_ran="$(stack ps -q provisioner 2>/dev/null || true)"
+# The provisioners first, so that nothing recreates a tenant while they are removed.
+provisioners=(provisioner)
+if [ "$ha" = 1 ]; then
+  provisioners+=(provisioner-2)
+fi
+provisioner_ran="$(stack ps -q "${provisioners[@]}" 2>/dev/null || true)"
 if [ -n "$provisioner_ran" ]; then
-  stack stop --timeout 30 provisioner >/dev/null
+  stack stop --timeout 30 "${provisioners[@]}" >/dev/null
 fi
 prefix="$(env_value TENANT_NAME_PREFIX)"
 prefix="${prefix:-convergence-stack}"

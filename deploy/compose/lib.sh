@@ -5,6 +5,9 @@
 compose_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 env_file="$compose_dir/.env"
 project="${COMPOSE_PROJECT_NAME:-convergence}"
+# HA=1 (make up-ha, make down-ha) adds docker-compose.ha.yml: three NATS nodes, three copies of
+# every stream, two replicas of every service.
+ha="${HA:-0}"
 
 fail() { echo "$(basename "$0"): $*" >&2; exit 1; }
 say() { echo "$(basename "$0"): $*"; }
@@ -21,13 +24,23 @@ find_compose() {
   fi
 }
 
-# stack runs the compose command on the stack's file and project.
+# stack runs the compose command on the stack's files and project: docker-compose.yml, and with
+# HA=1 docker-compose.ha.yml over it.
 stack() {
   local args=(--project-name "$project" --project-directory "$compose_dir" -f "$compose_dir/docker-compose.yml")
+  if [ "$ha" = 1 ]; then
+    args+=(-f "$compose_dir/docker-compose.ha.yml")
+  fi
   if [ -f "$env_file" ]; then
     args+=(--env-file "$env_file")
   fi
   "${COMPOSE[@]}" "${args[@]}" "$@"
+}
+
+# runs_ha says whether the project has containers of the HA profile, running or not: nats-2 is
+# one of them, and only of them.
+runs_ha() {
+  [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=nats-2)" ]
 }
 
 # env_value prints NAME's value: from the shell if set there, else from .env, else nothing.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the compose stack (`make up`, after the images are built) and waits until the API
-# answers /readyz. Creates deploy/compose/.env from .env.example on first use, with a fresh
+# answers /readyz; with HA=1 (`make up-ha`) the HA profile, docker-compose.ha.yml over it. Creates deploy/compose/.env from .env.example on first use, with a fresh
 # admin token and database password. Running it again leaves a running stack as it is, and
 # recreates only containers whose image or settings changed.
 set -euo pipefail
@@ -31,6 +31,15 @@ done
   fail "POSTGRES_PASSWORD may hold only letters, digits and - . _ ~ (it is part of DATABASE_URL)"
 export_host_settings
 
+# One profile at a time on a project: the other's containers and volumes would be mixed in
+# (a JetStream store made alone does not join a cluster).
+if [ "$ha" != 1 ] && runs_ha; then
+  fail "project $project runs the HA profile: make up-ha, or make down-ha first"
+fi
+if [ "$ha" = 1 ] && ! runs_ha && [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$project")" ]; then
+  fail "project $project runs without the HA profile: make up, or make down first"
+fi
+
 # not_ready lists the stack's containers that are neither healthy nor (without a
 # healthcheck) running, with their state.
 not_ready() {
@@ -50,9 +59,22 @@ secrets="$compose_dir/secrets"
 (umask 077 && mkdir -p "$secrets")
 chmod 0700 "$secrets"
 nats_deadline=$((SECONDS + ready_timeout))
-until [ "$(docker inspect -f '{{.State.Health.Status}}' "$(stack ps -q nats)" 2>/dev/null)" = healthy ]; do
-  [ "$SECONDS" -lt "$nats_deadline" ] || { stack logs --tail 30 nats >&2 || true; fail "NATS was not healthy within ${ready_timeout}s"; }
-  sleep 1
+nodes=(nats)
+if [ "$ha" = 1 ]; then
+  # nats-2 and nats-3 read the authority nats-1 makes on its first start, so they start once
+  # it is there (`nats creds` only reads one); nats-1 is healthy only once another node joined.
+  until stack exec -T nats /convergence nats creds api >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$nats_deadline" ] || { stack logs --tail 30 nats >&2 || true; fail "nats-1 made no NATS authority within ${ready_timeout}s"; }
+    sleep 1
+  done
+  stack up -d nats-2 nats-3 || fail "compose up nats-2 nats-3 failed; see '${COMPOSE[*]} -p $project logs nats-2 nats-3' in $compose_dir"
+  nodes=(nats nats-2 nats-3)
+fi
+for node in "${nodes[@]}"; do
+  until [ "$(docker inspect -f '{{.State.Health.Status}}' "$(stack ps -q "$node")" 2>/dev/null)" = healthy ]; do
+    [ "$SECONDS" -lt "$nats_deadline" ] || { stack logs --tail 30 "${nodes[@]}" >&2 || true; fail "$node was not healthy within ${ready_timeout}s"; }
+    sleep 1
+  done
 done
 for service in api provisioner converger metering; do
   stack_nats creds "$service" -name "convergence-$service" >"$secrets/$service.creds.new" ||
@@ -79,16 +101,21 @@ if ! stack up -d --remove-orphans; then
 fi
 
 api_port="$(env_value API_PORT)"
-url="http://127.0.0.1:${api_port:-3000}/readyz"
-say "waiting up to ${ready_timeout}s for $url"
+urls=("http://127.0.0.1:${api_port:-3000}/readyz")
+if [ "$ha" = 1 ]; then
+  urls+=("http://127.0.0.1:$(env_value API_2_PORT | grep . || echo 4000)/readyz")
+fi
 deadline=$((SECONDS + ready_timeout))
-until curl -fsS --max-time 5 "$url" >/dev/null 2>&1; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    stack ps >&2 || true
-    stack logs --tail 30 api >&2 || true
-    fail "the API did not answer $url within ${ready_timeout}s"
-  fi
-  sleep 2
+for url in "${urls[@]}"; do
+  say "waiting up to ${ready_timeout}s for $url"
+  until curl -fsS --max-time 5 "$url" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      stack ps >&2 || true
+      stack logs --tail 30 api >&2 || true
+      fail "the API did not answer $url within ${ready_timeout}s"
+    fi
+    sleep 2
+  done
 done
 # Then every container: healthy, or running when it has no healthcheck.
 until [ -z "$(not_ready)" ]; do
@@ -110,5 +137,12 @@ The stack is up (compose project "$project"):
   Prometheus  http://127.0.0.1:$(env_value PROMETHEUS_PORT | grep . || echo 9090)   Alertmanager http://127.0.0.1:$(env_value ALERTMANAGER_PORT | grep . || echo 9093)
   PostgreSQL  127.0.0.1:$(env_value POSTGRES_PORT | grep . || echo 5432), NATS 127.0.0.1:$(env_value NATS_PORT | grep . || echo 4222)
   NATS user   deploy/compose/nats-creds.sh integrator > integrator.creds   (read-only: lifecycle, results)
-make down removes it, its volumes and networks, and the tenants it started.
 EOF
+if [ "$ha" = 1 ]; then
+  cat <<EOF
+  HA profile  second API http://127.0.0.1:$(env_value API_2_PORT | grep . || echo 4000); NATS nodes 127.0.0.1:$(env_value NATS_PORT | grep . || echo 4222), :$(env_value NATS_2_PORT | grep . || echo 4223), :$(env_value NATS_3_PORT | grep . || echo 4224); monitors :$(env_value NATS_MONITOR_PORT | grep . || echo 8222), :$(env_value NATS_2_MONITOR_PORT | grep . || echo 8223), :$(env_value NATS_3_MONITOR_PORT | grep . || echo 8224)
+make down-ha removes it, its volumes and networks, and the tenants it started.
+EOF
+else
+  echo "make down removes it, its volumes and networks, and the tenants it started."
+fi
