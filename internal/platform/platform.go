@@ -485,9 +485,11 @@ func (in *infra) startNATS(ctx context.Context, cfg Config, targets []string, lo
 		if got != natsauth.Admin && got != natsauth.Role(t) {
 			return fmt.Errorf("nats.creds %s is a %s user, which may not do what %s does: give each target its own credentials (convergence nats creds %s)", cfg.NATSCreds, got, t, t)
 		}
-		if in.conns[t], err = natsx.Connect(cfg.NATSURL, in.embedded, name, logger, opts...); err != nil {
+		nc, err := natsx.Connect(cfg.NATSURL, in.embedded, name, logger, opts...)
+		if err != nil {
 			return err
 		}
+		in.conns[t] = nc
 		if in.js[t], err = jetstream.New(in.conns[t]); err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}

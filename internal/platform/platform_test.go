@@ -337,3 +337,22 @@ func TestRun_NATSCredsOfAnotherService_RefusedAtStart(t *testing.T) {
 	err = platform.Run(ctx, cfg, discard)
 	require.ErrorContains(t, err, "is a metering user, which may not do what converger does")
 }
+
+func TestRun_NATSUnreachable_FailsAtStartWithoutPanicking(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	creds, err := srv.Auth.Creds(natsauth.API, "api", 0)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "api.creds")
+	require.NoError(t, os.WriteFile(file, creds, 0o600))
+	cfg := testConfig(t)
+	cfg.Target = platform.TargetAPI
+	cfg.DatabaseURL = pgtest.NewDB(t).URL
+	cfg.DataDir = t.TempDir()
+	// A service user does not set up the streams: the first thing to fail is its connection.
+	cfg.NATSURL, cfg.NATSCreds = "nats://127.0.0.1:1", file
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err = platform.Run(ctx, cfg, discard)
+	require.ErrorContains(t, err, "connect to nats at nats://127.0.0.1:1")
+}
