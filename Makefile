@@ -83,6 +83,14 @@ up-ha: deps images-stack images ## Run the compose stack's HA profile: three Jet
 down-ha: ## Remove the HA profile's stack with its volumes and networks, and the tenants it started.
 	HA=1 deploy/compose/down.sh
 
+.PHONY: swarm-up
+swarm-up: deps build images-stack images ## Run the platform as a Docker Swarm stack (deploy/swarm), making this engine a swarm if it is in none.
+	deploy/swarm/up.sh
+
+.PHONY: swarm-down
+swarm-down: ## Remove the swarm stack, its tenants, volumes and secrets, and the swarm if swarm-up made it.
+	deploy/swarm/down.sh
+
 .PHONY: generate
 generate: ## Regenerate the Go types of the HTTP contract (pkg/api/types.gen.go) from pkg/api/openapi.yaml.
 	cd pkg/api && $(GO) generate ./
