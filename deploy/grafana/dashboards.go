@@ -192,6 +192,9 @@ func metering() Board {
 					{`histogram_quantile(0.95, sum by (le) (rate(convergence_metering_rollup_merge_duration_seconds_bucket` + rate + `)))`, "p95 merge time"},
 					{`sum(rate(convergence_metering_rollup_merged_rows_total` + rate + `))`, "rows merged/s"},
 				}},
+			{Title: "Leader", Unit: "short",
+				Description: "The replica that merges the rollups and checks the reconciliation: 1 while an instance leads. One line at 1 at a time; a change is a failover.",
+				Queries:     []Query{{`max by (instance) (convergence_leader{role="metering"})`, "{{instance}}"}}},
 		},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/convergence-dev/convergence/internal/leader"
 	"github.com/convergence-dev/convergence/internal/natsrpc"
 	"github.com/convergence-dev/convergence/internal/periodic"
 	"github.com/convergence-dev/convergence/pkg/events"
@@ -129,15 +131,30 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return lifecycle.Run(gctx) })
 	g.Go(func() error { return s.queries.Run(gctx) })
 	g.Go(func() error { s.watchPrices(gctx); return nil })
-	g.Go(func() error { s.mergeRollups(gctx); return nil })
 	g.Go(func() error { s.publishUsage(gctx); return nil })
-	g.Go(func() error { s.checkReconciliation(gctx); return nil })
+	g.Go(func() error {
+		return leader.Election{Role: leaderRole}.Run(gctx, s.deps.Pool, leader.NewMetrics(s.deps.Registry), s.logger, s.lead)
+	})
 	s.logger.Info("metering ready", "price_version", p.Label(), "price_version_id", p.VersionID, "currency", p.Currency())
 	return g.Wait()
 }
 
-// mergeRollups merges the rollup deltas every RollupMerge until ctx is done. Every replica
-// runs it; one at a time merges, the others find the merge taken and wait for the next tick.
+// leaderRole is the metering's election: its leader merges the rollups and checks the
+// reconciliation.
+const leaderRole = "metering"
+
+// lead runs, for one term as the replicas' leader, the periodic work one replica does for
+// all: the rollup merges and the reconciliation check. Each also takes turns under an advisory
+// lock of its own, so two leaders overlapping for a moment never run it twice at once.
+func (s *Service) lead(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { s.mergeRollups(ctx) })
+	wg.Go(func() { s.checkReconciliation(ctx) })
+	wg.Wait()
+}
+
+// mergeRollups merges the rollup deltas every RollupMerge until ctx is done; one merge runs
+// at a time, whichever replica asks.
 func (s *Service) mergeRollups(ctx context.Context) {
 	periodic.Every(ctx, s.cfg.RollupMerge, func() {
 		start := time.Now()
