@@ -1,7 +1,10 @@
 // Package leader elects, among the replicas of a service, the one that runs work that must run
 // once (the provisioner's reconciler and health watcher), with a PostgreSQL session advisory
 // lock: the replica whose connection holds the lock leads, and the lock goes with the
-// connection when the leader stops, dies or loses its database.
+// connection when the leader stops, dies or loses its database. A leader's host that vanishes
+// without closing its connection (power, network) leaves the server a session that goes
+// quiet: the connection asks the server to end it after idleSessionTimeout without a query,
+// and the leader pings far more often than that.
 //
 // The election is a lease with PostgreSQL as the referee, not a fence: a leader that loses its
 // connection learns of it at its next check, up to CheckEvery later, while another replica may
@@ -33,6 +36,11 @@ const (
 	// DefaultRetryEvery is how often a replica that does not lead tries to.
 	DefaultRetryEvery = 5 * time.Second
 )
+
+// idleSessionTimeout ends, on the server, a lock's session that has sent no query for that
+// long (PostgreSQL 14 and later): a leader checks every CheckEvery, so only a leader that is
+// gone is that quiet, and its lock is free again within this much.
+const idleSessionTimeout = "20s"
 
 // Election is one role to lead. The zero CheckEvery and RetryEvery take the defaults.
 type Election struct {
@@ -74,6 +82,9 @@ func (e Election) Run(ctx context.Context, pool *pgxpool.Pool, m *Metrics, log *
 	}
 	checkEvery := cmp.Or(e.CheckEvery, DefaultCheckEvery)
 	retryEvery := cmp.Or(e.RetryEvery, DefaultRetryEvery)
+	if checkEvery >= 10*time.Second {
+		return fmt.Errorf("leader: CheckEvery %s: a leader must check more often than every 10s, or the server ends its quiet session (idle_session_timeout %s)", checkEvery, idleSessionTimeout)
+	}
 	log = log.With("role", e.Role)
 	m.leading.WithLabelValues(e.Role).Set(0)
 	m.terms.WithLabelValues(e.Role)
@@ -101,7 +112,9 @@ func (e Election) Run(ctx context.Context, pool *pgxpool.Pool, m *Metrics, log *
 func (e Election) try(ctx context.Context, pool *pgxpool.Pool) (conn *pgx.Conn, won bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err = pgx.ConnectConfig(cctx, pool.Config().ConnConfig.Copy())
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["idle_session_timeout"] = idleSessionTimeout
+	conn, err = pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, false, err
 	}

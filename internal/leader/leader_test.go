@@ -144,8 +144,10 @@ func TestElection_OneReplicaLeads_AndTheOtherTakesOverWhenItStopsOrLosesItsConne
 	require.InDelta(t, 1, byName[other[second]].leading(t, e.Role), 0)
 }
 
-func TestElection_NoRole_IsRefused(t *testing.T) {
+func TestElection_NoRoleOrChecksTooRare_Refused(t *testing.T) {
 	t.Parallel()
 	err := leader.Election{}.Run(t.Context(), nil, nil, slog.New(slog.DiscardHandler), func(context.Context) {})
 	require.ErrorContains(t, err, "role")
+	err = leader.Election{Role: "slow", CheckEvery: time.Minute}.Run(t.Context(), nil, nil, slog.New(slog.DiscardHandler), func(context.Context) {})
+	require.ErrorContains(t, err, "idle_session_timeout")
 }
