@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,7 +78,10 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		tee := &teeWriter{ResponseWriter: c.Response().Writer}
 		c.Response().Writer = tee
-		stopRenewing := s.renewClaim(ctx, operation, k.key, claimLease/3)
+		// Stopped before the answer is kept, and deferred too: a handler that panics leaves
+		// its key to lapse, not to be renewed for ever.
+		stopRenewing := s.renewClaim(ctx, operation, k.key, claimLease/4)
+		defer stopRenewing()
 		err = next(c)
 		stopRenewing()
 		status := c.Response().Status
@@ -102,16 +106,19 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // claimLease is how long a key taken by a request stays taken without being renewed: the
-// request renews it every claimLease/3 while it runs, so a request that never answered (its
-// replica stopped) holds its key up to claimLease, however long requests may run.
-const claimLease = 30 * time.Second
+// request renews it every claimLease/4 while it runs, so a request that never answered (its
+// replica stopped) holds its key up to claimLease, however long requests may run. A request
+// whose renewals all fail for that long (its database unreachable) may see its key taken by
+// a retry.
+const claimLease = time.Minute
 
 // renewClaim renews the request's claim on operation's key every `every` until the returned
-// function is called; the handler's end, not its client's, ends the renewals. A renewal under
-// way when stop is called finishes first, so none lands after stop returns.
+// function is called (once or more); the handler's end, not its client's, ends the renewals.
+// A renewal under way when stop is called finishes first, so none lands after stop returns.
 func (s *Service) renewClaim(ctx context.Context, operation, key string, every time.Duration) (stop func()) {
 	ctx = context.WithoutCancel(ctx)
 	quit, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(every)
@@ -133,7 +140,7 @@ func (s *Service) renewClaim(ctx context.Context, operation, key string, every t
 		}
 	}()
 	return func() {
-		close(quit)
+		once.Do(func() { close(quit) })
 		<-done
 	}
 }

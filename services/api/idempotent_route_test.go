@@ -133,7 +133,7 @@ func TestIdempotentRoutes_KeyOfARequestThatNeverAnswered_FreeAgainOnceItsLeaseLa
 	require.Equal(t, http.StatusConflict, code, "renewed a moment ago, the request may still run: %v", body)
 	require.Equal(t, "idempotency_key_in_use", errorCode(body))
 
-	abandoned("31 seconds")
+	abandoned("61 seconds")
 	code, body, replayed := a.withKey(http.MethodPost, keys, "rotate-lease", rotate)
 	require.Equal(t, http.StatusCreated, code, "the lease lapsed: the retry runs: %v", body)
 	require.False(t, replayed)
