@@ -216,6 +216,12 @@ func bindEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 					return
 				}
 				v, ok, name = strings.TrimRight(string(b), "\r\n"), true, name+"_FILE"
+				if strings.ContainsAny(v, "\r\n") {
+					// A credentials file, say, named where its path belongs; its content
+					// is never shown.
+					err = fmt.Errorf("environment variable %s: %s holds more than one line, and a setting is one; for a setting that names a file, set %s to its path", name, path, strings.TrimSuffix(name, "_FILE"))
+					return
+				}
 			}
 			if ok {
 				if serr := fs.Set(f.Name, v); serr != nil {

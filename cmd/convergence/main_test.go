@@ -66,6 +66,18 @@ func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
 	err := bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.ErrorContains(t, err, "CONVERGENCE_ADMIN_TOKEN_FILE")
 	require.ErrorContains(t, err, "no such file")
+
+	// A file of several lines where a path belongs: refused, its content never shown.
+	creds := filepath.Join(dir, "nats.creds")
+	require.NoError(t, os.WriteFile(creds, []byte("-----BEGIN NATS USER JWT-----\nsecret-seed\n"), 0o600))
+	fs = flag.NewFlagSet("test", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(nil))
+	env = map[string]string{"CONVERGENCE_NATS_CREDS_FILE": creds}
+	err = bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.ErrorContains(t, err, "holds more than one line")
+	require.ErrorContains(t, err, "set CONVERGENCE_NATS_CREDS to its path")
+	require.NotContains(t, err.Error(), "secret-seed")
 }
 
 func TestBindEnv_FlagWithAFileFlagOfItsOwn_LeavesTheFileVariableToIt(t *testing.T) {
