@@ -25,7 +25,7 @@ wait_until() {
 }
 
 if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
-  if docker stack ls --format '{{.Name}}' | grep -qx "$stack"; then
+  if docker stack ls --format '{{.Name}}' | grep -x "$stack" >/dev/null; then
     say "removing the stack $stack"
     docker stack rm "$stack" >/dev/null
   fi
@@ -63,7 +63,8 @@ rm -rf "$here/secrets"
 
 if [ -f "$made" ]; then
   say "leaving the swarm make swarm-up made"
-  docker swarm leave --force >/dev/null
+  # Left already (by hand, say): nothing to leave.
+  docker swarm leave --force >/dev/null 2>&1 || true
   # shellcheck disable=SC1090
   . "$made"
   if [ "${gwbridge_before:-yes}" = no ]; then

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
@@ -254,7 +255,7 @@ func (c *cluster) requireLedgerExact(t testing.TB, within time.Duration) {
 	t.Helper()
 	from := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
 	var last string
-	require.Eventually(t, func() bool {
+	ok := assert.Eventually(t, func() bool {
 		code, body, err := send(t.Context(), http.MethodGet, c.replicas[1].API+"/api/v1/usage/reconcile?from="+from, adminToken, "", nil)
 		if err != nil || code != http.StatusOK {
 			return false
@@ -274,7 +275,8 @@ func (c *cluster) requireLedgerExact(t testing.TB, within time.Duration) {
 		r := ans.Reconciliation
 		last = string(body)
 		return r.TasksChecked > 0 && r.Matched == r.TasksChecked && len(r.Missing)+len(r.Mismatched)+len(r.Orphaned) == 0
-	}, within, time.Second, "the ledger does not reconcile exactly with the converger's records; last report: %s", func() string { return last }())
+	}, within, time.Second)
+	require.True(t, ok, "the ledger does not reconcile exactly with the converger's records; last report: %s", last)
 	var tasks, billed int
 	require.NoError(t, c.Pool.QueryRow(t.Context(), `
 		SELECT (SELECT count(*) FROM converger.convergence_tasks WHERE status IN ('completed', 'failed', 'cancelled')),
