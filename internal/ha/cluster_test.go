@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
 	"github.com/convergence-dev/convergence/internal/natsauth"
+	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/internal/pglocal"
 	"github.com/convergence-dev/convergence/internal/seal"
@@ -71,7 +71,7 @@ type cluster struct {
 	pgMu  sync.Mutex
 	pg    *pglocal.Server
 	Pool  *pgxpool.Pool
-	// JetStream's nodes by name; a stopped one is nil.
+	// JetStream's nodes.
 	auth     *natsauth.Authority
 	nodes    []*natsx.Embedded
 	natsURLs string
@@ -171,30 +171,11 @@ func (c *cluster) startNATS(n int) {
 	var err error
 	c.auth, err = natsauth.LoadOrCreate(filepath.Join(c.dir, "nats-auth"))
 	require.NoError(t, err)
-	var routes []string
-	ports := make([]int, n)
-	for i := range ports {
-		ports[i] = freePort(t)
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
-	}
+	c.nodes = natstest.Cluster(t, c.auth, n, c.dir)
 	var urls []string
-	for i, port := range ports {
-		ec := natsx.EmbeddedConfig{StoreDir: filepath.Join(c.dir, fmt.Sprintf("nats-%d", i+1)), Host: "127.0.0.1", Port: -1, Auth: c.auth}
-		if n > 1 {
-			ec.Cluster = &natsx.ClusterConfig{Name: "ha", ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: port, Routes: routes}
-		}
-		emb, err := natsx.StartEmbedded(ec, slog.New(slog.DiscardHandler))
-		require.NoError(t, err)
-		c.nodes = append(c.nodes, emb)
+	for _, emb := range c.nodes {
 		urls = append(urls, emb.ClientURL())
 	}
-	t.Cleanup(func() {
-		for _, emb := range c.nodes {
-			if emb != nil {
-				emb.Shutdown()
-			}
-		}
-	})
 	c.natsURLs = strings.Join(urls, ",")
 
 	// The streams with a copy on every node, as `convergence nats -nats.stream-replicas`
@@ -216,10 +197,7 @@ func (c *cluster) startNATS(n int) {
 }
 
 // stopNATSNode stops JetStream node i, as the loss of its host would.
-func (c *cluster) stopNATSNode(i int) {
-	c.nodes[i].Shutdown()
-	c.nodes[i] = nil
-}
+func (c *cluster) stopNATSNode(i int) { c.nodes[i].Shutdown() }
 
 func (c *cluster) newReplica(name string, args []string) *replica {
 	t := c.t

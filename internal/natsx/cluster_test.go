@@ -3,7 +3,6 @@ package natsx_test
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/natsauth"
+	"github.com/convergence-dev/convergence/internal/natstest"
 	"github.com/convergence-dev/convergence/internal/natsx"
 	"github.com/convergence-dev/convergence/pkg/events"
 )
@@ -25,27 +25,9 @@ import (
 func TestCluster_ThreeNodesR3_StreamLeaderKilled_NothingLostOrDoubled(t *testing.T) {
 	t.Parallel()
 	auth := authority(t)
-	// Every node routes to all three, itself included, as a cluster's configuration does; the
-	// route ports are picked first for that.
-	var routes []string
-	ports := make([]int, 3)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		require.NoError(t, ln.Close())
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
-	}
 	nodes := map[string]*natsx.Embedded{}
-	for i, port := range ports {
-		name := fmt.Sprintf("n%d", i+1)
-		emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{
-			StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, Auth: auth,
-			Cluster: &natsx.ClusterConfig{Name: "test", ServerName: name, Host: "127.0.0.1", Port: port, Routes: routes},
-		}, slog.New(slog.DiscardHandler))
-		require.NoError(t, err)
-		t.Cleanup(emb.Shutdown)
-		nodes[name] = emb
+	for i, emb := range natstest.Cluster(t, auth, 3, t.TempDir()) {
+		nodes[fmt.Sprintf("n%d", i+1)] = emb
 	}
 
 	opts, err := auth.Connect(natsauth.Admin, "cluster-test")
