@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
@@ -59,11 +60,12 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		operation := c.Request().Method + " " + c.Request().URL.Path
 		ctx := c.Request().Context()
+		var claim [16]byte
 		for attempt := 0; ; attempt++ {
 			if replayed, err := s.replayOperator(c, operation, k); replayed || err != nil {
 				return err
 			}
-			err := s.claimRoute(ctx, operation, k)
+			claim, err = s.claimRoute(ctx, operation, k)
 			if errors.Is(err, errIdempotencyKeyTaken) && attempt == 0 {
 				continue // Taken meanwhile: its answer may be there now.
 			}
@@ -80,7 +82,7 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Response().Writer = tee
 		// Stopped before the answer is kept, and deferred too: a handler that panics leaves
 		// its key to lapse, not to be renewed for ever.
-		stopRenewing := s.renewClaim(ctx, operation, k.key, claimLease/4)
+		stopRenewing := s.renewClaim(ctx, operation, k.key, claim, claimLease/4)
 		defer stopRenewing()
 		err = next(c)
 		stopRenewing()
@@ -88,15 +90,21 @@ func (s *Service) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		keepCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err != nil || status >= 500 || status == http.StatusTooManyRequests || !c.Response().Committed || tee.over {
-			if _, derr := s.deps.Pool.Exec(keepCtx, `DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2`, operation, k.key); derr != nil {
+			if _, derr := s.deps.Pool.Exec(keepCtx, `DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND claim = $3`,
+				operation, k.key, claim); derr != nil {
 				s.logger.Warn("give back an idempotency key", "operation", operation, "err", derr)
 			}
 			return err
 		}
 		sealed, serr := json.Marshal(sealedAnswer{Sealed: s.answerSeal(operation, k.key).seal(tee.buf.Bytes())})
 		if serr == nil {
-			_, serr = s.deps.Pool.Exec(keepCtx, `UPDATE operator_idempotency_keys SET status = $3, answer = $4 WHERE operation = $1 AND key = $2`,
-				operation, k.key, status, sealed)
+			var tag pgconn.CommandTag
+			tag, serr = s.deps.Pool.Exec(keepCtx, `
+				UPDATE operator_idempotency_keys SET status = $3, answer = $4 WHERE operation = $1 AND key = $2 AND claim = $5`,
+				operation, k.key, status, sealed, claim)
+			if serr == nil && tag.RowsAffected() == 0 {
+				s.logger.Warn("a retry took the idempotency key after this request's lease lapsed; its answer is not kept", "operation", operation)
+			}
 		}
 		if serr != nil {
 			s.logger.Warn("keep an idempotent answer; a retry will run again", "operation", operation, "err", serr)
@@ -115,7 +123,7 @@ const claimLease = time.Minute
 // renewClaim renews the request's claim on operation's key every `every` until the returned
 // function is called (once or more); the handler's end, not its client's, ends the renewals.
 // A renewal under way when stop is called finishes first, so none lands after stop returns.
-func (s *Service) renewClaim(ctx context.Context, operation, key string, every time.Duration) (stop func()) {
+func (s *Service) renewClaim(ctx context.Context, operation, key string, claim [16]byte, every time.Duration) (stop func()) {
 	ctx = context.WithoutCancel(ctx)
 	quit, done := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -130,8 +138,8 @@ func (s *Service) renewClaim(ctx context.Context, operation, key string, every t
 			case <-tick.C:
 				rctx, cancel := context.WithTimeout(ctx, every)
 				_, err := s.deps.Pool.Exec(rctx, `
-					UPDATE operator_idempotency_keys SET created_at = now() WHERE operation = $1 AND key = $2 AND status = 0`,
-					operation, key)
+					UPDATE operator_idempotency_keys SET created_at = now() WHERE operation = $1 AND key = $2 AND status = 0 AND claim = $3`,
+					operation, key, claim)
 				cancel()
 				if err != nil {
 					s.logger.Warn("renew the claim on an idempotency key", "operation", operation, "err", err)
@@ -145,15 +153,23 @@ func (s *Service) renewClaim(ctx context.Context, operation, key string, every t
 	}
 }
 
-// claimRoute takes key k for operation: errIdempotencyKeyTaken when a request has it.
-func (s *Service) claimRoute(ctx context.Context, operation string, k *idempotency) error {
-	return pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
+// claimRoute takes key k for operation under a new claim, which it returns:
+// errIdempotencyKeyTaken when a request has it.
+func (s *Service) claimRoute(ctx context.Context, operation string, k *idempotency) (claim [16]byte, err error) {
+	_, _ = rand.Read(claim[:]) // Never fails (crypto/rand).
+	return claim, pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `
 			DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND status = 0 AND created_at <= now() - $3 * interval '1 second'`,
 			operation, k.key, claimLease.Seconds()); err != nil {
 			return fmt.Errorf("take back an abandoned idempotency key: %w", err)
 		}
-		return claimOperatorKey(ctx, tx, operation, k)
+		if err := claimOperatorKey(ctx, tx, operation, k); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE operator_idempotency_keys SET claim = $3 WHERE operation = $1 AND key = $2`, operation, k.key, claim); err != nil {
+			return fmt.Errorf("take the idempotency key: %w", err)
+		}
+		return nil
 	})
 }
 
