@@ -15,11 +15,7 @@ import (
 
 func TestBindEnv_FlagsReadTheirEnvironmentNamesAndAliases(t *testing.T) {
 	t.Parallel()
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var cfg platform.Config
-	cfg.RegisterFlags(fs)
-	require.NoError(t, fs.Parse([]string{"-target=api"}))
+	fs, cfg := serveFlags(t, "-target=api")
 	env := map[string]string{
 		"CONVERGENCE_HTTP_ADDR":   ":4000",
 		"CONVERGENCE_DATA_DIR":    "/var/lib/convergence",
@@ -39,11 +35,7 @@ func TestBindEnv_FlagsReadTheirEnvironmentNamesAndAliases(t *testing.T) {
 
 func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
 	t.Parallel()
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var cfg platform.Config
-	cfg.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(nil))
+	fs, cfg := serveFlags(t)
 	dir := t.TempDir()
 	token, dbURL := filepath.Join(dir, "token"), filepath.Join(dir, "db")
 	require.NoError(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
@@ -59,9 +51,7 @@ func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
 	require.Equal(t, "postgres://u:p@db/x", cfg.DatabaseURL)
 	require.Equal(t, ":4000", cfg.HTTPAddr)
 
-	fs = flag.NewFlagSet("test", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(nil))
+	fs, _ = serveFlags(t)
 	env = map[string]string{"CONVERGENCE_ADMIN_TOKEN_FILE": filepath.Join(dir, "missing")}
 	err := bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.ErrorContains(t, err, "CONVERGENCE_ADMIN_TOKEN_FILE")
@@ -70,9 +60,7 @@ func TestBindEnv_FileVariables_ReadTheSecretFromTheFile(t *testing.T) {
 	// A file of several lines where a path belongs: refused, its content never shown.
 	creds := filepath.Join(dir, "nats.creds")
 	require.NoError(t, os.WriteFile(creds, []byte("-----BEGIN NATS USER JWT-----\nsecret-seed\n"), 0o600))
-	fs = flag.NewFlagSet("test", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(nil))
+	fs, _ = serveFlags(t)
 	env = map[string]string{"CONVERGENCE_NATS_CREDS_FILE": creds}
 	err = bindEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.ErrorContains(t, err, "holds more than one line")
@@ -94,11 +82,7 @@ func TestBindEnv_FlagWithAFileFlagOfItsOwn_LeavesTheFileVariableToIt(t *testing.
 
 func TestBindEnv_BadValue_NamesTheVariable(t *testing.T) {
 	t.Parallel()
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var cfg platform.Config
-	cfg.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(nil))
+	fs, _ := serveFlags(t)
 	err := bindEnv(fs, func(k string) (string, bool) { return "not-a-bool", k == "CONVERGENCE_MIGRATE" })
 	require.ErrorContains(t, err, "CONVERGENCE_MIGRATE")
 }
@@ -111,4 +95,16 @@ func TestRun_Commands(t *testing.T) {
 	require.ErrorContains(t, run([]string{"frobnicate"}, &out, &errOut), `unknown command "frobnicate"`)
 	require.ErrorContains(t, run(nil, &out, &errOut), "no command")
 	require.ErrorContains(t, run([]string{"serve", "-log.level=loud"}, &out, &errOut), "log.level")
+}
+
+// serveFlags returns the flags of `convergence serve` parsed from args, and the configuration
+// they set.
+func serveFlags(t *testing.T, args ...string) (*flag.FlagSet, *platform.Config) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg := &platform.Config{}
+	cfg.RegisterFlags(fs)
+	require.NoError(t, fs.Parse(args))
+	return fs, cfg
 }

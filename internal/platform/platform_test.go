@@ -323,36 +323,37 @@ func postgresProcessesIn(t *testing.T, dir string) []string {
 func TestRun_NATSCredsOfAnotherService_RefusedAtStart(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	creds, err := srv.Auth.Creds(natsauth.Metering, "metering", 0)
-	require.NoError(t, err)
-	file := filepath.Join(t.TempDir(), "metering.creds")
-	require.NoError(t, os.WriteFile(file, creds, 0o600))
-	cfg := testConfig(t)
-	cfg.Target = platform.TargetConverger
-	cfg.DatabaseURL = pgtest.NewDB(t).URL
-	cfg.DataDir = t.TempDir()
-	cfg.NATSURL, cfg.NATSCreds = srv.URL(), file
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	err = platform.Run(ctx, cfg, discard)
+	err := runWithCreds(t, platform.TargetConverger, srv.URL(), credsFile(t, srv, natsauth.Metering))
 	require.ErrorContains(t, err, "is a metering user, which may not do what converger does")
 }
 
 func TestRun_NATSUnreachable_FailsAtStartWithoutPanicking(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	creds, err := srv.Auth.Creds(natsauth.API, "api", 0)
+	// A service user does not set up the streams: the first thing to fail is its connection.
+	err := runWithCreds(t, platform.TargetAPI, "nats://127.0.0.1:1", credsFile(t, natstest.Start(t), natsauth.API))
+	require.ErrorContains(t, err, "connect to nats at nats://127.0.0.1:1")
+}
+
+// credsFile writes the credentials of a new user of role, issued by srv, and returns its path.
+func credsFile(t *testing.T, srv *natstest.Server, role natsauth.Role) string {
+	t.Helper()
+	creds, err := srv.Auth.Creds(role, string(role), 0)
 	require.NoError(t, err)
-	file := filepath.Join(t.TempDir(), "api.creds")
+	file := filepath.Join(t.TempDir(), string(role)+".creds")
 	require.NoError(t, os.WriteFile(file, creds, 0o600))
+	return file
+}
+
+// runWithCreds runs target connected to natsURL with the credentials in file, on a fresh
+// database, and returns how Run ended.
+func runWithCreds(t *testing.T, target, natsURL, file string) error {
+	t.Helper()
 	cfg := testConfig(t)
-	cfg.Target = platform.TargetAPI
+	cfg.Target = target
 	cfg.DatabaseURL = pgtest.NewDB(t).URL
 	cfg.DataDir = t.TempDir()
-	// A service user does not set up the streams: the first thing to fail is its connection.
-	cfg.NATSURL, cfg.NATSCreds = "nats://127.0.0.1:1", file
+	cfg.NATSURL, cfg.NATSCreds = natsURL, file
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	err = platform.Run(ctx, cfg, discard)
-	require.ErrorContains(t, err, "connect to nats at nats://127.0.0.1:1")
+	return platform.Run(ctx, cfg, discard)
 }
