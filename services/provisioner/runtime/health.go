@@ -145,13 +145,16 @@ func (d *Docker) exitError(ctx context.Context, c container.InspectResponse) err
 		// begun, so it gets the tail of all its runs instead (in a crash loop, alike).
 		o.Since = c.State.StartedAt
 	}
-	logs, err := d.readLogs(lctx, c.ID, o)
-	if err != nil {
-		e.LastLogs = "(logs unavailable: " + err.Error() + ")"
-	} else {
-		e.LastLogs = excerpt(string(logs), exitLogHead, exitLogTail)
-	}
+	e.LastLogs = lastLogs(d.readLogs(lctx, c.ID, o))
 	return e
+}
+
+// lastLogs is an ExitError's LastLogs: the first and last lines of logs, or why there are none.
+func lastLogs(logs []byte, err error) string {
+	if err != nil {
+		return "(logs unavailable: " + err.Error() + ")"
+	}
+	return excerpt(string(logs), exitLogHead, exitLogTail)
 }
 
 // lastExit reads the exit code of the container's last exit, and whether the kernel killed

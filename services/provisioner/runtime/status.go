@@ -21,15 +21,23 @@ func (d *Docker) Status(ctx context.Context, envID int64) (Status, error) {
 	if err != nil || st.State != StateRunning {
 		return st, err
 	}
+	if err := d.sampleUsage(ctx, &st); err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", st.ContainerName, err)
+	}
+	return st, nil
+}
+
+// sampleUsage takes one stats sample of st's container and sets st's resource use from it.
+func (d *Docker) sampleUsage(ctx context.Context, st *Status) error {
 	stats, err := d.stats(ctx, st.ContainerID)
 	if err != nil {
-		return Status{}, fmt.Errorf("status of %s: %w", st.ContainerName, err)
+		return err
 	}
 	st.CPUPercent = cpuPercent(stats)
 	st.MemoryBytes = memoryUsage(stats.MemoryStats)
 	st.MemoryLimitBytes = stats.MemoryStats.Limit
 	st.PIDs = stats.PidsStats.Current
-	return st, nil
+	return nil
 }
 
 // Inspect is Status without the resource use, which takes a sample over about a second: it

@@ -112,17 +112,13 @@ func (s *Swarm) Status(ctx context.Context, envID int64) (Status, error) {
 	if err != nil || st.State != StateRunning || st.ContainerID == "" {
 		return st, err
 	}
-	stats, err := s.docker.stats(ctx, st.ContainerID)
+	err = s.docker.sampleUsage(ctx, &st)
 	if isNotFound(err) {
 		return st, nil // Another node's container.
 	}
 	if err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", st.ContainerName, err)
 	}
-	st.CPUPercent = cpuPercent(stats)
-	st.MemoryBytes = memoryUsage(stats.MemoryStats)
-	st.MemoryLimitBytes = stats.MemoryStats.Limit
-	st.PIDs = stats.PidsStats.Current
 	return st, nil
 }
 
@@ -192,12 +188,7 @@ func (s *Swarm) exitError(ctx context.Context, svc swarm.Service, failed []swarm
 			e.OOMKilled = c.State.OOMKilled
 		}
 	}
-	logs, err := s.taskLogs(lctx, t.ID, exitLogMaxLines)
-	if err != nil {
-		e.LastLogs = "(logs unavailable: " + err.Error() + ")"
-	} else {
-		e.LastLogs = excerpt(string(logs), exitLogHead, exitLogTail)
-	}
+	e.LastLogs = lastLogs(s.taskLogs(lctx, t.ID, exitLogMaxLines))
 	return e
 }
 
