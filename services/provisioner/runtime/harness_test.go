@@ -88,6 +88,17 @@ func newHarnessOf(t *testing.T, kind string) *harness {
 	return h
 }
 
+// ingressSwarm returns a swarm runtime of the test's run with the default publish mode, the
+// routing mesh, where the harness's publishes in host mode.
+func (h *harness) ingressSwarm() *runtime.Swarm {
+	h.t.Helper()
+	rt, err := runtime.NewSwarm(h.cli, runtime.DockerConfig{
+		NamePrefix: h.run.Prefix, Labels: h.run.Labels, HostIP: "0.0.0.0", ReplaceGrace: 2 * time.Second,
+	}, runtime.SwarmConfig{}, slog.New(slog.DiscardHandler))
+	require.NoError(h.t, err)
+	return rt
+}
+
 // eachRuntime runs test as a parallel subtest against each runtime, named after it.
 func eachRuntime(t *testing.T, test func(t *testing.T, h *harness)) {
 	t.Helper()

@@ -2,7 +2,6 @@ package runtime_test
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -125,10 +124,7 @@ func TestSwarmEnsure_EgressNone_InternalOverlayThroughTheMeshOnly(t *testing.T) 
 	t.Parallel()
 	h := newHarnessOf(t, kindSwarm)
 	ctx := t.Context()
-	mesh, err := runtime.NewSwarm(h.cli, runtime.DockerConfig{
-		NamePrefix: h.run.Prefix, Labels: h.run.Labels, HostIP: "0.0.0.0", ReplaceGrace: 2 * time.Second,
-	}, runtime.SwarmConfig{PublishMode: runtime.PublishIngress}, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
+	mesh := h.ingressSwarm()
 	internal := func(envID int64) bool {
 		n, err := h.cli.NetworkInspect(ctx, h.rt.NetworkName(envID), network.InspectOptions{})
 		require.NoError(t, err)
@@ -138,7 +134,7 @@ func TestSwarmEnsure_EgressNone_InternalOverlayThroughTheMeshOnly(t *testing.T) 
 
 	spec := h.spec(202)
 	spec.Egress = egress.None
-	_, err = mesh.Ensure(ctx, spec)
+	_, err := mesh.Ensure(ctx, spec)
 	require.NoError(t, err)
 	require.True(t, internal(202), "class none: the tenant's own network has no way out")
 
@@ -199,10 +195,7 @@ func TestSwarm_RoutingMesh_PublishesThroughIngress(t *testing.T) {
 	t.Parallel()
 	h := newHarnessOf(t, kindSwarm)
 	ctx := t.Context()
-	rt, err := runtime.NewSwarm(h.cli, runtime.DockerConfig{
-		NamePrefix: h.run.Prefix, Labels: h.run.Labels, HostIP: "0.0.0.0", ReplaceGrace: 2 * time.Second,
-	}, runtime.SwarmConfig{}, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
+	rt := h.ingressSwarm()
 	spec := h.spec(204)
 	inst, err := rt.Ensure(ctx, spec)
 	require.NoError(t, err)
