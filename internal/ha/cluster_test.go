@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,7 +136,7 @@ func startCluster(t testing.TB, natsNodes int, args ...string) *cluster {
 
 func (c *cluster) startPostgres() {
 	t := c.t
-	c.pgCfg = pglocal.Config{Dir: filepath.Join(c.dir, "pg"), Port: freePort(t), NoSync: true,
+	c.pgCfg = pglocal.Config{Dir: filepath.Join(c.dir, "pg"), Port: dockertest.FreePort(t), NoSync: true,
 		Settings: map[string]string{"max_connections": "200"}}
 	var err error
 	c.pg, err = pglocal.Start(t.Context(), c.pgCfg)
@@ -202,11 +200,11 @@ func (c *cluster) stopNATSNode(i int) { c.nodes[i].Shutdown() }
 func (c *cluster) newReplica(name string, args []string) *replica {
 	t := c.t
 	data := filepath.Join(c.dir, name)
-	port := freePort(t)
+	port := dockertest.FreePort(t)
 	r := &replica{name: name, API: fmt.Sprintf("http://127.0.0.1:%d", port), log: filepath.Join(c.dir, name+".log")}
 	r.args = []string{"serve",
 		"-http.addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"-ops.addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"-ops.addr", fmt.Sprintf("127.0.0.1:%d", dockertest.FreePort(t)),
 		"-data-dir", data,
 		"-database-url", c.pg.URL(),
 		"-nats-url", c.natsURLs,
@@ -328,14 +326,3 @@ func send(ctx context.Context, method, url, token, idempotencyKey string, body a
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// itoa is strconv.FormatInt for ids in paths.
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,7 +148,7 @@ func startLoad(t *testing.T, c *cluster, tenants []contract.Tenant) *load {
 			if code == http.StatusAccepted && json.Unmarshal(body, &ans) == nil {
 				l.spawns.Add(1)
 				if previous != 0 {
-					if code, _ := l.decide(ctx, http.MethodDelete, "/api/v1/tenant/"+itoa(previous), adminToken, nil); code/100 == 2 {
+					if code, _ := l.decide(ctx, http.MethodDelete, "/api/v1/tenant/"+strconv.FormatInt(previous, 10), adminToken, nil); code/100 == 2 {
 						l.destroys.Add(1)
 					}
 				}
