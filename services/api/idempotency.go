@@ -185,16 +185,17 @@ func (s *Service) replayOperator(c echo.Context, operation string, k *idempotenc
 // claimOperatorKey takes key k for a request of operation in tx, before the request makes
 // anything: a concurrent request under the same key waits for tx, then fails here with
 // errIdempotencyKeyTaken, and answers with what tx kept (keepOperatorAnswer). A key older than
-// the window is replaced.
-func claimOperatorKey(ctx context.Context, tx pgx.Tx, operation string, k *idempotency) error {
+// the window is replaced. claim, when not nil, marks the key as held by one request as a
+// lease (see Service.idempotent).
+func claimOperatorKey(ctx context.Context, tx pgx.Tx, operation string, k *idempotency, claim *[16]byte) error {
 	if _, err := tx.Exec(ctx, `
 		DELETE FROM operator_idempotency_keys WHERE operation = $1 AND key = $2 AND created_at <= now() - interval '24 hours'`,
 		operation, k.key); err != nil {
 		return fmt.Errorf("replace an old idempotency key: %w", err)
 	}
 	_, err := tx.Exec(ctx, `
-		INSERT INTO operator_idempotency_keys (operation, key, body_hash, status, answer) VALUES ($1, $2, $3, 0, 'null')`,
-		operation, k.key, k.hash)
+		INSERT INTO operator_idempotency_keys (operation, key, body_hash, status, answer, claim) VALUES ($1, $2, $3, 0, 'null', $4)`,
+		operation, k.key, k.hash, claim)
 	if pgerr.IsUniqueViolation(err, "operator_idempotency_keys_pkey") {
 		return errIdempotencyKeyTaken
 	}

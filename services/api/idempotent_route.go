@@ -163,13 +163,7 @@ func (s *Service) claimRoute(ctx context.Context, operation string, k *idempoten
 			operation, k.key, claimLease.Seconds()); err != nil {
 			return fmt.Errorf("take back an abandoned idempotency key: %w", err)
 		}
-		if err := claimOperatorKey(ctx, tx, operation, k); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE operator_idempotency_keys SET claim = $3 WHERE operation = $1 AND key = $2`, operation, k.key, claim); err != nil {
-			return fmt.Errorf("take the idempotency key: %w", err)
-		}
-		return nil
+		return claimOperatorKey(ctx, tx, operation, k, &claim)
 	})
 }
 

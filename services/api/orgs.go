@@ -128,7 +128,7 @@ func (s *Service) createOrg(c echo.Context) error {
 		var created contract.Org
 		err = pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
 			if key != nil {
-				if err := claimOperatorKey(ctx, tx, opCreateOrg, key); err != nil {
+				if err := claimOperatorKey(ctx, tx, opCreateOrg, key, nil); err != nil {
 					return err
 				}
 			}
