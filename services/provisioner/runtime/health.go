@@ -41,11 +41,32 @@ const (
 // the container disappears. Otherwise it returns when ctx is done, saying what the last
 // probe saw.
 func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) error {
-	url := d.healthURL(hostPort)
+	restarts := -1
+	return d.pollHealth(ctx, d.healthURL(hostPort), func(ctx context.Context) error {
+		c, err := d.inspect(ctx, envID)
+		if err != nil {
+			return err
+		}
+		if restarts < 0 {
+			restarts = c.RestartCount
+		}
+		if s := c.State; s.Status == container.StateExited || s.Status == container.StateDead ||
+			s.Restarting || c.RestartCount > restarts {
+			return d.exitError(ctx, c)
+		}
+		return nil
+	})
+}
+
+// pollHealth GETs url, with pauses that grow from healthFirstDelay to healthMaxDelay, until it
+// answers 200 (nil) or ctx is done (an error saying what the last probe saw). After a failed
+// probe, at most every healthInspectEvery, it asks check about the tenant: an [*ExitError]
+// from check ends the wait as it is, another error wrapped with url; an error that only says
+// ctx is done leaves the deadline to be reported.
+func (d *Docker) pollHealth(ctx context.Context, url string, check func(context.Context) error) error {
 	delay := healthFirstDelay
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	restarts := -1
 	var inspected time.Time
 	last := "no probe yet"
 	for {
@@ -61,25 +82,16 @@ func (d *Docker) WaitHealthy(ctx context.Context, envID int64, hostPort int) err
 		if ctx.Err() == nil || last == "no probe yet" {
 			last = probe // A probe the deadline cut short says less than the one before it.
 		}
-		if restarts >= 0 && time.Since(inspected) < healthInspectEvery {
-			timer.Reset(delay)
-			delay = min(delay*2, healthMaxDelay)
-			continue
-		}
-		inspected = time.Now()
-		c, err := d.inspect(ctx, envID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue // report the deadline, with the last probe, above
+		if time.Since(inspected) >= healthInspectEvery {
+			inspected = time.Now()
+			if err := check(ctx); err != nil {
+				if exit := (*ExitError)(nil); errors.As(err, &exit) {
+					return err
+				}
+				if ctx.Err() == nil {
+					return fmt.Errorf("wait for %s: %w", url, err)
+				}
 			}
-			return fmt.Errorf("wait for %s: %w", url, err)
-		}
-		if restarts < 0 {
-			restarts = c.RestartCount
-		}
-		if s := c.State; s.Status == container.StateExited || s.Status == container.StateDead ||
-			s.Restarting || c.RestartCount > restarts {
-			return d.exitError(ctx, c)
 		}
 		timer.Reset(delay)
 		delay = min(delay*2, healthMaxDelay)

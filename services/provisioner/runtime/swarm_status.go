@@ -129,43 +129,20 @@ func (s *Swarm) Status(ctx context.Context, envID int64) (Status, error) {
 // with its exit code, the engine's error, and the first and last lines it wrote. It wraps
 // [ErrNotFound] when the service disappears.
 func (s *Swarm) WaitHealthy(ctx context.Context, envID int64, hostPort int) error {
-	url := s.docker.healthURL(hostPort)
-	delay := healthFirstDelay
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	var inspected time.Time
-	last := "no probe yet"
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w (last probe: %s)", url, context.Cause(ctx), last)
-		case <-timer.C:
+	return s.docker.pollHealth(ctx, s.docker.healthURL(hostPort), func(ctx context.Context) error {
+		svc, err := s.inspectService(ctx, envID)
+		if err != nil {
+			return err
 		}
-		probe := s.docker.probe(ctx, url)
-		if probe == "" {
-			return nil
+		tasks, err := s.tasks(ctx, svc.ID)
+		if err != nil {
+			return err
 		}
-		if ctx.Err() == nil || last == "no probe yet" {
-			last = probe
+		if failed := failedTasks(svc, tasks); len(failed) > 0 {
+			return s.exitError(ctx, svc, failed)
 		}
-		if time.Since(inspected) >= healthInspectEvery {
-			inspected = time.Now()
-			svc, err := s.inspectService(ctx, envID)
-			if err == nil {
-				var tasks []swarm.Task
-				if tasks, err = s.tasks(ctx, svc.ID); err == nil {
-					if failed := failedTasks(svc, tasks); len(failed) > 0 {
-						return s.exitError(ctx, svc, failed)
-					}
-				}
-			}
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("wait for %s: %w", url, err)
-			}
-		}
-		timer.Reset(delay)
-		delay = min(delay*2, healthMaxDelay)
-	}
+		return nil
+	})
 }
 
 // Probe GETs /health on hostPort once; see [Docker.Probe].
