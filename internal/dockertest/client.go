@@ -14,7 +14,7 @@ Install it (Debian: apt-get install docker.io; then start dockerd, or systemctl 
 or point DOCKER_HOST at a running engine, and check that "docker version" shows a Server.`
 
 // Client returns a client for the engine the environment names (DOCKER_HOST and friends, the
-// local socket otherwise), with API version negotiation. It fails the test, never skips it,
+// local socket otherwise), its API version negotiated. It fails the test, never skips it,
 // when the engine does not answer within 10 s. The client is closed when the test ends.
 func Client(t testing.TB) *client.Client {
 	t.Helper()
@@ -25,8 +25,11 @@ func Client(t testing.TB) *client.Client {
 	t.Cleanup(func() { _ = cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cli.Ping(ctx); err != nil {
+	ping, err := cli.Ping(ctx)
+	if err != nil {
 		t.Fatalf("docker engine at %s does not answer: %v\n%s", cli.DaemonHost(), err, howToGetDocker)
 	}
+	// Settle the API version before tests share the client (see platform.connectDocker).
+	cli.NegotiateAPIVersionPing(ping)
 	return cli
 }

@@ -557,10 +557,15 @@ func connectDocker(ctx context.Context) (*client.Client, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cli.Ping(pctx); err != nil {
+	ping, err := cli.Ping(pctx)
+	if err != nil {
 		_ = cli.Close()
 		return nil, fmt.Errorf("the Docker engine at %s does not answer: %w; start it, set DOCKER_HOST, or run without the provisioner target", cli.DaemonHost(), err)
 	}
+	// Settle the API version now, before the client is shared: left to the first calls, the
+	// negotiation writes the version while Events (which reads it without the client's lock)
+	// may be starting on another goroutine.
+	cli.NegotiateAPIVersionPing(ping)
 	return cli, nil
 }
 
