@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -213,14 +214,14 @@ func TestBatch_ChangeAndEventCommitTogetherOrNotAtAll(t *testing.T) {
 	require.Equal(t, 2, things, "a change whose event failed was committed")
 }
 
-func TestRelay_EventsOfSeveralStreams_EachStoredAsOneAtomicBatchInOrder(t *testing.T) {
+func TestRelay_ManyEventsOfAStream_StoredAsOneAtomicBatch_AFewOneByOne_EachInOrder(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)
 	js := natstest.Start(t).JetStream()
 	ob := outbox.New(pool)
 	results := writeEvents(t, pool, 5)
 	var lifecycle []string
-	for range 3 {
+	for range outbox.MinAtomicBatch {
 		env, err := events.NewEnvelope("test", events.TypeTenantLifecycle, "", "", events.TenantLifecycle{EnvID: 7, OrgID: 1, State: events.StateRunning, At: time.Now()})
 		require.NoError(t, err)
 		require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
@@ -232,23 +233,40 @@ func TestRelay_EventsOfSeveralStreams_EachStoredAsOneAtomicBatchInOrder(t *testi
 	relay := outbox.NewRelay(ob, js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
 	n, err := relay.RelayOnce(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, 8, n)
+	require.Equal(t, 5+outbox.MinAtomicBatch, n)
 	require.Zero(t, unpublished(t, pool))
 	require.Equal(t, results, streamIDs(t, js))
+	require.Equal(t, []string{""}, batchIDs(t, js, events.StreamConvergeResults, 5), "a few events go one by one")
 
 	s, err := js.Stream(t.Context(), events.StreamTenantLifecycle)
 	require.NoError(t, err)
-	batches := map[string]bool{}
-	for seq := range uint64(3) {
+	for seq := range uint64(len(lifecycle)) {
 		m, err := s.GetMsg(t.Context(), seq+1)
 		require.NoError(t, err)
 		env, err := events.Decode(m.Data)
 		require.NoError(t, err)
 		require.Equal(t, lifecycle[seq], env.ID)
-		batches[m.Header.Get("Nats-Batch-Id")] = true
 	}
-	require.Len(t, batches, 1, "one atomic batch for the stream")
-	require.NotContains(t, batches, "")
+	ids := batchIDs(t, js, events.StreamTenantLifecycle, len(lifecycle))
+	require.Len(t, ids, 1, "one atomic batch for the stream")
+	require.NotContains(t, ids, "")
+}
+
+// batchIDs returns the distinct atomic batch IDs of the first n messages of stream, "" for a
+// message published alone.
+func batchIDs(t *testing.T, js jetstream.JetStream, stream string, n int) []string {
+	t.Helper()
+	s, err := js.Stream(t.Context(), stream)
+	require.NoError(t, err)
+	var ids []string
+	for seq := range uint64(n) {
+		m, err := s.GetMsg(t.Context(), seq+1)
+		require.NoError(t, err)
+		if id := m.Header.Get("Nats-Batch-Id"); !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func TestRelay_StreamWithoutAtomicBatches_PublishesOneByOne(t *testing.T) {
@@ -262,15 +280,13 @@ func TestRelay_StreamWithoutAtomicBatches_PublishesOneByOne(t *testing.T) {
 	_, err = js.UpdateStream(t.Context(), cfg)
 	require.NoError(t, err)
 
-	ids := writeEvents(t, pool, 5)
+	ids := writeEvents(t, pool, outbox.MinAtomicBatch) // enough for a batch, where the stream takes them
 	relay := outbox.NewRelay(outbox.New(pool), js, outbox.RelayConfig{}, discard, prometheus.NewRegistry())
 	_, err = relay.RelayOnce(t.Context())
 	require.NoError(t, err)
 	require.Zero(t, unpublished(t, pool))
 	require.Equal(t, ids, streamIDs(t, js))
-	m, err := s.GetMsg(t.Context(), 1)
-	require.NoError(t, err)
-	require.Empty(t, m.Header.Get("Nats-Batch-Id"))
+	require.Equal(t, []string{""}, batchIDs(t, js, events.StreamConvergeResults, len(ids)))
 }
 
 func TestRelay_BrokerDown_GivesUpAfterPublishTimeoutAndPublishesOnceLater(t *testing.T) {

@@ -1,0 +1,4 @@
+package outbox
+
+// MinAtomicBatch is minAtomicBatch, for the tests.
+const MinAtomicBatch = minAtomicBatch
