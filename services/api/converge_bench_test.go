@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/convergence-dev/convergence/internal/taskspec"
 	contract "github.com/convergence-dev/convergence/pkg/api"
 	"github.com/convergence-dev/convergence/services/api"
 )
@@ -23,16 +27,26 @@ import (
 // decodes the same body and runs the same dual-agent engine on the same provider in process,
 // persisting nothing.
 //
+// The floor variant is the least durable work any sync converge of this design does, with no
+// HTTP, engine or provider: the API's commit of the task, the command published to JetStream
+// and delivered to its consumer, and the consumer's commit of the result, on the same
+// PostgreSQL and JetStream server. The platform's overhead cannot fall below it.
+//
 // Each variant reports the median latency of a request (p50-ms) and the requests answered per
-// second; the converge variant adds its median overhead over the bare one (overhead-p50-ms).
-// clients=1 is one caller at a time; clients=16 has sixteen at once.
+// second; the converge variant adds its median overhead over the bare one (overhead-p50-ms),
+// and the floor's (floor-p50-ms). clients=1 is one caller at a time; clients=16 has sixteen
+// at once.
 func BenchmarkSyncConverge(b *testing.B) {
 	c := newConvergeEnv(b, 0)
 	envID, key := c.insertTenant("bench", "running")
 	c.unlimited(envID)
 	body := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design"}
+	floor := c.durableFloor(b)
 	for _, clients := range []int{1, 16} {
-		var bare time.Duration
+		var bare, least time.Duration
+		b.Run(fmt.Sprintf("clients=%d/floor", clients), func(b *testing.B) {
+			least = parallel(b, clients, floor)
+		})
 		b.Run(fmt.Sprintf("clients=%d/bare", clients), func(b *testing.B) {
 			bare = parallel(b, clients, func() {
 				if a := call(b, c.URL, http.MethodPost, "/bench/bare", "", body, nil); a.Status != http.StatusOK {
@@ -55,7 +69,54 @@ func BenchmarkSyncConverge(b *testing.B) {
 				b.ReportMetric(ms(p50-bare), "overhead-p50-ms")
 				b.ReportMetric(float64(p50)/float64(bare), "x-bare")
 			}
+			if least > 0 {
+				b.ReportMetric(ms(least), "floor-p50-ms")
+			}
 		})
+	}
+}
+
+// durableFloor returns one request of the floor variant (see BenchmarkSyncConverge): a commit,
+// a JetStream publish awaited until its consumer has it, and the consumer's commit. Its stream
+// and consumer are the benchmark's own, so the converger sees nothing of it.
+func (c *convergeEnv) durableFloor(b *testing.B) func() {
+	b.Helper()
+	ctx := b.Context()
+	_, err := c.Pool.Exec(ctx, `CREATE TABLE bench_floor (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)`)
+	require.NoError(b, err)
+	_, err = c.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_FLOOR", Subjects: []string{"bench.floor"}, Storage: jetstream.FileStorage})
+	require.NoError(b, err)
+	cons, err := c.JS.OrderedConsumer(ctx, "BENCH_FLOOR", jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	require.NoError(b, err)
+	var waiting sync.Map // message id → chan error
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_, err := c.Pool.Exec(ctx, `INSERT INTO bench_floor (payload) VALUES ($1)`, m.Data())
+		if ch, ok := waiting.Load(m.Headers().Get(jetstream.MsgIDHeader)); ok {
+			ch.(chan error) <- err
+		}
+	})
+	require.NoError(b, err)
+	b.Cleanup(cc.Stop)
+	payload := make([]byte, 512) // about a converge request's size
+	return func() {
+		if _, err := c.Pool.Exec(ctx, `INSERT INTO bench_floor (payload) VALUES ($1)`, payload); err != nil {
+			b.Fatal(err)
+		}
+		id := taskspec.NewID()
+		done := make(chan error, 1)
+		waiting.Store(id, done)
+		defer waiting.Delete(id)
+		if _, err := c.JS.Publish(ctx, "bench.floor", payload, jetstream.WithMsgID(id)); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			b.Fatalf("floor message %s not delivered within 30s", id)
+		}
 	}
 }
 
