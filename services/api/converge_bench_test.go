@@ -49,7 +49,7 @@ func BenchmarkSyncConverge(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("clients=%d/bare", clients), func(b *testing.B) {
 			bare = parallel(b, clients, func() {
-				if a := call(b, c.URL, http.MethodPost, "/bench/bare", "", body, nil); a.Status != http.StatusOK {
+				if a := benchCall(b, c.URL, http.MethodPost, "/bench/bare", "", body); a.Status != http.StatusOK {
 					b.Fatalf("bare: %d %s", a.Status, a.Raw)
 				}
 			})
@@ -57,7 +57,7 @@ func BenchmarkSyncConverge(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d/converge", clients), func(b *testing.B) {
 			before := c.dbWork(b)
 			p50 := parallel(b, clients, func() {
-				a := call(b, c.URL, http.MethodPost, "/api/v1/converge", key, body, nil)
+				a := benchCall(b, c.URL, http.MethodPost, "/api/v1/converge", key, body)
 				if a.Status != http.StatusOK || a.task(b).Status != contract.TaskStatusCompleted {
 					b.Fatalf("converge: %d %s", a.Status, a.Raw)
 				}
@@ -198,7 +198,7 @@ func BenchmarkFairShare(b *testing.B) {
 	syncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design"}
 	asyncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design", "async": true}
 	converge := func() {
-		if a := call(b, c.URL, http.MethodPost, "/api/v1/converge", keyB, syncBody, nil); a.Status != http.StatusOK {
+		if a := benchCall(b, c.URL, http.MethodPost, "/api/v1/converge", keyB, syncBody); a.Status != http.StatusOK {
 			b.Fatalf("converge: %d %s", a.Status, a.Raw)
 		}
 	}
@@ -216,7 +216,7 @@ func BenchmarkFairShare(b *testing.B) {
 						return
 					default:
 					}
-					switch a := call(b, base, http.MethodPost, "/api/v1/converge", keyA, asyncBody, nil); a.Status {
+					switch a := benchCall(b, base, http.MethodPost, "/api/v1/converge", keyA, asyncBody); a.Status {
 					case http.StatusAccepted:
 						created.Add(1)
 					case http.StatusTooManyRequests:
