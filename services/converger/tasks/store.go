@@ -339,9 +339,10 @@ func rowsOf(turns []engine.Turn) (turnRows, error) {
 // SaveTurns records turns of c's run, in one statement. It returns ErrFenced when a later run
 // holds the task.
 //
-// The fence is the UPDATE of the task's row in the same statement: it finds the row only while
-// c's run holds the task, and a claim (another UPDATE of the row) waits for it or, having
-// committed first, makes it find nothing.
+// The fence is the lock on the task's row (FOR SHARE) in the same statement: it finds the row
+// only while c's run holds the task, and a claim (an UPDATE of the row) waits for it or, having
+// committed first, makes it find nothing. A lock writes no new version of the row, as an
+// UPDATE would on every save.
 func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) error {
 	r, err := rowsOf(turns)
 	if err != nil {
@@ -349,7 +350,7 @@ func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) er
 	}
 	n, err := s.exec(ctx, `
 		WITH t AS (
-			UPDATE convergence_tasks SET updated_at = now() WHERE id = $1 AND run = $2 AND status = 'running' RETURNING id)
+			SELECT id FROM convergence_tasks WHERE id = $1 AND run = $2 AND status = 'running' FOR SHARE)
 		INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
 		SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
 		FROM t, unnest($3::int2[], $4::int2[], $5::text[], $6::json[], $7::int8[], $8::int8[], $9::int8[])
@@ -375,9 +376,8 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 	}
 	err = s.queryRow(ctx, `
 		WITH t AS (
-			UPDATE convergence_tasks SET updated_at = now()
-			WHERE id = $1 AND run = $2 AND status = 'running'
-			RETURNING id, cancel_requested_at IS NOT NULL AS cancel),
+			SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM convergence_tasks
+			WHERE id = $1 AND run = $2 AND status = 'running' FOR SHARE),
 		turns AS (
 			INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
 			SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
