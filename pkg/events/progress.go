@@ -33,11 +33,21 @@ const (
 )
 
 // EncodeProgress wraps p from source in its CloudEvents envelope, ready to publish on
-// ProgressSubject(p.TaskID).
+// ProgressSubject(p.TaskID). p.Round must be valid JSON, as json.Marshal makes it: it goes
+// into the event as it is, where json.Marshal would check and compact it once more, for every
+// round of every running task.
 func EncodeProgress(source string, p ConvergeProgress, requestID string) ([]byte, error) {
+	round := p.Round
+	p.Round = nil
 	env, err := NewEnvelope(source, TypeConvergeProgress, p.TaskID, requestID, p)
 	if err != nil {
 		return nil, err
+	}
+	if len(round) > 0 {
+		// Data is an object ending in '}': the round goes in as its last member. The capacity
+		// limit makes append copy Data rather than write past it.
+		d := env.Data[: len(env.Data)-1 : len(env.Data)-1]
+		env.Data = append(append(append(d, `,"round":`...), round...), '}')
 	}
 	return env.Encode()
 }
