@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,12 +43,14 @@ func (g *gauge) Complete(ctx context.Context, req llm.Request) (llm.Response, er
 	return resp, err
 }
 
-// sample is the gauge at one instant, with the process's resident memory.
+// sample is the gauge at one instant, with the process's resident memory and the machine's
+// CPU time so far.
 type sample struct {
 	at          time.Time
 	done        int64
 	outstanding int64
 	rss         int64 // bytes
+	cpu         cpuTimes
 }
 
 // sampler records the gauge every 10ms until stopped.
@@ -66,7 +70,7 @@ func sampleGauge(g *gauge) (stop func() []sample) {
 				return
 			case now := <-t.C:
 				mu.Lock()
-				samples = append(samples, sample{now, g.done.Load(), g.outstanding.Load(), residentBytes()})
+				samples = append(samples, sample{now, g.done.Load(), g.outstanding.Load(), residentBytes(), machineCPU()})
 				mu.Unlock()
 			}
 		}
@@ -93,6 +97,35 @@ func residentBytes() int64 {
 	return resident * int64(os.Getpagesize())
 }
 
+// cpuTimes are the machine's CPU times since boot, all CPUs together, in clock ticks: busy
+// (every process: this one, PostgreSQL's, the kernel's) and in all.
+type cpuTimes struct{ busy, total uint64 }
+
+// machineCPU reads the machine's CPU times from /proc/stat; zero when it cannot tell.
+func machineCPU() cpuTimes {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return cpuTimes{}
+	}
+	var t cpuTimes
+	for i, f := range fields[1:9] {
+		n, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return cpuTimes{}
+		}
+		t.total += n
+		if i != 3 && i != 4 { // idle and iowait
+			t.busy += n
+		}
+	}
+	return t
+}
+
 // steady is the throughput of a run in its steady state: after the first wave of calls (the
 // ramp: the first `slots` calls) and before the last `slots` tasks' calls (the tail, when the
 // queue is empty and slots fall idle one by one).
@@ -101,6 +134,9 @@ type steady struct {
 	inFlight    float64 // mean calls outstanding: tasks waiting on the provider
 	window      time.Duration
 	peakRSS     int64 // bytes, over the whole run
+	// cpuBusy is the share of the machine's CPU time that was busy during the window: near 1,
+	// the machine, not the service's design, sets the throughput.
+	cpuBusy float64
 }
 
 func steadyState(samples []sample, slots, totalCalls, callsPerTask int64) steady {
@@ -119,11 +155,16 @@ func steadyState(samples []sample, slots, totalCalls, callsPerTask int64) steady
 	for _, s := range samples {
 		peak = max(peak, s.rss)
 	}
+	var busy float64
+	if c0, c1 := samples[first].cpu, samples[last].cpu; c1.total > c0.total {
+		busy = float64(c1.busy-c0.busy) / float64(c1.total-c0.total)
+	}
 	return steady{
 		callsPerSec: float64(samples[last].done-samples[first].done) / w.Seconds(),
 		inFlight:    float64(sum) / float64(last-first+1),
 		window:      w,
 		peakRSS:     peak,
+		cpuBusy:     busy,
 	}
 }
 
@@ -137,6 +178,7 @@ func (c throughputCase) run(b *testing.B, variant func(b *testing.B, slots, tota
 		agg.inFlight += s.inFlight / float64(b.N)
 		agg.window += s.window / time.Duration(b.N)
 		agg.peakRSS = max(agg.peakRSS, s.peakRSS)
+		agg.cpuBusy += s.cpuBusy / float64(b.N)
 	}
 	ideal := float64(c.slots) / c.latency.Seconds()
 	ratio := agg.callsPerSec / ideal
@@ -146,6 +188,7 @@ func (c throughputCase) run(b *testing.B, variant func(b *testing.B, slots, tota
 	b.ReportMetric(ratio, "ideal-ratio")
 	b.ReportMetric(agg.window.Seconds(), "window-s")
 	b.ReportMetric(float64(agg.peakRSS)/(1<<20), "rss-MiB")
+	b.ReportMetric(agg.cpuBusy, "machine-cpu-busy")
 	return ratio
 }
 
@@ -167,7 +210,8 @@ type throughputCase struct {
 // engine variant is the baseline, measured first in the same run: in-flight workers running
 // the same tasks on the engine alone, no consumer and no database. The service variant reports
 // its ideal ratio over the engine's (x-engine; goal 0.9). Both report the peak resident memory
-// of the process (rss-MiB; goal 1 GiB at 10,000 in flight).
+// of the process (rss-MiB; goal 1 GiB at 10,000 in flight) and how busy the machine's CPUs
+// were in the window (machine-cpu-busy, 0 to 1, every process counted).
 func BenchmarkServiceThroughput(b *testing.B) {
 	for _, c := range []throughputCase{
 		{1000, time.Second},
