@@ -102,19 +102,20 @@ func TestConverge_AsyncAndSyncBound_Answer202WithTheTaskID(t *testing.T) {
 	_, key := c.insertTenant("acme", "running")
 	body := map[string]any{"prompt": "Design a cache. [sim:converge]"}
 
-	start := time.Now()
+	// Async answers before the task ends: still queued or running, with no result.
 	a := call(t, c.URL, http.MethodPost, "/api/v1/converge", key, body, map[string]string{"Prefer": "respond-async"})
 	require.Equal(t, http.StatusAccepted, a.Status, "%s", a.Raw)
-	require.Less(t, time.Since(start), 500*time.Millisecond, "async answers at once")
 	v := a.task(t)
 	require.Contains(t, []contract.TaskStatus{contract.TaskStatusQueued, contract.TaskStatusRunning}, v.Status)
 	require.Zero(t, v.Result, "no result before the task finishes")
 
-	start = time.Now()
+	// A sync wait of 1 s on a task of about 2 s (ten rounds that never converge) waits its
+	// bound, no less, and answers with the task still running.
+	start := time.Now()
 	b := call(t, c.URL, http.MethodPost, "/api/v1/converge", key, map[string]any{"prompt": "Design a cache. [sim:never]", "maxRounds": 10}, map[string]string{"Prefer": "wait=1"})
 	require.Equal(t, http.StatusAccepted, b.Status, "%s", b.Raw)
-	require.InDelta(t, 1.0, time.Since(start).Seconds(), 0.5, "it waited its bound, then answered")
-	require.Equal(t, contract.TaskStatusRunning, b.task(t).Status)
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "it waited its bound")
+	require.Equal(t, contract.TaskStatusRunning, b.task(t).Status, "it answered before the task ended")
 
 	final := c.waitTask(t, key, v.TaskID, finished)
 	require.EqualValues(t, "converged", final.Result.StopReason)
