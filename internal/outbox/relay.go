@@ -232,9 +232,9 @@ type inFlight struct {
 
 // publish sends batch and returns the ids of the rows JetStream stored. minAtomicBatch rows or
 // more bound for a stream that accepts atomic batches go as one batch, stored with a single
-// fsync; the other rows go one message at a time. A refused batch (one of its events was published before, by
-// a relay that died before marking it) is sent again message by message, in order, and
-// JetStream drops the repeats by their Nats-Msg-Id.
+// fsync; the other rows go one message at a time. A refused batch (one of its events was
+// published before, by a relay that died before marking it) is sent again message by message,
+// in order, and JetStream drops the repeats by their Nats-Msg-Id.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]int64, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, r.cfg.PublishTimeout, fmt.Errorf("no PubAck within %s", r.cfg.PublishTimeout))
 	defer cancel()
