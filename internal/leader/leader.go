@@ -126,6 +126,10 @@ func (e Election) try(ctx context.Context, pool *pgxpool.Pool) (conn *pgx.Conn, 
 
 // serve runs one term: lead runs until ctx is done or conn stops answering.
 func (e Election) serve(ctx context.Context, conn *pgx.Conn, checkEvery time.Duration, m *Metrics, log *slog.Logger, lead func(context.Context)) {
+	// The metrics say so before the work begins, so that no leader's work runs unseen.
+	m.leading.WithLabelValues(e.Role).Set(1)
+	m.terms.WithLabelValues(e.Role).Inc()
+	log.Info("leading")
 	term, end := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -133,9 +137,6 @@ func (e Election) serve(ctx context.Context, conn *pgx.Conn, checkEvery time.Dur
 		defer wg.Done()
 		lead(term)
 	}()
-	m.leading.WithLabelValues(e.Role).Set(1)
-	m.terms.WithLabelValues(e.Role).Inc()
-	log.Info("leading")
 	defer func() {
 		end()
 		wg.Wait()
