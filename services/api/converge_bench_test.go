@@ -48,19 +48,14 @@ func BenchmarkSyncConverge(b *testing.B) {
 			least = parallel(b, clients, floor)
 		})
 		b.Run(fmt.Sprintf("clients=%d/bare", clients), func(b *testing.B) {
-			bare = parallel(b, clients, func() {
-				if a := benchCall(b, c.URL, http.MethodPost, "/bench/bare", "", body); a.Status != http.StatusOK {
-					b.Fatalf("bare: %d %s", a.Status, a.Raw)
-				}
+			bare = parallel(b, clients, func() error {
+				return completed(benchCall(c.URL, "/bench/bare", "", body))
 			})
 		})
 		b.Run(fmt.Sprintf("clients=%d/converge", clients), func(b *testing.B) {
 			before := c.dbWork(b)
-			p50 := parallel(b, clients, func() {
-				a := benchCall(b, c.URL, http.MethodPost, "/api/v1/converge", key, body)
-				if a.Status != http.StatusOK || a.task(b).Status != contract.TaskStatusCompleted {
-					b.Fatalf("converge: %d %s", a.Status, a.Raw)
-				}
+			p50 := parallel(b, clients, func() error {
+				return completed(benchCall(c.URL, "/api/v1/converge", key, body))
 			})
 			after := c.dbWork(b)
 			b.ReportMetric(float64(after.xacts-before.xacts)/float64(b.N), "db-xacts/op")
@@ -76,10 +71,25 @@ func BenchmarkSyncConverge(b *testing.B) {
 	}
 }
 
+// completed returns an error unless a is a 200 answer (with a completed task, when it
+// carries one).
+func completed(a answer, err error) error {
+	if err != nil {
+		return err
+	}
+	if a.Status != http.StatusOK {
+		return fmt.Errorf("answer %d: %s", a.Status, a.Raw)
+	}
+	if task, ok := a.Body["task"].(map[string]any); ok && task["status"] != string(contract.TaskStatusCompleted) {
+		return fmt.Errorf("task not completed: %s", a.Raw)
+	}
+	return nil
+}
+
 // durableFloor returns one request of the floor variant (see BenchmarkSyncConverge): a commit,
 // a JetStream publish awaited until its consumer has it, and the consumer's commit. Its stream
 // and consumer are the benchmark's own, so the converger sees nothing of it.
-func (c *convergeEnv) durableFloor(b *testing.B) func() {
+func (c *convergeEnv) durableFloor(b *testing.B) func() error {
 	b.Helper()
 	ctx := b.Context()
 	_, err := c.Pool.Exec(ctx, `CREATE TABLE bench_floor (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)`)
@@ -98,43 +108,52 @@ func (c *convergeEnv) durableFloor(b *testing.B) func() {
 	require.NoError(b, err)
 	b.Cleanup(cc.Stop)
 	payload := make([]byte, 512) // about a converge request's size
-	return func() {
+	return func() error {
 		if _, err := c.Pool.Exec(ctx, `INSERT INTO bench_floor (payload) VALUES ($1)`, payload); err != nil {
-			b.Fatal(err)
+			return err
 		}
 		id := taskspec.NewID()
 		done := make(chan error, 1)
 		waiting.Store(id, done)
 		defer waiting.Delete(id)
 		if _, err := c.JS.Publish(ctx, "bench.floor", payload, jetstream.WithMsgID(id)); err != nil {
-			b.Fatal(err)
+			return err
 		}
 		select {
 		case err := <-done:
-			if err != nil {
-				b.Fatal(err)
-			}
+			return err
 		case <-time.After(30 * time.Second):
-			b.Fatalf("floor message %s not delivered within 30s", id)
+			return fmt.Errorf("floor message %s not delivered within 30s", id)
 		}
 	}
 }
 
 // parallel runs fn b.N times over clients goroutines, reports the median latency of a call and
-// the calls per second, and returns the median.
-func parallel(b *testing.B, clients int, fn func()) time.Duration {
+// the calls per second, and returns the median. The first error of fn stops the run and fails
+// the benchmark.
+func parallel(b *testing.B, clients int, fn func() error) time.Duration {
 	b.Helper()
 	work := make(chan struct{})
+	failed := make(chan struct{})
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
 		latencies = make([]time.Duration, 0, b.N)
+		firstErr  error
 	)
 	for range clients {
 		wg.Go(func() {
 			for range work {
 				start := time.Now()
-				fn()
+				if err := fn(); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+						close(failed)
+					}
+					mu.Unlock()
+					return
+				}
 				d := time.Since(start)
 				mu.Lock()
 				latencies = append(latencies, d)
@@ -143,12 +162,20 @@ func parallel(b *testing.B, clients int, fn func()) time.Duration {
 		})
 	}
 	b.ResetTimer()
+feed:
 	for range b.N {
-		work <- struct{}{}
+		select {
+		case work <- struct{}{}:
+		case <-failed:
+			break feed
+		}
 	}
 	close(work)
 	wg.Wait()
 	b.StopTimer()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
 	slices.Sort(latencies)
 	p50 := latencies[len(latencies)/2]
 	b.ReportMetric(ms(p50), "p50-ms")
@@ -197,10 +224,8 @@ func BenchmarkFairShare(b *testing.B) {
 	c.unlimited(tenantB)
 	syncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design"}
 	asyncBody := map[string]any{"prompt": "Design a rate limiter for a multi-tenant API. [sim:converge]", "type": "design", "async": true}
-	converge := func() {
-		if a := benchCall(b, c.URL, http.MethodPost, "/api/v1/converge", keyB, syncBody); a.Status != http.StatusOK {
-			b.Fatalf("converge: %d %s", a.Status, a.Raw)
-		}
+	converge := func() error {
+		return completed(benchCall(c.URL, "/api/v1/converge", keyB, syncBody))
 	}
 
 	// flood has sixteen callers create A's tasks through the API at base until stop is closed.
@@ -216,7 +241,12 @@ func BenchmarkFairShare(b *testing.B) {
 						return
 					default:
 					}
-					switch a := benchCall(b, base, http.MethodPost, "/api/v1/converge", keyA, asyncBody); a.Status {
+					a, err := benchCall(base, "/api/v1/converge", keyA, asyncBody)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					switch a.Status {
 					case http.StatusAccepted:
 						created.Add(1)
 					case http.StatusTooManyRequests:
