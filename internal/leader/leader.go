@@ -132,11 +132,7 @@ func (e Election) serve(ctx context.Context, conn *pgx.Conn, checkEvery time.Dur
 	log.Info("leading")
 	term, end := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		lead(term)
-	}()
+	wg.Go(func() { lead(term) })
 	defer func() {
 		end()
 		wg.Wait()

@@ -193,7 +193,7 @@ func (s *Service) lead(ctx context.Context) {
 	// goes unseen.
 	evs, evErrs := s.rt.Events(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = newWatcher(s).run(ctx, evs, evErrs) })
+	wg.Go(func() { newWatcher(s).run(ctx, evs, evErrs) })
 	s.reconcile(ctx, true)
 	periodic.Every(ctx, s.cfg.ReconcileInterval, func() { s.reconcile(ctx, false) })
 	wg.Wait()

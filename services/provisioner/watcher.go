@@ -36,10 +36,10 @@ func newWatcher(s *Service) *watcher {
 	return &watcher{s: s, pending: map[int64]struct{}{}, sem: make(chan struct{}, checkParallelism)}
 }
 
-// run watches until ctx is done and returns nil once its checks in flight have ended. evs and
+// run watches until ctx is done and returns once its checks in flight have ended. evs and
 // errs are the engine event stream ([runtime.Runtime.Events]); when it breaks, run subscribes
 // again and checks every tenant, to cover what it missed.
-func (w *watcher) run(ctx context.Context, evs <-chan runtime.Event, errs <-chan error) error {
+func (w *watcher) run(ctx context.Context, evs <-chan runtime.Event, errs <-chan error) {
 	defer w.wg.Wait()
 	tick := time.NewTicker(w.s.cfg.HealthInterval)
 	defer tick.Stop()
@@ -49,7 +49,7 @@ func (w *watcher) run(ctx context.Context, evs <-chan runtime.Event, errs <-chan
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case ev, ok := <-evs:
 			if !ok {
 				evs, errs = nil, nil
