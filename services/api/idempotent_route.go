@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/convergence-dev/convergence/internal/httpx"
+	"github.com/convergence-dev/convergence/internal/periodic"
 )
 
 // idempotent is the Idempotency-Key of an operator's create that calls other services (spawn,
@@ -124,31 +124,23 @@ const claimLease = time.Minute
 // function is called (once or more); the handler's end, not its client's, ends the renewals.
 // A renewal under way when stop is called finishes first, so none lands after stop returns.
 func (s *Service) renewClaim(ctx context.Context, operation, key string, claim [16]byte, every time.Duration) (stop func()) {
-	ctx = context.WithoutCancel(ctx)
-	quit, done := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	base := context.WithoutCancel(ctx) // A renewal's own context: stopping lets it finish.
+	ticking, stopTicking := context.WithCancel(base)
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-				rctx, cancel := context.WithTimeout(ctx, every)
-				_, err := s.deps.Pool.Exec(rctx, `
-					UPDATE operator_idempotency_keys SET created_at = now() WHERE operation = $1 AND key = $2 AND status = 0 AND claim = $3`,
-					operation, key, claim)
-				cancel()
-				if err != nil {
-					s.logger.Warn("renew the claim on an idempotency key", "operation", operation, "err", err)
-				}
+		periodic.Every(ticking, every, func() {
+			rctx, cancel := context.WithTimeout(base, every)
+			defer cancel()
+			if _, err := s.deps.Pool.Exec(rctx, `
+				UPDATE operator_idempotency_keys SET created_at = now() WHERE operation = $1 AND key = $2 AND status = 0 AND claim = $3`,
+				operation, key, claim); err != nil {
+				s.logger.Warn("renew the claim on an idempotency key", "operation", operation, "err", err)
 			}
-		}
+		})
 	}()
 	return func() {
-		once.Do(func() { close(quit) })
+		stopTicking()
 		<-done
 	}
 }
