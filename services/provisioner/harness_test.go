@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/dockertest"
@@ -240,30 +241,27 @@ func (h *harness) admitOnly() (stop func()) {
 
 // reconcilePasses counts the reconcile passes a provisioner has finished, from its metrics.
 func reconcilePasses(reg *prometheus.Registry) uint64 {
-	families, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	for _, f := range families {
-		if f.GetName() == "convergence_provisioner_reconcile_duration_seconds" && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	return 0
+	return firstSeries(reg, "convergence_provisioner_reconcile_duration_seconds").GetHistogram().GetSampleCount()
 }
 
 // leading reports whether a provisioner leads its replicas, from its metrics.
 func leading(reg *prometheus.Registry) bool {
+	return firstSeries(reg, "convergence_leader").GetGauge().GetValue() == 1
+}
+
+// firstSeries returns the first series of metric name in reg, nil (whose getters read zero)
+// when there is none.
+func firstSeries(reg *prometheus.Registry, name string) *dto.Metric {
 	families, err := reg.Gather()
 	if err != nil {
-		return false
+		return nil
 	}
 	for _, f := range families {
-		if f.GetName() == "convergence_leader" && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0].GetGauge().GetValue() == 1
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0]
 		}
 	}
-	return false
+	return nil
 }
 
 // stop stops the current provisioner instance and waits until it has.
@@ -418,6 +416,20 @@ func (h *harness) inspect(envID int64) container.InspectResponse {
 	c, err := h.cli.ContainerInspect(h.t.Context(), h.svc.Runtime().ContainerName(envID))
 	require.NoError(h.t, err)
 	return c
+}
+
+// removeAndAwaitRecreated removes envID's container behind the platform's back, then waits up
+// to within for a new one to run (why says what failed otherwise) and to answer on port.
+func (h *harness) removeAndAwaitRecreated(envID int64, port int, within time.Duration, why string) {
+	h.t.Helper()
+	t := h.t
+	old := h.inspect(envID)
+	require.NoError(t, h.cli.ContainerRemove(t.Context(), old.ID, container.RemoveOptions{Force: true}))
+	require.Eventually(t, func() bool {
+		c, err := h.cli.ContainerInspect(t.Context(), h.svc.Runtime().ContainerName(envID))
+		return err == nil && c.ID != old.ID && c.State.Running
+	}, within, 50*time.Millisecond, why)
+	require.Eventually(t, func() bool { return answers(t, port) }, 20*time.Second, 50*time.Millisecond)
 }
 
 // leasedPort reads the port leased to the tenant in the pool, or 0.

@@ -128,14 +128,7 @@ func TestHealthWatcher_ContainerRemovedOutsideThePlatform_RecreatedOnItsPort(t *
 	h := newHarness(t)
 	tenant := h.spawn("resilient")
 	envID, port := envIDOf(tenant), int(tenant["port"].(float64))
-	old := h.inspect(envID)
-	require.NoError(t, h.cli.ContainerRemove(t.Context(), old.ID, container.RemoveOptions{Force: true}))
-
-	require.Eventually(t, func() bool {
-		c, err := h.cli.ContainerInspect(t.Context(), h.svc.Runtime().ContainerName(envID))
-		return err == nil && c.ID != old.ID && c.State.Running
-	}, 20*time.Second, 50*time.Millisecond, "the missing container was not recreated")
-	require.Eventually(t, func() bool { return answers(t, port) }, 20*time.Second, 50*time.Millisecond)
+	h.removeAndAwaitRecreated(envID, port, 20*time.Second, "the missing container was not recreated")
 	st := h.status(envID)
 	require.Equal(t, "running", st["status"])
 	require.InDelta(t, port, st["port"], 0)
@@ -214,11 +207,5 @@ func TestReplicas_OneLeads_TheOtherTakesOverWatchingAndReconcilingWhenItStops(t 
 		"the second replica did not take over when the leader stopped")
 
 	// The new leader's health watcher repairs what the old one would have.
-	old := h.inspect(envID)
-	require.NoError(t, h.cli.ContainerRemove(t.Context(), old.ID, container.RemoveOptions{Force: true}))
-	require.Eventually(t, func() bool {
-		c, err := h.cli.ContainerInspect(t.Context(), h.svc.Runtime().ContainerName(envID))
-		return err == nil && c.ID != old.ID && c.State.Running
-	}, 30*time.Second, 50*time.Millisecond, "the new leader did not recreate the missing container")
-	require.Eventually(t, func() bool { return answers(t, port) }, 20*time.Second, 50*time.Millisecond)
+	h.removeAndAwaitRecreated(envID, port, 30*time.Second, "the new leader did not recreate the missing container")
 }
