@@ -43,9 +43,7 @@ func TestConverge_ProgressMessagesLost_StreamAndSyncWaitFollowTheRecord(t *testi
 			A:     engine.Turn{Agent: engine.AgentA, Round: n, Valid: true, Attempts: 1, Reply: engine.Reply{Proposal: "a", Agreement: 40 * n}, Usage: llm.Usage{InputTokens: 100, OutputTokens: 10}},
 			B:     engine.Turn{Agent: engine.AgentB, Round: n, Valid: true, Attempts: 1, Reply: engine.Reply{Proposal: "b", Agreement: 40 * n}, Usage: llm.Usage{InputTokens: 200, OutputTokens: 20}},
 			Score: engine.Score{Value: 30 * n, MethodVersion: engine.MethodVersion}}
-		view, err := json.Marshal(tasks.RoundViewOf(id, rd))
-		require.NoError(t, err)
-		_, err = store.SaveRound(t.Context(), claim, rd.Turns(), rd, view)
+		_, _, err = store.SaveRound(t.Context(), claim, rd.Turns(), rd)
 		require.NoError(t, err)
 		rounds = append(rounds, rd)
 	}

@@ -2,7 +2,6 @@ package converger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -201,29 +200,29 @@ func (r *taskRun) onTurn(_ context.Context, t engine.Turn) error {
 	return r.settle()
 }
 
-// onRound hands the round and its turns to a write that runs while the engine goes on. The
-// write streams the round once it is stored, and picks up a cancellation whose core-NATS
-// message did not reach this process.
+// onRound hands the round and its turns to a write that runs while the engine goes on. Once
+// the write is stored, the round is streamed, and a cancellation whose core-NATS message did not
+// reach this process is picked up.
 func (r *taskRun) onRound(ctx context.Context, rd engine.Round) error {
 	if err := r.settle(); err != nil {
 		return err
-	}
-	view, err := json.Marshal(tasks.RoundViewOf(r.claim.TaskID, rd))
-	if err != nil {
-		return fmt.Errorf("encode round: %w", err)
 	}
 	turns := r.held
 	r.held = nil
 	done := make(chan error, 1)
 	r.saving = done
-	go func() { done <- r.saveRound(ctx, turns, rd, view) }()
+	// Without a group commit the write runs here and ctx bounds it; with one, its batch does.
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	r.s.store.StartRound(ctx, r.claim, turns, rd, func(view []byte, cancelRequested bool, err error) {
+		done <- r.roundSaved(view, cancelRequested, err)
+	})
 	return nil
 }
 
-func (r *taskRun) saveRound(ctx context.Context, turns []engine.Turn, rd engine.Round, view []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
-	defer cancel()
-	cancelRequested, err := r.s.store.SaveRound(ctx, r.claim, turns, rd, view)
+// roundSaved is what follows a round's write: its progress event when it is stored, and the
+// run's cancellation when the write found the task cancelled or taken over.
+func (r *taskRun) roundSaved(view []byte, cancelRequested bool, err error) error {
 	if err != nil {
 		if errors.Is(err, tasks.ErrFenced) {
 			r.cancel(tasks.ErrFenced)

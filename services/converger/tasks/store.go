@@ -344,9 +344,9 @@ func rowsOf(turns []engine.Turn) (turnRows, error) {
 // committed first, makes it find nothing. A lock writes no new version of the row, as an
 // UPDATE would on every save.
 func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) error {
-	r, err := rowsOf(turns)
-	if err != nil {
-		return err
+	encode := func() ([]any, error) {
+		r, err := rowsOf(turns)
+		return []any{c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached}, err
 	}
 	n, err := s.exec(ctx, `
 		WITH t AS (
@@ -355,7 +355,7 @@ func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) er
 		SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
 		FROM t, unnest($3::int2[], $4::int2[], $5::text[], $6::json[], $7::int8[], $8::int8[], $9::int8[])
 			AS x(seq, round, agent, turn, input, output, cached)`,
-		c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached)
+		encode)
 	if err != nil {
 		return fmt.Errorf("save %d turns of %s: %w", len(turns), c.TaskID, err)
 	}
@@ -365,16 +365,40 @@ func (s *Store) SaveTurns(ctx context.Context, c Claim, turns ...engine.Turn) er
 	return nil
 }
 
-// SaveRound records round rd of c's run, its view, and turns, the run's turns not saved yet
-// (the round's two, unless its A turn was saved before), in one statement. It reports whether
-// the task's cancellation was requested, and returns ErrFenced when a later run holds the
-// task.
-func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, view []byte) (cancelRequested bool, err error) {
-	r, err := rowsOf(turns)
-	if err != nil {
-		return false, err
+// SaveRound records round rd of c's run, its view (RoundViewOf), and turns, the run's turns not
+// saved yet (the round's two, unless its A turn was saved before), in one statement. It
+// returns the view, reports whether the task's cancellation was requested, and returns
+// ErrFenced when a later run holds the task.
+func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round) (view []byte, cancelRequested bool, err error) {
+	saved := make(chan struct{})
+	s.StartRound(ctx, c, turns, rd, func(v []byte, cancel bool, e error) {
+		view, cancelRequested, err = v, cancel, e
+		close(saved)
+	})
+	<-saved
+	return view, cancelRequested, err
+}
+
+// StartRound is SaveRound without the wait: with a group commit it queues the write and
+// returns, and saved gets the outcome once the write's batch has committed or failed, on the
+// writer's goroutine, which also encodes the round and its turns. A run whose engine goes on
+// with its next call meanwhile needs no goroutine of its own for the write. Without a group
+// commit, saved is called before StartRound returns.
+func (s *Store) StartRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, saved func(view []byte, cancelRequested bool, err error)) {
+	var view []byte
+	var cancelRequested bool
+	encode := func() ([]any, error) {
+		var err error
+		if view, err = json.Marshal(RoundViewOf(c.TaskID, rd)); err != nil {
+			return nil, fmt.Errorf("encode round %d of %s: %w", rd.Number, c.TaskID, err)
+		}
+		r, err := rowsOf(turns)
+		if err != nil {
+			return nil, err
+		}
+		return []any{c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached, rd.Number, rd.Score.Value, view}, nil
 	}
-	err = s.queryRow(ctx, `
+	s.startQueryRow(ctx, `
 		WITH t AS (
 			SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM convergence_tasks
 			WHERE id = $1 AND run = $2 AND status = 'running' FOR SHARE),
@@ -387,15 +411,19 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 			INSERT INTO convergence_rounds (task_id, number, score, round)
 			SELECT id, $10, $11, $12 FROM t)
 		SELECT cancel FROM t`,
-		[]any{c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached, rd.Number, rd.Score.Value, view},
-		&cancelRequested)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, ErrFenced
-	}
-	if err != nil {
-		return false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err)
-	}
-	return cancelRequested, nil
+		encode, []any{&cancelRequested},
+		func(err error) {
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				saved(view, false, ErrFenced)
+			case err != nil && view == nil:
+				saved(nil, false, err) // Not encoded, so not sent.
+			case err != nil:
+				saved(view, false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err))
+			default:
+				saved(view, cancelRequested, nil)
+			}
+		})
 }
 
 // Outcome is how a task ended.
@@ -414,36 +442,43 @@ func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcom
 	// The end's time is taken here, so that the row, the event and the webhook carry the same
 	// instant (to the microsecond the database keeps).
 	finishedAt := time.Now().UTC().Truncate(time.Microsecond)
-	startedAt := c.StartedAt
-	e, err := endOf(Record{
-		ID: c.TaskID, EnvID: c.EnvID, OrgID: c.OrgID, Type: c.Request.Type, Status: o.Status, Request: c.Request,
-		Result: &o.Result, Rounds: o.Result.Rounds, Usage: EventUsage(o.Result.Usage), Error: o.Error, RequestID: c.RequestID,
-		CreatedAt: c.CreatedAt, StartedAt: &startedAt, FinishedAt: &finishedAt,
-	}, SourceConverger)
-	if err != nil {
-		return err
-	}
-	event, err := outbox.NewRow(ctx, e.subject, e.event)
-	if err != nil {
-		return err
-	}
-	var hook webhook.Delivery
-	var body []byte
-	if e.hook != nil {
-		hook = *e.hook
-		if body, err = hook.Body(); err != nil {
-			return err
+	encode := func() ([]any, error) {
+		startedAt := c.StartedAt
+		e, err := endOf(Record{
+			ID: c.TaskID, EnvID: c.EnvID, OrgID: c.OrgID, Type: c.Request.Type, Status: o.Status, Request: c.Request,
+			Result: &o.Result, Rounds: o.Result.Rounds, Usage: EventUsage(o.Result.Usage), Error: o.Error, RequestID: c.RequestID,
+			CreatedAt: c.CreatedAt, StartedAt: &startedAt, FinishedAt: &finishedAt,
+		}, SourceConverger)
+		if err != nil {
+			return nil, err
 		}
+		event, err := outbox.NewRow(ctx, e.subject, e.event)
+		if err != nil {
+			return nil, err
+		}
+		var hook webhook.Delivery
+		var body []byte
+		if e.hook != nil {
+			hook = *e.hook
+			if body, err = hook.Body(); err != nil {
+				return nil, err
+			}
+		}
+		rows, err := rowsOf(turns)
+		if err != nil {
+			return nil, err
+		}
+		result, err := json.Marshal(o.Result)
+		if err != nil {
+			return nil, fmt.Errorf("encode result: %w", err)
+		}
+		u := o.Result.Usage
+		return []any{c.TaskID, c.Run, o.Status, result, o.Result.StopReason, scoreOf(o), o.Result.Rounds,
+			u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, finishedAt,
+			rows.seq, rows.round, rows.agent, rows.turn, rows.input, rows.output, rows.cached,
+			hook.ID, c.EnvID, hook.URL, hook.EventType, body,
+			event.EventID, event.Subject, event.Payload, webhook.TraceParent(ctx)}, nil
 	}
-	rows, err := rowsOf(turns)
-	if err != nil {
-		return err
-	}
-	result, err := json.Marshal(o.Result)
-	if err != nil {
-		return fmt.Errorf("encode result: %w", err)
-	}
-	u := o.Result.Usage
 	n, err := s.exec(ctx, `
 		WITH t AS (
 			UPDATE convergence_tasks SET status = $3, result = $4, stop_reason = $5, convergence_score = $6,
@@ -461,11 +496,7 @@ func (s *Store) Finish(ctx context.Context, ob *outbox.Outbox, c Claim, o Outcom
 			SELECT $21, t.id, $22, $23, $24, $25, NULLIF($29, '') FROM t WHERE $23 <> ''
 			ON CONFLICT (task_id) DO NOTHING)
 		INSERT INTO outbox (event_id, subject, payload) SELECT $26, $27, $28 FROM t`,
-		c.TaskID, c.Run, o.Status, result, o.Result.StopReason, scoreOf(o), o.Result.Rounds,
-		u.InputTokens, u.OutputTokens, u.CachedTokens, u.TotalTokens, o.Error, finishedAt,
-		rows.seq, rows.round, rows.agent, rows.turn, rows.input, rows.output, rows.cached,
-		hook.ID, c.EnvID, hook.URL, hook.EventType, body,
-		event.EventID, event.Subject, event.Payload, webhook.TraceParent(ctx))
+		encode)
 	if err != nil {
 		return fmt.Errorf("finish task %s: %w", c.TaskID, err)
 	}

@@ -96,14 +96,14 @@ func TestStore_LaterClaim_FencesTheEarlierRun(t *testing.T) {
 	rd := engine.Round{Number: 1, A: a1, B: b1, Score: engine.Score{Value: 50}}
 	synthesis := engine.Turn{Agent: engine.AgentSynthesis, Round: 1, Valid: true, Attempts: 1, Usage: llm.Usage{InputTokens: 30, OutputTokens: 7}}
 	require.ErrorIs(t, store.SaveTurns(ctx, first, a1), tasks.ErrFenced)
-	_, err = store.SaveRound(ctx, first, []engine.Turn{b1}, rd, []byte(`{}`))
+	_, _, err = store.SaveRound(ctx, first, []engine.Turn{b1}, rd)
 	require.ErrorIs(t, err, tasks.ErrFenced)
 	done := tasks.Outcome{Status: tasks.StatusCompleted, Result: api.Result{StopReason: "converged", Rounds: 1, Disputed: []string{}}}
 	require.ErrorIs(t, store.Finish(ctx, ob, first, done, synthesis), tasks.ErrFenced)
 	require.Zero(t, resultEvents(t, pool), "a fenced run writes no result event")
 	require.Equal(t, 1, turnCount(t, pool, id), "a fenced run writes no turn")
 
-	_, err = store.SaveRound(ctx, second, []engine.Turn{b1}, rd, []byte(`{"round":1}`))
+	_, _, err = store.SaveRound(ctx, second, []engine.Turn{b1}, rd)
 	require.NoError(t, err)
 	require.NoError(t, store.Finish(ctx, ob, second, done, synthesis))
 	require.Equal(t, 1, resultEvents(t, pool))

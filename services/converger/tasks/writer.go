@@ -22,19 +22,27 @@ import (
 // write never reports success for an effect that was rolled back.
 type Writer struct {
 	pool     *pgxpool.Pool
-	ops      chan *op
 	maxBatch int
 	flushes  chan struct{}
-	stopped  chan struct{} // closed when Run returns
+	ready    chan struct{} // holds a token while writes are queued
+
+	mu      sync.Mutex
+	queue   []*op
+	stopped bool // set when Run returns: writes fail from then on
 }
 
-// op is one statement of a batch and the caller waiting for it.
+// op is one statement of a batch and what to do with its outcome.
 type op struct {
 	sql  string
 	args []any
+	// prepare, if set, returns the arguments instead, when the batch is built: a run's
+	// documents are encoded on the writer's goroutines, so that the runs' own goroutines, ten
+	// thousand of them waiting on their providers, never grow their stacks to encode JSON.
+	prepare func() ([]any, error)
 	// scan reads the statement's result; it returns an error only for a failed statement.
 	scan func(pgx.Rows) error
-	done chan error
+	// done is called once with the batch's verdict, on the goroutine that sent the batch.
+	done func(error)
 }
 
 // NewWriter returns a writer on pool that sends batches of at most maxBatch statements, with
@@ -42,84 +50,134 @@ type op struct {
 func NewWriter(pool *pgxpool.Pool, maxBatch, parallel int) *Writer {
 	return &Writer{
 		pool:     pool,
-		ops:      make(chan *op),
 		maxBatch: max(1, maxBatch),
 		flushes:  make(chan struct{}, max(1, parallel)),
-		stopped:  make(chan struct{}),
+		ready:    make(chan struct{}, 1),
 	}
 }
 
 // errWriterStopped is returned for writes made after Run returned.
 var errWriterStopped = errors.New("task writer stopped")
 
-// Run sends batches until ctx is done, then waits for the batches in flight and returns nil.
-// Run once. Writes must stop before ctx is done (the converger stops its handlers first): a
-// write that comes after Run returned fails with errWriterStopped.
+// Run sends batches until ctx is done, then waits for the batches in flight, fails the writes
+// still queued and returns nil. Run once. Writes must stop before ctx is done (the converger
+// stops its handlers first): a write that comes after Run returned fails with
+// errWriterStopped.
 func (w *Writer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	defer close(w.stopped)
+	defer w.stop()
 	defer wg.Wait()
-	for {
-		var first *op
+	for ctx.Err() == nil {
 		select {
-		case first = <-w.ops:
+		case <-w.ready:
 		case <-ctx.Done():
 			return nil
 		}
-		batch := []*op{first}
-	gather:
-		for len(batch) < w.maxBatch {
+		// A batch takes what queued while the batches before it were in flight.
+		for {
 			select {
-			case o := <-w.ops:
-				batch = append(batch, o)
-			default:
-				break gather
+			case w.flushes <- struct{}{}:
+			case <-ctx.Done():
+				return nil
 			}
+			batch := w.take()
+			if len(batch) == 0 {
+				<-w.flushes
+				break
+			}
+			wg.Go(func() {
+				defer func() { <-w.flushes }()
+				w.flush(context.WithoutCancel(ctx), batch)
+			})
 		}
-		w.flushes <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-w.flushes }()
-			w.flush(context.WithoutCancel(ctx), batch)
-		})
+	}
+	return nil
+}
+
+// take removes up to maxBatch writes from the queue.
+func (w *Writer) take() []*op {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := min(len(w.queue), w.maxBatch)
+	batch := w.queue[:n:n]
+	w.queue = w.queue[n:]
+	if len(w.queue) == 0 {
+		w.queue = nil // Let the array of a burst go.
+	}
+	return batch
+}
+
+// stop fails the writes left in the queue and every write from now on.
+func (w *Writer) stop() {
+	w.mu.Lock()
+	left := w.queue
+	w.queue, w.stopped = nil, true
+	w.mu.Unlock()
+	for _, o := range left {
+		o.done(errWriterStopped)
 	}
 }
 
 func (w *Writer) flush(ctx context.Context, batch []*op) {
 	b := &pgx.Batch{}
+	queued := batch[:0:0]
 	for _, o := range batch {
-		b.Queue(o.sql, o.args...).Query(o.scan)
+		args := o.args
+		if o.prepare != nil {
+			var err error
+			if args, err = o.prepare(); err != nil {
+				o.done(err) // Nothing of it is sent; the batch goes on without it.
+				continue
+			}
+		}
+		b.Queue(o.sql, args...).Query(o.scan)
+		queued = append(queued, o)
+	}
+	if len(queued) == 0 {
+		return
 	}
 	err := w.pool.SendBatch(ctx, b).Close()
 	if err != nil {
-		err = fmt.Errorf("batch of %d writes: %w", len(batch), err)
+		err = fmt.Errorf("batch of %d writes: %w", len(queued), err)
 	}
-	for _, o := range batch {
-		o.done <- err
+	for _, o := range queued {
+		o.done(err)
 	}
 }
 
-// do runs one statement in the next batch and waits until that batch has committed.
-func (w *Writer) do(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
-	o := &op{sql: sql, args: args, scan: scan, done: make(chan error, 1)}
+// start queues o for the next batch and returns at once; o.done gets the verdict of its batch
+// once that has committed or failed. A batch is bounded by its statements, not by a context:
+// once queued, a write is sent.
+func (w *Writer) start(o *op) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		o.done(errWriterStopped)
+		return
+	}
+	w.queue = append(w.queue, o)
+	w.mu.Unlock()
 	select {
-	case w.ops <- o:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.stopped:
-		return errWriterStopped
+	case w.ready <- struct{}{}:
+	default: // Run is woken already; it takes this write with the others.
 	}
-	return <-o.done // The batch is bounded by its statements, not by ctx: wait for its verdict.
 }
 
-// exec runs sql, directly or through the writer when there is one, and returns the rows it
+// exec runs sql, directly or through the writer when there is one, with the arguments that
+// prepare returns (on the writer's goroutine, through the writer), and returns the rows it
 // affected.
-func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+func (s *Store) exec(ctx context.Context, sql string, prepare func() ([]any, error)) (int64, error) {
 	if s.writer == nil {
+		args, err := prepare()
+		if err != nil {
+			return 0, err
+		}
 		tag, err := s.pool.Exec(ctx, sql, args...)
 		return tag.RowsAffected(), err
 	}
 	var n int64
-	err := s.writer.do(ctx, sql, args, func(rows pgx.Rows) error {
+	verdict := make(chan error, 1)
+	s.writer.start(&op{sql: sql, prepare: prepare, scan: func(rows pgx.Rows) error {
 		for rows.Next() {
 		}
 		if err := rows.Err(); err != nil {
@@ -127,18 +185,32 @@ func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error
 		}
 		n = rows.CommandTag().RowsAffected()
 		return nil
-	})
-	return n, err
+	}, done: func(err error) { verdict <- err }})
+	return n, <-verdict
 }
 
 // queryRow runs sql, directly or through the writer, and scans its one row into dest; no row is
 // pgx.ErrNoRows.
 func (s *Store) queryRow(ctx context.Context, sql string, args []any, dest ...any) error {
+	verdict := make(chan error, 1)
+	s.startQueryRow(ctx, sql, func() ([]any, error) { return args, nil }, dest, func(err error) { verdict <- err })
+	return <-verdict
+}
+
+// startQueryRow is queryRow with its arguments made by prepare, that returns before its
+// outcome: through the writer, it queues the statement, and prepare and done run later on the
+// writer's goroutine; directly, both run before it returns.
+func (s *Store) startQueryRow(ctx context.Context, sql string, prepare func() ([]any, error), dest []any, done func(error)) {
 	if s.writer == nil {
-		return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
+		args, err := prepare()
+		if err == nil {
+			err = s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
+		}
+		done(err)
+		return
 	}
 	found := false
-	err := s.writer.do(ctx, sql, args, func(rows pgx.Rows) error {
+	s.writer.start(&op{sql: sql, prepare: prepare, scan: func(rows pgx.Rows) error {
 		defer rows.Close()
 		if rows.Next() {
 			found = true
@@ -147,9 +219,10 @@ func (s *Store) queryRow(ctx context.Context, sql string, args []any, dest ...an
 			}
 		}
 		return rows.Err()
-	})
-	if err == nil && !found {
-		return pgx.ErrNoRows
-	}
-	return err
+	}, done: func(err error) {
+		if err == nil && !found {
+			err = pgx.ErrNoRows
+		}
+		done(err)
+	}})
 }

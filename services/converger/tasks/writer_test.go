@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 
@@ -65,11 +66,74 @@ func TestWriter_ConcurrentWritesShareBatches_SuccessMeansCommitted(t *testing.T)
 	later, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: claims[1].TaskID}, "")
 	require.NoError(t, err)
 	rd := engine.Round{Number: 1, B: engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}, Score: engine.Score{Value: 40}}
-	_, err = store.SaveRound(t.Context(), claims[1], []engine.Turn{rd.B}, rd, []byte(`{"round":1}`))
+	_, _, err = store.SaveRound(t.Context(), claims[1], []engine.Turn{rd.B}, rd)
 	require.ErrorIs(t, err, tasks.ErrFenced)
-	cancelRequested, err := store.SaveRound(t.Context(), later, []engine.Turn{rd.B}, rd, []byte(`{"round":1}`))
+	_, cancelRequested, err := store.SaveRound(t.Context(), later, []engine.Turn{rd.B}, rd)
 	require.NoError(t, err)
 	require.False(t, cancelRequested)
+}
+
+func TestWriter_StartRound_ReturnsAtOnceAndReportsOnceCommitted(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewFor(t, pgrole.Converger)
+	ob := outbox.New(pool)
+	w := tasks.NewWriter(pool, 8, 1)
+	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).GroupCommit(w)
+	_, id := newTask(t, pool, ob)
+	claim, err := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
+	require.NoError(t, err)
+	rd := engine.Round{Number: 1, A: engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1},
+		B: engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}, Score: engine.Score{Value: 40}}
+	type outcome struct {
+		view []byte
+		err  error
+	}
+	saved := make(chan outcome, 1)
+	// The writer is not running yet: the write can only be queued, and StartRound returns.
+	store.StartRound(t.Context(), claim, rd.Turns(), rd, func(view []byte, _ bool, err error) { saved <- outcome{view, err} })
+	rounds := func() (n int) {
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM convergence_rounds WHERE task_id = $1`, id).Scan(&n))
+		return n
+	}
+	require.Zero(t, rounds())
+	require.Empty(t, saved)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	got := <-saved
+	require.NoError(t, got.err)
+	require.Equal(t, 1, rounds(), "reported once committed")
+	require.JSONEq(t, string(mustJSON(t, tasks.RoundViewOf(id, rd))), string(got.view), "the view stored is the one handed back to stream")
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestWriter_WritesQueuedWhenItStops_FailInsteadOfHanging(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewFor(t, pgrole.Converger)
+	ob := outbox.New(pool)
+	w := tasks.NewWriter(pool, 8, 1)
+	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).GroupCommit(w)
+	_, id := newTask(t, pool, ob)
+	claim, err := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
+	require.NoError(t, err)
+	saved := make(chan error, 1)
+	store.StartRound(t.Context(), claim, nil, engine.Round{Number: 1}, func(_ []byte, _ bool, err error) { saved <- err })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, w.Run(ctx))
+	require.ErrorContains(t, <-saved, "task writer stopped")
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM convergence_rounds WHERE task_id = $1`, id).Scan(&n))
+	require.Zero(t, n)
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
 }
 
 func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
