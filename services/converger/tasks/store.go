@@ -320,20 +320,30 @@ type turnRows struct {
 
 func rowsOf(turns []engine.Turn) (turnRows, error) {
 	var r turnRows
-	for _, t := range turns {
+	err := r.add(turns)
+	return r, err
+}
+
+// add appends turns to r, all of them or, when one cannot be encoded, none.
+func (r *turnRows) add(turns []engine.Turn) error {
+	raws := make([]string, len(turns))
+	for i, t := range turns {
 		raw, err := json.Marshal(t)
 		if err != nil {
-			return turnRows{}, fmt.Errorf("encode turn %s%d: %w", t.Agent, t.Round, err)
+			return fmt.Errorf("encode turn %s%d: %w", t.Agent, t.Round, err)
 		}
+		raws[i] = string(raw)
+	}
+	for i, t := range turns {
 		r.seq = append(r.seq, int32(turnSeq(t)))
 		r.round = append(r.round, int32(t.Round))
 		r.agent = append(r.agent, string(t.Agent))
-		r.turn = append(r.turn, string(raw))
+		r.turn = append(r.turn, raws[i])
 		r.input = append(r.input, t.Usage.InputTokens)
 		r.output = append(r.output, t.Usage.OutputTokens)
 		r.cached = append(r.cached, t.Usage.CachedTokens)
 	}
-	return r, nil
+	return nil
 }
 
 // SaveTurns records turns of c's run, in one statement. It returns ErrFenced when a later run
@@ -381,49 +391,134 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 
 // StartRound is SaveRound without the wait: with a group commit it queues the write and
 // returns, and saved gets the outcome once the write's batch has committed or failed, on the
-// writer's goroutine, which also encodes the round and its turns. A run whose engine goes on
-// with its next call meanwhile needs no goroutine of its own for the write. Without a group
-// commit, saved is called before StartRound returns.
+// writer's goroutine, which also encodes the round and its turns and writes the rounds of
+// every run in the batch in one statement. A run whose engine goes on with its next call
+// meanwhile needs no goroutine of its own for the write. Without a group commit, saved is
+// called before StartRound returns.
 func (s *Store) StartRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, saved func(view []byte, cancelRequested bool, err error)) {
-	var view []byte
-	var cancelRequested bool
-	encode := func() ([]any, error) {
-		var err error
-		if view, err = json.Marshal(RoundViewOf(c.TaskID, rd)); err != nil {
-			return nil, fmt.Errorf("encode round %d of %s: %w", rd.Number, c.TaskID, err)
+	w := &roundWrite{taskID: c.TaskID, run: c.Run, turns: turns, round: rd}
+	done := func(err error) {
+		switch {
+		case err != nil && w.view == nil:
+			saved(nil, false, err) // Not encoded, so not sent.
+		case err != nil:
+			saved(w.view, false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err))
+		case !w.found:
+			saved(w.view, false, ErrFenced)
+		default:
+			saved(w.view, w.cancelRequested, nil)
 		}
-		r, err := rowsOf(turns)
-		if err != nil {
-			return nil, err
-		}
-		return []any{c.TaskID, c.Run, r.seq, r.round, r.agent, r.turn, r.input, r.output, r.cached, rd.Number, rd.Score.Value, view}, nil
 	}
-	s.startQueryRow(ctx, `
-		WITH t AS (
-			SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM convergence_tasks
-			WHERE id = $1 AND run = $2 AND status = 'running' FOR SHARE),
+	if s.writer != nil {
+		s.writer.start(&op{round: w, done: done})
+		return
+	}
+	sql, args, scan := saveRounds([]*roundWrite{w})
+	if len(args) == 0 {
+		done(w.err)
+		return
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err == nil {
+		err = scan(rows)
+	}
+	done(err)
+}
+
+// roundWrite is one run's round to record, with what its write found.
+type roundWrite struct {
+	taskID string
+	run    int
+	turns  []engine.Turn
+	round  engine.Round
+
+	view []byte // the round's view, once encoded
+	err  error  // why it could not be encoded
+	// found is whether the run still holds its task; cancelRequested, whether the task's
+	// cancellation was requested.
+	found, cancelRequested bool
+}
+
+// runKey names one run of a task.
+type runKey struct {
+	taskID string
+	run    int
+}
+
+// saveRounds returns one statement that records the rounds ws of any number of runs, each
+// with its view and turns, and its scan of the result, which sets each write's found and
+// cancelRequested. A round whose view or turns cannot be encoded gets its err and is left out;
+// when none is left, args is empty.
+//
+// Each run's fence is the lock on its task's row (FOR SHARE) in the same statement: the row is
+// found only while the run holds the task, and a claim (an UPDATE of the row) waits for it or,
+// having committed first, makes it find nothing. A lock writes no new version of the row, as
+// an UPDATE would on every save.
+func saveRounds(ws []*roundWrite) (sql string, args []any, scan func(pgx.Rows) error) {
+	var (
+		ids, views            []string
+		runs, numbers, scores []int32
+		turnIDs               []string // each turn's task and run
+		turnRuns              []int32
+		turns                 turnRows
+		written               = make(map[runKey]*roundWrite, len(ws))
+	)
+	for _, w := range ws {
+		view, err := json.Marshal(RoundViewOf(w.taskID, w.round))
+		if err != nil {
+			w.err = fmt.Errorf("encode round %d of %s: %w", w.round.Number, w.taskID, err)
+			continue
+		}
+		if err := turns.add(w.turns); err != nil {
+			w.err = err
+			continue
+		}
+		w.view = view
+		written[runKey{w.taskID, w.run}] = w
+		ids, runs = append(ids, w.taskID), append(runs, int32(w.run))
+		numbers, scores = append(numbers, int32(w.round.Number)), append(scores, int32(w.round.Score.Value))
+		views = append(views, string(view))
+		for range w.turns {
+			turnIDs, turnRuns = append(turnIDs, w.taskID), append(turnRuns, int32(w.run))
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil, nil
+	}
+	sql = `
+		WITH w AS (
+			SELECT * FROM unnest($1::text[], $2::int4[], $3::int2[], $4::int2[], $5::json[]) AS w(task_id, run, number, score, round)),
+		t AS (
+			SELECT c.id, c.run, c.cancel_requested_at IS NOT NULL AS cancel
+			FROM convergence_tasks c JOIN w ON c.id = w.task_id AND c.run = w.run
+			WHERE c.status = 'running' ORDER BY c.id FOR SHARE OF c),
 		turns AS (
 			INSERT INTO convergence_turns (task_id, seq, round, agent, run, turn, input_tokens, output_tokens, cached_tokens)
-			SELECT t.id, x.seq, x.round, x.agent, $2, x.turn, x.input, x.output, x.cached
-			FROM t, unnest($3::int2[], $4::int2[], $5::text[], $6::json[], $7::int8[], $8::int8[], $9::int8[])
-				AS x(seq, round, agent, turn, input, output, cached)),
+			SELECT x.task_id, x.seq, x.round, x.agent, x.run, x.turn, x.input, x.output, x.cached
+			FROM unnest($6::text[], $7::int4[], $8::int2[], $9::int2[], $10::text[], $11::json[], $12::int8[], $13::int8[], $14::int8[])
+				AS x(task_id, run, seq, round, agent, turn, input, output, cached)
+			JOIN t ON t.id = x.task_id AND t.run = x.run),
 		r AS (
 			INSERT INTO convergence_rounds (task_id, number, score, round)
-			SELECT id, $10, $11, $12 FROM t)
-		SELECT cancel FROM t`,
-		encode, []any{&cancelRequested},
-		func(err error) {
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-				saved(view, false, ErrFenced)
-			case err != nil && view == nil:
-				saved(nil, false, err) // Not encoded, so not sent.
-			case err != nil:
-				saved(view, false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err))
-			default:
-				saved(view, cancelRequested, nil)
+			SELECT w.task_id, w.number, w.score, w.round FROM w JOIN t ON t.id = w.task_id AND t.run = w.run)
+		SELECT id, run, cancel FROM t`
+	args = []any{ids, runs, numbers, scores, views,
+		turnIDs, turnRuns, turns.seq, turns.round, turns.agent, turns.turn, turns.input, turns.output, turns.cached}
+	scan = func(rows pgx.Rows) error {
+		defer rows.Close()
+		var k runKey
+		var cancel bool
+		for rows.Next() {
+			if err := rows.Scan(&k.taskID, &k.run, &cancel); err != nil {
+				return err
 			}
-		})
+			if w := written[k]; w != nil {
+				w.found, w.cancelRequested = true, cancel
+			}
+		}
+		return rows.Err()
+	}
+	return sql, args, scan
 }
 
 // Outcome is how a task ended.

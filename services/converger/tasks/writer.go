@@ -12,7 +12,7 @@ import (
 
 // Writer group-commits the writes of many task runs: the turns and rounds that runs save at
 // about the same time are sent to PostgreSQL as one batch, in one round trip and one
-// transaction. A converger with a thousand tasks in flight, whose provider calls tend to
+// transaction, the rounds of every run in the batch as one statement. A converger with a thousand tasks in flight, whose provider calls tend to
 // return together, then commits a few batches instead of a thousand transactions, which is
 // what keeps its database's CPU (and, with fsync on, its disk) from being the bottleneck.
 //
@@ -39,6 +39,9 @@ type op struct {
 	// documents are encoded on the writer's goroutines, so that the runs' own goroutines, ten
 	// thousand of them waiting on their providers, never grow their stacks to encode JSON.
 	prepare func() ([]any, error)
+	// round, if set, makes the op a round write instead of a statement of its own: the batch
+	// records all its rounds in one statement (saveRounds).
+	round *roundWrite
 	// scan reads the statement's result; it returns an error only for a failed statement.
 	scan func(pgx.Rows) error
 	// done is called once with the batch's verdict, on the goroutine that sent the batch.
@@ -121,7 +124,12 @@ func (w *Writer) stop() {
 func (w *Writer) flush(ctx context.Context, batch []*op) {
 	b := &pgx.Batch{}
 	queued := batch[:0:0]
+	var rounds []*roundWrite
 	for _, o := range batch {
+		if o.round != nil {
+			rounds = append(rounds, o.round)
+			continue
+		}
 		args := o.args
 		if o.prepare != nil {
 			var err error
@@ -132,6 +140,21 @@ func (w *Writer) flush(ctx context.Context, batch []*op) {
 		}
 		b.Queue(o.sql, args...).Query(o.scan)
 		queued = append(queued, o)
+	}
+	if len(rounds) > 0 {
+		if sql, args, scan := saveRounds(rounds); len(args) > 0 {
+			b.Queue(sql, args...).Query(scan)
+		}
+		for _, o := range batch {
+			if o.round == nil {
+				continue
+			}
+			if o.round.err != nil {
+				o.done(o.round.err) // Not encoded, so not sent.
+				continue
+			}
+			queued = append(queued, o)
+		}
 	}
 	if len(queued) == 0 {
 		return
@@ -192,25 +215,12 @@ func (s *Store) exec(ctx context.Context, sql string, prepare func() ([]any, err
 // queryRow runs sql, directly or through the writer, and scans its one row into dest; no row is
 // pgx.ErrNoRows.
 func (s *Store) queryRow(ctx context.Context, sql string, args []any, dest ...any) error {
-	verdict := make(chan error, 1)
-	s.startQueryRow(ctx, sql, func() ([]any, error) { return args, nil }, dest, func(err error) { verdict <- err })
-	return <-verdict
-}
-
-// startQueryRow is queryRow with its arguments made by prepare, that returns before its
-// outcome: through the writer, it queues the statement, and prepare and done run later on the
-// writer's goroutine; directly, both run before it returns.
-func (s *Store) startQueryRow(ctx context.Context, sql string, prepare func() ([]any, error), dest []any, done func(error)) {
 	if s.writer == nil {
-		args, err := prepare()
-		if err == nil {
-			err = s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
-		}
-		done(err)
-		return
+		return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
 	}
 	found := false
-	s.writer.start(&op{sql: sql, prepare: prepare, scan: func(rows pgx.Rows) error {
+	verdict := make(chan error, 1)
+	s.writer.start(&op{sql: sql, args: args, scan: func(rows pgx.Rows) error {
 		defer rows.Close()
 		if rows.Next() {
 			found = true
@@ -219,10 +229,12 @@ func (s *Store) startQueryRow(ctx context.Context, sql string, prepare func() ([
 			}
 		}
 		return rows.Err()
-	}, done: func(err error) {
-		if err == nil && !found {
-			err = pgx.ErrNoRows
-		}
-		done(err)
-	}})
+	}, done: func(err error) { verdict <- err }})
+	if err := <-verdict; err != nil {
+		return err
+	}
+	if !found {
+		return pgx.ErrNoRows
+	}
+	return nil
 }

@@ -129,6 +129,59 @@ func TestWriter_WritesQueuedWhenItStops_FailInsteadOfHanging(t *testing.T) {
 	require.Zero(t, n)
 }
 
+func TestWriter_RoundsOfOneBatch_OneStatementThatFencesEachRun(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewFor(t, pgrole.Converger)
+	ob := outbox.New(pool)
+	direct := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate()))
+	w := tasks.NewWriter(pool, 8, 1)
+	store := direct.GroupCommit(w)
+	_, taken := newTask(t, pool, ob)
+	stale, err := direct.Claim(t.Context(), events.ConvergeRequest{TaskID: taken}, "")
+	require.NoError(t, err)
+	current, err := direct.Claim(t.Context(), events.ConvergeRequest{TaskID: taken}, "")
+	require.NoError(t, err)
+	_, other := newTask(t, pool, ob)
+	otherClaim, err := direct.Claim(t.Context(), events.ConvergeRequest{TaskID: other}, "")
+	require.NoError(t, err)
+	_, err = pool.Exec(t.Context(), `UPDATE convergence_tasks SET cancel_requested_at = now() WHERE id = $1`, other)
+	require.NoError(t, err)
+
+	round := func(score int) engine.Round {
+		return engine.Round{Number: 1, A: engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1},
+			B: engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}, Score: engine.Score{Value: score}}
+	}
+	type outcome struct {
+		cancel bool
+		err    error
+	}
+	results := make([]chan outcome, 3)
+	// Queued before the writer runs, so the three share its first batch.
+	for i, c := range []tasks.Claim{stale, current, otherClaim} {
+		results[i] = make(chan outcome, 1)
+		rd := round(10 * (i + 1))
+		store.StartRound(t.Context(), c, rd.Turns(), rd, func(_ []byte, cancel bool, err error) { results[i] <- outcome{cancel, err} })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+
+	require.ErrorIs(t, (<-results[0]).err, tasks.ErrFenced, "the run that lost its task writes nothing")
+	require.Equal(t, outcome{}, <-results[1])
+	require.Equal(t, outcome{cancel: true}, <-results[2], "each run learns of its own task's cancellation")
+	for id, want := range map[string]int{taken: 20, other: 30} {
+		var score, turns int
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT r.score, (SELECT count(*) FROM convergence_turns WHERE task_id = $1)
+			FROM convergence_rounds r WHERE r.task_id = $1`, id).Scan(&score, &turns))
+		require.Equal(t, want, score, id)
+		require.Equal(t, 2, turns, id)
+	}
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
