@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -58,6 +59,12 @@ func NewWriter(pool *pgxpool.Pool, maxBatch, parallel int) *Writer {
 		ready:    make(chan struct{}, 1),
 	}
 }
+
+// roundsPerStatement is how many rounds one statement records at most. A statement's
+// arguments are encoded into one buffer that grows by doubling from a few hundred bytes (pgx
+// keeps none larger between statements); rounds of about 5 KB each, 16 to a statement, keep
+// that copying small while the statements of a batch stay few.
+const roundsPerStatement = 16
 
 // errWriterStopped is returned for writes made after Run returned.
 var errWriterStopped = errors.New("task writer stopped")
@@ -142,8 +149,10 @@ func (w *Writer) flush(ctx context.Context, batch []*op) {
 		queued = append(queued, o)
 	}
 	if len(rounds) > 0 {
-		if sql, args, scan := saveRounds(rounds); len(args) > 0 {
-			b.Queue(sql, args...).Query(scan)
+		for chunk := range slices.Chunk(rounds, roundsPerStatement) {
+			if sql, args, scan := saveRounds(chunk); len(args) > 0 {
+				b.Queue(sql, args...).Query(scan)
+			}
 		}
 		for _, o := range batch {
 			if o.round == nil {
