@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,6 +25,7 @@ import (
 type Writer struct {
 	pool     *pgxpool.Pool
 	maxBatch int
+	timeout  time.Duration // of one batch, from taking a connection to its commit
 	flushes  chan struct{}
 	ready    chan struct{} // holds a token while writes are queued
 
@@ -55,6 +57,7 @@ func NewWriter(pool *pgxpool.Pool, maxBatch, parallel int) *Writer {
 	return &Writer{
 		pool:     pool,
 		maxBatch: max(1, maxBatch),
+		timeout:  batchTimeout,
 		flushes:  make(chan struct{}, max(1, parallel)),
 		ready:    make(chan struct{}, 1),
 	}
@@ -65,6 +68,11 @@ func NewWriter(pool *pgxpool.Pool, maxBatch, parallel int) *Writer {
 // keeps none larger between statements); rounds of about 5 KB each, 16 to a statement, keep
 // that copying small while the statements of a batch stay few.
 const roundsPerStatement = 16
+
+// batchTimeout bounds a batch: a database that stops answering fails its writes, and their runs
+// resume on redelivery, instead of holding them forever. A batch that committed as it timed
+// out is found by the next claim, which resumes from what it wrote.
+const batchTimeout = 30 * time.Second
 
 // errWriterStopped is returned for writes made after Run returned.
 var errWriterStopped = errors.New("task writer stopped")
@@ -168,6 +176,8 @@ func (w *Writer) flush(ctx context.Context, batch []*op) {
 	if len(queued) == 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
 	err := w.pool.SendBatch(ctx, b).Close()
 	if err != nil {
 		err = fmt.Errorf("batch of %d writes: %w", len(queued), err)
@@ -178,8 +188,8 @@ func (w *Writer) flush(ctx context.Context, batch []*op) {
 }
 
 // start queues o for the next batch and returns at once; o.done gets the verdict of its batch
-// once that has committed or failed. A batch is bounded by its statements, not by a context:
-// once queued, a write is sent.
+// once that has committed or failed. A batch is bounded by batchTimeout, not by its writers'
+// contexts: once queued, a write is sent.
 func (w *Writer) start(o *op) {
 	w.mu.Lock()
 	if w.stopped {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/convergence-dev/convergence/internal/outbox"
@@ -180,6 +182,55 @@ func TestWriter_RoundsOfOneBatch_OneStatementThatFencesEachRun(t *testing.T) {
 		require.Equal(t, want, score, id)
 		require.Equal(t, 2, turns, id)
 	}
+}
+
+func TestWriter_DatabaseStopsAnswering_BatchFailsAfterItsTimeout(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewFor(t, pgrole.Converger)
+	ob := outbox.New(pool)
+	direct := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate()))
+	w := tasks.NewWriter(pool, 8, 1)
+	tasks.SetBatchTimeout(w, 200*time.Millisecond)
+	store := direct.GroupCommit(w)
+	_, id := newTask(t, pool, ob)
+	claim, err := direct.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+
+	// Another session holds the task's row, as a database stuck on it would: the round's
+	// fence waits for it.
+	blocker, err := pool.Begin(t.Context())
+	require.NoError(t, err)
+	_, err = blocker.Exec(t.Context(), `SELECT 1 FROM convergence_tasks WHERE id = $1 FOR UPDATE`, id)
+	require.NoError(t, err)
+	rd := engine.Round{Number: 1, A: engine.Turn{Agent: engine.AgentA, Round: 1, Valid: true, Attempts: 1},
+		B: engine.Turn{Agent: engine.AgentB, Round: 1, Valid: true, Attempts: 1}}
+	_, _, err = store.SaveRound(t.Context(), claim, rd.Turns(), rd)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the write fails instead of waiting for ever")
+	require.NoError(t, blocker.Rollback(t.Context()))
+
+	// The batch's statement may still run on the server once the row is free: a batch that
+	// timed out is not known to have rolled back. Locking the row waits for its end; then the
+	// round is there with its turns, or neither is, and the next claim resumes from what is.
+	require.NoError(t, pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(t.Context(), `SELECT 1 FROM convergence_tasks WHERE id = $1 FOR UPDATE`, id)
+		return err
+	}))
+	var rounds, turns int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM convergence_rounds WHERE task_id = $1),
+		(SELECT count(*) FROM convergence_turns WHERE task_id = $1)`, id).Scan(&rounds, &turns))
+	require.Contains(t, [][2]int{{0, 0}, {1, 2}}, [2]int{rounds, turns}, "all of the round or nothing")
+
+	rd2 := engine.Round{Number: 2, A: engine.Turn{Agent: engine.AgentA, Round: 2, Valid: true, Attempts: 1},
+		B: engine.Turn{Agent: engine.AgentB, Round: 2, Valid: true, Attempts: 1}}
+	_, _, err = store.SaveRound(t.Context(), claim, rd2.Turns(), rd2)
+	require.NoError(t, err, "the writer goes on once the database answers")
 }
 
 func mustJSON(t *testing.T, v any) []byte {
