@@ -9,7 +9,8 @@
 // (taskspec.Request). The converger records the task as queued when the request arrives
 // ([Store.Accept]; a cancel that comes first records it too), then [Store.Claim]s it, which
 // moves it to running and increments its run, the fencing token every later write of that run
-// carries: [Store.SaveRound] after each round, with the round's turns, and [Store.Finish] at
+// carries: [Store.StartRound] after each round, with the round's turns ([Store.SaveRound] waits
+// for its outcome), and [Store.Finish] at
 // the end, which records the result and the turns not saved yet (the synthesis, or a round's
 // first turn when the run stopped inside it), and writes the converge.completed or
 // converge.failed event and the webhook delivery in one transaction; [Store.SaveTurns] saves
