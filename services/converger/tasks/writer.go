@@ -14,9 +14,10 @@ import (
 
 // Writer group-commits the writes of many task runs: the turns and rounds that runs save at
 // about the same time are sent to PostgreSQL as one batch, in one round trip and one
-// transaction, the rounds of every run in the batch as one statement. A converger with a thousand tasks in flight, whose provider calls tend to
-// return together, then commits a few batches instead of a thousand transactions, which is
-// what keeps its database's CPU (and, with fsync on, its disk) from being the bottleneck.
+// transaction, with the rounds of many runs in each statement. A converger with a thousand
+// tasks in flight, whose provider calls tend to return together, then commits a few batches
+// instead of a thousand transactions, which is what keeps its database's CPU (and, with fsync
+// on, its disk) from being the bottleneck.
 //
 // A write waits for no timer: the first write of a quiet moment goes out at once, alone; the
 // writes that arrive while batches are in flight form the next batches. Each write returns
@@ -51,7 +52,7 @@ type op struct {
 	done func(error)
 }
 
-// NewWriter returns a writer on pool that sends batches of at most maxBatch statements, with
+// NewWriter returns a writer on pool that sends batches of at most maxBatch writes, with
 // at most parallel batches in flight. It starts nothing; Run does.
 func NewWriter(pool *pgxpool.Pool, maxBatch, parallel int) *Writer {
 	return &Writer{
@@ -139,10 +140,10 @@ func (w *Writer) stop() {
 func (w *Writer) flush(ctx context.Context, batch []*op) {
 	b := &pgx.Batch{}
 	queued := batch[:0:0]
-	var rounds []*roundWrite
+	var roundOps []*op
 	for _, o := range batch {
 		if o.round != nil {
-			rounds = append(rounds, o.round)
+			roundOps = append(roundOps, o)
 			continue
 		}
 		args := o.args
@@ -156,16 +157,15 @@ func (w *Writer) flush(ctx context.Context, batch []*op) {
 		b.Queue(o.sql, args...).Query(o.scan)
 		queued = append(queued, o)
 	}
-	if len(rounds) > 0 {
-		for chunk := range slices.Chunk(rounds, roundsPerStatement) {
-			if sql, args, scan := saveRounds(chunk); len(args) > 0 {
-				b.Queue(sql, args...).Query(scan)
-			}
+	for chunk := range slices.Chunk(roundOps, roundsPerStatement) {
+		rounds := make([]*roundWrite, len(chunk))
+		for i, o := range chunk {
+			rounds[i] = o.round
 		}
-		for _, o := range batch {
-			if o.round == nil {
-				continue
-			}
+		if sql, args, scan := saveRounds(rounds); len(args) > 0 {
+			b.Queue(sql, args...).Query(scan)
+		}
+		for _, o := range chunk {
 			if o.round.err != nil {
 				o.done(o.round.err) // Not encoded, so not sent.
 				continue
