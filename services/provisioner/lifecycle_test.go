@@ -187,7 +187,11 @@ func TestSpawn_AppCrashesAtStart_ErrorWithExitReasonAndArchivedLogs(t *testing.T
 	logs := h.raw(http.MethodGet, tenantPath(envID, "/logs"), nil)
 	require.Equal(t, http.StatusOK, logs.code)
 	require.Equal(t, "archive", logs.header.Get("X-Log-Source"))
-	require.Contains(t, string(logs.body), "failed to create new OS thread")
+	// The archive keeps the last lines the container wrote: the Go runtime's crash report.
+	// Which process runs out of threads first, the app or runc's init, varies; the latter's
+	// report is longer than the archive's 200 lines, which then miss its first line (the
+	// reason keeps it, above).
+	require.Regexp(t, `(?m)^goroutine \d+ `, string(logs.body))
 }
 
 func TestReplicas_OneLeads_TheOtherTakesOverWatchingAndReconcilingWhenItStops(t *testing.T) {
