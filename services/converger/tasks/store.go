@@ -448,12 +448,8 @@ type runKey struct {
 // saveRounds returns one statement that records the rounds ws of any number of runs, each
 // with its view and turns, and its scan of the result, which sets each write's found and
 // cancelRequested. A round whose view or turns cannot be encoded gets its err and is left out;
-// when none is left, args is empty.
-//
-// Each run's fence is the lock on its task's row (FOR SHARE) in the same statement: the row is
-// found only while the run holds the task, and a claim (an UPDATE of the row) waits for it or,
-// having committed first, makes it find nothing. A lock writes no new version of the row, as
-// an UPDATE would on every save.
+// when none is left, args is empty. Each run is fenced by a lock on its own task's row, as in
+// SaveTurns, so a run that lost its task writes nothing while the others write.
 func saveRounds(ws []*roundWrite) (sql string, args []any, scan func(pgx.Rows) error) {
 	var (
 		ids, views            []string
