@@ -70,10 +70,9 @@ const benchConcurrency = 8
 // single-row INSERT-commit loop, a bare JetStream publish loop (each publish waits for its
 // PubAck), and the write floors: the change and an outbox-shaped row committed with no relay,
 // in one round trip (as Batch does) and in a transaction (as Tx does), the least any
-// table-based outbox writes per event. The outbox is measured
-// twice: through Outbox.Tx, and through Outbox.Batch, the way the API records converge
-// requests. Run with a fixed count, e.g. -benchtime=5000x. Goals: Tx ≥ 0.5× and Batch ≥ 0.8×
-// raw commit.
+// table-based outbox writes per event. The outbox is measured twice: through Outbox.Tx, and
+// through Outbox.Batch, the way the API records converge requests. Run with a fixed count,
+// e.g. -benchtime=5000x. Goals: Tx ≥ 0.5× and Batch ≥ 0.8× raw commit.
 func BenchmarkOutboxThroughput(b *testing.B) {
 	pool := durablePool(b)
 	srv := natstest.Start(b)
