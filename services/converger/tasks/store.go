@@ -391,16 +391,16 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 
 // StartRound is SaveRound without the wait: with a group commit it queues the write and
 // returns, and saved gets the outcome once the write's batch has committed or failed, on the
-// writer's goroutine, which also encodes the round and its turns and writes the rounds of
-// every run in the batch in one statement. A run whose engine goes on with its next call
+// writer's goroutine, which also encodes the round and its turns and writes them with the
+// rounds of other runs in the batch (saveRounds). A run whose engine goes on with its next call
 // meanwhile needs no goroutine of its own for the write. Without a group commit, saved is
 // called before StartRound returns.
 func (s *Store) StartRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, saved func(view []byte, cancelRequested bool, err error)) {
 	w := &roundWrite{taskID: c.TaskID, run: c.Run, turns: turns, round: rd}
 	done := func(err error) {
 		switch {
-		case err != nil && w.view == nil:
-			saved(nil, false, err) // Not encoded, so not sent.
+		case w.err != nil:
+			saved(nil, false, w.err) // Not encoded, so not sent.
 		case err != nil:
 			saved(w.view, false, fmt.Errorf("save round %d of %s: %w", rd.Number, c.TaskID, err))
 		case !w.found:
