@@ -220,6 +220,69 @@ func TestBatch_ChangeAndEventCommitTogetherOrNotAtAll(t *testing.T) {
 	require.Equal(t, 2, things, "a change whose event failed was committed")
 }
 
+func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	_, err := pool.Exec(t.Context(), `CREATE TABLE things (name TEXT PRIMARY KEY)`)
+	require.NoError(t, err)
+	// One connection: each transaction must hand it back idle, or the next would wait for ever.
+	cfg := pool.Config()
+	cfg.MaxConns = 1
+	one, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(one.Close)
+	ob := outbox.New(one)
+	event := func() events.Envelope {
+		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
+		require.NoError(t, err)
+		return env
+	}
+	change := func(name string, envs ...events.Envelope) func(tx pgx.Tx) error {
+		return func(tx pgx.Tx) error {
+			if _, err := tx.Exec(t.Context(), `INSERT INTO things (name) VALUES ($1)`, name); err != nil {
+				return err
+			}
+			for _, env := range envs {
+				if err := outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, env); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	things := func() (n int) {
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM things`).Scan(&n))
+		return n
+	}
+
+	first, second := event(), event()
+	require.NoError(t, ob.Tx(t.Context(), change("a", first, second)))
+	rows, err := pool.Query(t.Context(), `SELECT event_id FROM outbox ORDER BY id`)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{first.ID, second.ID}, ids, "both events, in the order written")
+	require.Equal(t, 1, things())
+
+	// The change fails (a duplicate key): its event must not be recorded either.
+	require.Error(t, ob.Tx(t.Context(), change("a", event())))
+	require.Equal(t, 2, unpublished(t, pool), "the event of a failed change was recorded")
+
+	// The event fails at the commit (its ID is taken): the change must not stay either.
+	err = ob.Tx(t.Context(), change("b", event(), first))
+	require.ErrorContains(t, err, "commit outbox transaction")
+	require.Equal(t, 1, things(), "a change whose event failed was committed")
+	require.Equal(t, 2, unpublished(t, pool), "an event of a failed transaction was recorded")
+
+	// An event written in a savepoint is inserted there, and commits with the transaction.
+	inSavepoint := event()
+	require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
+		return pgx.BeginFunc(t.Context(), tx, change("c", inSavepoint))
+	}))
+	require.Equal(t, 2, things())
+	require.Equal(t, 3, unpublished(t, pool))
+}
+
 func TestRelay_ManyEventsOfAStream_StoredAsOneAtomicBatch_AFewOneByOne_EachInOrder(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)

@@ -11,13 +11,17 @@ import (
 )
 
 // Write records env, to be published on subject, inside tx. The event becomes visible to the
-// relay when tx commits and is dropped with it when tx rolls back. Prefer Outbox.Tx, which also
-// wakes the process's relay after the commit; an event written with a bare Write is found by
-// the relay's next poll.
+// relay when tx commits and is dropped with it when tx rolls back. Prefer Outbox.Tx, which
+// sends the event's INSERT with its COMMIT and wakes the process's relay after it; an event
+// written in another transaction is inserted at once and found by the relay's next poll.
 func Write(ctx context.Context, tx pgx.Tx, subject string, env events.Envelope) error {
 	row, err := NewRow(ctx, subject, env)
 	if err != nil {
 		return err
+	}
+	if etx, ok := tx.(*eventTx); ok {
+		etx.rows = append(etx.rows, row)
+		return nil
 	}
 	if _, err := tx.Exec(ctx, insertEvent, row.EventID, row.Subject, row.Payload); err != nil {
 		return fmt.Errorf("insert outbox event %s: %w", env.ID, err)
@@ -68,12 +72,51 @@ func New(pool *pgxpool.Pool) *Outbox {
 
 // Tx runs fn in a transaction and commits it if fn returns nil, then wakes the relay. fn
 // writes the domain change and its events (Write) with the transaction it is given.
+//
+// The events' INSERTs are held until fn returns and go with the COMMIT, pipelined in one round
+// trip: a transaction costs its BEGIN, fn's own statements and that one. A failing INSERT
+// (an event ID already taken) aborts the transaction, so the server skips the COMMIT and Tx
+// rolls the change back; the change and its events commit together or not at all, as before.
 func (o *Outbox) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	if err := pgx.BeginFunc(ctx, o.pool, fn); err != nil {
+	conn, err := o.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox transaction: %w", err)
+	}
+	// A connection left in a transaction, if the rollback below fails, is closed on release.
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	etx := &eventTx{Tx: tx}
+	if err := fn(etx); err != nil {
 		return err
 	}
+	commit := &pgx.Batch{}
+	for _, row := range etx.rows {
+		commit.Queue(insertEvent, row.EventID, row.Subject, row.Payload)
+	}
+	commit.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, commit).Close(); err != nil {
+		return fmt.Errorf("commit outbox transaction: %w", err)
+	}
+	committed = true
 	o.Wake()
 	return nil
+}
+
+// eventTx is the transaction Outbox.Tx hands its function: Write keeps its events for the
+// COMMIT. Savepoints (Begin) are the plain pgx ones; an event written in one is inserted at
+// once, and rolled back with it.
+type eventTx struct {
+	pgx.Tx
+	rows []Row
 }
 
 // Batch sends b — the statements of one domain change — with the INSERT of env appended, in
