@@ -274,6 +274,15 @@ func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
 	require.Equal(t, 1, things(), "a change whose event failed was committed")
 	require.Equal(t, 2, unpublished(t, pool), "an event of a failed transaction was recorded")
 
+	// A function that panics leaves nothing behind, and the connection goes back to the pool.
+	require.Panics(t, func() {
+		_ = ob.Tx(t.Context(), func(tx pgx.Tx) error {
+			_ = change("p", event())(tx)
+			panic("the caller's bug")
+		})
+	})
+	require.Equal(t, 1, things(), "the change of a panicking function was committed")
+
 	// An event written in a savepoint is inserted there, and commits with the transaction.
 	inSavepoint := event()
 	require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
