@@ -78,6 +78,14 @@ func unpublished(t *testing.T, pool *pgxpool.Pool) int {
 	return n
 }
 
+// event returns a new event, as a test writes it.
+func event(t *testing.T) events.Envelope {
+	t.Helper()
+	env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
+	require.NoError(t, err)
+	return env
+}
+
 func TestRelay_ProcessDiedBetweenCommitAndPublish_DeliversEachEventOnceAfterRestart(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)
@@ -111,8 +119,7 @@ func TestWrite_RolledBackTransaction_PublishesNothing(t *testing.T) {
 	pool := pgtest.New(t)
 	js := natstest.Start(t).JetStream()
 
-	env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
-	require.NoError(t, err)
+	env := event(t)
 	tx, err := pool.Begin(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, outbox.Write(t.Context(), tx, events.SubjectConvergeCompleted, env))
@@ -190,25 +197,20 @@ func TestBatch_ChangeAndEventCommitTogetherOrNotAtAll(t *testing.T) {
 	_, err := pool.Exec(t.Context(), `CREATE TABLE things (name TEXT PRIMARY KEY)`)
 	require.NoError(t, err)
 	ob := outbox.New(pool)
-	event := func() events.Envelope {
-		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
-		require.NoError(t, err)
-		return env
-	}
 
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO things (name) VALUES ('a')`)
-	require.NoError(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event()))
+	require.NoError(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event(t)))
 	require.Equal(t, 1, unpublished(t, pool))
 
 	// The change fails (a duplicate key): its event must not be recorded either.
 	b = &pgx.Batch{}
 	b.Queue(`INSERT INTO things (name) VALUES ('a')`)
-	require.Error(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event()))
+	require.Error(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, event(t)))
 	require.Equal(t, 1, unpublished(t, pool), "the event of a failed change was recorded")
 
 	// The event fails (its ID is taken): the change must not stay either.
-	dup := event()
+	dup := event(t)
 	b = &pgx.Batch{}
 	b.Queue(`INSERT INTO things (name) VALUES ('b')`)
 	require.NoError(t, ob.Batch(t.Context(), b, events.SubjectConvergeCompleted, dup))
@@ -232,11 +234,6 @@ func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(one.Close)
 	ob := outbox.New(one)
-	event := func() events.Envelope {
-		env, err := events.NewEnvelope("test", events.TypeConvergeCompleted, "x", "", events.ConvergeCompleted{TaskID: "x"})
-		require.NoError(t, err)
-		return env
-	}
 	change := func(name string, envs ...events.Envelope) func(tx pgx.Tx) error {
 		return func(tx pgx.Tx) error {
 			if _, err := tx.Exec(t.Context(), `INSERT INTO things (name) VALUES ($1)`, name); err != nil {
@@ -255,7 +252,7 @@ func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
 		return n
 	}
 
-	first, second := event(), event()
+	first, second := event(t), event(t)
 	require.NoError(t, ob.Tx(t.Context(), change("a", first, second)))
 	rows, err := pool.Query(t.Context(), `SELECT event_id FROM outbox ORDER BY id`)
 	require.NoError(t, err)
@@ -265,11 +262,11 @@ func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
 	require.Equal(t, 1, things())
 
 	// The change fails (a duplicate key): its event must not be recorded either.
-	require.Error(t, ob.Tx(t.Context(), change("a", event())))
+	require.Error(t, ob.Tx(t.Context(), change("a", event(t))))
 	require.Equal(t, 2, unpublished(t, pool), "the event of a failed change was recorded")
 
 	// The event fails at the commit (its ID is taken): the change must not stay either.
-	err = ob.Tx(t.Context(), change("b", event(), first))
+	err = ob.Tx(t.Context(), change("b", event(t), first))
 	require.ErrorContains(t, err, "commit outbox transaction")
 	require.Equal(t, 1, things(), "a change whose event failed was committed")
 	require.Equal(t, 2, unpublished(t, pool), "an event of a failed transaction was recorded")
@@ -277,14 +274,14 @@ func TestTx_ChangeAndEventsCommitTogetherOrNotAtAll(t *testing.T) {
 	// A function that panics leaves nothing behind, and the connection goes back to the pool.
 	require.Panics(t, func() {
 		_ = ob.Tx(t.Context(), func(tx pgx.Tx) error {
-			_ = change("p", event())(tx)
+			_ = change("p", event(t))(tx)
 			panic("the caller's bug")
 		})
 	})
 	require.Equal(t, 1, things(), "the change of a panicking function was committed")
 
 	// An event written in a savepoint is inserted there, and commits with the transaction.
-	inSavepoint := event()
+	inSavepoint := event(t)
 	require.NoError(t, ob.Tx(t.Context(), func(tx pgx.Tx) error {
 		return pgx.BeginFunc(t.Context(), tx, change("c", inSavepoint))
 	}))
