@@ -211,9 +211,8 @@ func (r *taskRun) onRound(ctx context.Context, rd engine.Round) error {
 	r.held = nil
 	done := make(chan error, 1)
 	r.saving = done
-	// Without a group commit the write runs here and ctx bounds it; with one, its batch does.
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
-	defer cancel()
+	// The service's store group-commits (New): StartRound only queues the write, and
+	// the writer bounds its batch, so a timer of its own for each round would bound nothing.
 	r.s.store.StartRound(ctx, r.claim, turns, rd, func(view []byte, cancelRequested bool, err error) {
 		done <- r.roundSaved(view, cancelRequested, err)
 	})
