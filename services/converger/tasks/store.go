@@ -396,7 +396,7 @@ func (s *Store) SaveRound(ctx context.Context, c Claim, turns []engine.Turn, rd 
 // meanwhile needs no goroutine of its own for the write. Without a group commit, saved is
 // called before StartRound returns.
 func (s *Store) StartRound(ctx context.Context, c Claim, turns []engine.Turn, rd engine.Round, saved func(view []byte, cancelRequested bool, err error)) {
-	w := &roundWrite{taskID: c.TaskID, run: c.Run, turns: turns, round: rd}
+	w := &roundWrite{runKey: runKey{c.TaskID, c.Run}, turns: turns, round: rd}
 	done := func(err error) {
 		switch {
 		case w.err != nil:
@@ -427,10 +427,9 @@ func (s *Store) StartRound(ctx context.Context, c Claim, turns []engine.Turn, rd
 
 // roundWrite is one run's round to record, with what its write found.
 type roundWrite struct {
-	taskID string
-	run    int
-	turns  []engine.Turn
-	round  engine.Round
+	runKey
+	turns []engine.Turn
+	round engine.Round
 
 	view []byte // the round's view, once encoded
 	err  error  // why it could not be encoded
@@ -470,7 +469,7 @@ func saveRounds(ws []*roundWrite) (sql string, args []any, scan func(pgx.Rows) e
 			continue
 		}
 		w.view = view
-		written[runKey{w.taskID, w.run}] = w
+		written[w.runKey] = w
 		ids, runs = append(ids, w.taskID), append(runs, int32(w.run))
 		numbers, scores = append(numbers, int32(w.round.Number)), append(scores, int32(w.round.Score.Value))
 		views = append(views, string(view))

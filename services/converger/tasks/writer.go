@@ -139,7 +139,7 @@ func (w *Writer) stop() {
 
 func (w *Writer) flush(ctx context.Context, batch []*op) {
 	b := &pgx.Batch{}
-	queued := batch[:0:0]
+	queued := make([]*op, 0, len(batch))
 	var roundOps []*op
 	for _, o := range batch {
 		if o.round != nil {
