@@ -237,14 +237,11 @@ func TestWriter_DatabaseStopsAnswering_BatchFailsAfterItsTimeout(t *testing.T) {
 
 func TestWriter_WriteAfterStop_FailsInsteadOfHanging(t *testing.T) {
 	t.Parallel()
-	pool := pgtest.NewFor(t, pgrole.Converger)
-	ob := outbox.New(pool)
-	w := tasks.NewWriter(pool, 8, 1)
+	f := newWriterFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	require.NoError(t, w.Run(ctx))
-	store := tasks.NewStore(pool, webhook.NewSecrets(seal.Generate())).GroupCommit(w)
-	_, id := newTask(t, pool, ob)
-	_, err := store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
+	require.NoError(t, f.w.Run(ctx))
+	_, id := newTask(t, f.pool, outbox.New(f.pool))
+	_, err := f.store.Claim(t.Context(), events.ConvergeRequest{TaskID: id}, "")
 	require.ErrorContains(t, err, "task writer stopped")
 }
